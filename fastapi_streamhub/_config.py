@@ -1,0 +1,89 @@
+"""Settings of a hub, validated once at construction."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+__all__ = ["Settings"]
+
+_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def _positive(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+
+
+def _positive_int(name: str, value: int | None, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every tunable of a hub. Times are in seconds, sizes in bytes."""
+
+    key_prefix: str = "streamhub"
+    lease_ttl: float = 10.0
+    renew_interval: float | None = None  # default lease_ttl / 3
+    retention: float = 86400.0
+    maxlen: int | None = None
+    max_chunk_bytes: int = 1024 * 1024
+    max_metadata_bytes: int = 64 * 1024
+    max_batch: int = 512
+    max_pending: int = 4096
+    subscriber_buffer: int = 1024
+    max_subscribers: int = 1000
+    replay_batch: int = 1000
+    ping_interval: float = 15.0
+    retry_ms: int = 1000
+    shutdown_grace: float = 5.0
+    outage_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.key_prefix, str) or _PREFIX.fullmatch(self.key_prefix) is None:
+            raise ValueError("key_prefix must be 1-64 characters of letters, digits and _ . : -")
+        _positive("lease_ttl", self.lease_ttl)
+        if self.renew_interval is not None:
+            _positive("renew_interval", self.renew_interval)
+            if self.renew_interval >= self.lease_ttl:
+                raise ValueError("renew_interval must be shorter than lease_ttl")
+        _positive("retention", self.retention)
+        if self.retention < self.lease_ttl:
+            raise ValueError("retention must be at least lease_ttl")
+        _positive("ping_interval", self.ping_interval)
+        _positive("shutdown_grace", self.shutdown_grace)
+        _positive("outage_timeout", self.outage_timeout)
+        _positive_int("maxlen", self.maxlen, allow_none=True)
+        for name in (
+            "max_chunk_bytes",
+            "max_metadata_bytes",
+            "max_batch",
+            "max_pending",
+            "subscriber_buffer",
+            "max_subscribers",
+            "replay_batch",
+            "retry_ms",
+        ):
+            _positive_int(name, getattr(self, name))
+
+    @property
+    def renew_every(self) -> float:
+        """Seconds between lease renewals."""
+        return self.renew_interval if self.renew_interval is not None else self.lease_ttl / 3
+
+    @property
+    def lease_ms(self) -> int:
+        """The lease length in milliseconds."""
+        return max(1, round(self.lease_ttl * 1000))
+
+    @property
+    def retention_ms(self) -> int:
+        """The retention in milliseconds."""
+        return max(1, round(self.retention * 1000))

@@ -1,0 +1,133 @@
+"""Local fan-out: one live message from the store reaches every listener in this process.
+
+A backend holds one :class:`Fanout`. Listeners register per channel; the backend subscribes to
+the channel in the store when the first listener arrives and unsubscribes when the last leaves.
+A subscriber's listener is a bounded queue: when it overflows, its queued messages are dropped
+and replaced by one :class:`ResyncMsg`, so a slow reader costs bounded memory and repairs from
+the store (the source of truth) when it catches up.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+import anyio
+
+from ._codec import ChunksMsg, Message, ResyncMsg
+
+__all__ = ["CallbackListener", "Fanout", "Listener", "QueueListener"]
+
+
+class Listener:
+    """Something that receives live messages of one channel."""
+
+    def push(self, msg: Message) -> None:
+        """Deliver one message; must not block."""
+        raise NotImplementedError
+
+
+class CallbackListener(Listener):
+    """Calls a function for every message (used by producers for cancel signals)."""
+
+    __slots__ = ("_callback",)
+
+    def __init__(self, callback: Callable[[Message], None]) -> None:
+        self._callback = callback
+
+    def push(self, msg: Message) -> None:
+        self._callback(msg)
+
+
+class QueueListener(Listener):
+    """A bounded queue of messages for one subscriber."""
+
+    __slots__ = ("_capacity", "_items", "_size", "_wake", "overflows")
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._items: deque[Message] = deque()
+        self._size = 0
+        self._wake: anyio.Event | None = None
+        self.overflows = 0
+
+    def push(self, msg: Message) -> None:
+        weight = len(msg.chunks) if isinstance(msg, ChunksMsg) else 1
+        if self._size + weight > self._capacity:
+            # Drop what is queued: the store holds it, the subscriber re-reads it from its cursor.
+            self.overflows += 1
+            self._items.clear()
+            self._items.append(ResyncMsg())
+            self._size = 1
+        else:
+            self._items.append(msg)
+            self._size += weight
+        if self._wake is not None:
+            self._wake.set()
+
+    async def get(self) -> Message:
+        """Wait for the next message."""
+        while not self._items:
+            self._wake = anyio.Event()
+            await self._wake.wait()
+            self._wake = None
+        msg = self._items.popleft()
+        self._size -= len(msg.chunks) if isinstance(msg, ChunksMsg) else 1
+        return msg
+
+    def get_nowait(self) -> Message | None:
+        """The next message if one is queued."""
+        if not self._items:
+            return None
+        msg = self._items.popleft()
+        self._size -= len(msg.chunks) if isinstance(msg, ChunksMsg) else 1
+        return msg
+
+
+class Fanout:
+    """Listeners by channel."""
+
+    __slots__ = ("_channels",)
+
+    def __init__(self) -> None:
+        self._channels: dict[bytes, set[Listener]] = {}
+
+    def add(self, channel: bytes, listener: Listener) -> bool:
+        """Register a listener; True when it is the channel's first."""
+        listeners = self._channels.get(channel)
+        if listeners is None:
+            self._channels[channel] = {listener}
+            return True
+        listeners.add(listener)
+        return False
+
+    def remove(self, channel: bytes, listener: Listener) -> bool:
+        """Unregister a listener; True when the channel has none left."""
+        listeners = self._channels.get(channel)
+        if listeners is None:
+            return False
+        listeners.discard(listener)
+        if listeners:
+            return False
+        del self._channels[channel]
+        return True
+
+    def has(self, channel: bytes) -> bool:
+        """True when the channel has listeners."""
+        return channel in self._channels
+
+    def channels(self) -> list[bytes]:
+        """Every channel with listeners."""
+        return list(self._channels)
+
+    def dispatch(self, channel: bytes, msg: Message) -> None:
+        """Deliver a message to every listener of a channel."""
+        listeners = self._channels.get(channel)
+        if listeners:
+            for listener in tuple(listeners):
+                listener.push(msg)
+
+    def dispatch_all(self, msg: Message) -> None:
+        """Deliver a message to every listener of every channel."""
+        for channel in list(self._channels):
+            self.dispatch(channel, msg)

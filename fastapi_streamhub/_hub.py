@@ -1,0 +1,504 @@
+"""StreamHub: lifecycle, the low-level producer/consumer API, and the lease keeper."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, TypeVarTuple, Unpack
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ._codec import DeletedMsg, EndMsg, HubClosingMsg, ResyncMsg, dumps_json
+from ._config import Settings
+from ._errors import LimitExceeded, SessionNotFound, StreamClosed
+from ._fanout import QueueListener
+from ._producer import CancelCallback, Producer
+from ._subscriber import Subscription
+from ._types import Cursor, SessionInfo, State, validate_session_id
+from .backends.base import Backend, Lost
+from .backends.memory import MemoryBackend
+
+__all__ = ["Registration", "Session", "StreamHub"]
+
+log = logging.getLogger("fastapi_streamhub")
+Ts = TypeVarTuple("Ts")
+
+_MAX_ACTIVE_QUERY = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """Result of :meth:`StreamHub.register`; unpacks as ``producer, created``."""
+
+    producer: Producer | None
+    created: bool
+    generation: int
+    state: State
+
+    def __iter__(self) -> Iterator[Any]:
+        yield self.producer
+        yield self.created
+
+
+@dataclass(slots=True)
+class _Watch:
+    deadline: float
+    listeners: set[QueueListener] = field(default_factory=set)
+
+
+def _cursor(after: Cursor | str | None) -> Cursor | None:
+    if after is None or isinstance(after, Cursor):
+        return after
+    return Cursor.parse(after)
+
+
+class Session:
+    """A consumer's handle on one session (from :meth:`StreamHub.get`)."""
+
+    def __init__(self, hub: StreamHub, info: SessionInfo) -> None:
+        self.hub = hub
+        self.session_id = info.session_id
+        self.info = info
+
+    def __repr__(self) -> str:
+        return f"<Session {self.session_id!r} {self.info.state.value}>"
+
+    def subscribe(
+        self,
+        after: Cursor | str | None = None,
+        *,
+        buffer: int | None = None,
+        batch_replay: bool = False,
+    ) -> Subscription:
+        """Replay from ``after`` (exclusive; None = from the start), then follow live."""
+        return self.hub.subscribe(
+            self.session_id, after=after, buffer=buffer, batch_replay=batch_replay
+        )
+
+    async def refresh(self) -> SessionInfo:
+        """Re-read the record."""
+        info = await self.hub.status(self.session_id)
+        if info is None:
+            raise SessionNotFound(f"session {self.session_id!r} not found")
+        self.info = info
+        return info
+
+    async def metadata(self) -> Any:
+        """The current metadata (None if never set)."""
+        return (await self.refresh()).metadata
+
+    async def state(self) -> State:
+        """The current state."""
+        return (await self.refresh()).state
+
+    async def done(self) -> bool:
+        """True once the session finished (done, cancelled or failed)."""
+        return (await self.state()).finished
+
+    async def cancel(self, wait: float | None = None) -> State:
+        """Ask the producer to stop; see :meth:`StreamHub.cancel`."""
+        return await self.hub.cancel(self.session_id, wait=wait)
+
+
+class StreamHub:
+    """Registry of resumable streams on one backend (memory, Redis, Redis Cluster).
+
+    ``StreamHub(redis_client_or_backend, **settings)`` or ``StreamHub.from_url(url, **settings)``.
+    Use it as ``async with hub:`` or as FastAPI's ``lifespan=hub.lifespan``; every background
+    task runs in the hub's task group and ends when the hub exits.
+    """
+
+    def __init__(self, backend: Any = None, **options: Any) -> None:
+        self.settings = Settings(**options)
+        self.backend: Backend = _as_backend(backend)
+        self._owned: Any = None
+        self._tg: TaskGroup | None = None
+        self._producers: dict[str, Producer] = {}
+        self._watched: dict[str, _Watch] = {}
+        self._subscribers: dict[str, int] = {}
+        self._live_subscriptions: set[QueueListener] = set()
+        self._closing = False
+        self._keeper_wake = anyio.Event()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> StreamHub:
+        """``memory://``, ``redis://``, ``rediss://`` or ``unix://``; options as for the constructor."""
+        scheme = url.partition("://")[0].lower() if "://" in url else ""
+        if scheme == "memory":
+            return cls(MemoryBackend(), **options)
+        if scheme in ("redis", "rediss", "unix"):
+            from redis.asyncio import Redis
+
+            client = Redis.from_url(url)
+            hub = cls(client, **options)
+            hub._owned = client
+            return hub
+        raise ValueError(
+            f"unsupported URL scheme {scheme!r}: use memory://, redis://, rediss:// or unix://"
+        )
+
+    def __repr__(self) -> str:
+        return f"<StreamHub {type(self.backend).__name__} prefix={self.settings.key_prefix!r}>"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> StreamHub:
+        if self._tg is not None:
+            raise RuntimeError("this StreamHub is already running")
+        self._closing = False
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        try:
+            await self.backend.start(self.settings, tg)
+            tg.start_soon(self._keeper)
+        except BaseException as exc:
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(type(exc), exc, exc.__traceback__)
+            self._tg = None
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        tg = self._tg
+        if tg is None:
+            return
+        with anyio.CancelScope(shield=True):
+            await self._shutdown()
+        tg.cancel_scope.cancel()
+        try:
+            await tg.__aexit__(None, None, None)
+        finally:
+            self._tg = None
+            with anyio.CancelScope(shield=True):
+                await self.backend.aclose()
+                if self._owned is not None:
+                    await self._owned.aclose()
+
+    async def _shutdown(self) -> None:
+        self._closing = True
+        for listener in list(self._live_subscriptions):
+            listener.push(_HUB_CLOSING)
+        # Producers get a grace period to finish on their own.
+        with anyio.move_on_after(self.settings.shutdown_grace):
+            while self._producers:
+                await anyio.sleep(0.02)
+        remaining = list(self._producers.values())
+        for producer in remaining:
+            producer.shutdown()
+        with anyio.move_on_after(self.settings.shutdown_grace):
+            async with anyio.create_task_group() as tg:
+                for producer in remaining:
+                    tg.start_soon(self._close_for_shutdown, producer)
+
+    async def _close_for_shutdown(self, producer: Producer) -> None:
+        try:
+            await producer.close(State.FAILED, "shutdown")
+        except Exception as exc:
+            log.warning("could not close %r at shutdown: %s", producer, exc)
+
+    @asynccontextmanager
+    async def lifespan(self, app: Any = None) -> AsyncIterator[dict[str, Any]]:
+        """FastAPI/Starlette lifespan: runs the hub and sets ``app.state.streamhub``."""
+        if app is not None:
+            app.state.streamhub = self
+        async with self:
+            yield {"streamhub": self}
+
+    def spawn(self, fn: Callable[[Unpack[Ts]], Awaitable[Any]], *args: Unpack[Ts]) -> None:
+        """Run ``fn(*args)`` in the hub's task group."""
+        if self._tg is None:
+            raise RuntimeError("the StreamHub is not running: use 'async with hub' or its lifespan")
+        self._tg.start_soon(fn, *args)
+
+    def _require_running(self) -> None:
+        if self._tg is None:
+            raise RuntimeError("the StreamHub is not running: use 'async with hub' or its lifespan")
+        if self._closing:
+            raise StreamClosed("the StreamHub is shutting down")
+
+    # -- producers -------------------------------------------------------------------------
+
+    async def register(
+        self,
+        session_id: str,
+        on_cancel: CancelCallback | None = None,
+        *,
+        metadata: Any = None,
+        restart: bool = False,
+    ) -> Registration:
+        """Claim ``session_id``: ``created`` is True for exactly one caller among concurrent ones.
+
+        An unknown or failed session is claimed with a new, higher generation; an active one is
+        left to its producer; a finished one is left alone unless ``restart=True``.
+        """
+        validate_session_id(session_id)
+        self._require_running()
+        blob = None
+        if metadata is not None:
+            blob = dumps_json(metadata, what="metadata")
+            if len(blob) > self.settings.max_metadata_bytes:
+                raise LimitExceeded("metadata is over max_metadata_bytes")
+        result = await self.backend.claim(
+            session_id, token=uuid.uuid4().hex, restart=restart, metadata=blob
+        )
+        if not result.created:
+            return Registration(None, False, result.generation, result.state)
+        producer = Producer(self, session_id, result.generation, on_cancel=on_cancel)
+        previous = self._producers.get(session_id)
+        if previous is not None:
+            previous._mark_lost_stale()
+        self._producers[session_id] = producer
+        self.spawn(producer.run_writer)
+        self._keeper_wake.set()
+        return Registration(producer, True, result.generation, State.ACTIVE)
+
+    def _forget(self, producer: Producer) -> None:
+        if self._producers.get(producer.session_id) is producer:
+            del self._producers[producer.session_id]
+
+    # -- consumers -------------------------------------------------------------------------
+
+    async def status(self, session_id: str) -> SessionInfo | None:
+        """The session's record, or None when unknown."""
+        validate_session_id(session_id)
+        return (await self.backend.info([session_id]))[0]
+
+    async def get(self, session_id: str) -> Session | None:
+        """A consumer handle on the session, or None when unknown."""
+        info = await self.status(session_id)
+        return None if info is None else Session(self, info)
+
+    async def active(self, session_ids: Sequence[str]) -> list[str]:
+        """The ids among ``session_ids`` whose producer holds a live lease."""
+        ids = list(dict.fromkeys(validate_session_id(s) for s in session_ids))
+        if len(ids) > _MAX_ACTIVE_QUERY:
+            raise LimitExceeded(f"at most {_MAX_ACTIVE_QUERY} session ids per query")
+        if not ids:
+            return []
+        infos = await self.backend.info(ids)
+        return [
+            info.session_id
+            for info in infos
+            if info is not None and info.state is State.ACTIVE and info.lease_remaining > 0
+        ]
+
+    async def metadata(self, session_id: str) -> Any:
+        """The session's metadata; raises SessionNotFound for an unknown session."""
+        info = await self.status(session_id)
+        if info is None:
+            raise SessionNotFound(f"session {session_id!r} not found")
+        return info.metadata
+
+    async def state(self, session_id: str) -> State:
+        """The session's state; raises SessionNotFound for an unknown session."""
+        info = await self.status(session_id)
+        if info is None:
+            raise SessionNotFound(f"session {session_id!r} not found")
+        return info.state
+
+    async def done(self, session_id: str) -> bool:
+        """True once the session finished."""
+        return (await self.state(session_id)).finished
+
+    def subscribe(
+        self,
+        session_id: str,
+        after: Cursor | str | None = None,
+        *,
+        buffer: int | None = None,
+        batch_replay: bool = False,
+    ) -> Subscription:
+        """Items of the session after ``after`` (replay, then live), ending with :class:`End`.
+
+        A cursor of another generation, or one whose data is gone, yields a :class:`Reset`
+        and the replay starts from the first stored chunk. Raises SessionNotFound on first
+        iteration for an unknown session.
+        """
+        validate_session_id(session_id)
+        size = self.settings.subscriber_buffer if buffer is None else buffer
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            raise ValueError("buffer must be a positive integer")
+        return Subscription(
+            self, session_id, after=_cursor(after), buffer=size, batch_replay=batch_replay
+        )
+
+    async def cancel(self, session_id: str, wait: float | None = None) -> State:
+        """Ask the session's producer, wherever it runs, to stop.
+
+        Returns at once with the state seen (``active`` while the producer is still stopping)
+        unless ``wait`` is given: then it returns the final state as soon as the stream ends,
+        or the current state when ``wait`` seconds pass. Raises SessionNotFound (creating
+        nothing) for an unknown session.
+        """
+        validate_session_id(session_id)
+        if wait is not None and (isinstance(wait, bool) or not wait >= 0):
+            raise ValueError("wait must be a non-negative number of seconds")
+        info = await self.backend.cancel(session_id)
+        if info is None:
+            raise SessionNotFound(f"session {session_id!r} not found")
+        local = self._producers.get(session_id)
+        if local is not None and local.generation == info.generation:
+            local.request_cancel("cancelled")
+        if info.state.finished or not wait:
+            return info.state
+        return await self._wait_finished(session_id, wait)
+
+    async def _wait_finished(self, session_id: str, wait: float) -> State:
+        listener = QueueListener(64)
+        state = State.ACTIVE
+        with anyio.move_on_after(wait):
+            async with self.backend.listen(session_id, "data", listener):
+                info = await self.status(session_id)
+                if info is None:
+                    return State.CANCELLED
+                state = info.state
+                if state.finished:
+                    return state
+                watched = self._watch(session_id, info.lease_remaining, listener)
+                try:
+                    while True:
+                        msg = await listener.get()
+                        if isinstance(msg, EndMsg) and msg.generation == info.generation:
+                            return msg.state
+                        if isinstance(msg, DeletedMsg):
+                            return State.CANCELLED
+                        if isinstance(msg, ResyncMsg):
+                            fresh = await self.status(session_id)
+                            if fresh is None:
+                                return State.CANCELLED
+                            if fresh.state.finished or fresh.generation != info.generation:
+                                return fresh.state
+                finally:
+                    if watched:
+                        self._unwatch(session_id, listener)
+        return state
+
+    async def delete(self, session_id: str) -> bool:
+        """Stop a running producer (as a cancel) and remove every key of the session."""
+        validate_session_id(session_id)
+        return await self.backend.delete(session_id)
+
+    # -- subscriber bookkeeping and the lease keeper ----------------------------------------
+
+    @asynccontextmanager
+    async def _subscriber_slot(self, session_id: str) -> AsyncIterator[None]:
+        count = self._subscribers.get(session_id, 0)
+        if count >= self.settings.max_subscribers:
+            raise LimitExceeded(
+                f"session {session_id!r} already has {count} subscribers on this instance"
+            )
+        self._subscribers[session_id] = count + 1
+        try:
+            yield
+        finally:
+            left = self._subscribers[session_id] - 1
+            if left:
+                self._subscribers[session_id] = left
+            else:
+                del self._subscribers[session_id]
+
+    def _track(self, listener: QueueListener) -> None:
+        self._live_subscriptions.add(listener)
+
+    def _untrack(self, listener: QueueListener) -> None:
+        self._live_subscriptions.discard(listener)
+
+    def _watch(self, session_id: str, lease_remaining: float, listener: QueueListener) -> bool:
+        """Have the keeper check the lease of a session followed here (no-op if produced here)."""
+        if session_id in self._producers:
+            return False
+        watch = self._watched.get(session_id)
+        deadline = anyio.current_time() + lease_remaining
+        if watch is None:
+            watch = self._watched[session_id] = _Watch(deadline)
+        else:
+            watch.deadline = min(watch.deadline, deadline)
+        watch.listeners.add(listener)
+        self._keeper_wake.set()
+        return True
+
+    def _unwatch(self, session_id: str, listener: QueueListener) -> None:
+        watch = self._watched.get(session_id)
+        if watch is not None:
+            watch.listeners.discard(listener)
+            if not watch.listeners:
+                del self._watched[session_id]
+
+    async def _keeper(self) -> None:
+        """Renew the leases of local producers and expire lapsed leases of followed sessions."""
+        period = self.settings.renew_every
+        next_renew = anyio.current_time() + period
+        while True:
+            now = anyio.current_time()
+            next_expiry = min((w.deadline for w in self._watched.values()), default=now + period)
+            with anyio.move_on_after(max(0.0, min(next_renew, next_expiry) - now)):
+                self._keeper_wake = anyio.Event()
+                await self._keeper_wake.wait()
+            now = anyio.current_time()
+            try:
+                if now >= next_renew:
+                    next_renew = now + period
+                    await self._renew_all()
+                await self._expire_due(now)
+            except Exception:
+                log.exception("lease keeper round failed; retrying next round")
+
+    async def _renew_all(self) -> None:
+        producers = list(self._producers.values())
+        if not producers:
+            return
+        results = await self.backend.renew([(p.session_id, p.generation) for p in producers])
+        for producer, result in zip(producers, results, strict=True):
+            if isinstance(result, Lost):
+                producer._mark_lost_from(result)
+            elif result:
+                producer.request_cancel("cancelled")
+
+    async def _expire_due(self, now: float) -> None:
+        due = [sid for sid, w in self._watched.items() if w.deadline <= now]
+        if not due:
+            return
+        infos = await self.backend.expire(due)
+        for sid, info in zip(due, infos, strict=True):
+            watch = self._watched.get(sid)
+            if watch is None:
+                continue
+            if info is None or info.state.finished:
+                # The end is also published; the resync covers a lost pub/sub message.
+                for listener in tuple(watch.listeners):
+                    listener.push(ResyncMsg())
+                del self._watched[sid]
+            else:
+                watch.deadline = anyio.current_time() + max(info.lease_remaining, 0.01)
+
+
+_HUB_CLOSING = HubClosingMsg()
+
+
+def _as_backend(backend: Any) -> Backend:
+    if backend is None:
+        return MemoryBackend()
+    if isinstance(backend, Backend):
+        return backend
+    from redis.asyncio import Redis
+
+    if isinstance(backend, Redis):
+        from .backends.redis import RedisBackend
+
+        return RedisBackend(backend)
+    raise TypeError(
+        "StreamHub takes a redis.asyncio.Redis client or a Backend instance "
+        f"(got {type(backend).__name__}); use StreamHub.from_url for URLs"
+    )
+

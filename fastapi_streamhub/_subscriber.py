@@ -1,0 +1,221 @@
+"""Subscriptions: replay from a cursor, then follow live, with no gap and no duplicate.
+
+The hand-off works because the live listener is registered *before* the store is read: every
+chunk is either already in the store when the replay reads it, or arrives on the listener
+afterwards, or both. Offsets are consecutive within a generation, so a duplicate is dropped by
+comparing offsets and a gap (a lost or overflowed live message) is noticed at once and repaired
+by reading the store from the last delivered offset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from ._codec import ChunksMsg, DeletedMsg, EndMsg, HubClosingMsg, MetadataMsg, ResyncMsg
+from ._errors import SessionNotFound, StreamClosed
+from ._fanout import QueueListener
+from ._types import Batch, Chunk, Cursor, End, Item, Metadata, Reset, State
+
+if TYPE_CHECKING:
+    from ._hub import StreamHub
+
+__all__ = ["Subscription"]
+
+
+class Subscription:
+    """An async iterator of :data:`Item` (chunks, metadata, resets) ending with one :class:`End`.
+
+    Use ``async for item in hub.subscribe(...)``; leaving the loop early releases the live
+    listener when the iterator is closed (``async with`` closes it deterministically).
+    """
+
+    def __init__(
+        self,
+        hub: StreamHub,
+        session_id: str,
+        *,
+        after: Cursor | None,
+        buffer: int,
+        batch_replay: bool,
+    ) -> None:
+        self.session_id = session_id
+        self._hub = hub
+        self._after = after
+        self._buffer = buffer
+        self._batch_replay = batch_replay
+        self._generation = after.generation if after else 0
+        self._pos = 0
+        self._ended = False
+        self._iter = self._run()
+
+    @property
+    def cursor(self) -> Cursor | None:
+        """Cursor of the last chunk delivered (None before the first)."""
+        return Cursor(self._generation, self._pos) if self._pos else None
+
+    def __aiter__(self) -> AsyncIterator[Item]:
+        return self
+
+    async def __anext__(self) -> Item:
+        return await self._iter.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop following and release the listener."""
+        await self._iter.aclose()
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _run(self) -> AsyncGenerator[Item, None]:
+        hub = self._hub
+        listener = QueueListener(self._buffer)
+        async with hub._subscriber_slot(self.session_id), hub.backend.listen(
+            self.session_id, "data", listener
+        ):
+            info = (await hub.backend.info([self.session_id]))[0]
+            if info is None:
+                raise SessionNotFound(f"session {self.session_id!r} not found")
+            self._generation = info.generation
+            after = self._after
+            if after is not None:
+                if after.generation != info.generation:
+                    yield Reset(
+                        f"cursor {after} belongs to generation {after.generation}; "
+                        f"the session is at generation {info.generation}",
+                        info.generation,
+                    )
+                elif after.offset > info.chunks:
+                    yield Reset(
+                        f"cursor {after} is ahead of the stored stream ({info.chunks} chunks); "
+                        "data was lost",
+                        info.generation,
+                    )
+                else:
+                    self._pos = after.offset
+            if info.metadata is not None:
+                yield Metadata(info.metadata)
+            watched = info.state is State.ACTIVE and hub._watch(
+                self.session_id, info.lease_remaining, listener
+            )
+            hub._track(listener)
+            try:
+                if self._batch_replay:
+                    chunks: list[Chunk] = []
+                    end: End | None = None
+                    async for item in self._repair(check=False):
+                        if isinstance(item, Chunk):
+                            chunks.append(item)
+                        elif isinstance(item, End):
+                            end = item
+                        else:
+                            yield item
+                    if chunks:
+                        yield Batch(tuple(chunks), chunks[-1].cursor)
+                    if end is not None:
+                        yield end
+                else:
+                    async for item in self._repair(check=False):
+                        yield item
+                while not self._ended:
+                    msg = await listener.get()
+                    async for item in self._on_live(msg):
+                        yield item
+            finally:
+                hub._untrack(listener)
+                if watched:
+                    hub._unwatch(self.session_id, listener)
+
+    async def _on_live(self, msg: object) -> AsyncGenerator[Item, None]:
+        if isinstance(msg, HubClosingMsg):
+            raise StreamClosed("the hub is shutting down; resume from the last cursor elsewhere")
+        if isinstance(msg, ChunksMsg):
+            if msg.generation != self._generation or msg.first > self._pos + 1:
+                async for item in self._repair(check=True):
+                    yield item
+                return
+            for chunk in msg.chunks:
+                if chunk.cursor.offset > self._pos:
+                    self._pos = chunk.cursor.offset
+                    yield chunk
+        elif isinstance(msg, EndMsg):
+            if msg.generation == self._generation:
+                self._ended = True
+                yield End(msg.state, msg.reason)
+            elif msg.generation > self._generation:
+                async for item in self._repair(check=True):
+                    yield item
+        elif isinstance(msg, MetadataMsg):
+            if msg.generation == self._generation:
+                yield Metadata(msg.value)
+        elif isinstance(msg, DeletedMsg):
+            self._ended = True
+            yield End(State.CANCELLED, "deleted")
+        elif isinstance(msg, ResyncMsg):
+            async for item in self._repair(check=True):
+                yield item
+
+    async def _repair(self, *, check: bool) -> AsyncGenerator[Item, None]:
+        """Deliver what the store holds after the current position; with ``check``, also
+        compare with the session record to notice deletion, data loss and new generations."""
+        hub = self._hub
+        page_size = hub.settings.replay_batch
+        while True:
+            page = await hub.backend.read(self.session_id, (self._generation, self._pos), page_size)
+            if page.chunks:
+                head = page.chunks[0].cursor
+                if head.generation != self._generation:
+                    yield Reset(
+                        f"the session restarted as generation {head.generation}", head.generation
+                    )
+                    self._generation, self._pos = head.generation, 0
+                if head.offset != self._pos + 1:
+                    yield Reset(
+                        f"chunks {self._pos + 1}-{head.offset - 1} are no longer stored "
+                        "(trimmed or lost)",
+                        self._generation,
+                    )
+                for chunk in page.chunks:
+                    self._pos = chunk.cursor.offset
+                    yield chunk
+            if page.end is not None:
+                generation, end = page.end
+                if generation != self._generation:
+                    yield Reset(f"the session restarted as generation {generation}", generation)
+                    self._generation, self._pos = generation, 0
+                self._ended = True
+                yield end
+                return
+            if not page.more:
+                break
+        if not check:
+            return
+        info = (await hub.backend.info([self.session_id]))[0]
+        if info is None:
+            self._ended = True
+            yield End(State.FAILED, "the session is no longer stored (deleted, expired or lost)")
+            return
+        if info.generation != self._generation:
+            yield Reset(f"the session restarted as generation {info.generation}", info.generation)
+            self._generation, self._pos = info.generation, 0
+            async for item in self._repair(check=False):
+                yield item
+            return
+        if info.chunks > self._pos:
+            yield Reset(
+                f"chunks {self._pos + 1}-{info.chunks} are no longer stored (data lost)",
+                self._generation,
+            )
+            self._pos = info.chunks
+        if info.state.finished:
+            self._ended = True
+            yield End(info.state, info.reason)

@@ -1,0 +1,177 @@
+"""Value types shared by the hub, the backends and the HTTP layer."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ._errors import InvalidCursor, InvalidSessionId
+
+__all__ = [
+    "Batch",
+    "Chunk",
+    "Cursor",
+    "End",
+    "Event",
+    "Item",
+    "Metadata",
+    "Reset",
+    "SessionInfo",
+    "State",
+    "validate_session_id",
+]
+
+_SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+# A cursor is "<generation>-<offset>"; both parts fit a Redis stream id (64-bit unsigned).
+_CURSOR = re.compile(r"([1-9][0-9]{0,19})-(0|[1-9][0-9]{0,19})")
+_U64 = 2**64 - 1
+
+
+def validate_session_id(session_id: object) -> str:
+    """Return ``session_id`` if it is 1-200 characters of ``[A-Za-z0-9._:-]``, else raise."""
+    if not isinstance(session_id, str) or _SESSION_ID.fullmatch(session_id) is None:
+        raise InvalidSessionId(
+            "session id must be 1-200 characters of letters, digits and . _ : -"
+        )
+    return session_id
+
+
+class State(str, enum.Enum):
+    """Lifecycle state of a session."""
+
+    ACTIVE = "active"
+    DONE = "done"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        """True for every state but ``active``."""
+        return self is not State.ACTIVE
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Cursor:
+    """Position after one chunk: ``<generation>-<offset>``; offset 0 is before the first chunk."""
+
+    generation: int
+    offset: int
+
+    def __str__(self) -> str:
+        return f"{self.generation}-{self.offset}"
+
+    @classmethod
+    def parse(cls, value: str) -> Cursor:
+        """Parse ``"<generation>-<offset>"`` or raise :class:`InvalidCursor`."""
+        match = _CURSOR.fullmatch(value) if isinstance(value, str) else None
+        if match is None:
+            raise InvalidCursor(
+                "cursor must look like '<generation>-<offset>' (two decimal integers)"
+            )
+        generation, offset = int(match[1]), int(match[2])
+        if generation > _U64 or offset > _U64:
+            raise InvalidCursor("cursor is out of range")
+        return cls(generation, offset)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Wraps a chunk to send it under a custom SSE event name (``data`` is sent as JSON)."""
+
+    data: Any
+    event: str
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One persisted chunk as a subscriber receives it."""
+
+    cursor: Cursor
+    data: Any
+    kind: Literal["text", "json"] = "text"
+    event: str | None = None
+    producer: str | None = None
+
+    @property
+    def id(self) -> str:
+        """The cursor as sent in the SSE ``id:`` field."""
+        return str(self.cursor)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Every chunk of a replay in one item (``subscribe(batch_replay=True)``)."""
+
+    chunks: tuple[Chunk, ...]
+    cursor: Cursor
+
+    @property
+    def text(self) -> str:
+        """The text chunks joined."""
+        return "".join(c.data for c in self.chunks if c.kind == "text")
+
+
+@dataclass(frozen=True, slots=True)
+class Metadata:
+    """The session's metadata, sent on subscribe and whenever the producer sets it."""
+
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """The subscriber's cursor could not be honoured; what follows starts from the stored start."""
+
+    reason: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """The terminal item of every subscription."""
+
+    state: State
+    reason: str | None = None
+
+
+Item = Chunk | Batch | Metadata | Reset | End
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """A snapshot of a session's record."""
+
+    session_id: str
+    state: State
+    generation: int
+    chunks: int
+    metadata: Any
+    created_at: float
+    updated_at: float
+    reason: str | None = None
+    cancel_requested: bool = False
+    lease_remaining: float = field(default=0.0, compare=False)
+
+    @property
+    def last_event_id(self) -> str | None:
+        """Cursor of the last chunk, or None when there is none yet."""
+        return str(Cursor(self.generation, self.chunks)) if self.chunks else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape of ``GET /{sid}/status``."""
+        return {
+            "session_id": self.session_id,
+            "state": self.state.value,
+            "generation": self.generation,
+            "chunks": self.chunks,
+            "last_event_id": self.last_event_id,
+            "metadata": self.metadata,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "reason": self.reason,
+        }

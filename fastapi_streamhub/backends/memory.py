@@ -1,0 +1,284 @@
+"""In-process backend: the zero-setup default, with the same semantics as the Redis backend.
+
+Every method runs without awaiting between its reads and writes, so each transition is atomic
+under the event loop just as a Lua script is atomic in Redis. One instance may be shared by
+several hubs in one process (that is how the conformance suite runs "two instances").
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import orjson
+from anyio.abc import TaskGroup
+
+from .._codec import (
+    CancelMsg,
+    ChunksMsg,
+    DeletedMsg,
+    EndMsg,
+    MetadataMsg,
+    decode_payload,
+)
+from .._config import Settings
+from .._fanout import Fanout, Listener
+from .._types import Chunk, Cursor, End, SessionInfo, State
+from .base import AppendResult, Backend, Channel, ClaimResult, Lost, ReadResult
+
+__all__ = ["MemoryBackend"]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class _Record:
+    generation: int
+    created: int
+    updated: int
+    lease_until: float
+    token: str
+    state: State = State.ACTIVE
+    reason: str | None = None
+    n: int = 0
+    cancel: bool = False
+    metadata: bytes | None = None
+    writers: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # (offset, payload) of the current generation; trimmed to maxlen from the left.
+    log: list[tuple[int, bytes]] = field(default_factory=list)
+    end: End | None = None
+    expires_at: float = 0.0
+
+
+class MemoryBackend(Backend):
+    """Sessions in a dict of this process; live delivery by direct dispatch."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, _Record] = {}
+        self._fanout = Fanout()
+        self.settings = Settings()
+
+    async def start(self, settings: Settings, task_group: TaskGroup) -> None:
+        self.settings = settings
+
+    async def aclose(self) -> None:
+        return None
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _get(self, session_id: str) -> _Record | None:
+        rec = self._records.get(session_id)
+        if rec is not None and rec.expires_at <= time.monotonic():
+            del self._records[session_id]
+            return None
+        return rec
+
+    def _touch(self, rec: _Record) -> None:
+        rec.expires_at = time.monotonic() + self.settings.retention
+
+    def _publish(self, session_id: str, channel: Channel, msg: object) -> None:
+        self._fanout.dispatch(f"{channel}:{session_id}".encode(), msg)  # type: ignore[arg-type]
+
+    def _finish(self, session_id: str, rec: _Record, state: State, reason: str | None) -> None:
+        rec.state = state
+        rec.reason = reason
+        rec.cancel = False
+        rec.updated = _now_ms()
+        rec.end = End(state, reason)
+        self._touch(rec)
+        self._publish(session_id, "data", EndMsg(rec.generation, state, reason))
+
+    def _expire_if_lapsed(self, session_id: str, rec: _Record) -> None:
+        if rec.state is State.ACTIVE and rec.lease_until <= time.monotonic():
+            self._finish(session_id, rec, State.FAILED, "lease_expired")
+
+    def _check(self, rec: _Record | None, generation: int) -> Lost | None:
+        if rec is None:
+            return Lost("gone")
+        if rec.generation != generation:
+            return Lost("stale")
+        if rec.state is not State.ACTIVE:
+            return Lost("closed", rec.state, rec.reason)
+        return None
+
+    def _info(self, session_id: str, rec: _Record) -> SessionInfo:
+        return SessionInfo(
+            session_id=session_id,
+            state=rec.state,
+            generation=rec.generation,
+            chunks=rec.n,
+            metadata=None if rec.metadata is None else orjson.loads(rec.metadata),
+            created_at=rec.created / 1000,
+            updated_at=rec.updated / 1000,
+            reason=rec.reason,
+            cancel_requested=rec.cancel,
+            lease_remaining=max(0.0, rec.lease_until - time.monotonic()),
+        )
+
+    # -- transitions -----------------------------------------------------------------------
+
+    async def claim(
+        self, session_id: str, *, token: str, restart: bool, metadata: bytes | None
+    ) -> ClaimResult:
+        now = _now_ms()
+        rec = self._get(session_id)
+        generation = now
+        created = now
+        if rec is not None:
+            if rec.state is State.ACTIVE and rec.token == token:
+                return ClaimResult(True, rec.generation, rec.state)
+            self._expire_if_lapsed(session_id, rec)
+            if rec.state is State.ACTIVE or (rec.state is not State.FAILED and not restart):
+                return ClaimResult(False, rec.generation, rec.state)
+            generation = max(rec.generation + 1, now)
+            created = rec.created
+        rec = _Record(
+            generation=generation,
+            created=created,
+            updated=now,
+            lease_until=time.monotonic() + self.settings.lease_ttl,
+            token=token,
+            metadata=metadata,
+        )
+        self._touch(rec)
+        self._records[session_id] = rec
+        return ClaimResult(True, generation, State.ACTIVE)
+
+    async def append(
+        self, session_id: str, generation: int, writer: str, seq: int, payloads: Sequence[bytes]
+    ) -> AppendResult | Lost:
+        rec = self._get(session_id)
+        if rec is not None and rec.generation == generation:
+            done = rec.writers.get(writer)
+            if done is not None and done[0] == seq:
+                return AppendResult(done[1], rec.cancel)
+        lost = self._check(rec, generation)
+        if lost is not None:
+            return lost
+        assert rec is not None  # for mypy: _check returned None
+        first = rec.n + 1
+        for i, payload in enumerate(payloads):
+            rec.log.append((first + i, payload))
+        rec.n += len(payloads)
+        maxlen = self.settings.maxlen
+        if maxlen is not None and len(rec.log) > maxlen:
+            del rec.log[: len(rec.log) - maxlen]
+        rec.writers[writer] = (seq, first)
+        rec.updated = _now_ms()
+        chunks = tuple(
+            decode_payload(p, Cursor(generation, first + i)) for i, p in enumerate(payloads)
+        )
+        self._publish(session_id, "data", ChunksMsg(generation, chunks))
+        return AppendResult(first, rec.cancel)
+
+    async def set_metadata(self, session_id: str, generation: int, blob: bytes) -> Lost | None:
+        rec = self._get(session_id)
+        lost = self._check(rec, generation)
+        if lost is not None:
+            return lost
+        assert rec is not None
+        rec.metadata = blob
+        rec.updated = _now_ms()
+        self._publish(session_id, "data", MetadataMsg(generation, orjson.loads(blob)))
+        return None
+
+    async def renew(self, leases: Sequence[tuple[str, int]]) -> list[bool | Lost]:
+        results: list[bool | Lost] = []
+        for session_id, generation in leases:
+            rec = self._get(session_id)
+            lost = self._check(rec, generation)
+            if lost is not None:
+                results.append(lost)
+                continue
+            assert rec is not None
+            rec.lease_until = time.monotonic() + self.settings.lease_ttl
+            self._touch(rec)
+            results.append(rec.cancel)
+        return results
+
+    async def close(
+        self, session_id: str, generation: int, state: State, reason: str | None
+    ) -> State | Lost:
+        rec = self._get(session_id)
+        if rec is not None and rec.generation == generation and rec.state.finished:
+            return rec.state
+        lost = self._check(rec, generation)
+        if lost is not None:
+            return lost
+        assert rec is not None
+        self._finish(session_id, rec, state, reason)
+        return state
+
+    async def expire(self, session_ids: Sequence[str]) -> list[SessionInfo | None]:
+        out: list[SessionInfo | None] = []
+        for session_id in session_ids:
+            rec = self._get(session_id)
+            if rec is None:
+                out.append(None)
+                continue
+            self._expire_if_lapsed(session_id, rec)
+            out.append(self._info(session_id, rec))
+        return out
+
+    async def cancel(self, session_id: str) -> SessionInfo | None:
+        rec = self._get(session_id)
+        if rec is None:
+            return None
+        self._expire_if_lapsed(session_id, rec)
+        if rec.state is State.ACTIVE:
+            rec.cancel = True
+            self._publish(session_id, "ctl", CancelMsg(rec.generation))
+        return self._info(session_id, rec)
+
+    async def delete(self, session_id: str) -> bool:
+        rec = self._get(session_id)
+        if rec is None:
+            return False
+        del self._records[session_id]
+        self._publish(session_id, "ctl", DeletedMsg())
+        self._publish(session_id, "data", DeletedMsg())
+        return True
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def info(self, session_ids: Sequence[str]) -> list[SessionInfo | None]:
+        out: list[SessionInfo | None] = []
+        for session_id in session_ids:
+            rec = self._get(session_id)
+            out.append(None if rec is None else self._info(session_id, rec))
+        return out
+
+    async def read(self, session_id: str, after: tuple[int, int], count: int) -> ReadResult:
+        rec = self._get(session_id)
+        if rec is None or (rec.generation, rec.n + 1) <= after:
+            return ReadResult([], None, False)
+        generation = rec.generation
+        start_offset = after[1] if generation == after[0] else 0
+        log = rec.log
+        # Offsets in the log are consecutive, so the first entry past the cursor is found by index.
+        base = log[0][0] if log else rec.n + 1
+        start = max(0, start_offset + 1 - base)
+        page = log[start : start + count]
+        chunks: list[Chunk] = [decode_payload(p, Cursor(generation, o)) for o, p in page]
+        more = start + count < len(log)
+        end = None
+        if not more and rec.end is not None and len(page) < count:
+            end = (generation, rec.end)
+        elif not more and rec.end is not None:
+            more = True
+        return ReadResult(chunks, end, more)
+
+    @asynccontextmanager
+    async def listen(
+        self, session_id: str, channel: Channel, listener: Listener
+    ) -> AsyncIterator[None]:
+        key = f"{channel}:{session_id}".encode()
+        self._fanout.add(key, listener)
+        try:
+            yield
+        finally:
+            self._fanout.remove(key, listener)
