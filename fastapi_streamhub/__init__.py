@@ -15,8 +15,10 @@ from ._errors import (
     StreamClosed,
     StreamHubError,
 )
-from ._hub import Registration, Session, StreamHub
+from ._hub import Registration, Session, StreamHub, get_hub
 from ._producer import Producer
+from ._response import ResumableStreamingResponse, SessionStreamResponse
+from ._router import create_router, streamhub_router
 from ._subscriber import Subscription
 from ._types import Batch, Chunk, Cursor, End, Event, Metadata, Reset, SessionInfo, State
 from .backends.base import Backend
@@ -41,10 +43,12 @@ __all__ = [
     "Producer",
     "Registration",
     "Reset",
+    "ResumableStreamingResponse",
     "Session",
     "SessionDeleted",
     "SessionInfo",
     "SessionNotFound",
+    "SessionStreamResponse",
     "StaleGeneration",
     "State",
     "StreamClosed",
@@ -52,4 +56,7 @@ __all__ = [
     "StreamHubError",
     "Subscription",
     "__version__",
+    "create_router",
+    "get_hub",
+    "streamhub_router",
 ]

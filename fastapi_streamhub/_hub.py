@@ -12,6 +12,7 @@ from typing import Any, TypeVarTuple, Unpack
 
 import anyio
 from anyio.abc import TaskGroup
+from starlette.requests import HTTPConnection, Request
 
 from ._codec import DeletedMsg, EndMsg, HubClosingMsg, ResyncMsg, dumps_json
 from ._config import Settings
@@ -23,7 +24,7 @@ from ._types import Cursor, SessionInfo, State, validate_session_id
 from .backends.base import Backend, Lost
 from .backends.memory import MemoryBackend
 
-__all__ = ["Registration", "Session", "StreamHub"]
+__all__ = ["Registration", "Session", "StreamHub", "get_hub", "get_hub_from"]
 
 log = logging.getLogger("fastapi_streamhub")
 Ts = TypeVarTuple("Ts")
@@ -384,6 +385,33 @@ class StreamHub:
                         self._unwatch(session_id, listener)
         return state
 
+    async def snapshot(self, session_id: str) -> dict[str, Any]:
+        """The whole output so far in one value: ``text`` joins the text chunks."""
+        info = await self.status(session_id)
+        if info is None:
+            raise SessionNotFound(f"session {session_id!r} not found")
+        parts: list[str] = []
+        last: Cursor | None = None
+        position = (info.generation, 0)
+        while True:
+            page = await self.backend.read(session_id, position, self.settings.replay_batch)
+            for chunk in page.chunks:
+                if chunk.cursor.generation != info.generation:
+                    break
+                if chunk.kind == "text":
+                    parts.append(chunk.data)
+                last = chunk.cursor
+                position = (last.generation, last.offset)
+            if page.end is not None or not page.more:
+                break
+        return {
+            "session_id": session_id,
+            "state": info.state.value,
+            "text": "".join(parts),
+            "last_event_id": None if last is None else str(last),
+            "metadata": info.metadata,
+        }
+
     async def delete(self, session_id: str) -> bool:
         """Stop a running producer (as a cancel) and remove every key of the session."""
         validate_session_id(session_id)
@@ -484,6 +512,24 @@ class StreamHub:
 
 
 _HUB_CLOSING = HubClosingMsg()
+
+
+def get_hub_from(connection: HTTPConnection) -> StreamHub:
+    """The hub of the app serving ``connection`` (``app.state.streamhub``)."""
+    hub = getattr(connection.app.state, "streamhub", None)
+    if hub is None:
+        hub = getattr(connection.state, "streamhub", None)
+    if not isinstance(hub, StreamHub):
+        raise RuntimeError(
+            "no StreamHub on this app: create it with FastAPI(lifespan=hub.lifespan) "
+            "or set app.state.streamhub = hub"
+        )
+    return hub
+
+
+def get_hub(request: Request) -> StreamHub:
+    """FastAPI dependency: ``hub: StreamHub = Depends(get_hub)``."""
+    return get_hub_from(request)
 
 
 def _as_backend(backend: Any) -> Backend:

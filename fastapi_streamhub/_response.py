@@ -1,0 +1,315 @@
+"""ResumableStreamingResponse, and the SSE response that follows a session for one client."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from typing import Any
+
+import anyio
+import orjson
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from fastapi import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from ._errors import (
+    BackendUnavailable,
+    InvalidCursor,
+    InvalidSessionId,
+    LimitExceeded,
+    SessionNotFound,
+    StreamClosed,
+    StreamHubError,
+)
+from ._hub import StreamHub, get_hub_from
+from ._producer import Producer, describe
+from ._sse import PING, encode_end, encode_item, encode_retry, parse_last_event_id
+from ._types import Cursor, End, State, validate_session_id
+
+__all__ = ["ResumableStreamingResponse", "SessionStreamResponse", "error_status"]
+
+log = logging.getLogger("fastapi_streamhub")
+
+SSE_HEADERS = {
+    "cache-control": "no-cache",
+    "x-accel-buffering": "no",
+}
+
+Authorize = Callable[[Request, str, str], Any]
+
+
+def error_status(exc: StreamHubError) -> int:
+    """The HTTP status a domain error maps to."""
+    if isinstance(exc, SessionNotFound):
+        return 404
+    if isinstance(exc, InvalidSessionId):
+        return 422
+    if isinstance(exc, InvalidCursor):
+        return 400
+    if isinstance(exc, LimitExceeded):
+        return 429
+    if isinstance(exc, BackendUnavailable | StreamClosed):
+        return 503
+    return 409
+
+
+async def _json_error(send: Send, status: int, detail: str) -> None:
+    body = orjson.dumps({"detail": detail})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class SessionStreamResponse(Response):
+    """Streams one session to one client as SSE: replay from its cursor, then live, then ``end``.
+
+    The subscription runs in a task of this response; a disconnect cancels only that task.
+    Idle periods carry ``: ping`` comments; ``retry:`` is sent once at the start.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        session_id: str,
+        *,
+        hub: StreamHub | None = None,
+        after: Cursor | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        ping_interval: float | None = None,
+        check_exists: bool = False,
+    ) -> None:
+        # Not Response.__init__: it would declare a Content-Length for an empty body.
+        self.status_code = 200
+        self.background = None
+        self.body = b""
+        self.session_id = session_id
+        self.hub = hub
+        self.after = after
+        self.ping_interval = ping_interval
+        self.check_exists = check_exists
+        merged = {**SSE_HEADERS, **{k.lower(): v for k, v in (headers or {}).items()}}
+        merged["content-type"] = "text/event-stream; charset=utf-8"
+        merged.pop("content-length", None)
+        self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in merged.items()]
+
+    def _resolve_hub(self, scope: Scope) -> StreamHub:
+        if self.hub is None:
+            self.hub = get_hub_from(Request(scope))
+        return self.hub
+
+    def _cursor(self, scope: Scope) -> Cursor | None:
+        if self.after is not None:
+            return self.after if isinstance(self.after, Cursor) else Cursor.parse(self.after)
+        request = Request(scope)
+        return parse_last_event_id(
+            request.headers.get("last-event-id"), request.query_params.get("last_event_id")
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            validate_session_id(self.session_id)
+            hub = self._resolve_hub(scope)
+            cursor = self._cursor(scope)
+            await self.prepare(hub, scope)
+            if self.check_exists and await hub.status(self.session_id) is None:
+                raise SessionNotFound(f"session {self.session_id!r} not found")
+        except StreamHubError as exc:
+            await _json_error(send, error_status(exc), str(exc))
+            return
+        except HTTPException as exc:
+            await _json_error(send, exc.status_code, str(exc.detail))
+            return
+        await self._stream(hub, cursor, receive, send)
+
+    async def prepare(self, hub: StreamHub, scope: Scope) -> None:
+        """Work done before the response starts (claiming, in the subclass)."""
+
+    async def _stream(
+        self, hub: StreamHub, cursor: Cursor | None, receive: Receive, send: Send
+    ) -> None:
+        ping = self.ping_interval or hub.settings.ping_interval
+        sender, receiver = anyio.create_memory_object_stream[bytes](64)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._feed, hub, cursor, sender)
+                tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": self.status_code,
+                        "headers": self.raw_headers,
+                    }
+                )
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": encode_retry(hub.settings.retry_ms),
+                        "more_body": True,
+                    }
+                )
+                await _pump(receiver, send, ping)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                tg.cancel_scope.cancel()
+        except OSError as exc:
+            # The client went away while we wrote; it resumes with its cursor when it returns.
+            log.debug("client of %r disconnected: %s", self.session_id, exc)
+
+    async def _feed(
+        self, hub: StreamHub, cursor: Cursor | None, sender: MemoryObjectSendStream[bytes]
+    ) -> None:
+        async with sender:
+            subscription = hub.subscribe(self.session_id, after=cursor)
+            try:
+                async with subscription:
+                    async for item in subscription:
+                        await sender.send(encode_item(item))
+                        if isinstance(item, End):
+                            return
+            except StreamClosed:
+                # This instance is shutting down: end the response without ``end`` so the
+                # client reconnects (to another instance) with its cursor.
+                return
+            except SessionNotFound:
+                await sender.send(encode_end(State.FAILED, "session not found"))
+            except BackendUnavailable as exc:
+                log.warning("stream of %r interrupted: %s", self.session_id, exc)
+
+
+async def _pump(receiver: MemoryObjectReceiveStream[bytes], send: Send, ping: float) -> None:
+    """Forward encoded events to the client, coalescing what is ready; ping when idle."""
+    async with receiver:
+        while True:
+            data = None
+            with anyio.move_on_after(ping):
+                try:
+                    data = await receiver.receive()
+                except anyio.EndOfStream:
+                    return
+            if data is None:
+                await send({"type": "http.response.body", "body": PING, "more_body": True})
+                continue
+            parts = [data]
+            size = len(data)
+            while size < 65536:
+                try:
+                    more = receiver.receive_nowait()
+                except anyio.WouldBlock:
+                    break
+                except anyio.EndOfStream:
+                    await send(
+                        {"type": "http.response.body", "body": b"".join(parts), "more_body": True}
+                    )
+                    return
+                parts.append(more)
+                size += len(more)
+            await send({"type": "http.response.body", "body": b"".join(parts), "more_body": True})
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            scope.cancel()
+            return
+
+
+class ResumableStreamingResponse(SessionStreamResponse):
+    """Makes any async generator a resumable, cancellable SSE stream.
+
+    On an unknown or failed session it claims the session and runs ``generator`` as the
+    producer in the hub's task group, detached from this request (a disconnect never stops
+    it; a cancel does, as a cancellation inside the generator). On an active session it
+    closes ``generator`` unused and follows the running one; on a finished session it replays
+    the stored output (``restart=True`` starts a new generation instead). Either way this
+    client receives the stream from its ``Last-Event-ID`` (or ``?last_event_id=``).
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        generator: AsyncIterable[Any],
+        *,
+        metadata: Any = None,
+        hub: StreamHub | None = None,
+        restart: bool = False,
+        headers: Mapping[str, str] | None = None,
+        ping_interval: float | None = None,
+        authorize: Callable[[Request, str, str], Any] | None = None,
+    ) -> None:
+        if not hasattr(generator, "__aiter__"):
+            raise TypeError(
+                f"ResumableStreamingResponse needs an async iterable, got {type(generator).__name__}"
+            )
+        super().__init__(session_id, hub=hub, headers=headers, ping_interval=ping_interval)
+        self.generator = generator
+        self.metadata = metadata
+        self.restart = restart
+        self.authorize = authorize
+        self.producer: Producer | None = None
+        self.created = False
+
+    async def prepare(self, hub: StreamHub, scope: Scope) -> None:
+        if self.authorize is not None:
+            await authorize_or_raise(self.authorize, Request(scope), self.session_id, "read")
+        try:
+            registration = await hub.register(
+                self.session_id, metadata=self.metadata, restart=self.restart
+            )
+        except BaseException:
+            await _close_unused(self.generator)
+            raise
+        self.created = registration.created
+        if registration.producer is None:
+            await _close_unused(self.generator)
+            return
+        self.producer = registration.producer
+        hub.spawn(run_generator, registration.producer, self.generator)
+
+
+async def authorize_or_raise(
+    authorize: Callable[[Request, str, str], Any], request: Request, session_id: str, action: str
+) -> None:
+    """Call ``authorize`` (sync or async); False means 403, an HTTPException passes through."""
+    result = authorize(request, session_id, action)
+    if inspect.isawaitable(result):
+        result = await result
+    if result is False:
+        raise HTTPException(status_code=403, detail=f"not allowed to {action} this session")
+
+
+async def run_generator(producer: Producer, generator: AsyncIterable[Any]) -> None:
+    """Drive ``generator`` into ``producer`` until it ends, raises, or is cancelled."""
+    iterator = generator.__aiter__()
+    try:
+        async with producer:
+            async for item in iterator:
+                await producer.send(item)
+    except Exception as exc:
+        # The producer already recorded the session as failed with this reason.
+        log.warning(
+            "generator of session %r failed: %s", producer.session_id, describe(exc), exc_info=exc
+        )
+    finally:
+        await _close_unused(iterator)
+
+
+async def _close_unused(generator: Any) -> None:
+    aclose: Callable[[], Awaitable[None]] | None = getattr(generator, "aclose", None)
+    if aclose is not None:
+        with anyio.CancelScope(shield=True):
+            try:
+                await aclose()
+            except Exception as exc:
+                log.warning("closing a generator raised: %s", describe(exc))

@@ -1,0 +1,261 @@
+"""The HTTP endpoints of a hub: read (SSE), status, snapshot, cancel, delete, active."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query, Request
+from fastapi.params import Depends as DependsParam
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from ._errors import StreamHubError
+from ._hub import StreamHub, get_hub
+from ._response import SessionStreamResponse, authorize_or_raise, error_status
+from ._sse import parse_last_event_id
+
+__all__ = ["create_router", "streamhub_router"]
+
+T = TypeVar("T")
+
+SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,200}$"
+SessionId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=200,
+        pattern=SESSION_ID_PATTERN,
+        description="1-200 characters of letters, digits and `. _ : -`.",
+    ),
+]
+SessionIdItem = Annotated[str, StringConstraints(pattern=SESSION_ID_PATTERN)]
+
+SSE_DESCRIPTION = """\
+A `text/event-stream`: the replay from the cursor, then live chunks, until the terminal event.
+
+Events:
+- a chunk: `id: <cursor>` and its data. Plain text arrives as `data:` lines (default `message`
+  event); JSON values as `event: json`; text containing CR or NUL as `event: json` with a JSON
+  string; chunks the producer named arrive under their name with JSON data.
+- `event: metadata`: the session's metadata (JSON), first and whenever the producer sets it.
+- `event: reset`: `{"reason", "generation"}`; the cursor could not be honoured and the replay
+  starts from the beginning of what is stored.
+- `event: end`: `{"state": "done"|"cancelled"|"failed", "reason"}`; exactly once, last.
+- `: ping` comments while idle; `retry:` once at the start.
+
+Resume by sending the last `id` back as the `Last-Event-ID` header (or `?last_event_id=`).
+"""
+
+Authorize = Callable[[Request, str, str], Any]
+
+
+class StatusOut(BaseModel):
+    """``GET /{sid}/status``."""
+
+    session_id: str
+    state: str
+    generation: int
+    chunks: int
+    last_event_id: str | None
+    metadata: Any = None
+    created_at: float
+    updated_at: float
+    reason: str | None = None
+
+
+class SnapshotOut(BaseModel):
+    """``GET /{sid}/snapshot``."""
+
+    session_id: str
+    state: str
+    text: str
+    last_event_id: str | None
+    metadata: Any = None
+
+
+class StateOut(BaseModel):
+    """The state after a cancel."""
+
+    state: str
+
+
+class ActiveIn(BaseModel):
+    """``POST /active`` body."""
+
+    model_config = ConfigDict(extra="forbid")
+    session_ids: Annotated[list[SessionIdItem], Field(max_length=1000)]
+
+
+class ActiveOut(BaseModel):
+    """``POST /active`` answer."""
+
+    active: list[str]
+
+
+class ErrorOut(BaseModel):
+    """An error answer."""
+
+    detail: Any
+
+
+async def _domain(call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except StreamHubError as exc:
+        raise HTTPException(status_code=error_status(exc), detail=str(exc)) from None
+
+
+def create_router(
+    *,
+    prefix: str = "/streams",
+    dependencies: Sequence[DependsParam] | None = None,
+    authorize: Authorize | None = None,
+    tags: list[str] | None = None,
+) -> APIRouter:
+    """Build the streams router.
+
+    ``authorize(request, session_id, action)`` (sync or async) is called on every endpoint
+    with action ``read``, ``status``, ``cancel`` or ``delete``; it refuses by raising an
+    HTTPException (401/403) or by returning False (403).
+    """
+    router = APIRouter(
+        prefix=prefix,
+        dependencies=list(dependencies or []),
+        tags=list(tags) if tags is not None else ["streams"],
+        responses={422: {"description": "Invalid session id or parameter"}},
+    )
+
+    async def check(request: Request, session_id: str, action: str) -> None:
+        if authorize is not None:
+            await authorize_or_raise(authorize, request, session_id, action)
+
+    @router.get(
+        "/{session_id}",
+        summary="Follow a stream (SSE)",
+        description=SSE_DESCRIPTION,
+        response_class=SessionStreamResponse,
+        responses={
+            200: {
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                "description": "The event stream.",
+            },
+            400: {"model": ErrorOut, "description": "Malformed cursor"},
+            404: {"model": ErrorOut, "description": "Unknown session"},
+        },
+    )
+    async def read_stream(
+        request: Request,
+        session_id: SessionId,
+        hub: Annotated[StreamHub, Depends(get_hub)],
+        last_event_id_header: Annotated[
+            str | None, Header(alias="last-event-id", include_in_schema=True)
+        ] = None,
+        last_event_id: Annotated[
+            str | None, Query(max_length=64, description="Cursor, when no header can be sent.")
+        ] = None,
+    ) -> Response:
+        await check(request, session_id, "read")
+        try:
+            cursor = parse_last_event_id(last_event_id_header, last_event_id)
+        except StreamHubError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
+        info = await _domain(hub.status(session_id))
+        if info is None:
+            raise HTTPException(status_code=404, detail=f"session {session_id!r} not found")
+        return SessionStreamResponse(session_id, hub=hub, after=cursor)
+
+    @router.get(
+        "/{session_id}/status",
+        summary="State of a stream",
+        response_model=StatusOut,
+        responses={404: {"model": ErrorOut, "description": "Unknown session"}},
+    )
+    async def status(
+        request: Request, session_id: SessionId, hub: Annotated[StreamHub, Depends(get_hub)]
+    ) -> Any:
+        await check(request, session_id, "status")
+        info = await _domain(hub.status(session_id))
+        if info is None:
+            raise HTTPException(status_code=404, detail=f"session {session_id!r} not found")
+        return info.as_dict()
+
+    @router.get(
+        "/{session_id}/snapshot",
+        summary="The whole output so far in one answer",
+        response_model=SnapshotOut,
+        responses={404: {"model": ErrorOut, "description": "Unknown session"}},
+    )
+    async def snapshot(
+        request: Request, session_id: SessionId, hub: Annotated[StreamHub, Depends(get_hub)]
+    ) -> Any:
+        await check(request, session_id, "read")
+        return await _domain(hub.snapshot(session_id))
+
+    @router.post(
+        "/{session_id}/cancel",
+        summary="Stop a stream wherever its producer runs",
+        response_model=StateOut,
+        status_code=202,
+        responses={
+            200: {"model": StateOut, "description": "The stream is finished (final state)"},
+            202: {"model": StateOut, "description": "The cancel was sent; still stopping"},
+            404: {"model": ErrorOut, "description": "Unknown session"},
+        },
+    )
+    async def cancel(
+        request: Request,
+        session_id: SessionId,
+        hub: Annotated[StreamHub, Depends(get_hub)],
+        wait: Annotated[
+            float | None,
+            Query(ge=0, le=60, description="Seconds to wait for the stream to finish."),
+        ] = None,
+    ) -> Any:
+        await check(request, session_id, "cancel")
+        state = await _domain(hub.cancel(session_id, wait=wait))
+        return JSONResponse({"state": state.value}, status_code=200 if state.finished else 202)
+
+    @router.delete(
+        "/{session_id}",
+        summary="Stop a stream and remove everything stored for it",
+        status_code=204,
+        response_class=Response,
+    )
+    async def delete(
+        request: Request, session_id: SessionId, hub: Annotated[StreamHub, Depends(get_hub)]
+    ) -> Response:
+        await check(request, session_id, "delete")
+        await _domain(hub.delete(session_id))
+        return Response(status_code=204)
+
+    @router.post(
+        "/active",
+        summary="Which of these sessions have a running producer",
+        response_model=ActiveOut,
+    )
+    async def active(
+        request: Request,
+        body: Annotated[ActiveIn, Body()],
+        hub: Annotated[StreamHub, Depends(get_hub)],
+    ) -> Any:
+        allowed = []
+        for session_id in dict.fromkeys(body.session_ids):
+            if authorize is None or await _allowed(authorize, request, session_id):
+                allowed.append(session_id)
+        return {"active": await _domain(hub.active(allowed))}
+
+    return router
+
+
+async def _allowed(authorize: Authorize, request: Request, session_id: str) -> bool:
+    try:
+        await authorize_or_raise(authorize, request, session_id, "status")
+    except HTTPException as exc:
+        if exc.status_code == 403:
+            return False
+        raise
+    return True
+
+
+streamhub_router = create_router()
