@@ -4,11 +4,11 @@ Every error the library raises on purpose derives from one root, so callers can 
 ``StreamHubError`` and nothing else. Builtins are subclassed where the meaning matches::
 
     StreamHubError
-    ├── SessionNotFound (LookupError)       the session has no record (never created, deleted or expired)
+    ├── SessionNotFound (LookupError)       no record: never created, deleted or expired
     ├── InvalidSessionId (ValueError)       the id is not 1-200 characters of [A-Za-z0-9._:-]
     ├── InvalidCursor (ValueError)          a cursor that is not of the form "<generation>-<offset>"
     ├── InvalidChunk (TypeError)            a chunk of an unsupported type, or text that is not UTF-8
-    ├── LimitExceeded (ValueError)          a chunk, metadata or subscriber count over its configured limit
+    ├── LimitExceeded (ValueError)          a chunk, metadata or subscriber count over its limit
     ├── OwnershipLost                       this producer may no longer write
     │   ├── StaleGeneration                 another generation owns the session now
     │   ├── LeaseExpired                    the lease ran out before the write; the session is failed

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, TypeVarTuple, Unpack
+from typing import Any, TypeVarTuple
 
 import anyio
 from anyio.abc import TaskGroup
@@ -124,7 +127,10 @@ class StreamHub:
         self._subscribers: dict[str, int] = {}
         self._live_subscriptions: set[QueueListener] = set()
         self._closing = False
+        self._shutdown_started = False
+        self._shutdown_done = anyio.Event()
         self._keeper_wake = anyio.Event()
+        self._producers_changed = anyio.Event()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> StreamHub:
@@ -152,6 +158,8 @@ class StreamHub:
         if self._tg is not None:
             raise RuntimeError("this StreamHub is already running")
         self._closing = False
+        self._shutdown_started = False
+        self._shutdown_done = anyio.Event()
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
@@ -186,21 +194,39 @@ class StreamHub:
                 if self._owned is not None:
                     await self._owned.aclose()
 
+    def begin_shutdown(self) -> None:
+        """Start the graceful shutdown now (the lifespan calls this on SIGTERM/SIGINT).
+
+        New streams are refused; running producers get ``shutdown_grace`` seconds to finish,
+        then are cancelled and closed as ``failed`` with reason ``shutdown``; open responses
+        then end, so clients resume on another instance with their cursor.
+        """
+        if self._tg is not None and not self._closing:
+            self._closing = True
+            self._tg.start_soon(self._shutdown)
+
     async def _shutdown(self) -> None:
+        if self._shutdown_started:
+            await self._shutdown_done.wait()
+            return
+        self._shutdown_started = True
         self._closing = True
-        for listener in list(self._live_subscriptions):
-            listener.push(_HUB_CLOSING)
-        # Producers get a grace period to finish on their own.
-        with anyio.move_on_after(self.settings.shutdown_grace):
-            while self._producers:
-                await anyio.sleep(0.02)
-        remaining = list(self._producers.values())
-        for producer in remaining:
-            producer.shutdown()
-        with anyio.move_on_after(self.settings.shutdown_grace):
-            async with anyio.create_task_group() as tg:
-                for producer in remaining:
-                    tg.start_soon(self._close_for_shutdown, producer)
+        try:
+            with anyio.move_on_after(self.settings.shutdown_grace):
+                while self._producers:
+                    self._producers_changed = anyio.Event()
+                    await self._producers_changed.wait()
+            remaining = list(self._producers.values())
+            for producer in remaining:
+                producer.shutdown()
+            with anyio.move_on_after(self.settings.shutdown_grace):
+                async with anyio.create_task_group() as tg:
+                    for producer in remaining:
+                        tg.start_soon(self._close_for_shutdown, producer)
+            for listener in list(self._live_subscriptions):
+                listener.push(_HUB_CLOSING)
+        finally:
+            self._shutdown_done.set()
 
     async def _close_for_shutdown(self, producer: Producer) -> None:
         try:
@@ -209,14 +235,55 @@ class StreamHub:
             log.warning("could not close %r at shutdown: %s", producer, exc)
 
     @asynccontextmanager
-    async def lifespan(self, app: Any = None) -> AsyncIterator[dict[str, Any]]:
-        """FastAPI/Starlette lifespan: runs the hub and sets ``app.state.streamhub``."""
+    async def lifespan(
+        self, app: Any = None, *, handle_signals: bool = True
+    ) -> AsyncIterator[dict[str, Any]]:
+        """FastAPI/Starlette lifespan: runs the hub and sets ``app.state.streamhub``.
+
+        Compose it with your own lifespan by entering it inside yours:
+        ``async with hub.lifespan(app): yield``.
+        """
         if app is not None:
             app.state.streamhub = self
         async with self:
-            yield {"streamhub": self}
+            restore = self._hook_signals() if handle_signals else _nothing
+            try:
+                yield {"streamhub": self}
+            finally:
+                restore()
 
-    def spawn(self, fn: Callable[[Unpack[Ts]], Awaitable[Any]], *args: Unpack[Ts]) -> None:
+    def _hook_signals(self) -> Callable[[], None]:
+        """Chain SIGTERM/SIGINT to :meth:`begin_shutdown`, keeping the server's own handler.
+
+        Servers such as uvicorn wait for open responses to finish before running the lifespan
+        shutdown; SSE responses only finish once the hub starts shutting down, so the hub must
+        hear the signal first.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return _nothing
+        loop = asyncio.get_running_loop()
+        previous: dict[int, Any] = {}
+
+        def handler(signum: int, frame: Any) -> None:
+            loop.call_soon_threadsafe(self.begin_shutdown)
+            chained = previous.get(signum)
+            if callable(chained):
+                chained(signum, frame)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            current = signal.getsignal(sig)
+            if callable(current):
+                previous[sig] = current
+                signal.signal(sig, handler)
+
+        def restore() -> None:
+            for sig, original in previous.items():
+                if signal.getsignal(sig) is handler:
+                    signal.signal(sig, original)
+
+        return restore
+
+    def spawn(self, fn: Callable[[*Ts], Coroutine[Any, Any, Any]], *args: *Ts) -> None:
         """Run ``fn(*args)`` in the hub's task group."""
         if self._tg is None:
             raise RuntimeError("the StreamHub is not running: use 'async with hub' or its lifespan")
@@ -267,6 +334,7 @@ class StreamHub:
     def _forget(self, producer: Producer) -> None:
         if self._producers.get(producer.session_id) is producer:
             del self._producers[producer.session_id]
+            self._producers_changed.set()
 
     # -- consumers -------------------------------------------------------------------------
 
@@ -514,6 +582,10 @@ class StreamHub:
 _HUB_CLOSING = HubClosingMsg()
 
 
+def _nothing() -> None:
+    return None
+
+
 def get_hub_from(connection: HTTPConnection) -> StreamHub:
     """The hub of the app serving ``connection`` (``app.state.streamhub``)."""
     hub = getattr(connection.app.state, "streamhub", None)
@@ -547,4 +619,3 @@ def _as_backend(backend: Any) -> Backend:
         "StreamHub takes a redis.asyncio.Redis client or a Backend instance "
         f"(got {type(backend).__name__}); use StreamHub.from_url for URLs"
     )
-

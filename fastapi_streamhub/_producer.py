@@ -341,7 +341,9 @@ class Producer:
         cancelled_exc = anyio.get_cancelled_exc_class()
         if exc is None or swallowed:
             state, reason = (
-                (State.CANCELLED, self.cancel_reason) if self.cancelled.is_set() else (State.DONE, None)
+                (State.CANCELLED, self.cancel_reason)
+                if self.cancelled.is_set()
+                else (State.DONE, None)
             )
         elif isinstance(exc, cancelled_exc):
             state, reason = State.CANCELLED, "cancelled"

@@ -250,7 +250,8 @@ class ResumableStreamingResponse(SessionStreamResponse):
     ) -> None:
         if not hasattr(generator, "__aiter__"):
             raise TypeError(
-                f"ResumableStreamingResponse needs an async iterable, got {type(generator).__name__}"
+                "ResumableStreamingResponse needs an async iterable, "
+                f"got {type(generator).__name__}"
             )
         super().__init__(session_id, hub=hub, headers=headers, ping_interval=ping_interval)
         self.generator = generator

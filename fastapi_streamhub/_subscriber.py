@@ -79,8 +79,9 @@ class Subscription:
     async def _run(self) -> AsyncGenerator[Item, None]:
         hub = self._hub
         listener = QueueListener(self._buffer)
-        async with hub._subscriber_slot(self.session_id), hub.backend.listen(
-            self.session_id, "data", listener
+        async with (
+            hub._subscriber_slot(self.session_id),
+            hub.backend.listen(self.session_id, "data", listener),
         ):
             info = (await hub.backend.info([self.session_id]))[0]
             if info is None:

@@ -32,13 +32,11 @@ _U64 = 2**64 - 1
 def validate_session_id(session_id: object) -> str:
     """Return ``session_id`` if it is 1-200 characters of ``[A-Za-z0-9._:-]``, else raise."""
     if not isinstance(session_id, str) or _SESSION_ID.fullmatch(session_id) is None:
-        raise InvalidSessionId(
-            "session id must be 1-200 characters of letters, digits and . _ : -"
-        )
+        raise InvalidSessionId("session id must be 1-200 characters of letters, digits and . _ : -")
     return session_id
 
 
-class State(str, enum.Enum):
+class State(enum.StrEnum):
     """Lifecycle state of a session."""
 
     ACTIVE = "active"
@@ -50,9 +48,6 @@ class State(str, enum.Enum):
     def finished(self) -> bool:
         """True for every state but ``active``."""
         return self is not State.ACTIVE
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -50,8 +50,10 @@ def _s(value: Any) -> str:
 
 def _lost(reply: list[Any]) -> Lost | None:
     head = _s(reply[0]) if reply else ""
-    if head == "stale" or head == "gone":
-        return Lost(head)
+    if head == "stale":
+        return Lost("stale")
+    if head == "gone":
+        return Lost("gone")
     if head == "closed":
         return Lost("closed", State(_s(reply[1])), _s(reply[2]) or None)
     return None
@@ -297,10 +299,14 @@ class RedisBackend(Backend):
     async def read(self, session_id: str, after: tuple[int, int], count: int) -> ReadResult:
         key = self.keys.log(session_id)
         start = f"({after[0]}-{after[1]}"
-        entries = await self._call(lambda: self.client.xrange(key, start, "+", count=count))
+        client: Any = self.client
+        entries: list[Any] = (
+            await self._call(lambda: client.xrange(key, start, "+", count=count)) or []
+        )
         chunks: list[Chunk] = []
         end: tuple[int, End] | None = None
         for entry_id, fields in entries:
+            fields = fields or {}
             gen_s, _, off_s = _s(entry_id).partition("-")
             payload = fields.get(b"d", fields.get("d"))
             if payload is not None:

@@ -1,0 +1,1 @@
+"""Chat demo: a fake LLM streamed resumably over SSE."""
