@@ -184,6 +184,10 @@ class Producer:
                 await self._write_loop()
         except StreamHubError as exc:
             self._fail(exc)
+        except Exception as exc:
+            # Anything unexpected must not take the hub's task group down; it fails this stream.
+            log.exception("writer of %r crashed", self.session_id)
+            self._fail(BackendUnavailable(f"writer crashed: {describe(exc)}"))
         finally:
             self._fail_pending(StreamClosed(f"the producer of {self.session_id!r} stopped"))
             self._inflight = False
@@ -336,27 +340,31 @@ class Producer:
         tb: TracebackType | None,
     ) -> bool:
         scope, self._scope = self._scope, None
-        assert scope is not None
+        assert scope is not None, "__aexit__ without __aenter__"
         swallowed = bool(scope.__exit__(exc_type, exc, tb))
-        cancelled_exc = anyio.get_cancelled_exc_class()
-        if exc is None or swallowed:
-            state, reason = (
-                (State.CANCELLED, self.cancel_reason)
-                if self.cancelled.is_set()
-                else (State.DONE, None)
-            )
-        elif isinstance(exc, cancelled_exc):
+        state: State | None
+        reason: str | None = None
+        if self.lost is not None:
+            state = None  # another generation owns the session: nothing may be written
+        elif self._shutdown:
+            state, reason = State.FAILED, "shutdown"
+        elif self._error is not None:
+            state, reason = State.FAILED, describe(self._error)
+        elif exc is None or swallowed:
+            state = State.CANCELLED if self.cancelled.is_set() else State.DONE
+            reason = self.cancel_reason if self.cancelled.is_set() else None
+        elif isinstance(exc, anyio.get_cancelled_exc_class()):
             state, reason = State.CANCELLED, "cancelled"
         else:
             state, reason = State.FAILED, describe(exc)
-        if self._shutdown:
-            state, reason = State.FAILED, "shutdown"
-        if self.lost is None or state is not State.FAILED:
+        if state is not None:
             with anyio.CancelScope(shield=True):
                 try:
                     await self.close(state, reason)
                 except OwnershipLost as lost:
                     log.warning("producer of %r could not close: %s", self.session_id, lost)
+                except StreamHubError as error:
+                    log.error("producer of %r could not close: %s", self.session_id, error)
         return swallowed
 
     def shutdown(self) -> None:

@@ -155,7 +155,12 @@ class RedisBackend(Backend):
                 continue
             delay = 0.02
             if msg is not None:
-                self._on_message(msg)
+                try:
+                    self._on_message(msg)
+                except Exception:
+                    # A message we cannot decode is a bug or a foreign publisher on our channel;
+                    # report it and keep serving everyone else.
+                    log.exception("could not handle pub/sub message %r", msg)
 
     def _on_message(self, msg: dict[str, Any]) -> None:
         kind = msg["type"]
@@ -188,8 +193,12 @@ class RedisBackend(Backend):
                 self._subscribed[name] = anyio.Event()
                 await self._call(lambda: self._pubsub.subscribe(name))
             confirmed = self._subscribed[name]
-            with anyio.fail_after(self.settings.outage_timeout):
+            with anyio.move_on_after(self.settings.outage_timeout):
                 await confirmed.wait()
+            if not confirmed.is_set():
+                raise BackendUnavailable(
+                    f"Redis did not confirm the subscription within {self.settings.outage_timeout:g}s"
+                )
             yield
         finally:
             if self._fanout.remove(name, listener):

@@ -1,0 +1,211 @@
+"""A test app for the HTTP tests, run by uvicorn in a subprocess: ``uvicorn http_app:app
+--app-dir tests``.
+
+Configured by environment variables:
+
+- ``REDIS_URL``: the hub's backend (default ``memory://``);
+- ``LEASE_TTL``: the hub's lease length in seconds (default 5.0);
+- ``PING_INTERVAL``: seconds between ``: ping`` comments while idle (default: the library's);
+- ``SHUTDOWN_GRACE``: the hub's shutdown grace in seconds (default 1.0);
+- ``AUTH``: ``1`` builds the router with ``create_router(authorize=...)`` that only lets
+  requests with the header ``X-User: owner`` through (and the generator route too).
+
+``GET /gen/{sid}?n=&delay=&fail_at=&kind=&meta=`` returns ``ResumableStreamingResponse(sid,
+gen(...))``. The generator records, in Redis (hash ``httptest:rec:<sid>``) when the hub runs on
+Redis or in this process otherwise, how many times it started (``runs``), how many items it
+produced (``produced``), how many times its ``finally`` ran (``finally``) and how it exited
+(``exit``: done, cancelled, failed, closed). ``GET /_rec/{sid}`` answers that record as JSON.
+
+The expected output is a pure function (:func:`expected_items`) the tests import; importing this
+module does not build the app (``app`` is created on first access, which uvicorn does).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from fastapi import FastAPI, Request
+
+from fastapi_streamhub import (
+    Event,
+    ResumableStreamingResponse,
+    StreamHub,
+    create_router,
+    streamhub_router,
+)
+
+RECORD_PREFIX = "httptest:rec:"
+
+
+class GeneratorBoom(RuntimeError):
+    """Raised by the test generator at ``fail_at``."""
+
+
+def item(i: int, kind: str) -> Any:
+    """The ``i``-th item the generator yields for ``kind``."""
+    if kind == "text":
+        return f"t{i} "
+    if kind == "mixed":
+        m = i % 7
+        if m == 0:
+            return f"t{i} "
+        if m == 1:
+            return {"i": i, "s": "x\ny", "nested": [1, None, True]}
+        if m == 2:
+            return f"crlf{i}\r\nand\0nul\rcr "
+        if m == 3:
+            return Event({"tool": i}, "tool")
+        if m == 4:
+            return f"multi\nline {i}\n\n"
+        if m == 5:
+            return Event(f"note {i}", "note")
+        return f" ünï {i} \U0001f600 : data: x"
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+def expected_items(n: int, kind: str = "text") -> list[Any]:
+    """The items of a generator run to completion (``fail_at`` unset)."""
+    return [item(i, kind) for i in range(n)]
+
+
+class Recorder:
+    """Where the generator records what it did: Redis if available, else this process."""
+
+    def __init__(self, url: str | None) -> None:
+        self._local: dict[str, dict[str, str]] = {}
+        self._redis: Any = None
+        if url is not None:
+            from redis.asyncio import Redis
+
+            self._redis = Redis.from_url(url, decode_responses=True)
+
+    async def incr(self, sid: str, field: str) -> None:
+        # Shielded: a cancel delivered while the command is in flight must not leave the count
+        # ahead of what the generator really did (or break the connection).
+        with anyio.CancelScope(shield=True):
+            if self._redis is not None:
+                await self._redis.hincrby(RECORD_PREFIX + sid, field, 1)
+            else:
+                rec = self._local.setdefault(sid, {})
+                rec[field] = str(int(rec.get(field, "0")) + 1)
+
+    async def set(self, sid: str, field: str, value: str) -> None:
+        with anyio.CancelScope(shield=True):
+            if self._redis is not None:
+                await self._redis.hset(RECORD_PREFIX + sid, field, value)
+            else:
+                self._local.setdefault(sid, {})[field] = value
+
+    async def get(self, sid: str) -> dict[str, str]:
+        if self._redis is not None:
+            return dict(await self._redis.hgetall(RECORD_PREFIX + sid))
+        return dict(self._local.get(sid, {}))
+
+    async def aclose(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+
+
+async def gen(
+    rec: Recorder, sid: str, n: int, delay: float, fail_at: int | None, kind: str
+) -> AsyncIterator[Any]:
+    await rec.incr(sid, "runs")
+    exit_kind = "unknown"
+    try:
+        for i in range(n):
+            if fail_at is not None and i == fail_at:
+                raise GeneratorBoom(f"boom at {i}")
+            await rec.incr(sid, "produced")
+            yield item(i, kind)
+            if delay:
+                await anyio.sleep(delay)
+        exit_kind = "done"
+    except GeneratorExit:
+        exit_kind = "closed"
+        raise
+    except anyio.get_cancelled_exc_class():
+        exit_kind = "cancelled"
+        raise
+    except GeneratorBoom:
+        exit_kind = "failed"
+        raise
+    finally:
+        await rec.set(sid, "exit", exit_kind)
+        await rec.incr(sid, "finally")
+
+
+def _float_env(name: str, default: float | None) -> float | None:
+    value = os.environ.get(name)
+    return default if value in (None, "") else float(value)
+
+
+def create_app() -> FastAPI:
+    url = os.environ.get("REDIS_URL") or "memory://"
+    ping = _float_env("PING_INTERVAL", None)
+    options: dict[str, Any] = {
+        "lease_ttl": _float_env("LEASE_TTL", 5.0),
+        "shutdown_grace": _float_env("SHUTDOWN_GRACE", 1.0),
+    }
+    if ping is not None:
+        options["ping_interval"] = ping
+    hub = StreamHub.from_url(url, **options)
+    rec = Recorder(url if url.startswith(("redis://", "rediss://", "unix://")) else None)
+    auth = os.environ.get("AUTH") == "1"
+
+    async def authorize(request: Request, session_id: str, action: str) -> bool:
+        return request.headers.get("x-user") == "owner"
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            async with hub.lifespan(app):
+                yield
+        finally:
+            await rec.aclose()
+
+    app = FastAPI(lifespan=lifespan, title="streamhub http tests")
+    app.include_router(create_router(authorize=authorize) if auth else streamhub_router)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/_rec/{sid:path}")
+    async def record(sid: str) -> dict[str, str]:
+        return await rec.get(sid)
+
+    # ``:path`` so that ids the router cannot even route (``a/b``) reach the response's own
+    # validation.
+    @app.get("/gen/{sid:path}")
+    async def generate(
+        sid: str,
+        n: int = 20,
+        delay: float = 0.0,
+        fail_at: int | None = None,
+        kind: str = "text",
+        meta: bool = False,
+        restart: bool = False,
+    ) -> ResumableStreamingResponse:
+        return ResumableStreamingResponse(
+            sid,
+            gen(rec, sid, n, delay, fail_at, kind),
+            metadata={"model": "test", "n": n} if meta else None,
+            ping_interval=ping,
+            restart=restart,
+            authorize=authorize if auth else None,
+        )
+
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    # uvicorn's "http_app:app" does getattr(module, "app"): build the app only then.
+    if name == "app":
+        app = create_app()
+        globals()["app"] = app
+        return app
+    raise AttributeError(name)
