@@ -320,7 +320,7 @@ class Producer:
         result = await self._backend.close(self.session_id, self.generation, state, reason)
         if isinstance(result, Lost):
             error = lost_error(result, self.session_id)
-            self.lost = error
+            self._mark_lost(error)
             self._state = State.FAILED
             raise error
         self._state = result

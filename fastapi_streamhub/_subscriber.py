@@ -166,9 +166,26 @@ class Subscription:
                 yield item
 
     async def _repair(self, *, check: bool) -> AsyncGenerator[Item, None]:
-        """Deliver what the store holds after the current position; with ``check``, also
-        compare with the session record to notice deletion, data loss and new generations."""
+        """Deliver what the store holds after the current position.
+
+        With ``check``, the session record is read first and compared afterwards, to notice
+        deletion, lost data and new generations. Reading the record *before* the log matters:
+        every chunk it counts was appended before the log read, so a chunk missing from the log
+        is really gone rather than appended in between.
+        """
         hub = self._hub
+        info = None
+        if check:
+            info = (await hub.backend.info([self.session_id]))[0]
+            if info is None:
+                self._ended = True
+                yield End(State.FAILED, "the session is no longer stored (deleted, expired or lost)")
+                return
+            if info.generation != self._generation:
+                yield Reset(
+                    f"the session restarted as generation {info.generation}", info.generation
+                )
+                self._generation, self._pos = info.generation, 0
         page_size = hub.settings.replay_batch
         while True:
             page = await hub.backend.read(self.session_id, (self._generation, self._pos), page_size)
@@ -198,18 +215,7 @@ class Subscription:
                 return
             if not page.more:
                 break
-        if not check:
-            return
-        info = (await hub.backend.info([self.session_id]))[0]
-        if info is None:
-            self._ended = True
-            yield End(State.FAILED, "the session is no longer stored (deleted, expired or lost)")
-            return
-        if info.generation != self._generation:
-            yield Reset(f"the session restarted as generation {info.generation}", info.generation)
-            self._generation, self._pos = info.generation, 0
-            async for item in self._repair(check=False):
-                yield item
+        if info is None or info.generation != self._generation:
             return
         if info.chunks > self._pos:
             yield Reset(

@@ -49,7 +49,10 @@ def item(i: int, kind: str) -> Any:
     """The ``i``-th item the generator yields for ``kind``."""
     if kind == "text":
         return f"t{i} "
-    if kind == "mixed":
+    if kind == "named":
+        # Plain text, and text sent under an event name.
+        return f"t{i} " if i % 2 == 0 else Event(f"note {i}", "note")
+    if kind in ("mixed", "rich"):
         m = i % 7
         if m == 0:
             return f"t{i} "
@@ -62,7 +65,8 @@ def item(i: int, kind: str) -> Any:
         if m == 4:
             return f"multi\nline {i}\n\n"
         if m == 5:
-            return Event(f"note {i}", "note")
+            # "mixed": a named event with text data; "rich": every named event holds JSON.
+            return Event(f"note {i}" if kind == "mixed" else [i, "note"], "note")
         return f" ünï {i} \U0001f600 : data: x"
     raise ValueError(f"unknown kind {kind!r}")
 

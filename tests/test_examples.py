@@ -1,0 +1,505 @@
+"""The examples, run for real: uvicorn subprocesses on free ports, driven over HTTP with httpx.
+
+- the chat example streams exactly its deterministic fake answer;
+- a client that drops mid-stream resumes on a *second* instance sharing Redis, with the
+  ``Last-Event-ID`` header or the ``?last_event_id=`` query, and gets exactly the rest;
+- a cancel sent to one instance stops the producer running on the other;
+- the OpenAI adapter, against the local stand-in provider, streams exactly its completion.
+
+``AppProcess``, ``SSEParser`` and ``rebuild`` are shared with ``test_browser.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from _redis import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # plain `pytest` (not `python -m pytest`) leaves the root out
+    sys.path.insert(0, str(ROOT))
+
+from examples.chat.app import fake_answer, fake_tokens  # noqa: E402
+from examples.openai_adapter.app import ProviderError, _lines, openai_tokens  # noqa: E402
+from examples.openai_adapter.standin import completion  # noqa: E402
+
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
+STREAM_TIMEOUT = 20.0
+HTTP_TIMEOUT = httpx.Timeout(10.0)
+PROMPT = "How do resumable streams survive a reload?"
+
+# -- a spec-faithful SSE parser (WHATWG "interpret an event stream") -------------------------
+
+_EOL = re.compile(r"\r\n|\r|\n")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+@dataclass
+class SSEEvent:
+    event: str
+    data: str
+    id: str | None  # the id field of this very event, if it had one
+    last_event_id: str  # what EventSource reports as lastEventId (it persists across events)
+
+
+class SSEParser:
+    """Incremental parser: ``feed(text)`` returns the events completed by that text.
+
+    Lines end at CRLF, CR or LF (a CR at the end of a piece is held until the next piece
+    shows whether an LF follows); one space after the colon is stripped; comments are
+    ignored; an event without data is not dispatched; ``id`` with a NUL is ignored.
+    """
+
+    def __init__(self) -> None:
+        self._pending = ""
+        self._started = False
+        self._event = ""
+        self._data: list[str] = []
+        self._id: str | None = None
+        self.last_event_id = ""
+        self.retry: int | None = None
+
+    def feed(self, text: str) -> list[SSEEvent]:
+        if not self._started and text:
+            self._started = True
+            text = text.removeprefix("\ufeff")
+        self._pending += text
+        held = "\r" if self._pending.endswith("\r") else ""
+        *lines, rest = _EOL.split(self._pending[: len(self._pending) - len(held)])
+        self._pending = rest + held
+        events = []
+        for line in lines:
+            event = self._line(line)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _line(self, line: str) -> SSEEvent | None:
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):
+            return None
+        name, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
+        elif name == "id" and "\0" not in value:
+            self._id = value
+            self.last_event_id = value
+        elif name == "retry" and _DIGITS.fullmatch(value):
+            self.retry = int(value)
+        return None
+
+    def _dispatch(self) -> SSEEvent | None:
+        data, event, id_ = self._data, self._event or "message", self._id
+        self._data, self._event, self._id = [], "", None
+        if not data:
+            return None
+        return SSEEvent(event, "\n".join(data), id_, self.last_event_id)
+
+
+def is_chunk(event: SSEEvent) -> bool:
+    return event.event not in ("metadata", "reset", "end")
+
+
+@dataclass
+class Rebuilt:
+    """What a client rebuilds from events, by the rules documented in ``_sse.py``."""
+
+    text: str = ""
+    chunks: list[str] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    metadata: list[Any] = field(default_factory=list)
+    resets: list[dict[str, Any]] = field(default_factory=list)
+    ends: list[dict[str, Any]] = field(default_factory=list)
+
+
+def rebuild(events: list[SSEEvent]) -> Rebuilt:
+    out = Rebuilt()
+    for event in events:
+        assert not out.ends, f"event after the end: {event}"
+        if event.event == "metadata":
+            assert event.id is None
+            out.metadata.append(json.loads(event.data))
+        elif event.event == "reset":
+            assert event.id is None
+            out.resets.append(json.loads(event.data))
+            out.text, out.chunks, out.ids = "", [], []
+        elif event.event == "end":
+            assert event.id is None
+            out.ends.append(json.loads(event.data))
+        else:
+            if event.event == "message":
+                text = event.data
+            else:
+                assert event.event == "json", event
+                text = json.loads(event.data)
+                assert isinstance(text, str), event
+            assert event.id, f"chunk without an id: {event}"
+            out.chunks.append(text)
+            out.ids.append(event.id)
+            out.text += text
+    return out
+
+
+def cursor_key(cursor: str) -> tuple[int, int]:
+    generation, _, offset = cursor.partition("-")
+    return int(generation), int(offset)
+
+
+def read_sse(
+    client: httpx.Client,
+    url: str,
+    *,
+    headers: dict[str, str] | None = None,
+    stop_after_chunks: int | None = None,
+    timeout: float = STREAM_TIMEOUT,
+) -> list[SSEEvent]:
+    """GET ``url`` and parse its events until the server closes it (or enough chunks came)."""
+    deadline = time.monotonic() + timeout
+    parser = SSEParser()
+    events: list[SSEEvent] = []
+    chunks = 0
+    with client.stream("GET", url, headers=headers) as response:
+        if response.status_code != 200:
+            response.read()
+            raise AssertionError(f"GET {url}: {response.status_code} {response.text}")
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for text in response.iter_text():
+            for event in parser.feed(text):
+                events.append(event)
+                chunks += is_chunk(event)
+                if stop_after_chunks is not None and chunks >= stop_after_chunks:
+                    return events
+            if time.monotonic() > deadline:
+                raise AssertionError(f"GET {url}: no end within {timeout} s; got {len(events)}")
+    return events
+
+
+# -- example apps as subprocesses -------------------------------------------------------------
+
+
+class AppProcess:
+    """``python -m <module>`` under uvicorn on a free loopback port; output goes to a log file."""
+
+    def __init__(
+        self, module: str, log_path: Path, *, env: dict[str, str], port: int | None = None
+    ) -> None:
+        self.module = module
+        self.log_path = log_path
+        self.env = env
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return "<no log>"
+
+    def spawn(self) -> AppProcess:
+        if self.port is None:
+            self.port = free_port()
+        env = {**os.environ, **self.env, "HOST": "127.0.0.1", "PORT": str(self.port)}
+        env["PYTHONUNBUFFERED"] = "1"
+        with open(self.log_path, "ab") as log:
+            log.write(f"--- {self.module} on port {self.port}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", self.module],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> AppProcess:
+        """Poll ``/healthz`` until it answers, the process exits, or the deadline passes."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"{self.module} exited with {self.proc.returncode}:\n{self.log()}"
+                )
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.module} not ready within {timeout} s:\n{self.log()}")
+            time.sleep(0.05)
+
+    def start(self) -> AppProcess:
+        return self.spawn().wait_ready()
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it is still running after STOP_TIMEOUT."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+    def count(self, needle: str) -> int:
+        return self.log().count(needle)
+
+
+def run_apps(*apps: AppProcess) -> None:
+    """Start several apps at once (their start-up overlaps) and wait until all are ready."""
+    for app in apps:
+        app.spawn()
+    for app in apps:
+        app.wait_ready()
+
+
+def chat_env(redis_url: str = "memory://", delay: str = "0.005") -> dict[str, str]:
+    return {"REDIS_URL": redis_url, "FAKE_LLM_DELAY": delay, "GRACEFUL_SHUTDOWN": "2"}
+
+
+@pytest.fixture
+def chat(tmp_path: Path) -> Iterator[AppProcess]:
+    app = AppProcess("examples.chat", tmp_path / "chat.log", env=chat_env())
+    try:
+        yield app.start()
+    finally:
+        app.stop()
+
+
+@pytest.fixture
+def chat_pair(tmp_path: Path, redis_url: str) -> Iterator[tuple[AppProcess, AppProcess]]:
+    env = chat_env(redis_url)
+    a = AppProcess("examples.chat", tmp_path / "chat-a.log", env=env)
+    b = AppProcess("examples.chat", tmp_path / "chat-b.log", env=env)
+    try:
+        run_apps(a, b)
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=HTTP_TIMEOUT) as c:
+        yield c
+
+
+def new_sid() -> str:
+    return f"test:{uuid.uuid4().hex}"
+
+
+def chat_url(app: AppProcess, sid: str, prompt: str = PROMPT) -> str:
+    return f"{app.url}/chat/{sid}?{httpx.QueryParams(prompt=prompt)}"
+
+
+# -- the chat example -------------------------------------------------------------------------
+
+
+def test_fake_answer_is_deterministic_and_long_enough() -> None:
+    answer = fake_answer(PROMPT)
+    assert answer == fake_answer(PROMPT) != fake_answer(PROMPT + "?")
+    assert "".join(fake_tokens(PROMPT)) == answer
+    assert 150 <= len(fake_tokens(PROMPT)) <= 300
+    assert PROMPT in answer
+
+
+def test_chat_streams_the_fake_answer(chat: AppProcess, client: httpx.Client) -> None:
+    sid = new_sid()
+    got = rebuild(read_sse(client, chat_url(chat, sid)))
+    assert got.text == fake_answer(PROMPT)
+    assert got.chunks == fake_tokens(PROMPT)
+    assert got.metadata == [{"prompt": PROMPT}]
+    assert got.ends == [{"state": "done", "reason": None}]
+    assert got.resets == []
+    keys = [cursor_key(c) for c in got.ids]
+    assert keys == sorted(set(keys))
+
+    # A finished session is replayed, not generated again.
+    again = rebuild(read_sse(client, chat_url(chat, sid)))
+    assert again.text == got.text and again.ids == got.ids
+    assert again.ends == [{"state": "done", "reason": None}]
+    snapshot = client.get(f"{chat.url}/streams/{sid}/snapshot").json()
+    assert snapshot["state"] == "done" and snapshot["text"] == got.text
+    assert chat.count("fake LLM started") == 1
+    assert chat.count("fake LLM stopped (finished)") == 1
+
+
+def test_chat_page_and_validation(chat: AppProcess, client: httpx.Client) -> None:
+    page = client.get(chat.url + "/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for element in ('id="prompt"', 'id="send"', 'id="stop"', 'id="answer"', 'id="status"'):
+        assert element in page.text
+    assert "http://" not in page.text and "https://" not in page.text
+    assert client.get(f"{chat.url}/chat/bad%20id?prompt=x").status_code == 422
+    assert client.get(f"{chat.url}/chat/{'x' * 201}?prompt=x").status_code == 422
+    assert client.get(f"{chat.url}/chat/ok").status_code == 422  # prompt is required
+    assert client.get(f"{chat.url}/streams/{new_sid()}").status_code == 404
+    assert chat.count("fake LLM started") == 0
+
+
+@pytest.mark.parametrize("how", ["header", "query", "chat-endpoint"])
+def test_resume_on_the_second_instance(
+    chat_pair: tuple[AppProcess, AppProcess], client: httpx.Client, how: str
+) -> None:
+    a, b = chat_pair
+    sid = new_sid()
+    first = rebuild(read_sse(client, chat_url(a, sid), stop_after_chunks=25))
+    assert len(first.chunks) == 25 and first.ends == []
+    cursor = first.ids[-1]
+    state = client.get(f"{b.url}/streams/{sid}/status").json()["state"]
+
+    if how == "header":
+        events = read_sse(client, f"{b.url}/streams/{sid}", headers={"last-event-id": cursor})
+    elif how == "query":
+        events = read_sse(
+            client, f"{b.url}/streams/{sid}?{httpx.QueryParams(last_event_id=cursor)}"
+        )
+    else:  # the same URL as the first request: B joins A's producer instead of starting one
+        events = read_sse(client, chat_url(b, sid), headers={"last-event-id": cursor})
+    rest = rebuild(events)
+
+    full = fake_answer(PROMPT)
+    assert rest.resets == []
+    assert first.text + rest.text == full
+    assert first.chunks + rest.chunks == fake_tokens(PROMPT)
+    assert cursor_key(rest.ids[0]) == (cursor_key(cursor)[0], cursor_key(cursor)[1] + 1)
+    assert rest.ends == [{"state": "done", "reason": None}]
+    assert [e.event for e in events].count("end") == 1 and events[-1].event == "end"
+    # One producer, on A; B only relayed what A wrote to Redis.
+    assert a.count("fake LLM started") == 1
+    assert b.count("fake LLM started") == 0
+    print(
+        f"resume via {how}: {len(first.chunks)} chunks from A, {len(rest.chunks)} from B, "
+        f"session {state} at resume"
+    )
+
+
+def test_cancel_on_one_instance_stops_the_producer_on_the_other(
+    chat_pair: tuple[AppProcess, AppProcess], client: httpx.Client
+) -> None:
+    a, b = chat_pair
+    sid = new_sid()
+    first = rebuild(read_sse(client, chat_url(a, sid), stop_after_chunks=5))
+    answer = client.post(f"{b.url}/streams/{sid}/cancel", params={"wait": 5})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"state": "cancelled"}
+    rest = rebuild(
+        read_sse(client, f"{b.url}/streams/{sid}", headers={"last-event-id": first.ids[-1]})
+    )
+    assert rest.ends == [{"state": "cancelled", "reason": rest.ends[0]["reason"]}]
+    text = first.text + rest.text
+    assert fake_answer(PROMPT).startswith(text) and len(text) < len(fake_answer(PROMPT))
+    deadline = time.monotonic() + 5
+    while a.count("fake LLM stopped (interrupted)") != 1:
+        assert time.monotonic() < deadline, a.log()
+        time.sleep(0.05)
+
+
+# -- the OpenAI adapter -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def standin(tmp_path: Path) -> Iterator[AppProcess]:
+    app = AppProcess(
+        "examples.openai_adapter.standin", tmp_path / "standin.log", env={"STANDIN_DELAY": "0.002"}
+    )
+    try:
+        yield app.start()
+    finally:
+        app.stop()
+
+
+@pytest.fixture
+def adapter(tmp_path: Path, standin: AppProcess) -> Iterator[AppProcess]:
+    env = {
+        "REDIS_URL": "memory://",
+        "OPENAI_BASE_URL": standin.url + "/v1",
+        "OPENAI_API_KEY": "test-key",
+        "GRACEFUL_SHUTDOWN": "2",
+    }
+    app = AppProcess("examples.openai_adapter", tmp_path / "adapter.log", env=env)
+    try:
+        yield app.start()
+    finally:
+        app.stop()
+
+
+def test_openai_adapter_streams_the_completion(adapter: AppProcess, client: httpx.Client) -> None:
+    question = "What does the stand-in say?"
+    sid = new_sid()
+    url = f"{adapter.url}/ask/{sid}?{httpx.QueryParams(q=question)}"
+    first = rebuild(read_sse(client, url, stop_after_chunks=10))
+    rest = rebuild(read_sse(client, url, headers={"last-event-id": first.ids[-1]}))
+    assert first.text + rest.text == completion(question)
+    assert rest.ends == [{"state": "done", "reason": None}]
+    whole = rebuild(read_sse(client, f"{adapter.url}/streams/{sid}"))
+    assert whole.text == completion(question)
+    assert whole.metadata == [{"q": question}]
+
+
+@pytest.mark.anyio
+async def test_openai_tokens_against_the_standin(standin: AppProcess) -> None:
+    async with httpx.AsyncClient(
+        base_url=standin.url + "/v1/", headers={"authorization": "Bearer k"}, timeout=HTTP_TIMEOUT
+    ) as provider:
+        tokens = [
+            t
+            async for t in openai_tokens(
+                provider, model="m", messages=[{"role": "user", "content": "hi"}]
+            )
+        ]
+        assert "".join(tokens) == completion("hi")
+        assert len(tokens) > 10
+
+        async with httpx.AsyncClient(base_url=standin.url + "/v1/", timeout=HTTP_TIMEOUT) as anon:
+            with pytest.raises(ProviderError, match="401"):
+                async for _ in openai_tokens(anon, model="m", messages=[]):
+                    pass
+
+
+@pytest.mark.anyio
+async def test_provider_line_splitting() -> None:
+    async def pieces(*texts: str) -> AsyncIterator[str]:
+        for text in texts:
+            yield text
+
+    got = [line async for line in _lines(pieces("a\r", "\nb\rc\n", "\u2028d\r", "\r", "e"))]
+    assert got == ["a", "b", "c", "\u2028d", "", "e"]
