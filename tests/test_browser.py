@@ -27,7 +27,9 @@ from typing import IO, Any
 
 import httpx
 import pytest
-from test_examples import ROOT, AppProcess, chat_env, fake_answer, run_apps
+from test_examples import ROOT, AppProcess, chat_env, run_apps
+
+from examples.chat.app import fake_answer
 
 BROWSER_DIR = ROOT / "tests" / "browser"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -170,7 +172,7 @@ def test_reload_mid_stream_resumes_exactly(
     assert paths[1].startswith(f"/streams/{sid}?last_event_id=")
     assert [p for p in paths if p.startswith("/chat/")] == paths[:1]
     assert chat.count("fake LLM started") == 1
-    assert result["consoleErrors"] == []
+    assert result["pageErrors"] == []
 
 
 def test_stop_button_cancels(chat: AppProcess, playwright_core: Path, tmp_path: Path) -> None:
@@ -194,7 +196,7 @@ def test_stop_button_cancels(chat: AppProcess, playwright_core: Path, tmp_path: 
     assert status["state"] == "cancelled"
     assert snapshot["text"] == text  # the page shows everything the producer wrote
     assert chat.count("fake LLM stopped (interrupted)") == 1
-    assert result["consoleErrors"] == []
+    assert result["pageErrors"] == []
 
 
 def test_eventsource_reconnects_by_itself_after_an_instance_restart(
@@ -245,3 +247,4 @@ def test_eventsource_reconnects_by_itself_after_an_instance_restart(
     assert reached and all(r["lastEventId"] for r in reached), follows
     assert a.count("fake LLM started") == 1
     assert b.count("fake LLM started") == 0
+    assert result["pageErrors"] == []

@@ -145,7 +145,7 @@ def main() -> None:
         # uvicorn runs the lifespan shutdown only after every open response ends, and an SSE
         # response may stay open for minutes: cut them after a few seconds (their clients
         # reconnect with their cursor) so the hub can close its producers.
-        timeout_graceful_shutdown=int(os.environ.get("GRACEFUL_SHUTDOWN", "5")),
+        timeout_graceful_shutdown=int(os.environ.get("GRACEFUL_SHUTDOWN", "15")),
     )
 
 

@@ -157,7 +157,7 @@ def main() -> None:
         app,
         host=os.environ.get("HOST", "127.0.0.1"),
         port=int(os.environ.get("PORT", "8000")),
-        timeout_graceful_shutdown=int(os.environ.get("GRACEFUL_SHUTDOWN", "5")),
+        timeout_graceful_shutdown=int(os.environ.get("GRACEFUL_SHUTDOWN", "15")),
     )
 
 

@@ -161,7 +161,8 @@ async function main() {
     page.setDefaultTimeout(timeout);
     const consoleErrors = [];
     page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
-    page.on("pageerror", (e) => consoleErrors.push(String(e)));
+    const pageErrors = [];
+    page.on("pageerror", (e) => pageErrors.push(String(e)));
     // Every stream request the page makes, with the Last-Event-ID the browser sent.
     const requests = [];
     const entries = new Map();
@@ -185,7 +186,7 @@ async function main() {
       r.allHeaders().then((h) => { entry.lastEventId = h["last-event-id"] ?? entry.lastEventId; }, () => {});
     });
     const result = await scenarios[scenario](page, config);
-    emit("RESULT", { scenario, ...result, requests, consoleErrors });
+    emit("RESULT", { scenario, ...result, requests, consoleErrors, pageErrors });
   } finally {
     await browser.close();
   }
