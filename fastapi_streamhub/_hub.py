@@ -466,7 +466,7 @@ class StreamHub:
             for chunk in page.chunks:
                 if chunk.cursor.generation != info.generation:
                     break
-                if chunk.kind == "text":
+                if chunk.kind == "text" and chunk.event is None:
                     parts.append(chunk.data)
                 last = chunk.cursor
                 position = (last.generation, last.offset)

@@ -20,6 +20,7 @@ from ._errors import (
     InvalidCursor,
     InvalidSessionId,
     LimitExceeded,
+    OwnershipLost,
     SessionNotFound,
     StreamClosed,
     StreamHubError,
@@ -89,9 +90,10 @@ class SessionStreamResponse(Response):
         headers: Mapping[str, str] | None = None,
         ping_interval: float | None = None,
         check_exists: bool = False,
+        status_code: int = 200,
     ) -> None:
         # Not Response.__init__: it would declare a Content-Length for an empty body.
-        self.status_code = 200
+        self.status_code = status_code
         self.background = None
         self.body = b""
         self.session_id = session_id
@@ -297,6 +299,9 @@ async def run_generator(producer: Producer, generator: AsyncIterable[Any]) -> No
         async with producer:
             async for item in iterator:
                 await producer.send(item)
+    except OwnershipLost as exc:
+        # Deleted or taken over: the generator is stopped on purpose, nothing to record.
+        log.info("generator of session %r stopped: %s", producer.session_id, exc)
     except Exception as exc:
         # The producer already recorded the session as failed with this reason.
         log.warning(

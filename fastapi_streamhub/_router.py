@@ -152,7 +152,7 @@ def create_router(
             str | None, Header(alias="last-event-id", include_in_schema=True)
         ] = None,
         last_event_id: Annotated[
-            str | None, Query(max_length=64, description="Cursor, when no header can be sent.")
+            str | None, Query(description="Cursor, when no header can be sent.")
         ] = None,
     ) -> Response:
         await check(request, session_id, "read")
@@ -244,6 +244,20 @@ def create_router(
             if authorize is None or await _allowed(authorize, request, session_id):
                 allowed.append(session_id)
         return {"active": await _domain(hub.active(allowed))}
+
+    # Ids that cannot match a route above (empty, or holding "/" once percent-decoded) are
+    # invalid ids too: answer them with the contract's 422, not a routing 404.
+    @router.api_route(
+        "/{path:path}",
+        methods=["GET", "POST", "DELETE"],
+        include_in_schema=False,
+    )
+    async def invalid_session_id(path: str) -> Any:
+        raise HTTPException(
+            status_code=422,
+            detail="invalid session id (1-200 characters of letters, digits and . _ : -) "
+            "or unknown endpoint",
+        )
 
     return router
 

@@ -107,8 +107,8 @@ class Batch:
 
     @property
     def text(self) -> str:
-        """The text chunks joined."""
-        return "".join(c.data for c in self.chunks if c.kind == "text")
+        """The plain text chunks joined (named events are not text to an SSE client)."""
+        return "".join(c.data for c in self.chunks if c.kind == "text" and c.event is None)
 
 
 @dataclass(frozen=True, slots=True)

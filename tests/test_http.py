@@ -394,6 +394,32 @@ async def test_resume_on_other_instance_is_exact(env: Env, via: str, endpoint: s
     assert rec == {"runs": 1, "produced": n, "finally": 1, "exit": "done"}
 
 
+async def test_header_cursor_wins_over_query_and_empty_means_start(env: Env) -> None:
+    sid = new_sid("cursors")
+    full = await read_sse(env.ca, f"/gen/{sid}", params={"n": 8})
+    assert_complete(full, "done")
+    ids = full.ids
+    res = await read_sse(
+        env.cb,
+        f"/streams/{sid}",
+        headers={"Last-Event-ID": ids[5]},
+        params={"last_event_id": ids[1]},
+    )
+    assert_complete(res, "done")
+    assert res.ids == ids[6:] and res.values == full.values[6:]
+    # An empty header falls back to the query parameter, then to the start.
+    res = await read_sse(
+        env.cb, f"/streams/{sid}", headers={"Last-Event-ID": ""}, params={"last_event_id": ids[1]}
+    )
+    assert res.ids == ids[2:]
+    res = await read_sse(env.ca, f"/streams/{sid}", headers={"Last-Event-ID": ""})
+    assert res.ids == ids and res.values == expected(8)
+    # The last id of a finished stream: nothing but the end.
+    res = await read_sse(env.ca, f"/streams/{sid}", params={"last_event_id": ids[-1]})
+    assert_complete(res, "done")
+    assert res.chunks == [] and res.resets == []
+
+
 # --------------------------------------------------------------------------- 2. concurrency
 
 
@@ -617,12 +643,6 @@ async def test_unroutable_session_ids_are_client_errors(env: Env, bad: str) -> N
     assert_json_error(await env.ca.post("/streams/active", json={"session_ids": [bad]}), 422)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an empty id or one holding '/' (sent percent-encoded) gets a routing 404 "
-    "{'detail': 'Not Found'} from the streams router, not the 422 of DESIGN.md section 3 "
-    "('anything else is answered 422'); it reads like 'unknown session'",
-)
 @pytest.mark.parametrize("bad", list(UNROUTABLE_IDS.values()), ids=list(UNROUTABLE_IDS))
 async def test_unroutable_session_ids_are_422_on_the_router(env: Env, bad: str) -> None:
     for method, url, kwargs in endpoint_requests(bad):
@@ -642,12 +662,6 @@ BAD_CURSORS = [
     "1 -2",
     "\uff11-\uff12",
 ]
-QUERY_TOO_LONG_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a cursor over 64 characters in ?last_event_id= on GET /streams/{sid} is a 422 "
-    "(Query max_length=64) while the same cursor in the Last-Event-ID header, or on "
-    "ResumableStreamingResponse, is the 400 'malformed cursor'",
-)
 
 
 def _cursor_cases() -> list[Any]:
@@ -656,8 +670,7 @@ def _cursor_cases() -> list[Any]:
         for cursor in BAD_CURSORS:
             if via == "header" and not cursor.isascii():
                 continue  # not sendable as an HTTP header by httpx
-            marks = QUERY_TOO_LONG_BUG if via == "query" and len(cursor) > 64 else ()
-            cases.append(pytest.param(via, cursor, marks=marks, id=f"{via}-{cursor[:12]}"))
+            cases.append(pytest.param(via, cursor, id=f"{via}-{cursor[:12]}"))
     return cases
 
 
@@ -804,10 +817,10 @@ async def test_cursor_of_an_older_generation_gets_reset(env: Env) -> None:
 
 async def test_status_and_snapshot_shapes_and_values(env: Env) -> None:
     sid = new_sid("shape")
-    n = 60
+    n = 80
     async with anyio.create_task_group() as tg:
         live = await start_reader(
-            tg, env.ca, f"/gen/{sid}", params={"n": n, "delay": 0.03, "meta": True}, min_chunks=5
+            tg, env.ca, f"/gen/{sid}", params={"n": n, "delay": 0.04, "meta": True}, min_chunks=5
         )
         status = (await env.cb.get(f"/streams/{sid}/status")).json()
         snap = (await env.cb.get(f"/streams/{sid}/snapshot")).json()
@@ -863,12 +876,6 @@ async def test_snapshot_of_mixed_chunks_joins_text_exactly(env: Env) -> None:
     assert status["last_event_id"] == res.last_id and status["metadata"] is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the snapshot's text also joins chunks sent under an event name "
-    "(Event('note', 'note')), which an SSE client receives as named JSON events, not as text: "
-    "snapshot text != the text rebuilt from the stream",
-)
 async def test_snapshot_text_equals_streamed_text_with_named_text_events(env: Env) -> None:
     sid = new_sid("snapnamed")
     res = await read_sse(env.ca, f"/gen/{sid}", params={"n": 4, "kind": "named"})
@@ -893,7 +900,9 @@ async def test_delete_stops_the_producer_ends_streams_and_removes_the_session(en
         assert resp.status_code == 204 and resp.content == b""
         await wait_until(lambda: env.rec(sid).get("finally") == 1, within=10, what="finally")
         rec = env.rec(sid)
-        assert rec["exit"] == "cancelled" and rec["runs"] == 1
+        # Cancelled inside (at its await), or closed at its yield when the producer learnt of
+        # the deletion from a refused write first: either way it stopped, and its finally ran.
+        assert rec["exit"] in ("cancelled", "closed") and rec["runs"] == 1, rec
         await anyio.sleep(0.5)  # the subject: nothing more produced during a window
         assert env.rec(sid) == rec
 
@@ -1101,15 +1110,7 @@ async def _check_authorization(
 # --------------------------------------------------------------------------- 12. OpenAPI
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: GET /openapi.json is a 500 on any app that includes streamhub_router: the SSE "
-    "route has response_class=SessionStreamResponse and no status_code, and "
-    "SessionStreamResponse.__init__ has no status_code parameter, so FastAPI's get_openapi "
-    "raises UnboundLocalError('status_code')",
-)
 async def test_openapi_json_is_served(env: Env) -> None:
-    env.allow_server_errors = True
     resp = await env.ca.get("/openapi.json")
     assert resp.status_code == 200
 
