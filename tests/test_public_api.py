@@ -101,5 +101,5 @@ def test_from_url_schemes() -> None:
 
 
 def test_constructor_refuses_other_objects() -> None:
-    with pytest.raises(TypeError, match="redis.asyncio.Redis"):
+    with pytest.raises(TypeError, match=r"redis\.asyncio\.Redis"):
         StreamHub(object())
