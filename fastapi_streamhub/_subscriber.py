@@ -179,7 +179,9 @@ class Subscription:
             info = (await hub.backend.info([self.session_id]))[0]
             if info is None:
                 self._ended = True
-                yield End(State.FAILED, "the session is no longer stored (deleted, expired or lost)")
+                yield End(
+                    State.FAILED, "the session is no longer stored (deleted, expired or lost)"
+                )
                 return
             if info.generation != self._generation:
                 yield Reset(
