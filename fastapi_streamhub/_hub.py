@@ -7,6 +7,7 @@ import logging
 import signal
 import threading
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -126,6 +127,8 @@ class StreamHub:
         self._watched: dict[str, _Watch] = {}
         self._subscribers: dict[str, int] = {}
         self._live_subscriptions: set[QueueListener] = set()
+        # Subscriptions not yet closed; abandoned ones (a loop left with break) are closed at exit.
+        self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._closing = False
         self._shutdown_started = False
         self._shutdown_done = anyio.Event()
@@ -184,6 +187,7 @@ class StreamHub:
             return
         with anyio.CancelScope(shield=True):
             await self._shutdown()
+            await self._close_abandoned_subscriptions()
         tg.cancel_scope.cancel()
         try:
             await tg.__aexit__(None, None, None)
@@ -227,6 +231,14 @@ class StreamHub:
                 listener.push(_HUB_CLOSING)
         finally:
             self._shutdown_done.set()
+
+    async def _close_abandoned_subscriptions(self) -> None:
+        for subscription in list(self._subscriptions):
+            try:
+                await subscription.aclose()
+            except RuntimeError as exc:
+                # Still being iterated by another task: it ends with StreamClosed on its own.
+                log.debug("subscription of %r left to its task: %s", subscription.session_id, exc)
 
     async def _close_for_shutdown(self, producer: Producer) -> None:
         try:
@@ -398,9 +410,11 @@ class StreamHub:
         size = self.settings.subscriber_buffer if buffer is None else buffer
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
             raise ValueError("buffer must be a positive integer")
-        return Subscription(
+        subscription = Subscription(
             self, session_id, after=_cursor(after), buffer=size, batch_replay=batch_replay
         )
+        self._subscriptions.add(subscription)
+        return subscription
 
     async def cancel(self, session_id: str, wait: float | None = None) -> State:
         """Ask the session's producer, wherever it runs, to stop.

@@ -206,6 +206,8 @@ class RedisBackend(Backend):
                 await self._unsubscribe(name)
 
     async def _unsubscribe(self, name: bytes) -> None:
+        if self._pubsub is None:
+            return  # the backend is closed: its connection and subscriptions are gone already
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
             try:
                 await self._pubsub.unsubscribe(name)

@@ -1,0 +1,128 @@
+"""Shared pieces: the metric record, goals, the run context, small statistics."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fastapi_streamhub import StreamHub
+
+from ._redis import BenchRedis
+
+# A chunk of ~8 bytes, like one LLM token.
+TOKEN = "tok12345"
+
+
+@dataclass(frozen=True, slots=True)
+class Goal:
+    """``value <= 5`` or ``ratio >= 1.0``; ``None`` target means informational only."""
+
+    target: Literal["value", "ratio"] | None = None
+    op: Literal["<=", ">="] = "<="
+    limit: float = 0.0
+    unit: str = ""
+
+    def text(self) -> str:
+        if self.target is None:
+            return "(info)"
+        sign = "≤" if self.op == "<=" else "≥"
+        what = "ratio" if self.target == "ratio" else "value"
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{what} {sign} {self.limit:g}{unit}"
+
+    def met(self, value: float, ratio: float | None) -> bool:
+        if self.target is None:
+            return True
+        x = ratio if self.target == "ratio" else value
+        if x is None or math.isnan(x):
+            return False
+        return x <= self.limit if self.op == "<=" else x >= self.limit
+
+
+INFO = Goal()
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    name: str
+    value: float
+    unit: str
+    reference: float | None = None
+    goal: Goal = INFO
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.reference is None or self.reference == 0:
+            return None
+        return self.value / self.reference
+
+    @property
+    def met(self) -> bool:
+        return self.goal.met(self.value, self.ratio)
+
+    def as_json(self) -> dict[str, Any]:
+        ratio = self.ratio
+        return {
+            "value": _round(self.value),
+            "unit": self.unit,
+            "reference": None if self.reference is None else _round(self.reference),
+            "ratio": None if ratio is None else _round(ratio),
+            "goal": self.goal.text(),
+            "met": self.met,
+        }
+
+
+def _round(x: float) -> float:
+    if x == 0 or not math.isfinite(x):
+        return x
+    digits = max(0, 4 - int(math.floor(math.log10(abs(x)))))
+    return round(x, digits)
+
+
+@dataclass
+class Context:
+    """What every benchmark gets: the private Redis, the mode, and a place for notes."""
+
+    redis: BenchRedis
+    quick: bool
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return self.redis.url
+
+    def pick(self, quick: int, full: int) -> int:
+        return quick if self.quick else full
+
+    def note(self, key: str, text: str) -> None:
+        self.notes[key] = text
+
+
+Bench = Callable[[Context], Awaitable[list[Metric]]]
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def hub(ctx: Context, **options: Any) -> StreamHub:
+    """A hub with its own Redis client (its own pub/sub connection), as one process would have."""
+    return StreamHub.from_url(ctx.url, **options)
+
+
+def percentile(samples: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (``p`` in 0..100)."""
+    if not samples:
+        return math.nan
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def median(samples: Sequence[float]) -> float:
+    return statistics.median(samples) if samples else math.nan
