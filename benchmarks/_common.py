@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 import statistics
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -80,7 +83,7 @@ class Metric:
 def _round(x: float) -> float:
     if x == 0 or not math.isfinite(x):
         return x
-    digits = max(0, 4 - int(math.floor(math.log10(abs(x)))))
+    digits = max(0, 4 - math.floor(math.log10(abs(x))))
     return round(x, digits)
 
 
@@ -104,6 +107,34 @@ class Context:
 
 
 Bench = Callable[[Context], Awaitable[list[Metric]]]
+
+
+class LogTally(logging.Handler):
+    """Counts the library's warnings instead of printing thousands of them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: Counter[str] = Counter()
+
+    @classmethod
+    def install(cls) -> LogTally:
+        """Route the ``fastapi_streamhub`` loggers of this process to a new tally."""
+        tally = cls()
+        library = logging.getLogger("fastapi_streamhub")
+        library.addHandler(tally)
+        library.propagate = False
+        return tally
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Grouped by the message up to its first digit (delays, ids and counts vary).
+        text = record.getMessage()
+        self.messages[re.split(r"[0-9]", text, maxsplit=1)[0].strip()] += 1
+
+    def take(self) -> str:
+        """A summary of the most frequent messages; resets the tally."""
+        found = ", ".join(f"{n} x '{text}'" for text, n in self.messages.most_common(3))
+        self.messages.clear()
+        return found
 
 
 def new_id(prefix: str) -> str:

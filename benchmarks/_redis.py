@@ -12,6 +12,7 @@ Redis 7 tags commands run by scripts with client type ``lua`` there.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -40,6 +41,12 @@ def free_port() -> int:
         return port
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class BenchRedis:
     """``redis-server`` on a free loopback port, persistence off; a context manager."""
 
@@ -53,6 +60,11 @@ class BenchRedis:
     @property
     def url(self) -> str:
         return f"redis://{HOST}:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
 
     @property
     def admin(self) -> redis.Redis:
@@ -251,7 +263,7 @@ class CommandWindow:
             self.counts.monitored = True
 
     def _watch(self) -> None:
-        client = redis.Redis(host=HOST, port=self._server.port, protocol=2)
+        client: Any = redis.Redis(host=HOST, port=self._server.port, protocol=2)
         try:
             with client.monitor() as mon:
                 self._started.set()

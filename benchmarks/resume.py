@@ -1,0 +1,95 @@
+"""``resume_first_event_ms``, ``resume_catchup_ms`` and the near-end / near-start cost ratio.
+
+A finished 10,000-chunk stream on Redis, served by uvicorn (subprocess) through the library's
+router. An httpx client (this process, keep-alive connection) reconnects with ``Last-Event-ID``
+at chunk 5,000 (and 100, 9,900): time to the first chunk event, and to the ``end`` event.
+Medians over the repetitions; positions and the reference alternate.
+
+Reference: ``/raw/{sid}`` in the same app, a hand-written ``StreamingResponse`` resume (plain
+``XRANGE`` pages, 100 then 1,000, framed as SSE, no checks), i.e. what a minimal implementation
+costs on the same server, client and data.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from ._common import TOKEN, Context, Goal, Metric, hub, median, new_id
+from ._http import Timed, read_stream
+from ._server import AppServer
+
+CHUNKS = 10_000
+MIDDLE = 5_000
+POSITIONS = (100, MIDDLE, 9_900)
+
+
+async def _make_stream(ctx: Context, session_id: str) -> int:
+    async with hub(ctx) as h:
+        producer = (await h.register(session_id)).producer
+        assert producer is not None
+        for _ in range(CHUNKS):
+            await producer.send(TOKEN)
+        await producer.close()
+        return producer.generation
+
+
+async def run(ctx: Context) -> list[Metric]:
+    reps = ctx.pick(15, 41)
+    session_id = new_id("resume")
+    generation = await _make_stream(ctx, session_id)
+    lib: dict[int, list[Timed]] = {p: [] for p in POSITIONS}
+    raw: list[Timed] = []
+    with AppServer(ctx.url) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            for rep in range(reps + 1):
+                for position in POSITIONS:
+                    headers = {"Last-Event-ID": f"{generation}-{position}"}
+                    got = await read_stream(client, f"/streams/{session_id}", headers=headers)
+                    if got.ids != CHUNKS - position or not got.ended:
+                        raise RuntimeError(f"resume at {position}: {got.ids} chunks, no end")
+                    if rep:  # the first round warms up connections and scripts
+                        lib[position].append(got)
+                headers = {"Last-Event-ID": f"{generation}-{MIDDLE}"}
+                base = await read_stream(client, f"/raw/{session_id}", headers=headers)
+                if base.ids != CHUNKS - MIDDLE or not base.ended:
+                    raise RuntimeError(f"raw resume: {base.ids} chunks")
+                if rep:
+                    raw.append(base)
+
+    def ms(samples: list[Timed], what: str) -> float:
+        return median([getattr(t, what) * 1e3 for t in samples])
+
+    catchup = {p: ms(lib[p], "end") for p in POSITIONS}
+    ctx.note(
+        "resume",
+        f"{reps} reps per position; catch-up median at 100/5000/9900: "
+        + " / ".join(f"{catchup[p]:.2f}" for p in POSITIONS)
+        + " ms; first event at 100/5000/9900: "
+        + " / ".join(f"{ms(lib[p], 'first_id'):.2f}" for p in POSITIONS)
+        + " ms; raw XRANGE baseline at 5000: first "
+        + f"{ms(raw, 'first_id'):.2f} ms, end {ms(raw, 'end'):.2f} ms",
+    )
+    return [
+        Metric(
+            "resume_first_event_ms",
+            ms(lib[MIDDLE], "first_id"),
+            "ms",
+            reference=ms(raw, "first_id"),
+            goal=Goal("value", "<=", 5.0, "ms"),
+        ),
+        Metric(
+            "resume_catchup_ms",
+            catchup[MIDDLE],
+            "ms",
+            reference=ms(raw, "end"),
+            goal=Goal("value", "<=", 50.0, "ms"),
+        ),
+        Metric(
+            "resume_catchup_ratio_9900_vs_100",
+            catchup[9_900],
+            "ms",
+            reference=catchup[100],
+            goal=Goal("ratio", "<=", 0.5),
+            note="catch-up from 9,900 (100 left) over from 100 (9,900 left)",
+        ),
+    ]

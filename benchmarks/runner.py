@@ -1,0 +1,121 @@
+"""Command line: run the benchmarks, print the table, write the JSON."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import time
+import traceback
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from ._common import Bench, Context, LogTally, Metric
+from ._redis import BenchRedis
+
+# In priority order: module names under benchmarks/, each with ``async def run(ctx)``.
+BENCHES = (
+    "persist",
+    "e2e_latency",
+    "fanout",
+    "resume",
+    "idle",
+    "http_throughput",
+    "http_latency",
+    "many_streams",
+)
+
+
+def _load(name: str) -> Bench:
+    module = import_module(f"{__package__}.{name}")
+    bench: Bench = module.run
+    return bench
+
+
+def format_table(metrics: list[Metric]) -> str:
+    rows = [("name", "value", "unit", "reference", "ratio", "goal", "met")]
+    for m in metrics:
+        ratio = m.ratio
+        rows.append(
+            (
+                m.name,
+                f"{m.value:.4g}",
+                m.unit,
+                "-" if m.reference is None else f"{m.reference:.4g}",
+                "-" if ratio is None else f"{ratio:.3g}",
+                m.goal.text(),
+                ("yes" if m.met else "NO") if m.goal.target else "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+async def _run_all(ctx: Context, names: list[str]) -> list[Metric]:
+    metrics: list[Metric] = []
+    tally = LogTally.install()
+    for name in names:
+        t0 = time.perf_counter()
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        try:
+            found = await _load(name)(ctx)
+        except Exception as exc:  # one broken benchmark must not hide the others
+            print(f"[bench] {name} FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
+            ctx.note(f"{name}_error", f"{type(exc).__name__}: {exc}")
+            traceback.print_exc()
+            continue
+        finally:
+            ctx.redis.flush()
+            gc.collect()
+            if tally.messages:
+                ctx.note(f"{name}_library_warnings", tally.take())
+        metrics.extend(found)
+        took = time.perf_counter() - t0
+        print(f"[bench] {name} done in {took:.1f}s", file=sys.stderr, flush=True)
+        for m in found:
+            print(f"         {m.name} = {m.value:.4g} {m.unit}", file=sys.stderr, flush=True)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short run (< 3 minutes)")
+    parser.add_argument("--json", metavar="FILE", help="write the metrics as JSON")
+    parser.add_argument(
+        "--only", metavar="NAME", action="append", choices=BENCHES, help="run only these"
+    )
+    args = parser.parse_args(argv)
+    names = list(args.only or BENCHES)
+    t0 = time.perf_counter()
+    with BenchRedis() as server:
+        ctx = Context(redis=server, quick=args.quick)
+        version = server.version()
+        metrics = anyio.run(_run_all, ctx, names)
+    elapsed = time.perf_counter() - t0
+    print()
+    print(format_table(metrics))
+    print()
+    for key, text in ctx.notes.items():
+        print(f"- {key}: {text}")
+    mode = "quick" if args.quick else "full"
+    print(f"\n{mode} run, redis-server {version}, {os.cpu_count()} CPUs, {elapsed:.0f}s")
+    if args.json:
+        out: dict[str, Any] = {
+            "metrics": {m.name: m.as_json() for m in metrics},
+            "notes": ctx.notes,
+            "run": {
+                "mode": mode,
+                "redis_version": version,
+                "cpus": os.cpu_count(),
+                "seconds": round(elapsed, 1),
+            },
+        }
+        Path(args.json).write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+    return 0
