@@ -231,13 +231,13 @@ async def run(ctx: Context) -> list[Metric]:
             note="reference: the same pacing loops without any library call",
         ),
         Metric("many_streams_cpu_subscriber", got["cpu_subscriber"], "s/1000 chunks"),
+        Metric("many_streams_cpu_redis", got["cpu_redis"], "s/1000 chunks"),
         Metric(
             "many_streams_failed_streams",
             sum(v for k, v in got["failures"].items() if not k.startswith("chunks")),
             "streams",
             note="streams the library failed during the run (e.g. lease lapsed under overload)",
         ),
-        Metric("many_streams_cpu_redis", got["cpu_redis"], "s/1000 chunks"),
         Metric(
             "many_streams_300_cmds_per_chunk",
             light["counts"].n_total / light["chunks"],
