@@ -126,8 +126,8 @@ class StreamHub:
         self._producers: dict[str, Producer] = {}
         self._watched: dict[str, _Watch] = {}
         self._subscribers: dict[str, int] = {}
-        self._live_subscriptions: set[QueueListener] = set()
-        # Subscriptions not yet closed; abandoned ones (a loop left with break) are closed at exit.
+        # Subscriptions not yet collected: told when the hub shuts down, and closed at exit if
+        # abandoned (a loop left with break).
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._closing = False
         self._shutdown_started = False
@@ -227,8 +227,8 @@ class StreamHub:
                 async with anyio.create_task_group() as tg:
                     for producer in remaining:
                         tg.start_soon(self._close_for_shutdown, producer)
-            for listener in list(self._live_subscriptions):
-                listener.push(_HUB_CLOSING)
+            for subscription in list(self._subscriptions):
+                subscription.listener.push(_HUB_CLOSING)
         finally:
             self._shutdown_done.set()
 
@@ -517,12 +517,6 @@ class StreamHub:
                 self._subscribers[session_id] = left
             else:
                 del self._subscribers[session_id]
-
-    def _track(self, listener: QueueListener) -> None:
-        self._live_subscriptions.add(listener)
-
-    def _untrack(self, listener: QueueListener) -> None:
-        self._live_subscriptions.discard(listener)
 
     def _watch(self, session_id: str, lease_remaining: float, listener: QueueListener) -> bool:
         """Have the keeper check the lease of a session followed here (no-op if produced here)."""

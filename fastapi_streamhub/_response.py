@@ -30,7 +30,7 @@ from ._producer import Producer, describe
 from ._sse import PING, encode_end, encode_item, encode_retry, parse_last_event_id
 from ._types import Cursor, End, State, validate_session_id
 
-__all__ = ["ResumableStreamingResponse", "SessionStreamResponse", "error_status"]
+__all__ = ["Authorize", "ResumableStreamingResponse", "SessionStreamResponse", "error_status"]
 
 log = logging.getLogger("fastapi_streamhub")
 
@@ -89,7 +89,6 @@ class SessionStreamResponse(Response):
         after: Cursor | str | None = None,
         headers: Mapping[str, str] | None = None,
         ping_interval: float | None = None,
-        check_exists: bool = False,
         status_code: int = 200,
     ) -> None:
         # Not Response.__init__: it would declare a Content-Length for an empty body.
@@ -100,7 +99,6 @@ class SessionStreamResponse(Response):
         self.hub = hub
         self.after = after
         self.ping_interval = ping_interval
-        self.check_exists = check_exists
         merged = {**SSE_HEADERS, **{k.lower(): v for k, v in (headers or {}).items()}}
         merged["content-type"] = "text/event-stream; charset=utf-8"
         merged.pop("content-length", None)
@@ -125,8 +123,6 @@ class SessionStreamResponse(Response):
             hub = self._resolve_hub(scope)
             cursor = self._cursor(scope)
             await self.prepare(hub, scope)
-            if self.check_exists and await hub.status(self.session_id) is None:
-                raise SessionNotFound(f"session {self.session_id!r} not found")
         except StreamHubError as exc:
             await _json_error(send, error_status(exc), str(exc))
             return
@@ -204,19 +200,20 @@ async def _pump(receiver: MemoryObjectReceiveStream[bytes], send: Send, ping: fl
                 continue
             parts = [data]
             size = len(data)
+            ended = False
             while size < 65536:
                 try:
                     more = receiver.receive_nowait()
                 except anyio.WouldBlock:
                     break
                 except anyio.EndOfStream:
-                    await send(
-                        {"type": "http.response.body", "body": b"".join(parts), "more_body": True}
-                    )
-                    return
+                    ended = True
+                    break
                 parts.append(more)
                 size += len(more)
             await send({"type": "http.response.body", "body": b"".join(parts), "more_body": True})
+            if ended:
+                return
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
@@ -248,7 +245,7 @@ class ResumableStreamingResponse(SessionStreamResponse):
         restart: bool = False,
         headers: Mapping[str, str] | None = None,
         ping_interval: float | None = None,
-        authorize: Callable[[Request, str, str], Any] | None = None,
+        authorize: Authorize | None = None,
     ) -> None:
         if not hasattr(generator, "__aiter__"):
             raise TypeError(
@@ -282,7 +279,7 @@ class ResumableStreamingResponse(SessionStreamResponse):
 
 
 async def authorize_or_raise(
-    authorize: Callable[[Request, str, str], Any], request: Request, session_id: str, action: str
+    authorize: Authorize, request: Request, session_id: str, action: str
 ) -> None:
     """Call ``authorize`` (sync or async); False means 403, an HTTPException passes through."""
     result = authorize(request, session_id, action)

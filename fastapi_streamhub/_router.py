@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query, Request
@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ._errors import StreamHubError
 from ._hub import StreamHub, get_hub
-from ._response import SessionStreamResponse, authorize_or_raise, error_status
+from ._response import Authorize, SessionStreamResponse, authorize_or_raise, error_status
 from ._sse import parse_last_event_id
 
 __all__ = ["create_router", "streamhub_router"]
@@ -46,8 +46,6 @@ Events:
 
 Resume by sending the last `id` back as the `Last-Event-ID` header (or `?last_event_id=`).
 """
-
-Authorize = Callable[[Request, str, str], Any]
 
 
 class StatusOut(BaseModel):

@@ -43,8 +43,8 @@ class Subscription:
         self.session_id = session_id
         self._hub = hub
         self._after = after
-        self._buffer = buffer
         self._batch_replay = batch_replay
+        self.listener = QueueListener(buffer)
         self._generation = after.generation if after else 0
         self._pos = 0
         self._ended = False
@@ -78,7 +78,7 @@ class Subscription:
 
     async def _run(self) -> AsyncGenerator[Item, None]:
         hub = self._hub
-        listener = QueueListener(self._buffer)
+        listener = self.listener
         async with (
             hub._subscriber_slot(self.session_id),
             hub.backend.listen(self.session_id, "data", listener),
@@ -108,7 +108,6 @@ class Subscription:
             watched = info.state is State.ACTIVE and hub._watch(
                 self.session_id, info.lease_remaining, listener
             )
-            hub._track(listener)
             try:
                 if self._batch_replay:
                     chunks: list[Chunk] = []
@@ -132,7 +131,6 @@ class Subscription:
                     async for item in self._on_live(msg):
                         yield item
             finally:
-                hub._untrack(listener)
                 if watched:
                     hub._unwatch(self.session_id, listener)
 

@@ -6,14 +6,14 @@
 - a cancel sent to one instance stops the producer running on the other;
 - the OpenAI adapter, against the local stand-in provider, streams exactly its completion.
 
-``AppProcess``, ``SSEParser`` and ``rebuild`` are shared with ``test_browser.py``.
+``AppProcess`` and the app helpers are shared with ``test_browser.py``; the SSE parser is
+``sse_client.SSEParser``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 from _redis import free_port
+from sse_client import CONTROL_EVENTS, SSEEvent, SSEParser, cursor_key
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # plain `pytest` (not `python -m pytest`) leaves the root out
@@ -41,81 +42,11 @@ STREAM_TIMEOUT = 20.0
 HTTP_TIMEOUT = httpx.Timeout(10.0)
 PROMPT = "How do resumable streams survive a reload?"
 
-# -- a spec-faithful SSE parser (WHATWG "interpret an event stream") -------------------------
-
-_EOL = re.compile(r"\r\n|\r|\n")
-_DIGITS = re.compile(r"[0-9]+")
-
-
-@dataclass
-class SSEEvent:
-    event: str
-    data: str
-    id: str | None  # the id field of this very event, if it had one
-    last_event_id: str  # what EventSource reports as lastEventId (it persists across events)
-
-
-class SSEParser:
-    """Incremental parser: ``feed(text)`` returns the events completed by that text.
-
-    Lines end at CRLF, CR or LF (a CR at the end of a piece is held until the next piece
-    shows whether an LF follows); one space after the colon is stripped; comments are
-    ignored; an event without data is not dispatched; ``id`` with a NUL is ignored.
-    """
-
-    def __init__(self) -> None:
-        self._pending = ""
-        self._started = False
-        self._event = ""
-        self._data: list[str] = []
-        self._id: str | None = None
-        self.last_event_id = ""
-        self.retry: int | None = None
-
-    def feed(self, text: str) -> list[SSEEvent]:
-        if not self._started and text:
-            self._started = True
-            text = text.removeprefix("\ufeff")
-        self._pending += text
-        held = "\r" if self._pending.endswith("\r") else ""
-        *lines, rest = _EOL.split(self._pending[: len(self._pending) - len(held)])
-        self._pending = rest + held
-        events = []
-        for line in lines:
-            event = self._line(line)
-            if event is not None:
-                events.append(event)
-        return events
-
-    def _line(self, line: str) -> SSEEvent | None:
-        if not line:
-            return self._dispatch()
-        if line.startswith(":"):
-            return None
-        name, colon, value = line.partition(":")
-        if colon and value.startswith(" "):
-            value = value[1:]
-        if name == "event":
-            self._event = value
-        elif name == "data":
-            self._data.append(value)
-        elif name == "id" and "\0" not in value:
-            self._id = value
-            self.last_event_id = value
-        elif name == "retry" and _DIGITS.fullmatch(value):
-            self.retry = int(value)
-        return None
-
-    def _dispatch(self) -> SSEEvent | None:
-        data, event, id_ = self._data, self._event or "message", self._id
-        self._data, self._event, self._id = [], "", None
-        if not data:
-            return None
-        return SSEEvent(event, "\n".join(data), id_, self.last_event_id)
+# -- events as a client rebuilds them (parser: sse_client.SSEParser) ----------------------------
 
 
 def is_chunk(event: SSEEvent) -> bool:
-    return event.event not in ("metadata", "reset", "end")
+    return event.type not in CONTROL_EVENTS
 
 
 @dataclass
@@ -134,33 +65,28 @@ def rebuild(events: list[SSEEvent]) -> Rebuilt:
     out = Rebuilt()
     for event in events:
         assert not out.ends, f"event after the end: {event}"
-        if event.event == "metadata":
-            assert event.id is None
+        if event.type == "metadata":
+            assert event.own_id is None
             out.metadata.append(json.loads(event.data))
-        elif event.event == "reset":
-            assert event.id is None
+        elif event.type == "reset":
+            assert event.own_id is None
             out.resets.append(json.loads(event.data))
             out.text, out.chunks, out.ids = "", [], []
-        elif event.event == "end":
-            assert event.id is None
+        elif event.type == "end":
+            assert event.own_id is None
             out.ends.append(json.loads(event.data))
         else:
-            if event.event == "message":
+            if event.type == "message":
                 text = event.data
             else:
-                assert event.event == "json", event
+                assert event.type == "json", event
                 text = json.loads(event.data)
                 assert isinstance(text, str), event
-            assert event.id, f"chunk without an id: {event}"
+            assert event.own_id, f"chunk without an id: {event}"
             out.chunks.append(text)
-            out.ids.append(event.id)
+            out.ids.append(event.own_id)
             out.text += text
     return out
-
-
-def cursor_key(cursor: str) -> tuple[int, int]:
-    generation, _, offset = cursor.partition("-")
-    return int(generation), int(offset)
 
 
 def read_sse(
@@ -181,8 +107,10 @@ def read_sse(
             response.read()
             raise AssertionError(f"GET {url}: {response.status_code} {response.text}")
         assert response.headers["content-type"].startswith("text/event-stream")
-        for text in response.iter_text():
-            for event in parser.feed(text):
+        for raw in response.iter_bytes():
+            for kind, event in parser.feed(raw):
+                if kind != "event":
+                    continue
                 events.append(event)
                 chunks += is_chunk(event)
                 if stop_after_chunks is not None and chunks >= stop_after_chunks:
@@ -402,7 +330,7 @@ def test_resume_on_the_second_instance(
     assert first.chunks + rest.chunks == fake_tokens(PROMPT)
     assert cursor_key(rest.ids[0]) == (cursor_key(cursor)[0], cursor_key(cursor)[1] + 1)
     assert rest.ends == [{"state": "done", "reason": None}]
-    assert [e.event for e in events].count("end") == 1 and events[-1].event == "end"
+    assert [e.type for e in events].count("end") == 1 and events[-1].type == "end"
     # One producer, on A; B only relayed what A wrote to Redis.
     assert a.count("fake LLM started") == 1
     assert b.count("fake LLM started") == 0
