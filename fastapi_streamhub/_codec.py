@@ -6,8 +6,17 @@ A stored chunk is one bytes payload whose first byte says what it holds:
 - ``j`` + JSON
 - ``x`` + JSON ``[kind, data, event, producer]`` for a chunk with an event name or a producer name
 
-Live messages carry the same payloads, so a process decodes each message once and shares the
-resulting :class:`Chunk` objects among all its local subscribers. Lengths are byte lengths.
+A log entry holds one appended batch: its value is the batch's payloads, each framed as
+``<len>:<payload>`` (:func:`frame`), and its id is ``<generation>-<offset of the batch's last
+chunk>``.
+
+Live messages travel on a bus channel shared by all sessions. One message holds one or more
+records (:func:`record`): a tag byte, the session id and a body, each length-prefixed, so a
+process skips records of sessions it does not follow without decoding them, and decodes the
+others once for all its local subscribers. Tags: ``C`` chunks (``<gen>:<first>:<frames>``),
+``E`` end (``<gen>:<offset>:<state>\n<reason>``), ``M`` metadata (``<gen>:<json>``), ``X``
+cancel (``<gen>``), ``L`` lost (``<gen>:stale|lease_expired``), ``D`` deleted (``<gen>``).
+Lengths are byte lengths.
 """
 
 from __future__ import annotations
@@ -27,14 +36,21 @@ __all__ = [
     "DeletedMsg",
     "EndMsg",
     "HubClosingMsg",
+    "LostMsg",
     "Message",
     "MetadataMsg",
     "ResyncMsg",
+    "chunks_record",
+    "decode_chunks",
     "decode_end",
-    "decode_message",
     "decode_payload",
+    "decode_record",
     "dumps_json",
     "encode_chunk",
+    "frame",
+    "record",
+    "records",
+    "unframe",
 ]
 
 _EVENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
@@ -69,6 +85,11 @@ def _check_event_name(name: object) -> str:
 
 def encode_chunk(chunk: object, producer: str | None = None) -> bytes:
     """Encode one generator item as a stored payload, or raise :class:`InvalidChunk`."""
+    if type(chunk) is str and producer is None:
+        try:
+            return b"t" + chunk.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidChunk(f"text chunk cannot be encoded as UTF-8: {exc.reason}") from None
     event: str | None = None
     if isinstance(chunk, Event):
         event = _check_event_name(chunk.event)
@@ -150,9 +171,10 @@ class ChunksMsg:
 
 @dataclass(frozen=True, slots=True)
 class EndMsg:
-    """The generation ended."""
+    """The generation ended; its end marker sits at ``offset`` (one past the last chunk)."""
 
     generation: int
+    offset: int
     state: State
     reason: str | None
 
@@ -173,6 +195,14 @@ class CancelMsg:
 
 
 @dataclass(frozen=True, slots=True)
+class LostMsg:
+    """The producer of ``generation`` lost the session: ``stale`` (claimed again) or ``lease_expired``."""
+
+    generation: int
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
 class DeletedMsg:
     """The session was deleted."""
 
@@ -187,45 +217,82 @@ class HubClosingMsg:
     """This process's hub is shutting down: local subscriptions stop (clients resume elsewhere)."""
 
 
-Message = ChunksMsg | EndMsg | MetadataMsg | CancelMsg | DeletedMsg | ResyncMsg | HubClosingMsg
+Message = (
+    ChunksMsg | EndMsg | MetadataMsg | CancelMsg | LostMsg | DeletedMsg | ResyncMsg | HubClosingMsg
+)
 
 
-def decode_message(raw: bytes | str) -> Message:
-    """Decode one pub/sub message (as published by the backend's scripts)."""
-    data = raw.encode("utf-8") if isinstance(raw, str) else raw
-    tag = data[:1]
+def frame(payloads: list[bytes]) -> bytes:
+    """Length-prefix and join payloads: ``<len>:<payload>`` each (a log entry's value)."""
+    return b"".join([b"%d:%s" % (len(p), p) for p in payloads])
+
+
+def unframe(data: bytes) -> list[bytes]:
+    """The payloads of :func:`frame`'s output."""
+    out = []
+    pos = 0
+    end = len(data)
+    while pos < end:
+        colon = data.index(b":", pos)
+        start = colon + 1
+        stop = start + int(data[pos:colon])
+        out.append(data[start:stop])
+        pos = stop
+    return out
+
+
+def decode_chunks(generation: int, first: int, payloads: list[bytes]) -> list[Chunk]:
+    """Chunks at consecutive offsets from ``first``."""
+    return [decode_payload(p, Cursor(generation, first + i)) for i, p in enumerate(payloads)]
+
+
+def record(tag: bytes, session_id: bytes, body: bytes) -> bytes:
+    """One record of a bus message (the Python twin of ``record`` in ``_lib.lua``)."""
+    return b"%s%d:%s%d:%s" % (tag, len(session_id), session_id, len(body), body)
+
+
+def chunks_record(session_id: bytes, generation: int, first: int, framed: bytes) -> bytes:
+    """The live record of one appended batch."""
+    return record(b"C", session_id, b"%d:%d:%s" % (generation, first, framed))
+
+
+def records(data: bytes) -> list[tuple[bytes, bytes, bytes]]:
+    """Split a bus message into ``(tag, session id, body)`` records."""
+    out = []
+    pos = 0
+    end = len(data)
+    while pos < end:
+        tag = data[pos : pos + 1]
+        colon = data.index(b":", pos + 1)
+        sid_end = colon + 1 + int(data[pos + 1 : colon])
+        sid = data[colon + 1 : sid_end]
+        colon = data.index(b":", sid_end)
+        body_end = colon + 1 + int(data[sid_end:colon])
+        out.append((tag, sid, data[colon + 1 : body_end]))
+        pos = body_end
+    return out
+
+
+def decode_record(tag: bytes, body: bytes) -> Message:
+    """Decode the body of one bus record."""
     if tag == b"C":
-        header, _, body = data[1:].partition(b"\n")
-        gen_s, first_s, count_s = header.split(b":")
-        generation, offset, count = int(gen_s), int(first_s), int(count_s)
-        chunks = []
-        pos = 0
-        for _ in range(count):
-            colon = body.index(b":", pos)
-            size = int(body[pos:colon])
-            start = colon + 1
-            chunks.append(decode_payload(body[start : start + size], Cursor(generation, offset)))
-            offset += 1
-            pos = start + size
-        return ChunksMsg(generation, tuple(chunks))
+        gen_s, first_s, framed = body.split(b":", 2)
+        generation = int(gen_s)
+        return ChunksMsg(
+            generation, tuple(decode_chunks(generation, int(first_s), unframe(framed)))
+        )
     if tag == b"E":
-        header, _, rest = data[1:].partition(b":")
+        gen_s, offset_s, rest = body.split(b":", 2)
         state, reason = decode_end(rest)
-        return EndMsg(int(header), state, reason)
+        return EndMsg(int(gen_s), int(offset_s), state, reason)
     if tag == b"M":
-        header, _, rest = data[1:].partition(b":")
-        return MetadataMsg(int(header), orjson.loads(rest))
+        gen_s, _, rest = body.partition(b":")
+        return MetadataMsg(int(gen_s), orjson.loads(rest))
     if tag == b"X":
-        return CancelMsg(int(data[1:]))
+        return CancelMsg(int(body))
+    if tag == b"L":
+        gen_s, _, why = body.partition(b":")
+        return LostMsg(int(gen_s), why.decode())
     if tag == b"D":
         return DeletedMsg()
-    raise ValueError(f"unknown message tag {tag!r}")
-
-
-def encode_chunks_msg(generation: int, first: int, payloads: list[bytes]) -> bytes:
-    """The live message of one appended batch (the memory backend's twin of append.lua)."""
-    parts = [b"C%d:%d:%d\n" % (generation, first, len(payloads))]
-    for p in payloads:
-        parts.append(b"%d:" % len(p))
-        parts.append(p)
-    return b"".join(parts)
+    raise ValueError(f"unknown record tag {tag!r}")

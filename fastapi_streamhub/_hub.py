@@ -18,11 +18,11 @@ import anyio
 from anyio.abc import TaskGroup
 from starlette.requests import HTTPConnection, Request
 
-from ._codec import DeletedMsg, EndMsg, HubClosingMsg, ResyncMsg, dumps_json
+from ._codec import DeletedMsg, EndMsg, HubClosingMsg, Message, ResyncMsg, dumps_json
 from ._config import Settings
 from ._errors import LimitExceeded, SessionNotFound, StreamClosed
 from ._fanout import QueueListener
-from ._producer import CancelCallback, Producer
+from ._producer import CancelCallback, Producer, Writer
 from ._subscriber import Subscription
 from ._types import Cursor, SessionInfo, State, validate_session_id
 from .backends.base import Backend, Lost
@@ -53,6 +53,7 @@ class Registration:
 @dataclass(slots=True)
 class _Watch:
     deadline: float
+    generation: int
     listeners: set[QueueListener] = field(default_factory=set)
 
 
@@ -121,6 +122,7 @@ class StreamHub:
     def __init__(self, backend: Any = None, **options: Any) -> None:
         self.settings = Settings(**options)
         self.backend: Backend = _as_backend(backend)
+        self._writer = Writer(self)
         self._owned: Any = None
         self._tg: TaskGroup | None = None
         self._producers: dict[str, Producer] = {}
@@ -133,6 +135,7 @@ class StreamHub:
         self._shutdown_started = False
         self._shutdown_done = anyio.Event()
         self._keeper_wake = anyio.Event()
+        self._renew_now = False
         self._producers_changed = anyio.Event()
 
     @classmethod
@@ -167,7 +170,8 @@ class StreamHub:
         await tg.__aenter__()
         self._tg = tg
         try:
-            await self.backend.start(self.settings, tg)
+            await self.backend.start(self.settings, tg, self._on_control)
+            tg.start_soon(self._writer.run)
             tg.start_soon(self._keeper)
         except BaseException as exc:
             tg.cancel_scope.cancel()
@@ -339,7 +343,6 @@ class StreamHub:
         if previous is not None:
             previous._mark_lost_stale()
         self._producers[session_id] = producer
-        self.spawn(producer.run_writer)
         self._keeper_wake.set()
         return Registration(producer, True, result.generation, State.ACTIVE)
 
@@ -441,14 +444,14 @@ class StreamHub:
         listener = QueueListener(64)
         state = State.ACTIVE
         with anyio.move_on_after(wait):
-            async with self.backend.listen(session_id, "data", listener):
+            async with self.backend.listen(session_id, listener):
                 info = await self.status(session_id)
                 if info is None:
                     return State.CANCELLED
                 state = info.state
                 if state.finished:
                     return state
-                watched = self._watch(session_id, info.lease_remaining, listener)
+                watched = self._watch(session_id, info.generation, info.lease_remaining, listener)
                 try:
                     while True:
                         msg = await listener.get()
@@ -518,14 +521,27 @@ class StreamHub:
             else:
                 del self._subscribers[session_id]
 
-    def _watch(self, session_id: str, lease_remaining: float, listener: QueueListener) -> bool:
+    def _on_control(self, session_id: str, msg: Message) -> None:
+        """A signal from the control bus: route it to the local producer of the session."""
+        if isinstance(msg, ResyncMsg):
+            # Signals may have been missed: renew now, which also reads the durable cancel flags.
+            self._renew_now = True
+            self._keeper_wake.set()
+            return
+        producer = self._producers.get(session_id)
+        if producer is not None:
+            producer.on_control(msg)
+
+    def _watch(
+        self, session_id: str, generation: int, lease_remaining: float, listener: QueueListener
+    ) -> bool:
         """Have the keeper check the lease of a session followed here (no-op if produced here)."""
         if session_id in self._producers:
             return False
         watch = self._watched.get(session_id)
         deadline = anyio.current_time() + lease_remaining
-        if watch is None:
-            watch = self._watched[session_id] = _Watch(deadline)
+        if watch is None or watch.generation != generation:
+            watch = self._watched[session_id] = _Watch(deadline, generation)
         else:
             watch.deadline = min(watch.deadline, deadline)
         watch.listeners.add(listener)
@@ -542,7 +558,10 @@ class StreamHub:
     async def _keeper(self) -> None:
         """Renew the leases of local producers and expire lapsed leases of followed sessions."""
         period = self.settings.renew_every
+        # Retention TTLs are pushed forward well before they could run out mid-stream.
+        retention_period = min(self.settings.retention / 4, 3600.0)
         next_renew = anyio.current_time() + period
+        next_retention = anyio.current_time() + retention_period
         while True:
             now = anyio.current_time()
             next_expiry = min((w.deadline for w in self._watched.values()), default=now + period)
@@ -551,18 +570,24 @@ class StreamHub:
                 await self._keeper_wake.wait()
             now = anyio.current_time()
             try:
-                if now >= next_renew:
+                if now >= next_renew or self._renew_now:
+                    self._renew_now = False
                     next_renew = now + period
-                    await self._renew_all()
+                    retention = now >= next_retention
+                    if retention:
+                        next_retention = now + retention_period
+                    await self._renew_all(retention)
                 await self._expire_due(now)
             except Exception:
                 log.exception("lease keeper round failed; retrying next round")
 
-    async def _renew_all(self) -> None:
+    async def _renew_all(self, retention: bool) -> None:
         producers = list(self._producers.values())
         if not producers:
             return
-        results = await self.backend.renew([(p.session_id, p.generation) for p in producers])
+        results = await self.backend.renew(
+            [(p.session_id, p.generation) for p in producers], retention=retention
+        )
         for producer, result in zip(producers, results, strict=True):
             if isinstance(result, Lost):
                 producer._mark_lost_from(result)
@@ -570,21 +595,22 @@ class StreamHub:
                 producer.request_cancel("cancelled")
 
     async def _expire_due(self, now: float) -> None:
-        due = [sid for sid, w in self._watched.items() if w.deadline <= now]
+        due = [(sid, w.generation) for sid, w in self._watched.items() if w.deadline <= now]
         if not due:
             return
-        infos = await self.backend.expire(due)
-        for sid, info in zip(due, infos, strict=True):
+        remaining = await self.backend.expire(due)
+        for (sid, generation), left in zip(due, remaining, strict=True):
             watch = self._watched.get(sid)
-            if watch is None:
+            if watch is None or watch.generation != generation:
                 continue
-            if info is None or info.state.finished:
+            if left is None:
                 # The end is also published; the resync covers a lost pub/sub message.
                 for listener in tuple(watch.listeners):
                     listener.push(ResyncMsg())
                 del self._watched[sid]
             else:
-                watch.deadline = anyio.current_time() + max(info.lease_remaining, 0.01)
+                # A little slack: the producer renews before its lease runs out.
+                watch.deadline = anyio.current_time() + max(left, 0.01) + 0.05
 
 
 _HUB_CLOSING = HubClosingMsg()

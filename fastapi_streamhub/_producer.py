@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import inspect
 import logging
-import uuid
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._codec import CancelMsg, DeletedMsg, Message, dumps_json, encode_chunk
+from ._codec import CancelMsg, DeletedMsg, LostMsg, Message, dumps_json, encode_chunk
 from ._errors import (
     BackendUnavailable,
     LeaseExpired,
@@ -22,14 +21,13 @@ from ._errors import (
     StreamClosed,
     StreamHubError,
 )
-from ._fanout import CallbackListener
 from ._types import Cursor, State
-from .backends.base import Lost
+from .backends.base import Append, Lost
 
 if TYPE_CHECKING:
     from ._hub import StreamHub
 
-__all__ = ["Producer"]
+__all__ = ["Producer", "Writer"]
 
 log = logging.getLogger("fastapi_streamhub")
 
@@ -57,6 +55,47 @@ class _Ack:
         self.error: BaseException | None = None
 
 
+class Writer:
+    """One per hub: commits the pending batches of every local producer in one round trip.
+
+    While a round trip is in flight, chunks that arrive wait and go together in the next one
+    (group commit across all producers), so a busy hub costs one pipelined ``XADD`` per
+    producer and one ``PUBLISH`` per round trip, not a round trip per chunk.
+    """
+
+    def __init__(self, hub: StreamHub) -> None:
+        self._backend = hub.backend
+        self._ready: dict[Producer, None] = {}
+        self._wake = anyio.Event()
+
+    def ready(self, producer: Producer) -> None:
+        """``producer`` has chunks to write and none in flight."""
+        self._ready[producer] = None
+        self._wake.set()
+
+    async def run(self) -> None:
+        """The writer task (in the hub's task group)."""
+        while True:
+            while not self._ready:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+            producers = list(self._ready)
+            self._ready.clear()
+            batches = [producer._take() for producer in producers]
+            results: list[Lost | None] | None = None
+            error: StreamHubError | None = None
+            try:
+                results = await self._backend.append(batches)
+            except StreamHubError as exc:
+                error = exc
+            except Exception as exc:
+                # Anything unexpected must not take the hub down; it fails these streams.
+                log.exception("append of %d batches failed", len(batches))
+                error = BackendUnavailable(f"append failed: {describe(exc)}")
+            for i, producer in enumerate(producers):
+                producer._committed(error if results is None else results[i])
+
+
 class Producer:
     """Writes one generation of a session. Obtain it from :meth:`StreamHub.register`.
 
@@ -80,17 +119,16 @@ class Producer:
         self.lost: OwnershipLost | None = None
         self._hub = hub
         self._backend = hub.backend
+        self._writer = hub._writer
         self._settings = hub.settings
         self._on_cancel: list[CancelCallback] = [on_cancel] if on_cancel else []
-        self._writer = uuid.uuid4().hex[:16]
-        self._seq = 0
         self._pending: list[tuple[bytes, _Ack | None]] = []
-        self._wake = anyio.Event()
+        self._inflight: list[tuple[bytes, _Ack | None]] | None = None
+        self._queued = False
+        self._next = 1
         self._room = anyio.Event()
         self._stopping = False
-        self._inflight = False
         self._idle = anyio.Event()
-        self._writer_done = anyio.Event()
         self._error: StreamHubError | None = None
         self._state: State | None = None
         self._last = Cursor(generation, 0)
@@ -134,7 +172,9 @@ class Producer:
             await self._room.wait()
             self._check_open()
         self._pending.append((payload, ack))
-        self._wake.set()
+        if self._inflight is None and not self._queued:
+            self._queued = True
+            self._writer.ready(self)
 
     async def publish(self, chunk: object) -> Cursor:
         """Persist one chunk and return its cursor; raises if it was not persisted."""
@@ -153,7 +193,7 @@ class Producer:
 
     async def flush(self) -> Cursor:
         """Wait until every queued chunk is persisted; return the last cursor."""
-        while (self._pending or self._inflight) and self._error is None:
+        while (self._pending or self._inflight is not None) and self._error is None:
             self._idle = anyio.Event()
             await self._idle.wait()
         if self._error is not None:
@@ -176,64 +216,39 @@ class Producer:
             self._mark_lost(lost_error(lost, self.session_id))
             raise lost_error(lost, self.session_id)
 
-    async def run_writer(self) -> None:
-        """The writer task (started by the hub): listens for cancels and commits batches."""
-        listener = CallbackListener(self._on_ctl)
-        try:
-            async with self._backend.listen(self.session_id, "ctl", listener):
-                await self._write_loop()
-        except StreamHubError as exc:
-            self._fail(exc)
-        except Exception as exc:
-            # Anything unexpected must not take the hub's task group down; it fails this stream.
-            log.exception("writer of %r crashed", self.session_id)
-            self._fail(BackendUnavailable(f"writer crashed: {describe(exc)}"))
-        finally:
-            self._fail_pending(StreamClosed(f"the producer of {self.session_id!r} stopped"))
-            self._inflight = False
-            self._idle.set()
-            self._writer_done.set()
-
-    async def _write_loop(self) -> None:
+    def _take(self) -> Append:
+        """The next batch, for the hub's writer; it stays in flight until :meth:`_committed`."""
+        self._queued = False
         max_batch = self._settings.max_batch
-        while True:
-            while not self._pending:
-                if self._stopping:
-                    return
-                self._wake = anyio.Event()
-                await self._wake.wait()
-            batch = self._pending[:max_batch]
-            del self._pending[:max_batch]
-            self._room.set()
-            self._seq += 1
-            self._inflight = True
-            try:
-                result = await self._backend.append(
-                    self.session_id,
-                    self.generation,
-                    self._writer,
-                    self._seq,
-                    [payload for payload, _ in batch],
-                )
-            except BackendUnavailable as exc:
-                self._fail(exc, batch)
-                return
-            if isinstance(result, Lost):
-                error = lost_error(result, self.session_id)
+        batch = self._pending[:max_batch]
+        del self._pending[:max_batch]
+        self._room.set()
+        self._inflight = batch
+        first = self._next
+        self._next += len(batch)
+        return Append(self.session_id, self.generation, first, [p for p, _ in batch])
+
+    def _committed(self, result: Lost | StreamHubError | None) -> None:
+        """The writer's report on the batch in flight."""
+        batch, self._inflight = self._inflight or [], None
+        if result is not None:
+            error = lost_error(result, self.session_id) if isinstance(result, Lost) else result
+            if isinstance(error, OwnershipLost):
                 self._mark_lost(error)
-                self._fail(error, batch)
-                return
-            first = result.first
-            for i, (_, ack) in enumerate(batch):
-                if ack is not None:
-                    ack.cursor = Cursor(self.generation, first + i)
-                    ack.event.set()
-            self._last = Cursor(self.generation, first + len(batch) - 1)
-            self._inflight = False
-            if not self._pending:
-                self._idle.set()
-            if result.cancel_requested:
-                self.request_cancel("cancelled")
+            self._fail(error, batch)
+            return
+        first = self._next - len(batch)
+        generation = self.generation
+        for i, (_, ack) in enumerate(batch):
+            if ack is not None:
+                ack.cursor = Cursor(generation, first + i)
+                ack.event.set()
+        self._last = Cursor(generation, self._next - 1)
+        if self._pending:
+            self._queued = True
+            self._writer.ready(self)
+        else:
+            self._idle.set()
 
     def _fail(self, error: StreamHubError, batch: list[tuple[bytes, _Ack | None]] = ()) -> None:  # type: ignore[assignment]
         if self._error is None:
@@ -244,6 +259,7 @@ class Producer:
                 ack.error = error
                 ack.event.set()
         self._fail_pending(error)
+        self._idle.set()
         self.request_cancel("error")
 
     def _fail_pending(self, error: StreamHubError) -> None:
@@ -256,9 +272,15 @@ class Producer:
 
     # -- cancel ----------------------------------------------------------------------------
 
-    def _on_ctl(self, msg: Message) -> None:
+    def on_control(self, msg: Message) -> None:
+        """A signal for this session from the control bus (cancel, deleted)."""
         if isinstance(msg, CancelMsg) and msg.generation == self.generation:
             self.request_cancel("cancelled")
+        elif isinstance(msg, LostMsg) and msg.generation == self.generation:
+            if msg.why == "stale":
+                self._mark_lost_stale()
+            else:
+                self._mark_lost(lost_error(Lost("closed", State.FAILED, msg.why), self.session_id))
         elif isinstance(msg, DeletedMsg):
             self._mark_lost(SessionDeleted(f"session {self.session_id!r} was deleted"))
 
@@ -307,8 +329,10 @@ class Producer:
         if self._state is not None:
             return self._state
         self._stopping = True
-        self._wake.set()
-        await self._writer_done.wait()
+        while (self._pending or self._inflight is not None) and self._error is None:
+            self._idle = anyio.Event()
+            await self._idle.wait()
+        self._fail_pending(StreamClosed(f"the producer of {self.session_id!r} stopped"))
         self._hub._forget(self)
         if self.lost is not None:
             self._state = State.FAILED

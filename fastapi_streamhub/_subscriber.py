@@ -81,7 +81,7 @@ class Subscription:
         listener = self.listener
         async with (
             hub._subscriber_slot(self.session_id),
-            hub.backend.listen(self.session_id, "data", listener),
+            hub.backend.listen(self.session_id, listener),
         ):
             info = (await hub.backend.info([self.session_id]))[0]
             if info is None:
@@ -106,7 +106,7 @@ class Subscription:
             if info.metadata is not None:
                 yield Metadata(info.metadata)
             watched = info.state is State.ACTIVE and hub._watch(
-                self.session_id, info.lease_remaining, listener
+                self.session_id, info.generation, info.lease_remaining, listener
             )
             try:
                 if self._batch_replay:
@@ -138,6 +138,8 @@ class Subscription:
         if isinstance(msg, HubClosingMsg):
             raise StreamClosed("the hub is shutting down; resume from the last cursor elsewhere")
         if isinstance(msg, ChunksMsg):
+            if msg.generation < self._generation:
+                return  # a stale producer's late message: its appends were refused
             if msg.generation != self._generation or msg.first > self._pos + 1:
                 async for item in self._repair(check=True):
                     yield item
@@ -147,10 +149,11 @@ class Subscription:
                     self._pos = chunk.cursor.offset
                     yield chunk
         elif isinstance(msg, EndMsg):
-            if msg.generation == self._generation:
+            if msg.generation == self._generation and msg.offset == self._pos + 1:
                 self._ended = True
                 yield End(msg.state, msg.reason)
-            elif msg.generation > self._generation:
+            elif msg.generation >= self._generation:
+                # Chunks before the end are still on their way (or were missed): read them.
                 async for item in self._repair(check=True):
                     yield item
         elif isinstance(msg, MetadataMsg):

@@ -1,8 +1,10 @@
 """Every Redis key and channel name, built in this one place.
 
-All names of one session share the hash tag ``{<session id>}`` so they live in one cluster slot
-and every Lua script touches one slot only. Session ids are validated before they get here and
-once more here, so no name is ever built from unchecked input.
+All keys of one session share the hash tag ``{<session id>}`` so they live in one cluster slot
+and every Lua script touches one slot only. Live messages of all sessions share two bus
+channels (data, control) so a batch of many sessions' chunks is one ``PUBLISH``. Session ids
+are validated before they get here and once more here, so no name is ever built from unchecked
+input.
 """
 
 from __future__ import annotations
@@ -28,21 +30,28 @@ class Keys:
         return self._base(session_id) + ":meta"
 
     def log(self, session_id: str) -> str:
-        """Stream: one entry per chunk with id ``<generation>-<offset>``, then the end marker."""
+        """Stream: one entry per appended batch with id ``<generation>-<last offset>``."""
         return self._base(session_id) + ":log"
 
-    def data_channel(self, session_id: str) -> str:
-        """Channel of live chunks, metadata and the end of a generation."""
-        return self._base(session_id) + ":data"
+    def lease_prefix(self, session_id: str) -> str:
+        """Prefix of the lease key of a generation (the generation number follows)."""
+        return self._base(session_id) + ":lease:"
 
-    def ctl_channel(self, session_id: str) -> str:
-        """Channel of signals to the producer (cancel, delete)."""
-        return self._base(session_id) + ":ctl"
+    def lease(self, session_id: str, generation: int) -> str:
+        """String with a TTL: alive while the generation's producer renews it; ``c`` = cancel."""
+        return f"{self.lease_prefix(session_id)}{generation}"
 
-    def hub_channel(self, instance: str) -> str:
-        """A process's own channel, subscribed so the pub/sub connection is always open."""
-        return f"{self.prefix}:hub:{instance}"
+    def three(self, session_id: str) -> list[str]:
+        """The KEYS of every script: meta, log, lease prefix."""
+        base = self._base(session_id)
+        return [base + ":meta", base + ":log", base + ":lease:"]
 
-    def all_for(self, session_id: str) -> list[str]:
-        """Every key of a session (for TTL checks and deletion)."""
-        return [self.meta(session_id), self.log(session_id)]
+    @property
+    def data_channel(self) -> str:
+        """Bus of live chunks, metadata, ends and deletions of every session."""
+        return f"{self.prefix}:bus:data"
+
+    @property
+    def ctl_channel(self) -> str:
+        """Bus of signals to producers (cancel, deleted) of every session."""
+        return f"{self.prefix}:bus:ctl"

@@ -7,20 +7,22 @@ producers and subscribers hold no state a backend must know about beyond these c
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Literal
 
 from anyio.abc import TaskGroup
 
+from .._codec import Message
 from .._config import Settings
 from .._fanout import Listener
 from .._types import Chunk, End, SessionInfo, State
 
-__all__ = ["AppendResult", "Backend", "ClaimResult", "Lost", "ReadResult"]
+__all__ = ["Append", "Backend", "ClaimResult", "ControlHandler", "Lost", "ReadResult"]
 
-Channel = Literal["data", "ctl"]
+ControlHandler = Callable[[str, Message], None]
+"""Receives signals for producers (cancel, deleted) of every session: ``(session_id, message)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +35,13 @@ class ClaimResult:
 
 
 @dataclass(frozen=True, slots=True)
-class AppendResult:
-    """Offset given to the first chunk of a batch, and whether a cancel is pending."""
+class Append:
+    """A batch of one producer: payloads for the offsets ``first``, ``first + 1``, ..."""
 
+    session_id: str
+    generation: int
     first: int
-    cancel_requested: bool
+    payloads: list[bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +68,10 @@ class Backend(abc.ABC):
     settings: Settings
 
     @abc.abstractmethod
-    async def start(self, settings: Settings, task_group: TaskGroup) -> None:
-        """Bind settings and start background work (pub/sub reader) in the hub's task group."""
+    async def start(
+        self, settings: Settings, task_group: TaskGroup, on_control: ControlHandler
+    ) -> None:
+        """Bind settings, start background work (pub/sub reader) and deliver producer signals."""
 
     @abc.abstractmethod
     async def aclose(self) -> None:
@@ -78,18 +84,25 @@ class Backend(abc.ABC):
         """Become the producer of a new generation unless a live or finished one holds the session."""
 
     @abc.abstractmethod
-    async def append(
-        self, session_id: str, generation: int, writer: str, seq: int, payloads: Sequence[bytes]
-    ) -> AppendResult | Lost:
-        """Append a batch (idempotent per ``writer``/``seq``) and publish it live."""
+    async def append(self, batches: Sequence[Append]) -> list[Lost | None]:
+        """Append batches of several sessions in one round trip and publish them live.
+
+        Each batch is fenced by its explicit offsets: it is refused unless it continues its
+        generation's log, and a retry of a batch already applied is recognised as such.
+        """
 
     @abc.abstractmethod
     async def set_metadata(self, session_id: str, generation: int, blob: bytes) -> Lost | None:
         """Replace the metadata and publish it live."""
 
     @abc.abstractmethod
-    async def renew(self, leases: Sequence[tuple[str, int]]) -> list[bool | Lost]:
-        """Extend several leases at once; each result is the pending-cancel flag or why it was lost."""
+    async def renew(
+        self, leases: Sequence[tuple[str, int]], *, retention: bool = False
+    ) -> list[bool | Lost]:
+        """Extend several leases at once; each result is the pending-cancel flag or why it was lost.
+
+        With ``retention``, also push the retention TTL of the sessions' keys forward.
+        """
 
     @abc.abstractmethod
     async def close(
@@ -98,8 +111,11 @@ class Backend(abc.ABC):
         """Finish a generation: set the state, append the end marker, publish it live."""
 
     @abc.abstractmethod
-    async def expire(self, session_ids: Sequence[str]) -> list[SessionInfo | None]:
-        """Fail every given session whose lease has lapsed; return the current records."""
+    async def expire(self, leases: Sequence[tuple[str, int]]) -> list[float | None]:
+        """Check the leases of ``(session, generation)`` pairs; fail those that lapsed.
+
+        Each result is the lease's remaining seconds, or None when that generation is over.
+        """
 
     @abc.abstractmethod
     async def cancel(self, session_id: str) -> SessionInfo | None:
@@ -118,7 +134,5 @@ class Backend(abc.ABC):
         """Up to ``count`` log entries after ``(generation, offset)``."""
 
     @abc.abstractmethod
-    def listen(
-        self, session_id: str, channel: Channel, listener: Listener
-    ) -> AbstractAsyncContextManager[None]:
+    def listen(self, session_id: str, listener: Listener) -> AbstractAsyncContextManager[None]:
         """Deliver the session's live messages to ``listener`` while the context is open."""

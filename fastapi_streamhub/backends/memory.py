@@ -20,13 +20,15 @@ from .._codec import (
     ChunksMsg,
     DeletedMsg,
     EndMsg,
+    Message,
     MetadataMsg,
+    decode_chunks,
     decode_payload,
 )
 from .._config import Settings
 from .._fanout import Fanout, Listener
 from .._types import Chunk, Cursor, End, SessionInfo, State
-from .base import AppendResult, Backend, Channel, ClaimResult, Lost, ReadResult
+from .base import Append, Backend, ClaimResult, ControlHandler, Lost, ReadResult
 
 __all__ = ["MemoryBackend"]
 
@@ -47,7 +49,6 @@ class _Record:
     n: int = 0
     cancel: bool = False
     metadata: bytes | None = None
-    writers: dict[str, tuple[int, int]] = field(default_factory=dict)
     # (offset, payload) of the current generation; trimmed to maxlen from the left.
     log: list[tuple[int, bytes]] = field(default_factory=list)
     end: End | None = None
@@ -60,12 +61,17 @@ class MemoryBackend(Backend):
     def __init__(self) -> None:
         self._records: dict[str, _Record] = {}
         self._fanout = Fanout()
+        self._controls: list[ControlHandler] = []
         self.settings = Settings()
 
-    async def start(self, settings: Settings, task_group: TaskGroup) -> None:
+    async def start(
+        self, settings: Settings, task_group: TaskGroup, on_control: ControlHandler
+    ) -> None:
         self.settings = settings
+        self._controls.append(on_control)
 
     async def aclose(self) -> None:
+        # Several hubs may share this backend; a closed hub ignores the signals it still gets.
         return None
 
     # -- helpers ---------------------------------------------------------------------------
@@ -80,8 +86,12 @@ class MemoryBackend(Backend):
     def _touch(self, rec: _Record) -> None:
         rec.expires_at = time.monotonic() + self.settings.retention
 
-    def _publish(self, session_id: str, channel: Channel, msg: object) -> None:
-        self._fanout.dispatch(f"{channel}:{session_id}".encode(), msg)  # type: ignore[arg-type]
+    def _publish(self, session_id: str, msg: Message) -> None:
+        self._fanout.dispatch(session_id.encode(), msg)
+
+    def _signal(self, session_id: str, msg: Message) -> None:
+        for handler in tuple(self._controls):
+            handler(session_id, msg)
 
     def _finish(self, session_id: str, rec: _Record, state: State, reason: str | None) -> None:
         rec.state = state
@@ -90,7 +100,7 @@ class MemoryBackend(Backend):
         rec.updated = _now_ms()
         rec.end = End(state, reason)
         self._touch(rec)
-        self._publish(session_id, "data", EndMsg(rec.generation, state, reason))
+        self._publish(session_id, EndMsg(rec.generation, rec.n + 1, state, reason))
 
     def _expire_if_lapsed(self, session_id: str, rec: _Record) -> None:
         if rec.state is State.ACTIVE and rec.lease_until <= time.monotonic():
@@ -148,32 +158,29 @@ class MemoryBackend(Backend):
         self._records[session_id] = rec
         return ClaimResult(True, generation, State.ACTIVE)
 
-    async def append(
-        self, session_id: str, generation: int, writer: str, seq: int, payloads: Sequence[bytes]
-    ) -> AppendResult | Lost:
-        rec = self._get(session_id)
-        if rec is not None and rec.generation == generation:
-            done = rec.writers.get(writer)
-            if done is not None and done[0] == seq:
-                return AppendResult(done[1], rec.cancel)
-        lost = self._check(rec, generation)
+    async def append(self, batches: Sequence[Append]) -> list[Lost | None]:
+        return [self._append(b) for b in batches]
+
+    def _append(self, batch: Append) -> Lost | None:
+        rec = self._get(batch.session_id)
+        lost = self._check(rec, batch.generation)
         if lost is not None:
             return lost
         assert rec is not None  # for mypy: _check returned None
         first = rec.n + 1
+        if batch.first != first:
+            raise RuntimeError(f"batch at offset {batch.first} does not follow offset {rec.n}")
+        payloads = batch.payloads
         for i, payload in enumerate(payloads):
             rec.log.append((first + i, payload))
         rec.n += len(payloads)
         maxlen = self.settings.maxlen
         if maxlen is not None and len(rec.log) > maxlen:
             del rec.log[: len(rec.log) - maxlen]
-        rec.writers[writer] = (seq, first)
         rec.updated = _now_ms()
-        chunks = tuple(
-            decode_payload(p, Cursor(generation, first + i)) for i, p in enumerate(payloads)
-        )
-        self._publish(session_id, "data", ChunksMsg(generation, chunks))
-        return AppendResult(first, rec.cancel)
+        chunks = tuple(decode_chunks(batch.generation, first, payloads))
+        self._publish(batch.session_id, ChunksMsg(batch.generation, chunks))
+        return None
 
     async def set_metadata(self, session_id: str, generation: int, blob: bytes) -> Lost | None:
         rec = self._get(session_id)
@@ -183,10 +190,12 @@ class MemoryBackend(Backend):
         assert rec is not None
         rec.metadata = blob
         rec.updated = _now_ms()
-        self._publish(session_id, "data", MetadataMsg(generation, orjson.loads(blob)))
+        self._publish(session_id, MetadataMsg(generation, orjson.loads(blob)))
         return None
 
-    async def renew(self, leases: Sequence[tuple[str, int]]) -> list[bool | Lost]:
+    async def renew(
+        self, leases: Sequence[tuple[str, int]], *, retention: bool = False
+    ) -> list[bool | Lost]:
         results: list[bool | Lost] = []
         for session_id, generation in leases:
             rec = self._get(session_id)
@@ -213,15 +222,16 @@ class MemoryBackend(Backend):
         self._finish(session_id, rec, state, reason)
         return state
 
-    async def expire(self, session_ids: Sequence[str]) -> list[SessionInfo | None]:
-        out: list[SessionInfo | None] = []
-        for session_id in session_ids:
+    async def expire(self, leases: Sequence[tuple[str, int]]) -> list[float | None]:
+        out: list[float | None] = []
+        for session_id, generation in leases:
             rec = self._get(session_id)
-            if rec is None:
+            if rec is not None:
+                self._expire_if_lapsed(session_id, rec)
+            if rec is None or rec.generation != generation or rec.state.finished:
                 out.append(None)
-                continue
-            self._expire_if_lapsed(session_id, rec)
-            out.append(self._info(session_id, rec))
+            else:
+                out.append(max(0.0, rec.lease_until - time.monotonic()))
         return out
 
     async def cancel(self, session_id: str) -> SessionInfo | None:
@@ -231,7 +241,7 @@ class MemoryBackend(Backend):
         self._expire_if_lapsed(session_id, rec)
         if rec.state is State.ACTIVE:
             rec.cancel = True
-            self._publish(session_id, "ctl", CancelMsg(rec.generation))
+            self._signal(session_id, CancelMsg(rec.generation))
         return self._info(session_id, rec)
 
     async def delete(self, session_id: str) -> bool:
@@ -239,8 +249,8 @@ class MemoryBackend(Backend):
         if rec is None:
             return False
         del self._records[session_id]
-        self._publish(session_id, "ctl", DeletedMsg())
-        self._publish(session_id, "data", DeletedMsg())
+        self._signal(session_id, DeletedMsg())
+        self._publish(session_id, DeletedMsg())
         return True
 
     # -- reads -----------------------------------------------------------------------------
@@ -273,10 +283,8 @@ class MemoryBackend(Backend):
         return ReadResult(chunks, end, more)
 
     @asynccontextmanager
-    async def listen(
-        self, session_id: str, channel: Channel, listener: Listener
-    ) -> AsyncIterator[None]:
-        key = f"{channel}:{session_id}".encode()
+    async def listen(self, session_id: str, listener: Listener) -> AsyncIterator[None]:
+        key = session_id.encode()
         self._fanout.add(key, listener)
         try:
             yield

@@ -1,16 +1,31 @@
-"""Redis backend: a hash and a stream per session, one Lua script per transition, one pub/sub connection.
+"""Redis backend: a hash, a stream and a lease key per session; two bus channels per process.
 
 It takes an already-built ``redis.asyncio.Redis``; ``StreamHub.from_url`` builds one for you.
 Clients with ``decode_responses=True`` work too: every payload is valid UTF-8, so replies are
 turned back into the exact bytes.
+
+The hot paths are plain pipelined commands, not scripts (a script's inner commands count as
+commands too):
+
+- **append**: one ``XADD <log> NOMKSTREAM <gen>-<last offset>`` per batch, fenced by its explicit
+  id (Redis refuses an id at or below the stream's top, so a stale generation, a finished one —
+  its end marker is the top — or a replay of the same batch cannot add anything, and
+  ``NOMKSTREAM`` cannot recreate a deleted log), then one ``PUBLISH`` of every batch of the
+  round trip on the data bus. Many producers' batches share one pipeline and one ``PUBLISH``.
+- **renew**: ``GETEX <lease:gen> PX <ttl>``: one command, fenced because the key name holds
+  the generation; its value ``c`` is the durable cancel flag.
+- **watching a lease**: ``PTTL <lease:gen>``; the expire script runs only when it is gone.
+
+State transitions (claim, close, metadata, cancel, expire, delete) are Lua scripts called by
+SHA (loaded on first ``NOSCRIPT``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -21,15 +36,23 @@ import orjson
 from anyio.abc import TaskGroup
 from redis import exceptions as rexc
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 
-from .._codec import ResyncMsg, decode_end, decode_message, decode_payload
+from .._codec import (
+    ResyncMsg,
+    chunks_record,
+    decode_chunks,
+    decode_end,
+    decode_record,
+    frame,
+    records,
+    unframe,
+)
 from .._config import Settings
 from .._errors import BackendUnavailable
 from .._fanout import Fanout, Listener
-from .._types import Chunk, Cursor, End, SessionInfo, State
+from .._types import Chunk, End, SessionInfo, State
 from ._keys import Keys
-from .base import AppendResult, Backend, Channel, ClaimResult, Lost, ReadResult
+from .base import Append, Backend, ClaimResult, ControlHandler, Lost, ReadResult
 
 __all__ = ["RedisBackend"]
 
@@ -37,7 +60,9 @@ log = logging.getLogger("fastapi_streamhub.redis")
 T = TypeVar("T")
 
 _RETRYABLE = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, rexc.ReadOnlyError)
-_SCRIPTS = ("claim", "append", "metadata", "renew", "close", "expire", "cancel", "delete", "info")
+_SCRIPTS = ("claim", "close", "metadata", "expire", "cancel", "delete", "info")
+# Concurrent commands of one backend: callers queue here instead of exhausting the pool.
+_MAX_CONCURRENT = 48
 
 
 def _b(value: Any) -> bytes:
@@ -59,10 +84,27 @@ def _lost(reply: list[Any]) -> Lost | None:
     return None
 
 
-def _record(session_id: str, r: list[Any] | None) -> SessionInfo | None:
+def _refusal(generation: int, m: list[Any]) -> Lost:
+    """Why a write of ``generation`` failed, from ``HMGET meta gen state reason``."""
+    gen, state, reason = m
+    if gen is None:
+        return Lost("gone")
+    if int(gen) != generation:
+        return Lost("stale")
+    if _s(state) != "active":
+        return Lost("closed", State(_s(state)), None if reason is None else (_s(reason) or None))
+    return Lost("closed", State.FAILED, "lease_expired")
+
+
+def _record(session_id: str, r: list[Any] | None, lease_ms: int) -> SessionInfo | None:
     if not r or r[0] is None:
         return None
-    gen, state, reason, n, md, created, updated, cancel, lease, now = (list(r) + [None] * 10)[:10]
+    gen, state, reason, n, md, created, updated, cancel, pttl, now = (list(r) + [None] * 10)[:10]
+    remaining = max(0, int(pttl or 0))
+    updated_ms = int(updated or 0)
+    if remaining:
+        # While active, the producer's last heartbeat counts as an update.
+        updated_ms = max(updated_ms, int(now) - max(0, lease_ms - remaining))
     return SessionInfo(
         session_id=session_id,
         state=State(_s(state)),
@@ -70,11 +112,16 @@ def _record(session_id: str, r: list[Any] | None) -> SessionInfo | None:
         chunks=int(n or 0),
         metadata=None if md is None else orjson.loads(_b(md)),
         created_at=int(created or 0) / 1000,
-        updated_at=int(updated or 0) / 1000,
+        updated_at=updated_ms / 1000,
         reason=None if reason is None else (_s(reason) or None),
         cancel_requested=cancel is not None,
-        lease_remaining=max(0.0, (int(lease or 0) - int(now or 0)) / 1000),
+        lease_remaining=remaining / 1000,
     )
+
+
+def _entry(generation: int, last: int, value: bytes) -> list[Chunk]:
+    payloads = unframe(value)
+    return decode_chunks(generation, last - len(payloads) + 1, payloads)
 
 
 class RedisBackend(Backend):
@@ -86,25 +133,32 @@ class RedisBackend(Backend):
         self.keys = Keys(self.settings.key_prefix)
         self._fanout = Fanout()
         self._pub = "PUBLISH"
-        self._scripts: dict[str, AsyncScript] = {}
-        self._subscribed: dict[bytes, anyio.Event] = {}
+        self._bodies: dict[str, str] = {}
+        self._shas: dict[str, str] = {}
         self._pubsub: Any = None
-        self._instance = uuid.uuid4().hex
+        self._data_confirmed: anyio.Event | None = None
+        self._ctl_confirmed = anyio.Event()
+        self._on_control: ControlHandler = lambda session_id, msg: None
+        self._slots = anyio.Semaphore(_MAX_CONCURRENT)
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def start(self, settings: Settings, task_group: TaskGroup) -> None:
+    async def start(
+        self, settings: Settings, task_group: TaskGroup, on_control: ControlHandler
+    ) -> None:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
+        self._on_control = on_control
         lib = resources.files(__package__).joinpath("lua/_lib.lua").read_text("utf-8")
         for name in _SCRIPTS:
             body = resources.files(__package__).joinpath(f"lua/{name}.lua").read_text("utf-8")
-            self._scripts[name] = self.client.register_script(lib + "\n" + body)
+            self._bodies[name] = lib + "\n" + body
+            self._shas[name] = hashlib.sha1(self._bodies[name].encode()).hexdigest()
         self._pubsub = self.client.pubsub()
-        hub_channel = self.keys.hub_channel(self._instance).encode()
-        self._subscribed[hub_channel] = anyio.Event()
-        await self._call(lambda: self._pubsub.subscribe(hub_channel))
+        ctl = self.keys.ctl_channel
+        await self._call(lambda: self._pubsub.subscribe(ctl))
         task_group.start_soon(self._reader)
+        await self._confirmed(self._ctl_confirmed)
 
     async def aclose(self) -> None:
         if self._pubsub is not None:
@@ -118,7 +172,8 @@ class RedisBackend(Backend):
         delay = 0.02
         while True:
             try:
-                return await fn()
+                async with self._slots:
+                    return await fn()
             except _RETRYABLE as exc:
                 if time.monotonic() + delay >= deadline:
                     raise BackendUnavailable(
@@ -128,16 +183,50 @@ class RedisBackend(Backend):
                 await anyio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 1.0)
 
-    async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        script = self._scripts[name]
-        return await self._call(lambda: script(keys=keys, args=args))
+    async def _load(self) -> None:
+        client: Any = self.client
+        for body in self._bodies.values():
+            await client.script_load(body)
 
-    async def _pipeline(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
-        async def run() -> list[Any]:
+    async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        client: Any = self.client
+        sha = self._shas[name]
+
+        async def run() -> Any:
+            try:
+                return await client.evalsha(sha, len(keys), *keys, *args)
+            except rexc.NoScriptError:
+                await self._load()
+                return await client.evalsha(sha, len(keys), *keys, *args)
+
+        return await self._call(run)
+
+    async def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Commands in one round trip; replies in order, errors as exception objects.
+
+        A script command is ``("EVALSHA", name, keys, args)``; scripts are loaded and the
+        round trip repeated if Redis does not know them (all scripts are safe to repeat).
+        """
+
+        async def once() -> list[Any]:
             async with self.client.pipeline(transaction=False) as pipe:
-                for name, keys, args in calls:
-                    await self._scripts[name](keys=keys, args=args, client=pipe)
-                return list(await pipe.execute())
+                for command in commands:
+                    if command[0] == "EVALSHA":
+                        _, name, keys, args = command
+                        pipe.execute_command("EVALSHA", self._shas[name], len(keys), *keys, *args)
+                    else:
+                        pipe.execute_command(*command)
+                return list(await pipe.execute(raise_on_error=False))
+
+        async def run() -> list[Any]:
+            replies = await once()
+            if any(isinstance(r, rexc.NoScriptError) for r in replies):
+                await self._load()
+                replies = await once()
+            for r in replies:
+                if isinstance(r, _RETRYABLE):
+                    raise r
+            return replies
 
         return await self._call(run)
 
@@ -163,149 +252,269 @@ class RedisBackend(Backend):
                     log.exception("could not handle pub/sub message %r", msg)
 
     def _on_message(self, msg: dict[str, Any]) -> None:
-        kind = msg["type"]
-        kind = _s(kind)
+        kind = _s(msg["type"])
+        channel = _s(msg["channel"])
         if kind in ("message", "smessage"):
-            self._fanout.dispatch(_b(msg["channel"]), decode_message(msg["data"]))
+            data = _b(msg["data"])
+            if channel == self.keys.data_channel:
+                fanout = self._fanout
+                for tag, sid, body in records(data):
+                    if fanout.has(sid):
+                        fanout.dispatch(sid, decode_record(tag, body))
+            else:
+                for tag, sid, body in records(data):
+                    self._on_control(sid.decode(), decode_record(tag, body))
         elif kind in ("subscribe", "ssubscribe"):
-            channel = _b(msg["channel"])
-            confirmed = self._subscribed.get(channel)
+            confirmed = (
+                self._data_confirmed if channel == self.keys.data_channel else self._ctl_confirmed
+            )
             if confirmed is None:
                 return
-            if confirmed.is_set():
-                # A re-subscription after a reconnect: anything published meanwhile was missed.
-                self._fanout.dispatch(channel, ResyncMsg())
-            else:
+            if not confirmed.is_set():
                 confirmed.set()
+            elif confirmed is self._ctl_confirmed:
+                # A re-subscription after a reconnect: signals sent meanwhile were missed.
+                self._on_control("", ResyncMsg())
+            else:
+                self._fanout.dispatch_all(ResyncMsg())
+
+    async def _confirmed(self, event: anyio.Event) -> None:
+        with anyio.move_on_after(self.settings.outage_timeout):
+            await event.wait()
+        if not event.is_set():
+            raise BackendUnavailable(
+                f"Redis did not confirm a subscription within {self.settings.outage_timeout:g}s"
+            )
 
     @asynccontextmanager
-    async def listen(
-        self, session_id: str, channel: Channel, listener: Listener
-    ) -> AsyncIterator[None]:
-        name = (
-            self.keys.data_channel(session_id)
-            if channel == "data"
-            else self.keys.ctl_channel(session_id)
-        ).encode()
-        first = self._fanout.add(name, listener)
+    async def listen(self, session_id: str, listener: Listener) -> AsyncIterator[None]:
+        key = session_id.encode()
+        self._fanout.add(key, listener)
         try:
-            if first:
-                self._subscribed[name] = anyio.Event()
-                await self._call(lambda: self._pubsub.subscribe(name))
-            confirmed = self._subscribed[name]
-            with anyio.move_on_after(self.settings.outage_timeout):
-                await confirmed.wait()
-            if not confirmed.is_set():
-                raise BackendUnavailable(
-                    f"Redis did not confirm the subscription within {self.settings.outage_timeout:g}s"
-                )
+            confirmed = self._data_confirmed
+            if confirmed is None:
+                # The first data listener of this process subscribes to the data bus; the
+                # subscription then stays (processes that only produce never receive data).
+                confirmed = self._data_confirmed = anyio.Event()
+                channel = self.keys.data_channel
+                try:
+                    await self._call(lambda: self._pubsub.subscribe(channel))
+                except BaseException:
+                    self._data_confirmed = None
+                    raise
+            await self._confirmed(confirmed)
             yield
         finally:
-            if self._fanout.remove(name, listener):
-                self._subscribed.pop(name, None)
-                await self._unsubscribe(name)
-
-    async def _unsubscribe(self, name: bytes) -> None:
-        if self._pubsub is None:
-            return  # the backend is closed: its connection and subscriptions are gone already
-        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-            try:
-                await self._pubsub.unsubscribe(name)
-            except _RETRYABLE as exc:
-                # The channel stays in redis-py's list and is re-subscribed on reconnect;
-                # messages for a channel without listeners are dropped, so this costs bandwidth only.
-                log.info("unsubscribe of %r failed (%s)", name, exc)
+            self._fanout.remove(key, listener)
 
     # -- transitions -----------------------------------------------------------------------
-
-    def _k3(self, session_id: str) -> list[str]:
-        k = self.keys
-        return [k.meta(session_id), k.log(session_id), k.data_channel(session_id)]
 
     async def claim(
         self, session_id: str, *, token: str, restart: bool, metadata: bytes | None
     ) -> ClaimResult:
         s = self.settings
+        k = self.keys
         r = await self._script(
             "claim",
-            self._k3(session_id),
-            [s.lease_ms, s.retention_ms, int(restart), token, metadata or b"", self._pub],
+            k.three(session_id),
+            [
+                session_id,
+                s.lease_ms,
+                s.retention_ms,
+                int(restart),
+                token,
+                metadata or b"",
+                self._pub,
+                k.data_channel,
+                k.ctl_channel,
+            ],
         )
         return ClaimResult(bool(int(r[0])), int(r[1]), State(_s(r[2])))
 
-    async def append(
-        self, session_id: str, generation: int, writer: str, seq: int, payloads: Sequence[bytes]
-    ) -> AppendResult | Lost:
-        s = self.settings
-        r = await self._script(
-            "append",
-            self._k3(session_id),
-            [generation, writer, seq, s.retention_ms, s.maxlen or 0, self._pub, *payloads],
-        )
-        lost = _lost(r)
-        if lost is not None:
-            return lost
-        return AppendResult(int(r[0]), bool(int(r[1])))
+    async def append(self, batches: Sequence[Append]) -> list[Lost | None]:
+        k = self.keys
+        maxlen = self.settings.maxlen
+        commands: list[tuple[Any, ...]] = []
+        framed: list[bytes] = []
+        live: list[bytes] = []
+        for b in batches:
+            value = frame(b.payloads)
+            framed.append(value)
+            last = b.first + len(b.payloads) - 1
+            entry_id = f"{b.generation}-{last}"
+            if maxlen and last > maxlen:
+                # Keep the entries holding the last `maxlen` chunks (ids are chunk offsets).
+                trim = ("MINID", f"{b.generation}-{last - maxlen + 1}")
+                commands.append(
+                    ("XADD", k.log(b.session_id), "NOMKSTREAM", *trim, entry_id, "c", value)
+                )
+            else:
+                commands.append(("XADD", k.log(b.session_id), "NOMKSTREAM", entry_id, "c", value))
+            live.append(chunks_record(b.session_id.encode(), b.generation, b.first, value))
+        commands.append((self._pub, k.data_channel, b"".join(live)))
+        replies = await self._pipeline(commands)
+        out: list[Lost | None] = []
+        doubtful: list[int] = []
+        for i, reply in enumerate(replies[:-1]):
+            if reply is None:
+                out.append(Lost("gone"))  # NOMKSTREAM: the log was deleted or expired
+            elif isinstance(reply, Exception):
+                out.append(None)
+                doubtful.append(i)
+            else:
+                out.append(None)
+        if doubtful:
+            await self._settle(batches, framed, doubtful, out)
+        return out
+
+    async def _settle(
+        self, batches: Sequence[Append], framed: list[bytes], doubtful: list[int], out: list[Any]
+    ) -> None:
+        """Refused ``XADD``s: a retry of our own applied batch is fine, anything else is lost."""
+        k = self.keys
+        commands: list[tuple[Any, ...]] = []
+        for i in doubtful:
+            b = batches[i]
+            entry_id = f"{b.generation}-{b.first + len(b.payloads) - 1}"
+            commands.append(("XRANGE", k.log(b.session_id), entry_id, entry_id))
+            commands.append(("HMGET", k.meta(b.session_id), "gen", "state", "reason"))
+        replies = await self._pipeline(commands)
+        for j, i in enumerate(doubtful):
+            entries, meta = replies[2 * j], replies[2 * j + 1]
+            if isinstance(entries, Exception) or isinstance(meta, Exception):
+                raise BackendUnavailable(f"could not check a refused append: {entries or meta}")
+            fields = entries[0][1] if entries else {}
+            value = fields.get(b"c", fields.get("c")) if isinstance(fields, dict) else None
+            if value is not None and _b(value) == framed[i]:
+                out[i] = None
+            else:
+                out[i] = _refusal(batches[i].generation, list(meta))
 
     async def set_metadata(self, session_id: str, generation: int, blob: bytes) -> Lost | None:
         k = self.keys
         r = await self._script(
             "metadata",
-            [k.meta(session_id), k.data_channel(session_id)],
-            [generation, blob, self._pub],
+            [k.meta(session_id)],
+            [session_id, generation, blob, self._pub, k.data_channel],
         )
         return _lost(r)
 
-    async def renew(self, leases: Sequence[tuple[str, int]]) -> list[bool | Lost]:
+    async def renew(
+        self, leases: Sequence[tuple[str, int]], *, retention: bool = False
+    ) -> list[bool | Lost]:
         s = self.settings
         k = self.keys
-        replies = await self._pipeline(
-            [
-                ("renew", [k.meta(sid), k.log(sid)], [gen, s.lease_ms, s.retention_ms])
-                for sid, gen in leases
-            ]
-        )
+        commands: list[tuple[Any, ...]] = []
+        for sid, gen in leases:
+            commands.append(("GETEX", k.lease(sid, gen), "PX", s.lease_ms))
+            if retention:
+                commands.append(("PEXPIRE", k.meta(sid), s.retention_ms))
+                commands.append(("PEXPIRE", k.log(sid), s.retention_ms))
+        replies = await self._pipeline(commands)
+        step = 3 if retention else 1
         out: list[bool | Lost] = []
-        for r in replies:
-            lost = _lost(r)
-            out.append(lost if lost is not None else bool(int(r[1])))
+        missing: list[int] = []
+        for i in range(len(leases)):
+            reply = replies[i * step]
+            if isinstance(reply, Exception):
+                raise BackendUnavailable(f"lease renewal failed: {reply}")
+            if reply is None:
+                missing.append(i)
+                out.append(False)
+            else:
+                out.append(_b(reply) == b"c")
+        if missing:
+            # The lease is gone: find out why, and fail the generation if nobody has yet.
+            lapsed = [leases[i] for i in missing]
+            await self.expire(lapsed)
+            metas = await self._pipeline(
+                [("HMGET", k.meta(sid), "gen", "state", "reason") for sid, _ in lapsed]
+            )
+            for i, (_, gen), meta in zip(missing, lapsed, metas, strict=True):
+                out[i] = _refusal(gen, list(meta))
         return out
 
     async def close(
         self, session_id: str, generation: int, state: State, reason: str | None
     ) -> State | Lost:
+        k = self.keys
         r = await self._script(
             "close",
-            self._k3(session_id),
-            [generation, state.value, reason or "", self.settings.retention_ms, self._pub],
+            k.three(session_id),
+            [
+                session_id,
+                generation,
+                state.value,
+                reason or "",
+                self.settings.retention_ms,
+                self._pub,
+                k.data_channel,
+            ],
         )
         lost = _lost(r)
         return lost if lost is not None else State(_s(r[1]))
 
-    async def expire(self, session_ids: Sequence[str]) -> list[SessionInfo | None]:
+    async def expire(self, leases: Sequence[tuple[str, int]]) -> list[float | None]:
         s = self.settings
-        replies = await self._pipeline(
-            [("expire", self._k3(sid), [s.retention_ms, self._pub]) for sid in session_ids]
-        )
-        return [_record(sid, r) for sid, r in zip(session_ids, replies, strict=True)]
+        k = self.keys
+        ttls = await self._pipeline([("PTTL", k.lease(sid, gen)) for sid, gen in leases])
+        out: list[float | None] = []
+        lapsed: list[tuple[str, int]] = []
+        for (sid, gen), ttl in zip(leases, ttls, strict=True):
+            if isinstance(ttl, Exception):
+                raise BackendUnavailable(f"lease check failed: {ttl}")
+            ttl = int(ttl)
+            if ttl == -2:
+                lapsed.append((sid, gen))
+                out.append(None)
+            else:
+                out.append(s.lease_ttl if ttl < 0 else ttl / 1000)
+        if lapsed:
+            await self._pipeline(
+                [
+                    (
+                        "EVALSHA",
+                        "expire",
+                        k.three(sid),
+                        [sid, gen, s.retention_ms, self._pub, k.data_channel, k.ctl_channel],
+                    )
+                    for sid, gen in lapsed
+                ]
+            )
+        return out
 
     async def cancel(self, session_id: str) -> SessionInfo | None:
-        keys = [*self._k3(session_id), self.keys.ctl_channel(session_id)]
-        r = await self._script("cancel", keys, [self.settings.retention_ms, self._pub])
-        return _record(session_id, r)
+        k = self.keys
+        r = await self._script(
+            "cancel",
+            k.three(session_id),
+            [session_id, self.settings.retention_ms, self._pub, k.data_channel, k.ctl_channel],
+        )
+        return _record(session_id, r, self.settings.lease_ms)
 
     async def delete(self, session_id: str) -> bool:
-        keys = [*self._k3(session_id), self.keys.ctl_channel(session_id)]
-        return bool(int(await self._script("delete", keys, [self._pub])))
+        k = self.keys
+        r = await self._script(
+            "delete", k.three(session_id), [session_id, self._pub, k.data_channel, k.ctl_channel]
+        )
+        return bool(int(r))
 
     # -- reads -----------------------------------------------------------------------------
 
     async def info(self, session_ids: Sequence[str]) -> list[SessionInfo | None]:
+        lease_ms = self.settings.lease_ms
         if len(session_ids) == 1:
             sid = session_ids[0]
-            return [_record(sid, await self._script("info", [self.keys.meta(sid)], []))]
-        replies = await self._pipeline([("info", [self.keys.meta(sid)], []) for sid in session_ids])
-        return [_record(sid, r) for sid, r in zip(session_ids, replies, strict=True)]
+            return [_record(sid, await self._script("info", self.keys.three(sid), []), lease_ms)]
+        replies = await self._pipeline(
+            [("EVALSHA", "info", self.keys.three(sid), []) for sid in session_ids]
+        )
+        out: list[SessionInfo | None] = []
+        for sid, r in zip(session_ids, replies, strict=True):
+            if isinstance(r, Exception):
+                raise BackendUnavailable(f"could not read session {sid!r}: {r}")
+            out.append(_record(sid, r, lease_ms))
+        return out
 
     async def read(self, session_id: str, after: tuple[int, int], count: int) -> ReadResult:
         key = self.keys.log(session_id)
@@ -319,10 +528,18 @@ class RedisBackend(Backend):
         for entry_id, fields in entries:
             fields = fields or {}
             gen_s, _, off_s = _s(entry_id).partition("-")
-            payload = fields.get(b"d", fields.get("d"))
-            if payload is not None:
-                chunks.append(decode_payload(_b(payload), Cursor(int(gen_s), int(off_s))))
+            value = fields.get(b"c", fields.get("c"))
+            if value is not None:
+                batch = _entry(int(gen_s), int(off_s), _b(value))
+                if batch and (batch[0].cursor.generation, batch[0].cursor.offset) <= after:
+                    # The cursor points inside this batch: skip what the reader already has.
+                    batch = [c for c in batch if (c.cursor.generation, c.cursor.offset) > after]
+                chunks.extend(batch)
                 continue
-            state, reason = decode_end(_b(fields.get(b"e", fields.get("e"))))
-            end = (int(gen_s), End(state, reason))
+            marker = fields.get(b"e", fields.get("e"))
+            if marker is not None:
+                state, reason = decode_end(_b(marker))
+                end = (int(gen_s), End(state, reason))
+                break
+            # the start marker of a generation ('s') carries nothing
         return ReadResult(chunks, end, end is None and len(entries) == count)

@@ -1,5 +1,6 @@
 -- Shared helpers, prepended to every script when it is loaded (see backends/redis.py).
--- Keys and channels arrive as KEYS, data as ARGV; nothing is ever pasted into script text.
+-- Keys arrive as KEYS, data as ARGV; nothing is ever pasted into script text. The lease key of a
+-- generation is KEYS' lease prefix followed by the generation number (same hash tag, same slot).
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -9,15 +10,35 @@ local function int(x)
   return string.format('%d', x)
 end
 
--- Finish the current generation: state, in-band end marker, live end message.
--- meta, log, data_ch: keys; pub: PUBLISH or SPUBLISH.
-local function finish(meta, log, data_ch, pub, gen, n, state, reason, now, retention)
-  redis.call('HSET', meta, 'state', state, 'reason', reason, 'updated', now)
+-- One record of a bus message: tag, then the session id and the body, each length-prefixed.
+local function record(tag, sid, body)
+  return tag .. #sid .. ':' .. sid .. #body .. ':' .. body
+end
+
+-- Offset of the last chunk of generation `gen` in the log (0 before the first chunk).
+-- Entry ids are '<gen>-<offset of the last chunk in the entry>'; the start marker is '<gen>-0'.
+local function last_offset(log, gen)
+  local top = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)
+  if #top == 0 then return 0 end
+  local id = top[1][1]
+  local dash = string.find(id, '-', 1, true)
+  if string.sub(id, 1, dash - 1) ~= gen then return 0 end
+  local offset = tonumber(string.sub(id, dash + 1))
+  if top[1][2][1] == 'e' then return offset - 1 end  -- the end marker sits one past the last chunk
+  return offset
+end
+
+-- Finish generation `gen`: state, in-band end marker, no lease, live end message.
+-- pub: PUBLISH or SPUBLISH; ch: the data channel.
+local function finish(meta, log, lease, pub, ch, sid, gen, state, reason, now, retention)
+  local n = last_offset(log, gen)
+  redis.call('HSET', meta, 'state', state, 'reason', reason, 'updated', int(now))
   redis.call('HDEL', meta, 'cancel')
   redis.call('XADD', log, gen .. '-' .. int(n + 1), 'e', state .. '\n' .. reason)
+  redis.call('DEL', lease)
   redis.call('PEXPIRE', meta, retention)
   redis.call('PEXPIRE', log, retention)
-  redis.call(pub, data_ch, 'E' .. gen .. ':' .. state .. '\n' .. reason)
+  redis.call(pub, ch, record('E', sid, gen .. ':' .. int(n + 1) .. ':' .. state .. '\n' .. reason))
 end
 
 -- Why a producer of generation `gen` may not write, or nil when it may.
@@ -27,4 +48,15 @@ local function refusal(m, gen)
   if m[1] ~= gen then return {'stale'} end
   if m[2] ~= 'active' then return {'closed', m[2], m[3] or ''} end
   return nil
+end
+
+-- The session record: {gen, state, reason, n, md, created, updated, cancel, lease_ttl_ms, now}.
+local function describe(meta, log, lease_prefix)
+  local r = redis.call('HMGET', meta, 'gen', 'state', 'reason', 'n', 'md', 'created', 'updated',
+    'cancel')
+  if not r[1] then return {} end
+  r[4] = int(last_offset(log, r[1]))
+  r[9] = redis.call('PTTL', lease_prefix .. r[1])
+  r[10] = int(now_ms())
+  return r
 end

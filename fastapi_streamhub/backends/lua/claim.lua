@@ -1,29 +1,35 @@
 -- Claim a session for a new generation.
--- KEYS: meta, log, data_ch   ARGV: lease_ms, retention_ms, restart (0/1), token, metadata ('' = none), pub
+-- KEYS: meta, log, lease prefix
+-- ARGV: sid, lease_ms, retention_ms, restart (0/1), token, metadata ('' = none), pub, data_ch, ctl_ch
 -- Returns {created (0/1), generation, state}.
-local meta, log = KEYS[1], KEYS[2]
-local lease, retention = tonumber(ARGV[1]), tonumber(ARGV[2])
+local meta, log, lease_prefix = KEYS[1], KEYS[2], KEYS[3]
+local sid, lease, retention = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
-local m = redis.call('HMGET', meta, 'gen', 'state', 'lease', 'n', 'owner', 'created')
+local m = redis.call('HMGET', meta, 'gen', 'state', 'owner', 'created')
 local gen = now
 local created = now
 if m[1] then
   local state = m[2]
-  if state == 'active' and m[5] == ARGV[4] then
-    return {1, m[1], state}  -- our own claim, retried after a lost reply
-  end
   if state == 'active' then
-    if tonumber(m[3]) > now then return {0, m[1], state} end
-    finish(meta, log, KEYS[3], ARGV[6], m[1], tonumber(m[4]), 'failed', 'lease_expired', now, retention)
+    if m[3] == ARGV[5] then return {1, m[1], state} end  -- our own claim, retried after a lost reply
+    if redis.call('EXISTS', lease_prefix .. m[1]) == 1 then return {0, m[1], state} end
+    finish(meta, log, lease_prefix .. m[1], ARGV[7], ARGV[8], sid, m[1], 'failed', 'lease_expired',
+      now, retention)
+    redis.call(ARGV[7], ARGV[9], record('L', sid, m[1] .. ':stale'))  -- a paused producer stops on waking
     state = 'failed'
   end
-  if state ~= 'failed' and ARGV[3] ~= '1' then return {0, m[1], state} end
+  if state ~= 'failed' and ARGV[4] ~= '1' then return {0, m[1], state} end
   gen = math.max(tonumber(m[1]) + 1, now)
-  created = tonumber(m[6]) or now
+  created = tonumber(m[4]) or now
 end
 redis.call('DEL', meta, log)
-redis.call('HSET', meta, 'gen', int(gen), 'state', 'active', 'lease', int(now + lease), 'n', 0,
-  'created', int(created), 'updated', int(now), 'owner', ARGV[4])
-if ARGV[5] ~= '' then redis.call('HSET', meta, 'md', ARGV[5]) end
+redis.call('HSET', meta, 'gen', int(gen), 'state', 'active', 'created', int(created),
+  'updated', int(now), 'owner', ARGV[5])
+if ARGV[6] ~= '' then redis.call('HSET', meta, 'md', ARGV[6]) end
+-- The start marker: appends use NOMKSTREAM and explicit ids above it, so a stale generation's
+-- append fails (its ids are lower) and nothing can recreate a deleted log.
+redis.call('XADD', log, int(gen) .. '-0', 's', '')
+redis.call('SET', lease_prefix .. int(gen), '1', 'PX', lease)
 redis.call('PEXPIRE', meta, retention)
+redis.call('PEXPIRE', log, retention)
 return {1, int(gen), 'active'}

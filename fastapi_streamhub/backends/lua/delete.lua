@@ -1,10 +1,12 @@
 -- Remove every key of a session, telling its producer and subscribers first.
--- KEYS: meta, log, data_ch, ctl_ch   ARGV: pub
+-- KEYS: meta, log, lease prefix   ARGV: sid, pub, data_ch, ctl_ch
 -- Returns 1 when the session existed.
-local existed = redis.call('EXISTS', KEYS[1])
-if existed == 1 then
-  redis.call(ARGV[1], KEYS[4], 'D')
-  redis.call(ARGV[1], KEYS[3], 'D')
+local gen = redis.call('HGET', KEYS[1], 'gen')
+if not gen then
+  redis.call('DEL', KEYS[2])
+  return 0
 end
-redis.call('DEL', KEYS[1], KEYS[2])
-return existed
+redis.call(ARGV[2], ARGV[4], record('D', ARGV[1], gen))
+redis.call(ARGV[2], ARGV[3], record('D', ARGV[1], gen))
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3] .. gen)
+return 1

@@ -1,14 +1,13 @@
--- Fail the session if its producer's lease has lapsed (whoever notices calls this).
--- KEYS: meta, log, data_ch   ARGV: retention_ms, pub
--- Returns the record like info.lua.
+-- Fail generation `gen` if its producer's lease has lapsed (whoever notices calls this).
+-- KEYS: meta, log, lease prefix   ARGV: sid, gen, retention_ms, pub, data_ch, ctl_ch
+-- Returns the current generation and state, or {} for an unknown session.
 local meta = KEYS[1]
-local now = now_ms()
-local m = redis.call('HMGET', meta, 'gen', 'state', 'lease', 'n')
-if m[1] and m[2] == 'active' and tonumber(m[3]) <= now then
-  finish(meta, KEYS[2], KEYS[3], ARGV[2], m[1], tonumber(m[4]), 'failed', 'lease_expired', now,
-    tonumber(ARGV[1]))
+local m = redis.call('HMGET', meta, 'gen', 'state')
+if not m[1] then return {} end
+if m[1] == ARGV[2] and m[2] == 'active' and redis.call('EXISTS', KEYS[3] .. m[1]) == 0 then
+  finish(meta, KEYS[2], KEYS[3] .. m[1], ARGV[4], ARGV[5], ARGV[1], m[1], 'failed',
+    'lease_expired', now_ms(), tonumber(ARGV[3]))
+  redis.call(ARGV[4], ARGV[6], record('L', ARGV[1], m[1] .. ':lease_expired'))
+  return {m[1], 'failed'}
 end
-local r = redis.call('HMGET', meta, 'gen', 'state', 'reason', 'n', 'md', 'created', 'updated',
-  'cancel', 'lease')
-r[10] = int(now)
-return r
+return {m[1], m[2]}

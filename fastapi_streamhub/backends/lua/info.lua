@@ -1,7 +1,4 @@
--- Read a session's record with the server's clock (for the lease's remaining time).
--- KEYS: meta   ARGV: none
--- Returns {gen, state, reason, n, md, created, updated, cancel, lease, now} (nils when unknown).
-local r = redis.call('HMGET', KEYS[1], 'gen', 'state', 'reason', 'n', 'md', 'created', 'updated',
-  'cancel', 'lease')
-r[10] = int(now_ms())
-return r
+-- Read a session's record with the server's clock and the lease's remaining time.
+-- KEYS: meta, log, lease prefix   ARGV: none
+-- Returns {gen, state, reason, n, md, created, updated, cancel, lease_pttl_ms, now} or {}.
+return describe(KEYS[1], KEYS[2], KEYS[3])
