@@ -80,10 +80,11 @@ class Session:
         *,
         buffer: int | None = None,
         batch_replay: bool = False,
+        batch: bool = False,
     ) -> Subscription:
         """Replay from ``after`` (exclusive; None = from the start), then follow live."""
         return self.hub.subscribe(
-            self.session_id, after=after, buffer=buffer, batch_replay=batch_replay
+            self.session_id, after=after, buffer=buffer, batch_replay=batch_replay, batch=batch
         )
 
     async def refresh(self) -> SessionInfo:
@@ -402,19 +403,27 @@ class StreamHub:
         *,
         buffer: int | None = None,
         batch_replay: bool = False,
+        batch: bool = False,
     ) -> Subscription:
         """Items of the session after ``after`` (replay, then live), ending with :class:`End`.
 
         A cursor of another generation, or one whose data is gone, yields a :class:`Reset`
         and the replay starts from the first stored chunk. Raises SessionNotFound on first
-        iteration for an unknown session.
+        iteration for an unknown session. ``batch_replay=True`` delivers replayed chunks as
+        :class:`Batch` items (one per page read); ``batch=True`` live chunks too (one per write
+        received), for consumers that handle many chunks at a time.
         """
         validate_session_id(session_id)
         size = self.settings.subscriber_buffer if buffer is None else buffer
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
             raise ValueError("buffer must be a positive integer")
         subscription = Subscription(
-            self, session_id, after=_cursor(after), buffer=size, batch_replay=batch_replay
+            self,
+            session_id,
+            after=_cursor(after),
+            buffer=size,
+            batch_replay=batch_replay,
+            batch=batch,
         )
         self._subscriptions.add(subscription)
         return subscription

@@ -168,7 +168,7 @@ class SessionStreamResponse(Response):
         self, hub: StreamHub, cursor: Cursor | None, sender: MemoryObjectSendStream[bytes]
     ) -> None:
         async with sender:
-            subscription = hub.subscribe(self.session_id, after=cursor)
+            subscription = hub.subscribe(self.session_id, after=cursor, batch=True)
             try:
                 async with subscription:
                     async for item in subscription:
@@ -186,18 +186,27 @@ class SessionStreamResponse(Response):
 
 
 async def _pump(receiver: MemoryObjectReceiveStream[bytes], send: Send, ping: float) -> None:
-    """Forward encoded events to the client, coalescing what is ready; ping when idle."""
+    """Forward encoded events to the client, coalescing what is ready; ping when idle.
+
+    The ping timer (a cancel scope) is armed only when nothing is ready, so a busy stream
+    costs one ``send`` per ready run of events and no timer.
+    """
     async with receiver:
         while True:
-            data = None
-            with anyio.move_on_after(ping):
-                try:
-                    data = await receiver.receive()
-                except anyio.EndOfStream:
-                    return
-            if data is None:
-                await send({"type": "http.response.body", "body": PING, "more_body": True})
-                continue
+            try:
+                data = receiver.receive_nowait()
+            except anyio.EndOfStream:
+                return
+            except anyio.WouldBlock:
+                data = None
+                with anyio.move_on_after(ping):
+                    try:
+                        data = await receiver.receive()
+                    except anyio.EndOfStream:
+                        return
+                if data is None:
+                    await send({"type": "http.response.body", "body": PING, "more_body": True})
+                    continue
             parts = [data]
             size = len(data)
             ended = False
@@ -211,7 +220,8 @@ async def _pump(receiver: MemoryObjectReceiveStream[bytes], send: Send, ping: fl
                     break
                 parts.append(more)
                 size += len(more)
-            await send({"type": "http.response.body", "body": b"".join(parts), "more_body": True})
+            body = data if len(parts) == 1 else b"".join(parts)
+            await send({"type": "http.response.body", "body": body, "more_body": True})
             if ended:
                 return
 

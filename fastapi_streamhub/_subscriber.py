@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Subscription"]
 
+# Log entries in the first replay page (an entry holds one appended batch of chunks).
+_FIRST_PAGE = 16
+
 
 class Subscription:
     """An async iterator of :data:`Item` (chunks, metadata, resets) ending with one :class:`End`.
@@ -39,11 +42,13 @@ class Subscription:
         after: Cursor | None,
         buffer: int,
         batch_replay: bool,
+        batch: bool = False,
     ) -> None:
         self.session_id = session_id
         self._hub = hub
         self._after = after
-        self._batch_replay = batch_replay
+        self._batch_replay = batch_replay or batch
+        self._batch_live = batch
         self.listener = QueueListener(buffer)
         self._generation = after.generation if after else 0
         self._pos = 0
@@ -109,23 +114,8 @@ class Subscription:
                 self.session_id, info.generation, info.lease_remaining, listener
             )
             try:
-                if self._batch_replay:
-                    chunks: list[Chunk] = []
-                    end: End | None = None
-                    async for item in self._repair(check=False):
-                        if isinstance(item, Chunk):
-                            chunks.append(item)
-                        elif isinstance(item, End):
-                            end = item
-                        else:
-                            yield item
-                    if chunks:
-                        yield Batch(tuple(chunks), chunks[-1].cursor)
-                    if end is not None:
-                        yield end
-                else:
-                    async for item in self._repair(check=False):
-                        yield item
+                async for item in self._repair(check=False, first_page=_FIRST_PAGE):
+                    yield item
                 while not self._ended:
                     msg = await listener.get()
                     async for item in self._on_live(msg):
@@ -144,9 +134,16 @@ class Subscription:
                 async for item in self._repair(check=True):
                     yield item
                 return
-            for chunk in msg.chunks:
-                if chunk.cursor.offset > self._pos:
-                    self._pos = chunk.cursor.offset
+            chunks = msg.chunks
+            if chunks[0].cursor.offset <= self._pos:
+                chunks = tuple(c for c in chunks if c.cursor.offset > self._pos)
+                if not chunks:
+                    return
+            self._pos = chunks[-1].cursor.offset
+            if self._batch_live:
+                yield Batch(chunks, chunks[-1].cursor)
+            else:
+                for chunk in chunks:
                     yield chunk
         elif isinstance(msg, EndMsg):
             if msg.generation == self._generation and msg.offset == self._pos + 1:
@@ -166,7 +163,12 @@ class Subscription:
             async for item in self._repair(check=True):
                 yield item
 
-    async def _repair(self, *, check: bool) -> AsyncGenerator[Item, None]:
+    def _page(self, chunks: list[Chunk]) -> list[Item]:
+        if self._batch_replay:
+            return [Batch(tuple(chunks), chunks[-1].cursor)]
+        return list(chunks)
+
+    async def _repair(self, *, check: bool, first_page: int = 0) -> AsyncGenerator[Item, None]:
         """Deliver what the store holds after the current position.
 
         With ``check``, the session record is read first and compared afterwards, to notice
@@ -190,8 +192,11 @@ class Subscription:
                 )
                 self._generation, self._pos = info.generation, 0
         page_size = hub.settings.replay_batch
+        # A small first page when resuming, so the first bytes go out before the big reads.
+        size = min(first_page or page_size, page_size)
         while True:
-            page = await hub.backend.read(self.session_id, (self._generation, self._pos), page_size)
+            page = await hub.backend.read(self.session_id, (self._generation, self._pos), size)
+            size = page_size
             if page.chunks:
                 head = page.chunks[0].cursor
                 if head.generation != self._generation:
@@ -205,9 +210,9 @@ class Subscription:
                         "(trimmed or lost)",
                         self._generation,
                     )
-                for chunk in page.chunks:
-                    self._pos = chunk.cursor.offset
-                    yield chunk
+                self._pos = page.chunks[-1].cursor.offset
+                for item in self._page(page.chunks):
+                    yield item
             if page.end is not None:
                 generation, end = page.end
                 if generation != self._generation:

@@ -100,7 +100,8 @@ class Chunk:
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """Every chunk of a replay in one item (``subscribe(batch_replay=True)``)."""
+    """Consecutive chunks in one item: a page of a replay (``subscribe(batch_replay=True)``),
+    or one write received live (``subscribe(batch=True)``)."""
 
     chunks: tuple[Chunk, ...]
     cursor: Cursor

@@ -60,7 +60,7 @@ log = logging.getLogger("fastapi_streamhub.redis")
 T = TypeVar("T")
 
 _RETRYABLE = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, rexc.ReadOnlyError)
-_SCRIPTS = ("claim", "close", "metadata", "expire", "cancel", "delete", "info")
+_SCRIPTS = ("claim", "append", "close", "metadata", "expire", "cancel", "delete", "info")
 # Concurrent commands of one backend: callers queue here instead of exhausting the pool.
 _MAX_CONCURRENT = 48
 
@@ -166,12 +166,18 @@ class RedisBackend(Backend):
                 await self._pubsub.aclose()
             self._pubsub = None
 
-    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run a Redis call, retrying connection errors with backoff for up to ``outage_timeout``."""
+    async def _call(self, fn: Callable[[], Awaitable[T]], *, limited: bool = True) -> T:
+        """Run a Redis call, retrying connection errors with backoff for up to ``outage_timeout``.
+
+        ``limited`` calls queue for one of a bounded number of slots; the hub's writer (one
+        call in flight at most) skips the queue, so a burst of other calls never delays chunks.
+        """
         deadline = time.monotonic() + self.settings.outage_timeout
         delay = 0.02
         while True:
             try:
+                if not limited:
+                    return await fn()
                 async with self._slots:
                     return await fn()
             except _RETRYABLE as exc:
@@ -188,7 +194,9 @@ class RedisBackend(Backend):
         for body in self._bodies.values():
             await client.script_load(body)
 
-    async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
+    async def _script(
+        self, name: str, keys: list[str], args: list[Any], *, limited: bool = True
+    ) -> Any:
         client: Any = self.client
         sha = self._shas[name]
 
@@ -199,9 +207,11 @@ class RedisBackend(Backend):
                 await self._load()
                 return await client.evalsha(sha, len(keys), *keys, *args)
 
-        return await self._call(run)
+        return await self._call(run, limited=limited)
 
-    async def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+    async def _pipeline(
+        self, commands: list[tuple[Any, ...]], *, limited: bool = True
+    ) -> list[Any]:
         """Commands in one round trip; replies in order, errors as exception objects.
 
         A script command is ``("EVALSHA", name, keys, args)``; scripts are loaded and the
@@ -228,7 +238,7 @@ class RedisBackend(Backend):
                     raise r
             return replies
 
-        return await self._call(run)
+        return await self._call(run, limited=limited)
 
     # -- pub/sub ---------------------------------------------------------------------------
 
@@ -334,35 +344,45 @@ class RedisBackend(Backend):
     async def append(self, batches: Sequence[Append]) -> list[Lost | None]:
         k = self.keys
         maxlen = self.settings.maxlen
-        commands: list[tuple[Any, ...]] = []
         framed: list[bytes] = []
         live: list[bytes] = []
+        xadds: list[tuple[str, str, str]] = []  # log key, entry id, trim id ('' = none)
         for b in batches:
             value = frame(b.payloads)
             framed.append(value)
             last = b.first + len(b.payloads) - 1
-            entry_id = f"{b.generation}-{last}"
-            if maxlen and last > maxlen:
-                # Keep the entries holding the last `maxlen` chunks (ids are chunk offsets).
-                trim = ("MINID", f"{b.generation}-{last - maxlen + 1}")
-                commands.append(
-                    ("XADD", k.log(b.session_id), "NOMKSTREAM", *trim, entry_id, "c", value)
-                )
-            else:
-                commands.append(("XADD", k.log(b.session_id), "NOMKSTREAM", entry_id, "c", value))
+            # With maxlen, keep the entries holding the last `maxlen` chunks (ids are offsets).
+            trim = f"{b.generation}-{last - maxlen + 1}" if maxlen and last > maxlen else ""
+            xadds.append((k.log(b.session_id), f"{b.generation}-{last}", trim))
             live.append(chunks_record(b.session_id.encode(), b.generation, b.first, value))
-        commands.append((self._pub, k.data_channel, b"".join(live)))
-        replies = await self._pipeline(commands)
+        message = b"".join(live)
         out: list[Lost | None] = []
         doubtful: list[int] = []
-        for i, reply in enumerate(replies[:-1]):
-            if reply is None:
+        if len(batches) == 1:
+            # One batch: XADD + PUBLISH, two commands (the script would add itself as a third).
+            key, entry_id, trim = xadds[0]
+            xadd: tuple[Any, ...] = ("XADD", key, "NOMKSTREAM")
+            if trim:
+                xadd += ("MINID", trim)
+            replies = await self._pipeline(
+                [(*xadd, entry_id, "c", framed[0]), (self._pub, k.data_channel, message)],
+                limited=False,
+            )
+            codes = [0 if replies[0] is None else -1 if isinstance(replies[0], Exception) else 1]
+        else:
+            # Many batches: one script call, one reply, instead of a reply per XADD to parse.
+            args: list[Any] = [self._pub, k.data_channel, message]
+            for (_, entry_id, trim), value in zip(xadds, framed, strict=True):
+                args += (entry_id, value, trim)
+            reply = await self._script("append", [x[0] for x in xadds], args, limited=False)
+            codes = [int(c) for c in reply]
+        for i, code in enumerate(codes):
+            if code == 0:
                 out.append(Lost("gone"))  # NOMKSTREAM: the log was deleted or expired
-            elif isinstance(reply, Exception):
-                out.append(None)
-                doubtful.append(i)
             else:
                 out.append(None)
+                if code < 0:
+                    doubtful.append(i)
         if doubtful:
             await self._settle(batches, framed, doubtful, out)
         return out
