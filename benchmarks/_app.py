@@ -5,9 +5,10 @@
 - ``/streams/...``: the library's router (resume with ``Last-Event-ID``);
 - ``GET /gen/resumable/{sid}?n=&interval=&start=``: ``ResumableStreamingResponse`` of :func:`tokens`;
 - ``GET /gen/plain?n=&interval=&start=``: plain ``StreamingResponse`` of the same generator;
-- ``GET /raw/{sid}``: a hand-written resume baseline, ``StreamingResponse`` over plain
-  ``XRANGE`` pages of the session's log (100 first, then 1,000), framed as SSE (reference for
-  the resume figures);
+- ``GET /raw/{key}``: a hand-written resume baseline, ``StreamingResponse`` over plain
+  ``XRANGE`` pages (100 first, then 1,000) of a stream the benchmark wrote with one entry per
+  chunk (what a minimal implementation stores), framed as SSE (reference for the resume
+  figures);
 - ``GET /healthz``.
 
 With ``interval > 0`` the generator paces its items and each is ``m<perf_counter_ns()>;`` taken
@@ -28,7 +29,6 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from redis.asyncio import Redis
 
 from fastapi_streamhub import ResumableStreamingResponse, StreamHub, create_router
-from fastapi_streamhub.backends._keys import Keys
 
 TOKEN = "tok12345"
 FIRST_PAGE = 100
@@ -105,10 +105,10 @@ def build() -> FastAPI:
     async def gen_plain(n: int, interval: float = 0.0, start: float = 0.0) -> StreamingResponse:
         return StreamingResponse(tokens(n, interval, start), media_type="text/event-stream")
 
-    @app.get("/raw/{sid}")
-    async def raw(sid: str, request: Request) -> StreamingResponse:
+    @app.get("/raw/{key}")
+    async def raw(key: str, request: Request) -> StreamingResponse:
+        # `key`: a stream written by the benchmark itself, one entry per chunk (field `d`).
         after = request.headers.get("last-event-id", "0-0")
-        key = Keys(hub.settings.key_prefix).log(sid)
         return StreamingResponse(raw_replay(raw_client, key, after), media_type="text/event-stream")
 
     return app

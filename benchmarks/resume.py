@@ -5,14 +5,16 @@ router. An httpx client (this process, keep-alive connection) reconnects with ``
 at chunk 5,000 (and 100, 9,900): time to the first chunk event, and to the ``end`` event.
 Medians over the repetitions; positions and the reference alternate.
 
-Reference: ``/raw/{sid}`` in the same app, a hand-written ``StreamingResponse`` resume (plain
-``XRANGE`` pages, 100 then 1,000, framed as SSE, no checks), i.e. what a minimal implementation
-costs on the same server, client and data.
+Reference: ``/raw/{key}`` in the same app, a hand-written ``StreamingResponse`` resume (plain
+``XRANGE`` pages, 100 then 1,000, framed as SSE, no checks) over a stream of the same 10,000
+chunks written one entry per chunk, i.e. what a minimal implementation costs on the same server
+and client.
 """
 
 from __future__ import annotations
 
 import httpx
+from redis.asyncio import Redis
 
 from ._common import TOKEN, Context, Goal, Metric, hub, median, new_id
 from ._http import Timed, read_stream
@@ -33,10 +35,26 @@ async def _make_stream(ctx: Context, session_id: str) -> int:
         return producer.generation
 
 
+async def _make_raw_stream(ctx: Context, key: str, generation: int) -> None:
+    """The baseline's data: one entry per chunk, ids ``<generation>-<offset>``, then an end."""
+    client = Redis.from_url(ctx.url)
+    try:
+        for start in range(1, CHUNKS + 1, 500):
+            async with client.pipeline(transaction=False) as pipe:
+                for offset in range(start, min(start + 500, CHUNKS + 1)):
+                    pipe.xadd(key, {"d": "t" + TOKEN}, id=f"{generation}-{offset}")
+                await pipe.execute()
+        await client.xadd(key, {"e": "done\n"}, id=f"{generation}-{CHUNKS + 1}")
+    finally:
+        await client.aclose()
+
+
 async def run(ctx: Context) -> list[Metric]:
     reps = ctx.pick(15, 41)
     session_id = new_id("resume")
     generation = await _make_stream(ctx, session_id)
+    raw_key = new_id("rawlog")
+    await _make_raw_stream(ctx, raw_key, generation)
     lib: dict[int, list[Timed]] = {p: [] for p in POSITIONS}
     raw: list[Timed] = []
     with AppServer(ctx.url) as server:
@@ -50,7 +68,7 @@ async def run(ctx: Context) -> list[Metric]:
                     if rep:  # the first round warms up connections and scripts
                         lib[position].append(got)
                 headers = {"Last-Event-ID": f"{generation}-{MIDDLE}"}
-                base = await read_stream(client, f"/raw/{session_id}", headers=headers)
+                base = await read_stream(client, f"/raw/{raw_key}", headers=headers)
                 if base.ids != CHUNKS - MIDDLE or not base.ended:
                     raise RuntimeError(f"raw resume: {base.ids} chunks")
                 if rep:

@@ -28,6 +28,7 @@ from ._errors import (
 from ._hub import StreamHub, get_hub_from
 from ._producer import Producer, describe
 from ._sse import PING, encode_end, encode_item, encode_retry, parse_last_event_id
+from ._subscriber import Subscription
 from ._types import Cursor, End, State, validate_session_id
 
 __all__ = ["Authorize", "ResumableStreamingResponse", "SessionStreamResponse", "error_status"]
@@ -139,10 +140,20 @@ class SessionStreamResponse(Response):
     ) -> None:
         ping = self.ping_interval or hub.settings.ping_interval
         sender, receiver = anyio.create_memory_object_stream[bytes](64)
+        subscription = hub.subscribe(self.session_id, after=cursor, batch=True)
+        ready = anyio.Event()  # the subscription is set up, or failed to be
+        failed: list[StreamHubError] = []
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._feed, hub, cursor, sender)
+                tg.start_soon(self._feed, subscription, sender, ready, failed)
+                tg.start_soon(_set_when_opened, subscription, ready)
                 tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
+                await ready.wait()
+                if failed:
+                    # Before any header: an unknown session is a plain 404, and so on.
+                    await _json_error(send, error_status(failed[0]), str(failed[0]))
+                    tg.cancel_scope.cancel()
+                    return
                 await send(
                     {
                         "type": "http.response.start",
@@ -165,24 +176,39 @@ class SessionStreamResponse(Response):
             log.debug("client of %r disconnected: %s", self.session_id, exc)
 
     async def _feed(
-        self, hub: StreamHub, cursor: Cursor | None, sender: MemoryObjectSendStream[bytes]
+        self,
+        subscription: Subscription,
+        sender: MemoryObjectSendStream[bytes],
+        ready: anyio.Event,
+        failed: list[StreamHubError],
     ) -> None:
         async with sender:
-            subscription = hub.subscribe(self.session_id, after=cursor, batch=True)
             try:
                 async with subscription:
                     async for item in subscription:
                         await sender.send(encode_item(item))
                         if isinstance(item, End):
                             return
-            except StreamClosed:
-                # This instance is shutting down: end the response without ``end`` so the
-                # client reconnects (to another instance) with its cursor.
-                return
-            except SessionNotFound:
-                await sender.send(encode_end(State.FAILED, "session not found"))
-            except BackendUnavailable as exc:
-                log.warning("stream of %r interrupted: %s", self.session_id, exc)
+            except StreamHubError as exc:
+                if not ready.is_set():
+                    failed.append(exc)
+                elif isinstance(exc, StreamClosed):
+                    # This instance is shutting down: end the response without ``end`` so the
+                    # client reconnects (to another instance) with its cursor.
+                    return
+                elif isinstance(exc, SessionNotFound):
+                    await sender.send(encode_end(State.FAILED, "session not found"))
+                elif isinstance(exc, BackendUnavailable):
+                    log.warning("stream of %r interrupted: %s", self.session_id, exc)
+                else:
+                    raise
+            finally:
+                ready.set()
+
+
+async def _set_when_opened(subscription: Subscription, ready: anyio.Event) -> None:
+    await subscription.opened.wait()
+    ready.set()
 
 
 async def _pump(receiver: MemoryObjectReceiveStream[bytes], send: Send, ping: float) -> None:
@@ -193,20 +219,20 @@ async def _pump(receiver: MemoryObjectReceiveStream[bytes], send: Send, ping: fl
     """
     async with receiver:
         while True:
+            data: bytes | None = None
             try:
                 data = receiver.receive_nowait()
             except anyio.EndOfStream:
                 return
             except anyio.WouldBlock:
-                data = None
                 with anyio.move_on_after(ping):
                     try:
                         data = await receiver.receive()
                     except anyio.EndOfStream:
                         return
-                if data is None:
-                    await send({"type": "http.response.body", "body": PING, "more_body": True})
-                    continue
+            if data is None:
+                await send({"type": "http.response.body", "body": PING, "more_body": True})
+                continue
             parts = [data]
             size = len(data)
             ended = False

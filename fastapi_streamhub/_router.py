@@ -158,9 +158,7 @@ def create_router(
             cursor = parse_last_event_id(last_event_id_header, last_event_id)
         except StreamHubError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
-        info = await _domain(hub.status(session_id))
-        if info is None:
-            raise HTTPException(status_code=404, detail=f"session {session_id!r} not found")
+        # An unknown session is answered 404 by the response itself, before any header.
         return SessionStreamResponse(session_id, hub=hub, after=cursor)
 
     @router.get(

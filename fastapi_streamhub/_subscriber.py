@@ -13,6 +13,8 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+import anyio
+
 from ._codec import ChunksMsg, DeletedMsg, EndMsg, HubClosingMsg, MetadataMsg, ResyncMsg
 from ._errors import SessionNotFound, StreamClosed
 from ._fanout import QueueListener
@@ -22,9 +24,6 @@ if TYPE_CHECKING:
     from ._hub import StreamHub
 
 __all__ = ["Subscription"]
-
-# Log entries in the first replay page (an entry holds one appended batch of chunks).
-_FIRST_PAGE = 16
 
 
 class Subscription:
@@ -53,6 +52,7 @@ class Subscription:
         self._generation = after.generation if after else 0
         self._pos = 0
         self._ended = False
+        self.opened = anyio.Event()  # set once the session is found and followed live
         self._iter = self._run()
 
     @property
@@ -92,6 +92,7 @@ class Subscription:
             if info is None:
                 raise SessionNotFound(f"session {self.session_id!r} not found")
             self._generation = info.generation
+            self.opened.set()
             after = self._after
             if after is not None:
                 if after.generation != info.generation:
@@ -114,7 +115,7 @@ class Subscription:
                 self.session_id, info.generation, info.lease_remaining, listener
             )
             try:
-                async for item in self._repair(check=False, first_page=_FIRST_PAGE):
+                async for item in self._repair(check=False, first_page=hub.backend.first_page):
                     yield item
                 while not self._ended:
                     msg = await listener.get()

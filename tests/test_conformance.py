@@ -585,7 +585,15 @@ async def test_subscribe_to_finished_stream_replays_all_and_ends(make_hub: HubFa
     assert items[-1] == End(State.DONE) and len(items) == 11
 
 
-async def test_batch_replay_of_finished_stream_is_one_batch_then_end(make_hub: HubFactory) -> None:
+def leading_batches(items: Sequence[Item]) -> tuple[list[Batch], list[Item]]:
+    """The Batch items a subscription starts with, and what follows them."""
+    n = 0
+    while n < len(items) and isinstance(items[n], Batch):
+        n += 1
+    return [i for i in items[:n] if isinstance(i, Batch)], list(items[n:])
+
+
+async def test_batch_replay_of_finished_stream_is_batches_then_end(make_hub: HubFactory) -> None:
     hub_a, hub_b = await make_hub(), await make_hub()
     p = await start(hub_a, "finished")
     for i in range(1, 11):
@@ -593,22 +601,26 @@ async def test_batch_replay_of_finished_stream_is_one_batch_then_end(make_hub: H
     await p.send({"json": True})  # not text: in the batch, not in .text
     await p.close()
 
+    # One Batch per page read (the first page may be small, so the first bytes go out early).
     items = await collect(hub_b.subscribe("finished", batch_replay=True))
-    assert len(items) == 2
-    batch, end = items
-    assert isinstance(batch, Batch) and end == End(State.DONE)
-    assert batch.text == "".join(tok(i) for i in range(1, 11))
-    assert_contiguous(batch.chunks, p.generation, 1, 11)
-    assert batch.cursor == Cursor(p.generation, 11)
+    batches, rest = leading_batches(items)
+    assert batches and rest == [End(State.DONE)]
+    assert "".join(b.text for b in batches) == "".join(tok(i) for i in range(1, 11))
+    chunks = [c for b in batches for c in b.chunks]
+    assert_contiguous(chunks, p.generation, 1, 11)
+    assert all(b.cursor == b.chunks[-1].cursor for b in batches)
+    assert batches[-1].cursor == Cursor(p.generation, 11)
 
-    # From a cursor: the batch holds only the suffix.
+    # From a cursor: the batches hold only the suffix.
     items = await collect(
         hub_b.subscribe("finished", after=Cursor(p.generation, 7), batch_replay=True)
     )
-    assert isinstance(items[0], Batch) and items[0].text == tok(8) + tok(9) + tok(10)
+    batches, rest = leading_batches(items)
+    assert "".join(b.text for b in batches) == tok(8) + tok(9) + tok(10)
+    assert rest == [End(State.DONE)]
 
 
-async def test_batch_replay_of_live_stream_is_batch_then_live_chunks_then_end(
+async def test_batch_replay_of_live_stream_is_batches_then_live_chunks_then_end(
     make_hub: HubFactory,
 ) -> None:
     hub_a, hub_b = await make_hub(), await make_hub()
@@ -617,25 +629,36 @@ async def test_batch_replay_of_live_stream_is_batch_then_live_chunks_then_end(
         await p.publish(tok(i))
     async with anyio.create_task_group() as tg:
         f = follow(tg, hub_b.subscribe("live", batch_replay=True))
-        await f.until(lambda items: len(items) >= 1)
-        batch = f.items[0]
-        assert isinstance(batch, Batch) and batch.text == "".join(tok(i) for i in range(1, 6))
+        await f.until(lambda items: sum(len(i.chunks) for i in items if isinstance(i, Batch)) >= 5)
         for i in range(6, 9):
             await p.publish(tok(i))
         await p.close()
         items = await f.result()
-    assert [type(i) for i in items] == [Batch, Chunk, Chunk, Chunk, End]
-    assert_contiguous(chunks_of(items), p.generation, 6, 8)
-    assert texts(items) == [tok(6), tok(7), tok(8)]
-    assert items[-1] == End(State.DONE)
+    batches, rest = leading_batches(items)
+    assert "".join(b.text for b in batches) == "".join(tok(i) for i in range(1, 6))
+    assert [type(i) for i in rest] == [Chunk, Chunk, Chunk, End]
+    assert_contiguous(chunks_of(rest), p.generation, 6, 8)
+    assert texts(rest) == [tok(6), tok(7), tok(8)]
+    assert rest[-1] == End(State.DONE)
 
 
-async def test_subscribe_to_unknown_session_raises_session_not_found(make_hub: HubFactory) -> None:
-    hub = await make_hub()
-    sub = hub.subscribe("nobody")
-    with pytest.raises(SessionNotFound):
-        await sub.__anext__()
-    assert await hub.get("nobody") is None and await hub.status("nobody") is None
+async def test_batch_mode_delivers_live_writes_as_batches(make_hub: HubFactory) -> None:
+    hub_a, hub_b = await make_hub(), await make_hub()
+    p = await start(hub_a, "batched")
+    await p.publish(tok(1))
+    async with anyio.create_task_group() as tg:
+        f = follow(tg, hub_b.subscribe("batched", batch=True))
+        await f.until(lambda items: len(items) >= 1)
+        for i in range(2, 40):
+            await p.send(tok(i))
+        await p.close()
+        items = await f.result()
+    assert all(isinstance(i, Batch) for i in items[:-1]) and items[-1] == End(State.DONE)
+    chunks = [c for i in items if isinstance(i, Batch) for c in i.chunks]
+    assert_contiguous(chunks, p.generation, 1, 39)
+    assert "".join(i.text for i in items if isinstance(i, Batch)) == "".join(
+        tok(i) for i in range(1, 40)
+    )
 
 
 # --------------------------------------------------------------------------- 5. resume
@@ -1056,6 +1079,9 @@ async def test_idle_subscriber_issues_no_redis_commands(
         f = follow(tg, hub_b.subscribe("idle"))
         await p.publish("first")
         await f.first_chunk()
+        # A chunk received live: the replay (and its last page read) is over.
+        await p.publish("live")
+        await f.until(lambda items: len(chunks_of(items)) >= 2)
         before = redis_server.command_stats()
         await anyio.sleep(1.5)  # elapsed time is the subject here
         after = redis_server.command_stats()
@@ -1069,7 +1095,7 @@ async def test_idle_subscriber_issues_no_redis_commands(
         await p.publish("second")
         await p.close()
         items = await f.result()
-    assert texts(items) == ["first", "second"]
+    assert texts(items) == ["first", "live", "second"]
 
 
 # --------------------------------------------------------------------------- 14. metadata

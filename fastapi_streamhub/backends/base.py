@@ -66,6 +66,8 @@ class Backend(abc.ABC):
     """Store of sessions. Thirteen methods: lifecycle (2), transitions (7), reads (3), live (1)."""
 
     settings: Settings
+    # Log entries a resuming reader reads first, to send its first bytes early (0: a full page).
+    first_page: int = 0
 
     @abc.abstractmethod
     async def start(

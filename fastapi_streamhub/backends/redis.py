@@ -119,13 +119,10 @@ def _record(session_id: str, r: list[Any] | None, lease_ms: int) -> SessionInfo 
     )
 
 
-def _entry(generation: int, last: int, value: bytes) -> list[Chunk]:
-    payloads = unframe(value)
-    return decode_chunks(generation, last - len(payloads) + 1, payloads)
-
-
 class RedisBackend(Backend):
     """Sessions in Redis; live delivery through one pub/sub connection fanned out locally."""
+
+    first_page = 1  # one entry: one appended batch, up to max_batch chunks
 
     def __init__(self, client: Redis) -> None:
         self.client = client
@@ -550,11 +547,14 @@ class RedisBackend(Backend):
             gen_s, _, off_s = _s(entry_id).partition("-")
             value = fields.get(b"c", fields.get("c"))
             if value is not None:
-                batch = _entry(int(gen_s), int(off_s), _b(value))
-                if batch and (batch[0].cursor.generation, batch[0].cursor.offset) <= after:
-                    # The cursor points inside this batch: skip what the reader already has.
-                    batch = [c for c in batch if (c.cursor.generation, c.cursor.offset) > after]
-                chunks.extend(batch)
+                generation, last = int(gen_s), int(off_s)
+                payloads = unframe(_b(value))
+                first = last - len(payloads) + 1
+                if generation == after[0] and first <= after[1]:
+                    # The cursor points inside this entry: skip what the reader already has.
+                    payloads = payloads[after[1] - first + 1 :]
+                    first = after[1] + 1
+                chunks.extend(decode_chunks(generation, first, payloads))
                 continue
             marker = fields.get(b"e", fields.get("e"))
             if marker is not None:
