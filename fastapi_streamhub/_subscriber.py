@@ -19,6 +19,7 @@ from ._codec import ChunksMsg, DeletedMsg, EndMsg, HubClosingMsg, MetadataMsg, R
 from ._errors import SessionNotFound, StreamClosed
 from ._fanout import QueueListener
 from ._types import Batch, Chunk, Cursor, End, Item, Metadata, Reset, State
+from .backends.base import ReadResult
 
 if TYPE_CHECKING:
     from ._hub import StreamHub
@@ -88,12 +89,17 @@ class Subscription:
             hub._subscriber_slot(self.session_id),
             hub.backend.listen(self.session_id, listener),
         ):
-            info = (await hub.backend.info([self.session_id]))[0]
+            # The record and, optimistically, the first page after the cursor in one round trip.
+            after = self._after
+            guess = (after.generation, after.offset) if after else (0, 0)
+            size = min(
+                hub.backend.first_page or hub.settings.replay_batch, hub.settings.replay_batch
+            )
+            info, page = await hub.backend.open(self.session_id, guess, size)
             if info is None:
                 raise SessionNotFound(f"session {self.session_id!r} not found")
             self._generation = info.generation
             self.opened.set()
-            after = self._after
             if after is not None:
                 if after.generation != info.generation:
                     yield Reset(
@@ -114,8 +120,14 @@ class Subscription:
             watched = info.state is State.ACTIVE and hub._watch(
                 self.session_id, info.generation, info.lease_remaining, listener
             )
+            if page is not None and guess != (self._generation, self._pos):
+                page = None  # read from a position the cursor check did not keep
+            if page is not None and any(
+                c.cursor.generation != self._generation for c in page.chunks
+            ):
+                page = None  # another generation's data: the replay reads it again and resets
             try:
-                async for item in self._repair(check=False, first_page=hub.backend.first_page):
+                async for item in self._repair(check=False, first_page=size, prefetched=page):
                     yield item
                 while not self._ended:
                     msg = await listener.get()
@@ -169,7 +181,9 @@ class Subscription:
             return [Batch(tuple(chunks), chunks[-1].cursor)]
         return list(chunks)
 
-    async def _repair(self, *, check: bool, first_page: int = 0) -> AsyncGenerator[Item, None]:
+    async def _repair(
+        self, *, check: bool, first_page: int = 0, prefetched: ReadResult | None = None
+    ) -> AsyncGenerator[Item, None]:
         """Deliver what the store holds after the current position.
 
         With ``check``, the session record is read first and compared afterwards, to notice
@@ -196,7 +210,10 @@ class Subscription:
         # A small first page when resuming, so the first bytes go out before the big reads.
         size = min(first_page or page_size, page_size)
         while True:
-            page = await hub.backend.read(self.session_id, (self._generation, self._pos), size)
+            if prefetched is not None:
+                page, prefetched = prefetched, None
+            else:
+                page = await hub.backend.read(self.session_id, (self._generation, self._pos), size)
             size = page_size
             if page.chunks:
                 head = page.chunks[0].cursor

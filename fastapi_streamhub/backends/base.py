@@ -135,6 +135,18 @@ class Backend(abc.ABC):
     async def read(self, session_id: str, after: tuple[int, int], count: int) -> ReadResult:
         """Up to ``count`` log entries after ``(generation, offset)``."""
 
+    async def open(
+        self, session_id: str, after: tuple[int, int], count: int
+    ) -> tuple[SessionInfo | None, ReadResult | None]:
+        """The record and the first page after ``after`` (a subscription's start).
+
+        Backends may read both in one round trip; the page is a guess the caller checks.
+        """
+        info = (await self.info([session_id]))[0]
+        if info is None:
+            return None, None
+        return info, await self.read(session_id, after, count)
+
     @abc.abstractmethod
     def listen(self, session_id: str, listener: Listener) -> AbstractAsyncContextManager[None]:
         """Deliver the session's live messages to ``listener`` while the context is open."""

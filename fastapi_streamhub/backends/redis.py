@@ -400,9 +400,8 @@ class RedisBackend(Backend):
             entries, meta = replies[2 * j], replies[2 * j + 1]
             if isinstance(entries, Exception) or isinstance(meta, Exception):
                 raise BackendUnavailable(f"could not check a refused append: {entries or meta}")
-            fields = entries[0][1] if entries else {}
-            value = fields.get(b"c", fields.get("c")) if isinstance(fields, dict) else None
-            if value is not None and _b(value) == framed[i]:
+            value = _fields(entries[0][1]).get(b"c") if entries else None
+            if value is not None and value == framed[i]:
                 out[i] = None
             else:
                 out[i] = _refusal(batches[i].generation, list(meta))
@@ -537,29 +536,66 @@ class RedisBackend(Backend):
         key = self.keys.log(session_id)
         start = f"({after[0]}-{after[1]}"
         client: Any = self.client
-        entries: list[Any] = (
-            await self._call(lambda: client.xrange(key, start, "+", count=count)) or []
+        entries = await self._call(lambda: client.xrange(key, start, "+", count=count))
+        return _page(entries or [], after, count)
+
+    async def open(
+        self, session_id: str, after: tuple[int, int], count: int
+    ) -> tuple[SessionInfo | None, ReadResult | None]:
+        record, entries = await self._pipeline(
+            [
+                ("EVALSHA", "info", self.keys.three(session_id), []),
+                (
+                    "XRANGE",
+                    self.keys.log(session_id),
+                    f"({after[0]}-{after[1]}",
+                    "+",
+                    "COUNT",
+                    count,
+                ),
+            ]
         )
-        chunks: list[Chunk] = []
-        end: tuple[int, End] | None = None
-        for entry_id, fields in entries:
-            fields = fields or {}
-            gen_s, _, off_s = _s(entry_id).partition("-")
-            value = fields.get(b"c", fields.get("c"))
-            if value is not None:
-                generation, last = int(gen_s), int(off_s)
-                payloads = unframe(_b(value))
-                first = last - len(payloads) + 1
-                if generation == after[0] and first <= after[1]:
-                    # The cursor points inside this entry: skip what the reader already has.
-                    payloads = payloads[after[1] - first + 1 :]
-                    first = after[1] + 1
-                chunks.extend(decode_chunks(generation, first, payloads))
-                continue
-            marker = fields.get(b"e", fields.get("e"))
-            if marker is not None:
-                state, reason = decode_end(_b(marker))
-                end = (int(gen_s), End(state, reason))
-                break
-            # the start marker of a generation ('s') carries nothing
-        return ReadResult(chunks, end, end is None and len(entries) == count)
+        for reply in (record, entries):
+            if isinstance(reply, Exception):
+                raise BackendUnavailable(f"could not read session {session_id!r}: {reply}")
+        info = _record(session_id, record, self.settings.lease_ms)
+        if info is None:
+            return None, None
+        return info, _page(entries or [], after, count)
+
+
+def _page(entries: list[Any], after: tuple[int, int], count: int) -> ReadResult:
+    """Chunks (and the end marker) of ``XRANGE`` entries read after ``after``."""
+    chunks: list[Chunk] = []
+    end: tuple[int, End] | None = None
+    for entry_id, fields in entries:
+        fields = _fields(fields)
+        gen_s, _, off_s = _s(entry_id).partition("-")
+        value = fields.get(b"c")
+        if value is not None:
+            generation, last = int(gen_s), int(off_s)
+            payloads = unframe(value)
+            first = last - len(payloads) + 1
+            if generation == after[0] and first <= after[1]:
+                # The cursor points inside this entry: skip what the reader already has.
+                payloads = payloads[after[1] - first + 1 :]
+                first = after[1] + 1
+            chunks.extend(decode_chunks(generation, first, payloads))
+            continue
+        marker = fields.get(b"e")
+        if marker is not None:
+            state, reason = decode_end(marker)
+            end = (int(gen_s), End(state, reason))
+            break
+        # the start marker of a generation ('s') carries nothing
+    return ReadResult(chunks, end, end is None and len(entries) == count)
+
+
+def _fields(fields: Any) -> dict[bytes, bytes]:
+    """An entry's fields as bytes, whatever the reply shape (a dict, or a flat list in a pipeline
+    without redis-py's response callbacks) and ``decode_responses``."""
+    if not fields:
+        return {}
+    if isinstance(fields, dict):
+        return {_b(k): _b(v) for k, v in fields.items()}
+    return {_b(fields[i]): _b(fields[i + 1]) for i in range(0, len(fields), 2)}
