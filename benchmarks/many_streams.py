@@ -2,8 +2,9 @@
 
 1,000 concurrent streams produced on one hub in this process, each sending one chunk every
 1/30 s (random phase) for the duration; one subscriber per stream on one hub in another process
-(spawned). Each chunk carries ``perf_counter_ns()`` taken just before ``producer.send``; the
-subscriber process stamps the arrival (``CLOCK_MONOTONIC`` is shared by every process).
+(spawned), in batch mode (``subscribe(batch=True)``, as the library's SSE responses consume).
+Each chunk carries ``perf_counter_ns()`` taken just before ``producer.send``; the subscriber
+process stamps the arrival (``CLOCK_MONOTONIC`` is shared by every process).
 
 Commands: ``INFO commandstats`` delta (including calls made inside Lua scripts) from the first
 chunk until every subscriber has seen its stream end, over the chunks sent. MONITOR is not used
@@ -25,7 +26,7 @@ from typing import Any
 
 import anyio
 
-from fastapi_streamhub import Chunk, End, Producer, StreamHub, StreamHubError
+from fastapi_streamhub import Batch, End, Producer, StreamHub, StreamHubError
 
 from ._common import Context, Goal, LogTally, Metric, hub, new_id, percentile
 from ._redis import cpu_seconds
@@ -52,16 +53,19 @@ async def _follow_all(url: str, session_ids: list[str], conn: Connection) -> dic
     all_warm = anyio.Event()
 
     async def follow(h: StreamHub, session_id: str) -> None:
-        async with h.subscribe(session_id) as subscription:
+        # Batch mode: how the library's SSE responses consume a subscription.
+        async with h.subscribe(session_id, batch=True) as subscription:
             async for item in subscription:
-                if isinstance(item, Chunk):
-                    if item.data == WARMUP:
-                        warm[0] += 1
-                        if warm[0] == len(session_ids):
-                            all_warm.set()
-                        continue
-                    latencies.append((time.perf_counter_ns() - int(item.data)) / 1e6)
-                    received[0] += 1
+                if isinstance(item, Batch):
+                    now = time.perf_counter_ns()
+                    for chunk in item.chunks:
+                        if chunk.data == WARMUP:
+                            warm[0] += 1
+                            if warm[0] == len(session_ids):
+                                all_warm.set()
+                            continue
+                        latencies.append((now - int(chunk.data)) / 1e6)
+                        received[0] += 1
                 elif isinstance(item, End):
                     return
 

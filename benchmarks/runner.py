@@ -15,6 +15,8 @@ from typing import Any
 
 import anyio
 
+from fastapi_streamhub import __version__
+
 from ._common import Bench, Context, LogTally, Metric
 from ._redis import BenchRedis
 
@@ -91,7 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", metavar="NAME", action="append", choices=BENCHES, help="run only these"
     )
+    parser.add_argument(
+        "--plot",
+        action="store_true",
+        help="instead: latency and throughput at 100/300/1,000/3,000 streams, "
+        "written to benchmarks/scaling.png",
+    )
     args = parser.parse_args(argv)
+    if args.plot:
+        return _plot(quick=args.quick)
     names = list(args.only or BENCHES)
     t0 = time.perf_counter()
     with BenchRedis() as server:
@@ -118,4 +128,21 @@ def main(argv: list[str] | None = None) -> int:
             },
         }
         Path(args.json).write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+    return 0
+
+
+def _plot(*, quick: bool) -> int:
+    from . import scaling
+
+    with BenchRedis() as server:
+        ctx = Context(redis=server, quick=quick)
+        version = server.version()
+        rows = anyio.run(scaling.sweep, ctx)
+    title = (
+        f"fastapi-streamhub {__version__}: streams of 30 chunks/s, subscribers in another "
+        f"process; redis-server {version}, {os.cpu_count()} CPUs"
+    )
+    path = scaling.plot(rows, title)
+    print(scaling.table(rows))
+    print(f"\nwrote {path}")
     return 0

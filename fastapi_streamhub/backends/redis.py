@@ -122,7 +122,8 @@ def _record(session_id: str, r: list[Any] | None, lease_ms: int) -> SessionInfo 
 class RedisBackend(Backend):
     """Sessions in Redis; live delivery through one pub/sub connection fanned out locally."""
 
-    first_page = 1  # one entry: one appended batch, up to max_batch chunks
+    # Two entries: a generation's start marker and its first batch (up to max_batch chunks).
+    first_page = 2
 
     def __init__(self, client: Redis) -> None:
         self.client = client
