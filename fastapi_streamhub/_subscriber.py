@@ -131,6 +131,20 @@ class Subscription:
                     yield item
                 while not self._ended:
                     msg = await listener.get()
+                    if (
+                        type(msg) is ChunksMsg
+                        and msg.generation == self._generation
+                        and msg.first == self._pos + 1
+                    ):
+                        # The common case, without the generator below: the next chunks.
+                        chunks = msg.chunks
+                        self._pos = chunks[-1].cursor.offset
+                        if self._batch_live:
+                            yield Batch(chunks, chunks[-1].cursor)
+                        else:
+                            for chunk in chunks:
+                                yield chunk
+                        continue
                     async for item in self._on_live(msg):
                         yield item
             finally:

@@ -9,9 +9,17 @@ input.
 
 from __future__ import annotations
 
+import functools
+
 from .._types import validate_session_id
 
 __all__ = ["Keys"]
+
+
+@functools.lru_cache(maxsize=16384)
+def _base(prefix: str, session_id: str) -> str:
+    # Cached: the writer builds a log key per batch; validation runs once per session id.
+    return f"{prefix}:{{{validate_session_id(session_id)}}}"
 
 
 class Keys:
@@ -23,7 +31,7 @@ class Keys:
         self.prefix = prefix
 
     def _base(self, session_id: str) -> str:
-        return f"{self.prefix}:{{{validate_session_id(session_id)}}}"
+        return _base(self.prefix, session_id)
 
     def meta(self, session_id: str) -> str:
         """Hash: generation, state, lease, chunk count, cancel flag, metadata, writer sequence numbers."""
