@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Sequence
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query, Request
 from fastapi.params import Depends as DependsParam
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from ._errors import StreamHubError
 from ._hub import StreamHub, get_hub
@@ -30,6 +31,9 @@ SessionId = Annotated[
     ),
 ]
 SessionIdItem = Annotated[str, StringConstraints(pattern=SESSION_ID_PATTERN)]
+_SESSION_ID = re.compile(SESSION_ID_PATTERN)
+# What follows "/{sid}" in each endpoint's path, and the methods it answers.
+_ENDPOINT_METHODS = {"": "GET, DELETE", "status": "GET", "snapshot": "GET", "cancel": "POST"}
 
 SSE_DESCRIPTION = """\
 A `text/event-stream`: the replay from the cursor, then live chunks, until the terminal event.
@@ -84,6 +88,14 @@ class ActiveIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     session_ids: Annotated[list[SessionIdItem], Field(max_length=1000)]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _printable(cls, data: Any) -> Any:
+        # A 422 echoes the refused input, and a JSON answer can hold neither a lone surrogate
+        # (a JSON body may spell one "\\ud800") nor bytes that are not UTF-8 (a body sent
+        # without a JSON content type): escape them, or the 422 becomes a 500.
+        return _escape_surrogates(data, 0)
+
 
 class ActiveOut(BaseModel):
     """``POST /active`` answer."""
@@ -95,6 +107,28 @@ class ErrorOut(BaseModel):
     """An error answer."""
 
     detail: Any
+
+
+def _escape_surrogates(value: Any, depth: int) -> Any:
+    if isinstance(value, bytes | bytearray):
+        # A body that is not JSON arrives as bytes; the 422 would try to decode it as UTF-8.
+        return bytes(value).decode("utf-8", "backslashreplace")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if depth > 8:
+        # Far deeper than a valid body: refused anyway, and not worth walking.
+        return None if isinstance(value, dict | list) else value
+    if isinstance(value, dict):
+        return {
+            _escape_surrogates(k, depth): _escape_surrogates(v, depth + 1) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_escape_surrogates(v, depth + 1) for v in value]
+    return value
 
 
 async def _domain(call: Awaitable[T]) -> T:
@@ -114,8 +148,10 @@ def create_router(
     """Build the streams router.
 
     ``authorize(request, session_id, action)`` (sync or async) is called on every endpoint
-    with action ``read``, ``status``, ``cancel`` or ``delete``; it refuses by raising an
-    HTTPException (401/403) or by returning False (403).
+    with action ``read`` (stream, snapshot), ``status`` (status, and each id of ``POST
+    /active``), ``cancel`` or ``delete``; it refuses by raising an HTTPException (401/403, or
+    404 to make another user's session look unknown) or by returning False (403). ``POST
+    /active`` leaves out the ids refused with 403 or 404 instead of failing.
     """
     router = APIRouter(
         prefix=prefix,
@@ -242,13 +278,21 @@ def create_router(
         return {"active": await _domain(hub.active(allowed))}
 
     # Ids that cannot match a route above (empty, or holding "/" once percent-decoded) are
-    # invalid ids too: answer them with the contract's 422, not a routing 404.
+    # invalid ids too: answer them with the contract's 422, not a routing 404. A valid id on
+    # an endpoint that exists, with the wrong method, is a 405 as it would be without this
+    # catch-all.
     @router.api_route(
         "/{path:path}",
         methods=["GET", "POST", "DELETE"],
         include_in_schema=False,
     )
     async def invalid_session_id(path: str) -> Any:
+        session_id, _, endpoint = path.partition("/")
+        allowed = _ENDPOINT_METHODS.get(endpoint)
+        if allowed is not None and _SESSION_ID.fullmatch(session_id) is not None:
+            raise HTTPException(
+                status_code=405, detail="Method Not Allowed", headers={"Allow": allowed}
+            )
         raise HTTPException(
             status_code=422,
             detail="invalid session id (1-200 characters of letters, digits and . _ : -) "
@@ -262,7 +306,9 @@ async def _allowed(authorize: Authorize, request: Request, session_id: str) -> b
     try:
         await authorize_or_raise(authorize, request, session_id, "status")
     except HTTPException as exc:
-        if exc.status_code == 403:
+        # 404 too: an authorize that hides other users' sessions as "not found" must not have
+        # the whole answer fail, which would tell that one of the ids exists.
+        if exc.status_code in (403, 404):
             return False
         raise
     return True

@@ -57,6 +57,16 @@ class Cursor:
     generation: int
     offset: int
 
+    def __post_init__(self) -> None:
+        # A cursor built by hand (not parsed) must not reach the store either: a negative or
+        # oversized offset is not a valid stream id and would fail there with a raw error.
+        g, o = self.generation, self.offset
+        if type(g) is not int or type(o) is not int or not (0 < g <= _U64 and 0 <= o <= _U64):
+            raise InvalidCursor(
+                "cursor needs an integer generation in 1..2**64-1 and offset in 0..2**64-1, "
+                f"got {g!r} and {o!r}"
+            )
+
     def __str__(self) -> str:
         return f"{self.generation}-{self.offset}"
 

@@ -91,11 +91,15 @@ SERVER_ERROR_MARKERS = (
 
 
 class AppServer:
-    """``python -m uvicorn http_app:app --app-dir tests`` on a free loopback port."""
+    """``python -m uvicorn http_app:app --app-dir tests`` (or another ``module:app`` of
+    ``tests/``) on a free loopback port."""
 
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, name: str, env: dict[str, str], log_dir: Path, app: str = "http_app:app"
+    ) -> None:
         self.name = name
         self.env = env
+        self.app = app
         self.log_path = log_dir / f"app-{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -111,7 +115,7 @@ class AppServer:
             sys.executable,
             "-m",
             "uvicorn",
-            "http_app:app",
+            self.app,
             "--app-dir",
             str(TESTS_DIR),
             "--host",
