@@ -21,6 +21,7 @@ Lengths are byte lengths.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -58,11 +59,25 @@ RESERVED_EVENTS = frozenset({"message", "json", "metadata", "end", "reset"})
 
 
 def dumps_json(value: Any, *, what: str) -> bytes:
-    """orjson with a clear error for values it cannot encode."""
+    """orjson with a clear error for values it cannot encode (NaN and infinities included)."""
     try:
-        return orjson.dumps(value)
+        blob = orjson.dumps(value)
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise InvalidChunk(f"{what} is not JSON-serialisable: {exc}") from None
+    # orjson writes NaN and infinities as null; look for them only when a null was written.
+    if b"null" in blob and _non_finite(value):
+        raise InvalidChunk(f"{what} holds NaN or an infinity, which JSON cannot represent")
+    return blob
+
+
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_non_finite(v) for v in value)
+    return False
 
 
 def _utf8(text: str, what: str) -> bytes:

@@ -400,7 +400,9 @@ class Producer:
 def describe(exc: BaseException) -> str:
     """A short, single-line reason for a failure."""
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return text.replace("\r", " ").replace("\n", " ")[:500]
+    text = text.replace("\r", " ").replace("\n", " ")[:500]
+    # Lone surrogates cannot be stored or sent (UTF-8): escape them rather than fail the close.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 async def _await(awaitable: Any) -> None:

@@ -217,11 +217,6 @@ async def test_unstreamable_items_are_refused_with_a_typed_error(hub: StreamHub,
     assert data(await collect(hub, producer.session_id)) == ["fine"]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="_codec.dumps_json: orjson writes NaN and infinities as null, silently changing the "
-    "chunk (DESIGN: nothing fails silently)",
-)
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), [float("-inf")]])
 async def test_non_finite_floats_are_refused_not_silently_changed(
     hub: StreamHub, value: Any
@@ -236,16 +231,6 @@ async def test_non_finite_floats_are_refused_not_silently_changed(
 async def test_generator_error_with_unencodable_message_ends_failed_at_once(
     hub: StreamHub, request: pytest.FixtureRequest
 ) -> None:
-    if "redis" in request.node.callspec.id:
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=False,
-                reason="_producer.describe keeps lone surrogates of an exception's message in "
-                "the failure reason; the Redis backend cannot encode it, Producer.__aexit__ "
-                "raises UnicodeEncodeError and the session stays active until its lease runs "
-                "out (then failed/lease_expired)",
-            )
-        )
     sid = new_sid()
     reg = await hub.register(sid)
     assert reg.producer is not None
@@ -337,13 +322,6 @@ async def test_oversized_metadata_is_a_clear_4xx_and_creates_nothing(
     assert_ended(ok, "done")
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="_response.SessionStreamResponse sends 200 before the subscription takes its slot: "
-    "over max_subscribers, LimitExceeded escapes _feed ('Exception in ASGI application'), the "
-    "body ends after 'retry:' with no event (an EventSource reconnects every retry_ms forever) "
-    "and on the generator route the connection drops without an answer",
-)
 async def test_subscribers_over_the_limit_get_a_clear_4xx(
     anyio_backend: str, server: AppServer, redis_url: str
 ) -> None:

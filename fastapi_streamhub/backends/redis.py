@@ -556,12 +556,16 @@ class RedisBackend(Backend):
                 ),
             ]
         )
-        for reply in (record, entries):
-            if isinstance(reply, Exception):
-                raise BackendUnavailable(f"could not read session {session_id!r}: {reply}")
+        if isinstance(record, Exception):
+            raise BackendUnavailable(f"could not read session {session_id!r}: {record}")
         info = _record(session_id, record, self.settings.lease_ms)
         if info is None:
             return None, None
+        if isinstance(entries, rexc.ResponseError):
+            # A cursor Redis cannot read after (e.g. offset 2^64-1): the caller resets anyway.
+            return info, None
+        if isinstance(entries, Exception):
+            raise BackendUnavailable(f"could not read session {session_id!r}: {entries}")
         return info, _page(entries or [], after, count)
 
 
