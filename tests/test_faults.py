@@ -775,7 +775,8 @@ async def test_outage_longer_than_outage_timeout_fails_the_stream(
             f"ends: {[f.ends for f in followers]}"
         )
         rec = record(rec_store, sid)
-        assert rec["exit"] in ("cancelled", "failed"), rec
+        # Stopped by a cancel inside the generator, or closed while it waited at its yield.
+        assert rec["finally"] == 1 and rec["exit"] in ("cancelled", "closed"), rec
         status = await status_of(cb, sid)
         assert status["state"] == "failed" and status["reason"], status
         for f in followers:
@@ -1098,7 +1099,7 @@ async def test_sigterm_fails_local_producers_after_the_grace_and_ends_responses(
                 assert_exact(f, expected(status["chunks"]), "failed")
                 assert f.ends[0]["reason"] == "shutdown"
             rec = record(rec_store, sid)
-            assert rec["finally"] == 1 and rec["exit"] == "cancelled", rec
+            assert rec["finally"] == 1 and rec["exit"] in ("cancelled", "closed"), rec
             took = (via_b[sid].ended_at or 0) - termed_at
             assert grace * 0.9 <= took <= grace * 2 + SLACK, took
         for sid in on_b:
