@@ -1238,4 +1238,9 @@ async def test_chaos_many_streams_random_reconnects_cancels_and_a_crash(
         print(
             f"streams produced on B (alive throughout) that ended failed/lease_expired: "
             f"{len(survivors_failed)} of {sum(1 for sid in sids if record(rec_store, sid, 'B'))}"
+            + "".join(
+                f"\n  {sid}: {states_of[sid]}, {stored[sid]} chunks, generator on B: "
+                f"{record(rec_store, sid, 'B')}"
+                for sid in survivors_failed[:3]
+            )
         )
