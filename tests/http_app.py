@@ -8,11 +8,21 @@ Configured by environment variables:
 - ``PING_INTERVAL``: seconds between ``: ping`` comments while idle (default: the library's);
 - ``SHUTDOWN_GRACE``: the hub's shutdown grace in seconds (default 1.0);
 - ``AUTH``: ``1`` builds the router with ``create_router(authorize=...)`` that only lets
-  requests with the header ``X-User: owner`` through (and the generator route too).
+  requests with the header ``X-User: owner`` through (and the generator route too);
+- ``OUTAGE_TIMEOUT``, ``RENEW_INTERVAL``, ``SUBSCRIBER_BUFFER``: the hub's settings of those names
+  (default: the library's);
+- ``REC_URL``: where the generator records (default ``REDIS_URL`` when it is a Redis URL), so
+  that fault tests can break the hub's Redis without breaking the record;
+- ``INSTANCE``: a name for this instance; the generator then also records in
+  ``httptest:rec:<sid>@<INSTANCE>``, so tests can tell apart generators of one session that
+  ran on different instances.
 
-``GET /gen/{sid}?n=&delay=&fail_at=&kind=&meta=`` returns ``ResumableStreamingResponse(sid,
-gen(...))``. The generator records, in Redis (hash ``httptest:rec:<sid>``) when the hub runs on
-Redis or in this process otherwise, how many times it started (``runs``), how many items it
+``GET /gen/{sid}?n=&delay=&fail_at=&kind=&meta=&pad=&burst=&count=`` returns
+``ResumableStreamingResponse(sid, gen(...))``: ``delay`` seconds of sleep after every ``burst``
+items (default 1), text items padded with ``pad`` dots, ``count=false`` skips the per-item
+``produced`` count (for load tests). The generator records, in Redis (hash
+``httptest:rec:<sid>``) when the hub runs on Redis or in this process otherwise, how many
+times it started (``runs``), how many items it
 produced (``produced``), how many times its ``finally`` ran (``finally``) and how it exited
 (``exit``: done, cancelled, failed, closed). ``GET /_rec/{sid}`` answers that record as JSON.
 
@@ -45,10 +55,10 @@ class GeneratorBoom(RuntimeError):
     """Raised by the test generator at ``fail_at``."""
 
 
-def item(i: int, kind: str) -> Any:
-    """The ``i``-th item the generator yields for ``kind``."""
+def item(i: int, kind: str, pad: int = 0) -> Any:
+    """The ``i``-th item the generator yields for ``kind`` (text padded with ``pad`` dots)."""
     if kind == "text":
-        return f"t{i} "
+        return f"t{i} " + "." * pad
     if kind == "named":
         # Plain text, and text sent under an event name.
         return f"t{i} " if i % 2 == 0 else Event(f"note {i}", "note")
@@ -71,43 +81,55 @@ def item(i: int, kind: str) -> Any:
     raise ValueError(f"unknown kind {kind!r}")
 
 
-def expected_items(n: int, kind: str = "text") -> list[Any]:
+def expected_items(n: int, kind: str = "text", pad: int = 0) -> list[Any]:
     """The items of a generator run to completion (``fail_at`` unset)."""
-    return [item(i, kind) for i in range(n)]
+    return [item(i, kind, pad) for i in range(n)]
 
 
 class Recorder:
     """Where the generator records what it did: Redis if available, else this process."""
 
-    def __init__(self, url: str | None) -> None:
+    def __init__(self, url: str | None, instance: str = "") -> None:
         self._local: dict[str, dict[str, str]] = {}
         self._redis: Any = None
+        self._instance = instance
         if url is not None:
-            from redis.asyncio import Redis
+            from redis.asyncio import BlockingConnectionPool, Redis
 
-            self._redis = Redis.from_url(url, decode_responses=True)
+            # Blocking: with more than max_connections generators recording at once (load
+            # tests), wait for a connection instead of failing the generator.
+            pool = BlockingConnectionPool.from_url(
+                url, decode_responses=True, max_connections=50, timeout=60
+            )
+            self._redis = Redis.from_pool(pool)  # owns the pool: closed by aclose()
+
+    def _keys(self, sid: str) -> list[str]:
+        key = RECORD_PREFIX + sid
+        return [key, f"{key}@{self._instance}"] if self._instance else [key]
 
     async def incr(self, sid: str, field: str) -> None:
         # Shielded: a cancel delivered while the command is in flight must not leave the count
         # ahead of what the generator really did (or break the connection).
         with anyio.CancelScope(shield=True):
-            if self._redis is not None:
-                await self._redis.hincrby(RECORD_PREFIX + sid, field, 1)
-            else:
-                rec = self._local.setdefault(sid, {})
-                rec[field] = str(int(rec.get(field, "0")) + 1)
+            for key in self._keys(sid):
+                if self._redis is not None:
+                    await self._redis.hincrby(key, field, 1)
+                else:
+                    rec = self._local.setdefault(key, {})
+                    rec[field] = str(int(rec.get(field, "0")) + 1)
 
     async def set(self, sid: str, field: str, value: str) -> None:
         with anyio.CancelScope(shield=True):
-            if self._redis is not None:
-                await self._redis.hset(RECORD_PREFIX + sid, field, value)
-            else:
-                self._local.setdefault(sid, {})[field] = value
+            for key in self._keys(sid):
+                if self._redis is not None:
+                    await self._redis.hset(key, field, value)
+                else:
+                    self._local.setdefault(key, {})[field] = value
 
     async def get(self, sid: str) -> dict[str, str]:
         if self._redis is not None:
             return dict(await self._redis.hgetall(RECORD_PREFIX + sid))
-        return dict(self._local.get(sid, {}))
+        return dict(self._local.get(RECORD_PREFIX + sid, {}))
 
     async def aclose(self) -> None:
         if self._redis is not None:
@@ -115,7 +137,16 @@ class Recorder:
 
 
 async def gen(
-    rec: Recorder, sid: str, n: int, delay: float, fail_at: int | None, kind: str
+    rec: Recorder,
+    sid: str,
+    n: int,
+    delay: float,
+    fail_at: int | None,
+    kind: str,
+    *,
+    pad: int = 0,
+    burst: int = 1,
+    count: bool = True,
 ) -> AsyncIterator[Any]:
     await rec.incr(sid, "runs")
     exit_kind = "unknown"
@@ -123,9 +154,10 @@ async def gen(
         for i in range(n):
             if fail_at is not None and i == fail_at:
                 raise GeneratorBoom(f"boom at {i}")
-            await rec.incr(sid, "produced")
-            yield item(i, kind)
-            if delay:
+            if count:
+                await rec.incr(sid, "produced")
+            yield item(i, kind, pad)
+            if delay and (i + 1) % burst == 0:
                 await anyio.sleep(delay)
         exit_kind = "done"
     except GeneratorExit:
@@ -156,8 +188,18 @@ def create_app() -> FastAPI:
     }
     if ping is not None:
         options["ping_interval"] = ping
+    for name in ("OUTAGE_TIMEOUT", "RENEW_INTERVAL"):
+        value = _float_env(name, None)
+        if value is not None:
+            options[name.lower()] = value
+    if os.environ.get("SUBSCRIBER_BUFFER"):
+        options["subscriber_buffer"] = int(os.environ["SUBSCRIBER_BUFFER"])
     hub = StreamHub.from_url(url, **options)
-    rec = Recorder(url if url.startswith(("redis://", "rediss://", "unix://")) else None)
+    rec_url = os.environ.get("REC_URL") or url
+    rec = Recorder(
+        rec_url if rec_url.startswith(("redis://", "rediss://", "unix://")) else None,
+        os.environ.get("INSTANCE", ""),
+    )
     auth = os.environ.get("AUTH") == "1"
 
     async def authorize(request: Request, session_id: str, action: str) -> bool:
@@ -193,10 +235,13 @@ def create_app() -> FastAPI:
         kind: str = "text",
         meta: bool = False,
         restart: bool = False,
+        pad: int = 0,
+        burst: int = 1,
+        count: bool = True,
     ) -> ResumableStreamingResponse:
         return ResumableStreamingResponse(
             sid,
-            gen(rec, sid, n, delay, fail_at, kind),
+            gen(rec, sid, n, delay, fail_at, kind, pad=pad, burst=max(1, burst), count=count),
             metadata={"model": "test", "n": n} if meta else None,
             ping_interval=ping,
             restart=restart,
