@@ -544,9 +544,12 @@ class StreamHub:
     def _watch(
         self, session_id: str, generation: int, lease_remaining: float, listener: QueueListener
     ) -> bool:
-        """Have the keeper check the lease of a session followed here (no-op if produced here)."""
-        if session_id in self._producers:
-            return False
+        """Have the keeper check the lease of a session followed here.
+
+        Sessions produced here are watched too: while their producer lives here the check is
+        skipped, but a producer that vanishes without an end (its close failed, its log was
+        lost) must not leave local followers waiting forever.
+        """
         watch = self._watched.get(session_id)
         deadline = anyio.current_time() + lease_remaining
         if watch is None or watch.generation != generation:
@@ -604,7 +607,15 @@ class StreamHub:
                 producer.request_cancel("cancelled")
 
     async def _expire_due(self, now: float) -> None:
-        due = [(sid, w.generation) for sid, w in self._watched.items() if w.deadline <= now]
+        due = []
+        for sid, w in self._watched.items():
+            if w.deadline > now:
+                continue
+            local = self._producers.get(sid)
+            if local is not None and local.generation == w.generation:
+                w.deadline = now + self.settings.renew_every  # produced here, and alive
+            else:
+                due.append((sid, w.generation))
         if not due:
             return
         remaining = await self.backend.expire(due)

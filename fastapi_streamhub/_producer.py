@@ -166,6 +166,10 @@ class Producer:
             raise StreamClosed(f"the producer of {self.session_id!r} is closed")
 
     async def _enqueue(self, payload: bytes, ack: _Ack | None) -> None:
+        if self.cancelled.is_set() and (self._stopping or self._state is not None):
+            # Cancelled and closing (e.g. at shutdown): a caller inside the producer's cancel
+            # scope is cancelled here, as at any await, rather than told "closed".
+            await anyio.lowlevel.checkpoint()
         self._check_open()
         while len(self._pending) >= self._settings.max_pending:
             self._room = anyio.Event()
@@ -288,6 +292,8 @@ class Producer:
         if self.lost is None:
             self.lost = error
             self._error = error
+            # Not ours any more: no renewal, and local followers fall back to the lease check.
+            self._hub._forget(self)
         reason = "deleted" if isinstance(error, SessionDeleted) else "ownership_lost"
         self.request_cancel(reason)
 

@@ -330,8 +330,13 @@ async def run_generator(producer: Producer, generator: AsyncIterable[Any]) -> No
     iterator = generator.__aiter__()
     try:
         async with producer:
-            async for item in iterator:
-                await producer.send(item)
+            try:
+                async for item in iterator:
+                    await producer.send(item)
+            finally:
+                # The generator's own cleanup runs before the end is recorded (which may take
+                # up to outage_timeout when Redis is gone).
+                await _close_unused(iterator)
     except OwnershipLost as exc:
         # Deleted or taken over: the generator is stopped on purpose, nothing to record.
         log.info("generator of session %r stopped: %s", producer.session_id, exc)

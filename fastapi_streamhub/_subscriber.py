@@ -18,7 +18,7 @@ import anyio
 from ._codec import ChunksMsg, DeletedMsg, EndMsg, HubClosingMsg, MetadataMsg, ResyncMsg
 from ._errors import SessionNotFound, StreamClosed
 from ._fanout import QueueListener
-from ._types import Batch, Chunk, Cursor, End, Item, Metadata, Reset, State
+from ._types import Batch, Chunk, Cursor, End, Item, Metadata, Reset, SessionInfo, State
 from .backends.base import ReadResult
 
 if TYPE_CHECKING:
@@ -127,7 +127,8 @@ class Subscription:
             ):
                 page = None  # another generation's data: the replay reads it again and resets
             try:
-                async for item in self._repair(check=False, first_page=size, prefetched=page):
+                replay = self._repair(check=False, first_page=size, prefetched=page, info=info)
+                async for item in replay:
                     yield item
                 while not self._ended:
                     msg = await listener.get()
@@ -196,17 +197,23 @@ class Subscription:
         return list(chunks)
 
     async def _repair(
-        self, *, check: bool, first_page: int = 0, prefetched: ReadResult | None = None
+        self,
+        *,
+        check: bool,
+        first_page: int = 0,
+        prefetched: ReadResult | None = None,
+        info: SessionInfo | None = None,
     ) -> AsyncGenerator[Item, None]:
         """Deliver what the store holds after the current position.
 
         With ``check``, the session record is read first and compared afterwards, to notice
         deletion, lost data and new generations. Reading the record *before* the log matters:
         every chunk it counts was appended before the log read, so a chunk missing from the log
-        is really gone rather than appended in between.
+        is really gone rather than appended in between. Without ``check``, ``info`` (read just
+        before) serves the same comparison: a finished session whose log lost its end ends
+        here instead of waiting live for nothing.
         """
         hub = self._hub
-        info = None
         if check:
             info = (await hub.backend.info([self.session_id]))[0]
             if info is None:

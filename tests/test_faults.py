@@ -48,6 +48,8 @@ from sse_client import (
     wait_until,
 )
 
+from fastapi_streamhub._codec import unframe
+
 pytestmark = pytest.mark.anyio
 
 # Slack for scheduling on a loaded 2-core machine, added to every time bound derived from a
@@ -516,12 +518,20 @@ async def test_zombie_producer_cannot_write_into_the_new_generation(
         assert final["generation"] == second["generation"]
         assert final["chunks"] == n2
         assert final["metadata"] == {"model": "test", "n": n2}
-        # The store holds the new generation and nothing else: n2 chunks and one end marker.
+        # The store holds the new generation and nothing else: its start marker, entries
+        # holding exactly chunks 1..n2 (an entry's id is the offset of its last chunk), and
+        # one end marker.
         entries = log_entries(rec_store, sid)
         generation = str(second["generation"])
-        assert [e[0] for e in entries] == [f"{generation}-{i}" for i in range(1, n2 + 2)]
-        assert [list(e[1]) for e in entries] == [["d"]] * n2 + [["e"]]
-        assert entries[-1][1]["e"] == "done\n"
+        assert all(e[0].startswith(f"{generation}-") for e in entries), entries[:3]
+        assert entries[0] == (f"{generation}-0", {"s": ""})
+        assert entries[-1] == (f"{generation}-{n2 + 1}", {"e": "done\n"})
+        offset = 0
+        for entry_id, fields in entries[1:-1]:
+            assert list(fields) == ["c"]
+            offset += len(unframe(fields["c"].encode()))
+            assert entry_id == f"{generation}-{offset}"
+        assert offset == n2
         # Both instances replay exactly the new generation.
         for client in (ca, cb):
             replay = Follower(sid, [client])
@@ -679,32 +689,13 @@ async def test_connections_dropped_and_stalled_lose_nothing(
     assert_no_crash([a, b], marks)
 
 
-BUG_STALL = (
-    "library bug: RedisBackend._call does not bound one attempt by outage_timeout; on a stalled "
-    "connection a call waits for redis-py's socket_timeout (5 s in redis-py 8, none before), so "
-    "the producer gives up after ~5 s instead of outage_timeout"
-)
-BUG_UNWATCHED = (
-    "library bug: when the producer's close fails (Redis still down), no hub ever expires its "
-    "lapsed lease unless a follower on another instance watches it: followers on the producer's "
-    "instance wait forever and the status stays 'active'"
-)
-
-
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(
     ("mode", "where"),
     [
         pytest.param("down", "both", id="refused"),
-        pytest.param(
-            "down",
-            "producer",
-            id="refused-followed-on-producer-instance-only",
-            marks=pytest.mark.xfail(strict=False, reason=BUG_UNWATCHED),
-        ),
-        pytest.param(
-            "stall", "both", id="stalled", marks=pytest.mark.xfail(strict=False, reason=BUG_STALL)
-        ),
+        pytest.param("down", "producer", id="refused-followed-on-producer-instance-only"),
+        pytest.param("stall", "both", id="stalled"),
     ],
 )
 async def test_outage_longer_than_outage_timeout_fails_the_stream(
@@ -798,15 +789,7 @@ def assert_loud_end(f: Follower) -> None:
         assert end["state"] == "failed" and end["reason"], end
 
 
-BUG_FLUSH_UNWATCHED = (
-    "library bug: after FLUSHALL the producer's next append is refused as 'gone' (the producer "
-    "stops) but nothing is published, and a hub does not watch the sessions it produces itself: "
-    "followers on the producer's instance wait forever (followers elsewhere end by the keeper)"
-)
-
-
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(strict=False, reason=BUG_FLUSH_UNWATCHED)
 async def test_flushall_mid_stream_is_reported_not_a_silent_gap(
     make_redis: Callable[..., RedisServer], launch: Launch, rec_store: redis.Redis
 ) -> None:
@@ -854,13 +837,6 @@ async def test_flushall_mid_stream_is_reported_not_a_silent_gap(
         assert (await ca.get(f"/streams/{sid}/status")).status_code == 404
 
 
-BUG_SILENT_LOG_LOSS = (
-    "library bug: a subscription whose replay finds fewer stored chunks than the record counts "
-    "(log lost or trimmed, session finished) goes live and waits forever instead of sending "
-    "reset/end: Subscription._run calls _repair(check=False), which never compares with info"
-)
-
-
 @pytest.mark.timeout(90)
 async def test_restart_without_persistence_is_reported_not_a_silent_gap(
     make_redis: Callable[..., RedisServer], launch: Launch, rec_store: redis.Redis
@@ -905,7 +881,6 @@ async def test_restart_without_persistence_is_reported_not_a_silent_gap(
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=False, reason=BUG_SILENT_LOG_LOSS)
 async def test_lost_log_of_a_finished_session_gives_reset_not_a_hang(
     launch: Launch, redis_url: str, rec_store: redis.Redis
 ) -> None:

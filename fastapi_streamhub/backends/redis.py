@@ -174,10 +174,16 @@ class RedisBackend(Backend):
         delay = 0.02
         while True:
             try:
-                if not limited:
-                    return await fn()
-                async with self._slots:
-                    return await fn()
+                # Each attempt is bounded too: a stalled connection answers nothing, no error.
+                with anyio.fail_after(max(deadline - time.monotonic(), 0.001)):
+                    if not limited:
+                        return await fn()
+                    async with self._slots:
+                        return await fn()
+            except TimeoutError as exc:
+                raise BackendUnavailable(
+                    f"Redis did not answer within {self.settings.outage_timeout:g}s"
+                ) from exc
             except _RETRYABLE as exc:
                 if time.monotonic() + delay >= deadline:
                     raise BackendUnavailable(

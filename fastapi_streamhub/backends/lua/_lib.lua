@@ -32,7 +32,8 @@ end
 -- pub: PUBLISH or SPUBLISH; ch: the data channel.
 local function finish(meta, log, lease, pub, ch, sid, gen, state, reason, now, retention)
   local n = last_offset(log, gen)
-  redis.call('HSET', meta, 'state', state, 'reason', reason, 'updated', int(now))
+  -- The count is kept in the record too: a reader can tell a lost log from an empty one.
+  redis.call('HSET', meta, 'state', state, 'reason', reason, 'updated', int(now), 'n', int(n))
   redis.call('HDEL', meta, 'cancel')
   redis.call('XADD', log, gen .. '-' .. int(n + 1), 'e', state .. '\n' .. reason)
   redis.call('DEL', lease)
@@ -55,7 +56,7 @@ local function describe(meta, log, lease_prefix)
   local r = redis.call('HMGET', meta, 'gen', 'state', 'reason', 'n', 'md', 'created', 'updated',
     'cancel')
   if not r[1] then return {} end
-  r[4] = int(last_offset(log, r[1]))
+  if r[2] == 'active' or not r[4] then r[4] = int(last_offset(log, r[1])) end
   r[9] = redis.call('PTTL', lease_prefix .. r[1])
   r[10] = int(now_ms())
   return r
