@@ -10,7 +10,9 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+import anyio
 
 from fastapi_streamhub import StreamHub
 
@@ -18,6 +20,27 @@ from ._redis import BenchRedis
 
 # A chunk of ~8 bytes, like one LLM token.
 TOKEN = "tok12345"
+
+T = TypeVar("T")
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# The event loop of every benchmark process: uvloop when installed (the ``bench`` extra), as a
+# FastAPI app runs it in production (``uvicorn[standard]``; the benchmark's uvicorn servers
+# pick it too), else asyncio's. Library and references always share a loop within a run.
+EVENT_LOOP = "uvloop" if _has_uvloop() else "asyncio"
+
+
+def run(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``anyio.run`` on :data:`EVENT_LOOP`."""
+    return anyio.run(fn, *args, backend_options={"use_uvloop": EVENT_LOOP == "uvloop"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from fastapi_streamhub import Chunk, End, StreamHub
 
 from ._common import Context, Goal, LogTally, Metric, hub, new_id, percentile
+from ._common import run as run_loop
 
 Mode = Literal["hub", "raw"]
 INTERVAL = 0.002
@@ -37,7 +38,7 @@ STOP = "stop"
 
 def _receiver(url: str, mode: Mode, key: str, conn: Connection) -> None:
     LogTally.install()  # a warning here would show as a latency outlier anyway
-    latencies = anyio.run(_receive_hub if mode == "hub" else _receive_raw, url, key, conn)
+    latencies = run_loop(_receive_hub if mode == "hub" else _receive_raw, url, key, conn)
     conn.send(latencies)
     conn.close()
 

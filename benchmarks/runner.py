@@ -13,11 +13,10 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-import anyio
-
 from fastapi_streamhub import __version__
 
-from ._common import Bench, Context, LogTally, Metric
+from ._common import EVENT_LOOP, Bench, Context, LogTally, Metric
+from ._common import run as run_loop
 from ._redis import BenchRedis
 
 # In priority order: module names under benchmarks/, each with ``async def run(ctx)``.
@@ -107,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     with BenchRedis() as server:
         ctx = Context(redis=server, quick=args.quick)
         version = server.version()
-        metrics = anyio.run(_run_all, ctx, names)
+        metrics = run_loop(_run_all, ctx, names)
     elapsed = time.perf_counter() - t0
     print()
     print(format_table(metrics))
@@ -115,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     for key, text in ctx.notes.items():
         print(f"- {key}: {text}")
     mode = "quick" if args.quick else "full"
-    print(f"\n{mode} run, redis-server {version}, {os.cpu_count()} CPUs, {elapsed:.0f}s")
+    print(
+        f"\n{mode} run, event loop {EVENT_LOOP}, redis-server {version}, {os.cpu_count()} CPUs, "
+        f"{elapsed:.0f}s"
+    )
     if args.json:
         out: dict[str, Any] = {
             "metrics": {m.name: m.as_json() for m in metrics},
@@ -123,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             "run": {
                 "mode": mode,
                 "redis_version": version,
+                "event_loop": EVENT_LOOP,
                 "cpus": os.cpu_count(),
                 "seconds": round(elapsed, 1),
             },
@@ -137,10 +140,10 @@ def _plot(*, quick: bool) -> int:
     with BenchRedis() as server:
         ctx = Context(redis=server, quick=quick)
         version = server.version()
-        rows = anyio.run(scaling.sweep, ctx)
+        rows = run_loop(scaling.sweep, ctx)
     title = (
         f"fastapi-streamhub {__version__}: streams of 30 chunks/s, subscribers in another "
-        f"process; redis-server {version}, {os.cpu_count()} CPUs"
+        f"process; {EVENT_LOOP}, redis-server {version}, {os.cpu_count()} CPUs"
     )
     path = scaling.plot(rows, title)
     print(scaling.table(rows))

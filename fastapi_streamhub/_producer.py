@@ -33,6 +33,11 @@ log = logging.getLogger("fastapi_streamhub")
 
 CancelCallback = Callable[["Producer"], Any]
 
+# The writer lingers this long before a round trip when the previous one carried at least
+# _BUSY producers' batches (a lone fast producer never waits: group commit needs no delay).
+_LINGER = 0.002
+_BUSY = 8
+
 
 def lost_error(lost: Lost, session_id: str) -> OwnershipLost:
     """The typed error for a refused write."""
@@ -75,11 +80,17 @@ class Writer:
 
     async def run(self) -> None:
         """The writer task (in the hub's task group)."""
+        busy = False
         while True:
             while not self._ready:
                 self._wake = anyio.Event()
                 await self._wake.wait()
+            if busy:
+                # Many producers wrote in the last round trip: gather a little longer, so a
+                # round trip (and the one PUBLISH all followers parse) carries more of them.
+                await anyio.sleep(_LINGER)
             producers = list(self._ready)
+            busy = len(producers) >= _BUSY
             self._ready.clear()
             batches = [producer._take() for producer in producers]
             results: list[Lost | None] | None = None

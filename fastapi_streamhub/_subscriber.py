@@ -92,9 +92,10 @@ class Subscription:
             # The record and, optimistically, the first page after the cursor in one round trip.
             after = self._after
             guess = (after.generation, after.offset) if after else (0, 0)
-            size = min(
-                hub.backend.first_page or hub.settings.replay_batch, hub.settings.replay_batch
-            )
+            first = hub.backend.first_page
+            if first and guess[1] == 0:
+                first += 1  # from a generation's start: its start marker is an entry too
+            size = min(first or hub.settings.replay_batch, hub.settings.replay_batch)
             info, page = await hub.backend.open(self.session_id, guess, size)
             if info is None:
                 raise SessionNotFound(f"session {self.session_id!r} not found")

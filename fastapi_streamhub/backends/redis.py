@@ -122,8 +122,9 @@ def _record(session_id: str, r: list[Any] | None, lease_ms: int) -> SessionInfo 
 class RedisBackend(Backend):
     """Sessions in Redis; live delivery through one pub/sub connection fanned out locally."""
 
-    # Two entries: a generation's start marker and its first batch (up to max_batch chunks).
-    first_page = 2
+    # One entry: one appended batch (up to max_batch chunks); one more from the start of a
+    # generation, whose first entry is its start marker.
+    first_page = 1
 
     def __init__(self, client: Redis) -> None:
         self.client = client
