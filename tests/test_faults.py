@@ -640,7 +640,7 @@ async def test_connections_dropped_and_stalled_lose_nothing(
     proxy = proxy_for(server)
     a, b = await launch(["A", "B"], redis=proxy.url, OUTAGE_TIMEOUT=20)
     marks = log_marks(a, b)
-    n = 400
+    n = 1000  # 10 s of output: every fault below lands while the streams still run
     sids = [new_sid(f"net{i}") for i in range(6)]
     async with clients(a, b) as (ca, cb):
         for i, sid in enumerate(sids):

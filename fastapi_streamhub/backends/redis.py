@@ -60,6 +60,19 @@ log = logging.getLogger("fastapi_streamhub.redis")
 T = TypeVar("T")
 
 _RETRYABLE = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, rexc.ReadOnlyError)
+
+
+def _lost_connection(exc: BaseException) -> bool:
+    """A connection error, including uvloop's way of saying so.
+
+    On uvloop a write to a transport that was closed under us raises ``RuntimeError``
+    ("unable to perform operation on <TCPTransport closed=True ...>; the handler is closed")
+    where asyncio raises an ``OSError`` that redis-py turns into ``ConnectionError``; redis-py
+    has disconnected that connection either way, so a retry gets a fresh one.
+    """
+    if isinstance(exc, _RETRYABLE):
+        return True
+    return isinstance(exc, RuntimeError) and "handler is closed" in str(exc)
 _SCRIPTS = ("claim", "append", "close", "metadata", "expire", "cancel", "delete", "info")
 # Concurrent commands of one backend: callers queue here instead of exhausting the pool.
 _MAX_CONCURRENT = 48
@@ -185,7 +198,9 @@ class RedisBackend(Backend):
                 raise BackendUnavailable(
                     f"Redis did not answer within {self.settings.outage_timeout:g}s"
                 ) from exc
-            except _RETRYABLE as exc:
+            except (*_RETRYABLE, RuntimeError) as exc:
+                if not _lost_connection(exc):
+                    raise
                 if time.monotonic() + delay >= deadline:
                     raise BackendUnavailable(
                         f"Redis unreachable for {self.settings.outage_timeout:g}s: {exc}"
@@ -252,7 +267,9 @@ class RedisBackend(Backend):
         while True:
             try:
                 msg = await self._pubsub.get_message(timeout=None)
-            except _RETRYABLE as exc:
+            except (*_RETRYABLE, RuntimeError) as exc:
+                if not _lost_connection(exc):
+                    raise
                 log.warning("pub/sub connection lost (%s); reconnecting", exc)
                 await anyio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 1.0)
