@@ -6,7 +6,9 @@ import argparse
 import gc
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from importlib import import_module
@@ -38,19 +40,20 @@ def _load(name: str) -> Bench:
     return bench
 
 
-def format_table(metrics: list[Metric]) -> str:
+def format_table(metrics: dict[str, dict[str, Any]]) -> str:
+    """The metrics (as in the JSON) as an aligned text table."""
     rows = [("name", "value", "unit", "reference", "ratio", "goal", "met")]
-    for m in metrics:
-        ratio = m.ratio
+    for name, m in metrics.items():
+        informational = m["goal"] == "(info)"
         rows.append(
             (
-                m.name,
-                f"{m.value:.4g}",
-                m.unit,
-                "-" if m.reference is None else f"{m.reference:.4g}",
-                "-" if ratio is None else f"{ratio:.3g}",
-                m.goal.text(),
-                ("yes" if m.met else "NO") if m.goal.target else "-",
+                name,
+                f"{m['value']:.4g}",
+                m["unit"],
+                "-" if m["reference"] is None else f"{m['reference']:.4g}",
+                "-" if m["ratio"] is None else f"{m['ratio']:.3g}",
+                m["goal"],
+                "-" if informational else ("yes" if m["met"] else "NO"),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -103,15 +106,19 @@ def main(argv: list[str] | None = None) -> int:
         return _plot(quick=args.quick)
     names = list(args.only or BENCHES)
     t0 = time.perf_counter()
-    with BenchRedis() as server:
-        ctx = Context(redis=server, quick=args.quick)
-        version = server.version()
-        metrics = run_loop(_run_all, ctx, names)
+    if len(names) == 1:
+        with BenchRedis() as server:
+            ctx = Context(redis=server, quick=args.quick)
+            version = server.version()
+            metrics = {m.name: m.as_json() for m in run_loop(_run_all, ctx, names)}
+        notes = ctx.notes
+    else:
+        metrics, notes, version = _run_isolated(names, quick=args.quick)
     elapsed = time.perf_counter() - t0
     print()
     print(format_table(metrics))
     print()
-    for key, text in ctx.notes.items():
+    for key, text in notes.items():
         print(f"- {key}: {text}")
     mode = "quick" if args.quick else "full"
     print(
@@ -120,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.json:
         out: dict[str, Any] = {
-            "metrics": {m.name: m.as_json() for m in metrics},
-            "notes": ctx.notes,
+            "metrics": metrics,
+            "notes": notes,
             "run": {
                 "mode": mode,
                 "redis_version": version,
@@ -132,6 +139,31 @@ def main(argv: list[str] | None = None) -> int:
         }
         Path(args.json).write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
     return 0
+
+
+def _run_isolated(
+    names: list[str], *, quick: bool
+) -> tuple[dict[str, dict[str, Any]], dict[str, str], str]:
+    """Each benchmark in a fresh process (and its own redis-server): no heap, connection or
+    server state left by one benchmark can weigh on the next."""
+    metrics: dict[str, dict[str, Any]] = {}
+    notes: dict[str, str] = {}
+    version = "?"
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            out = Path(tmp) / f"{name}.json"
+            command = [sys.executable, "-m", "benchmarks", "--only", name, "--json", str(out)]
+            if quick:
+                command.append("--quick")
+            done = subprocess.run(command, stdout=subprocess.DEVNULL, check=False)
+            if done.returncode != 0 or not out.exists():
+                notes[f"{name}_error"] = f"the benchmark process exited with {done.returncode}"
+                continue
+            result = json.loads(out.read_text())
+            metrics.update(result["metrics"])
+            notes.update(result["notes"])
+            version = result["run"]["redis_version"]
+    return metrics, notes, version
 
 
 def _plot(*, quick: bool) -> int:

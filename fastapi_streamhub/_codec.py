@@ -41,7 +41,7 @@ __all__ = [
     "Message",
     "MetadataMsg",
     "ResyncMsg",
-    "chunks_record",
+    "chunks_head",
     "decode_chunks",
     "decode_end",
     "decode_payload",
@@ -266,9 +266,10 @@ def record(tag: bytes, session_id: bytes, body: bytes) -> bytes:
     return b"%s%d:%s%d:%s" % (tag, len(session_id), session_id, len(body), body)
 
 
-def chunks_record(session_id: bytes, generation: int, first: int, framed: bytes) -> bytes:
-    """The live record of one appended batch."""
-    return record(b"C", session_id, b"%d:%d:%s" % (generation, first, framed))
+def chunks_head(session_id: bytes, generation: int, first: int, size: int) -> bytes:
+    """The live record of a batch up to its frames (``size`` bytes of them follow)."""
+    numbers = b"%d:%d:" % (generation, first)
+    return b"C%d:%s%d:%s" % (len(session_id), session_id, len(numbers) + size, numbers)
 
 
 def records(data: bytes) -> list[tuple[bytes, bytes, bytes]]:

@@ -22,6 +22,11 @@ def _base(prefix: str, session_id: str) -> str:
     return f"{prefix}:{{{validate_session_id(session_id)}}}"
 
 
+@functools.lru_cache(maxsize=16384)
+def _log_bytes(prefix: str, session_id: str) -> bytes:
+    return (_base(prefix, session_id) + ":log").encode()
+
+
 class Keys:
     """Names of a session's keys and channels under one prefix."""
 
@@ -40,6 +45,10 @@ class Keys:
     def log(self, session_id: str) -> str:
         """Stream: one entry per appended batch with id ``<generation>-<last offset>``."""
         return self._base(session_id) + ":log"
+
+    def log_bytes(self, session_id: str) -> bytes:
+        """:meth:`log`, encoded (the writer packs it for every batch)."""
+        return _log_bytes(self.prefix, session_id)
 
     def lease_prefix(self, session_id: str) -> str:
         """Prefix of the lease key of a generation (the generation number follows)."""

@@ -39,7 +39,7 @@ from redis.asyncio import Redis
 
 from .._codec import (
     ResyncMsg,
-    chunks_record,
+    chunks_head,
     decode_chunks,
     decode_end,
     decode_record,
@@ -73,6 +73,8 @@ def _lost_connection(exc: BaseException) -> bool:
     if isinstance(exc, _RETRYABLE):
         return True
     return isinstance(exc, RuntimeError) and "handler is closed" in str(exc)
+
+
 _SCRIPTS = ("claim", "append", "close", "metadata", "expire", "cancel", "delete", "info")
 # Concurrent commands of one backend: callers queue here instead of exhausting the pool.
 _MAX_CONCURRENT = 48
@@ -367,36 +369,57 @@ class RedisBackend(Backend):
         k = self.keys
         maxlen = self.settings.maxlen
         framed: list[bytes] = []
-        live: list[bytes] = []
-        xadds: list[tuple[str, str, str]] = []  # log key, entry id, trim id ('' = none)
+        parts: list[bytes] = []
         for b in batches:
             value = frame(b.payloads)
             framed.append(value)
             last = b.first + len(b.payloads) - 1
             # With maxlen, keep the entries holding the last `maxlen` chunks (ids are offsets).
-            trim = f"{b.generation}-{last - maxlen + 1}" if maxlen and last > maxlen else ""
-            xadds.append((k.log(b.session_id), f"{b.generation}-{last}", trim))
-            live.append(chunks_record(b.session_id.encode(), b.generation, b.first, value))
-        message = b"".join(live)
+            trim = b"%d-%d" % (b.generation, last - maxlen + 1) if maxlen and last > maxlen else b""
+            entry_id = b"%d-%d" % (b.generation, last)
+            head = chunks_head(b.session_id.encode(), b.generation, b.first, len(value))
+            key = k.log_bytes(b.session_id)
+            parts.append(
+                b"%d:%s%d:%s%d:%s%d:%s%d:%s"
+                % (
+                    len(key),
+                    key,
+                    len(entry_id),
+                    entry_id,
+                    len(trim),
+                    trim,
+                    len(head),
+                    head,
+                    len(value),
+                    value,
+                )
+            )
         out: list[Lost | None] = []
         doubtful: list[int] = []
         if len(batches) == 1:
             # One batch: XADD + PUBLISH, two commands (the script would add itself as a third).
-            key, entry_id, trim = xadds[0]
-            xadd: tuple[Any, ...] = ("XADD", key, "NOMKSTREAM")
-            if trim:
-                xadd += ("MINID", trim)
+            b = batches[0]
+            last = b.first + len(b.payloads) - 1
+            xadd: tuple[Any, ...] = ("XADD", k.log(b.session_id), "NOMKSTREAM")
+            if maxlen and last > maxlen:
+                xadd += ("MINID", f"{b.generation}-{last - maxlen + 1}")
+            head = chunks_head(b.session_id.encode(), b.generation, b.first, len(framed[0]))
             replies = await self._pipeline(
-                [(*xadd, entry_id, "c", framed[0]), (self._pub, k.data_channel, message)],
+                [
+                    (*xadd, f"{b.generation}-{last}", "c", framed[0]),
+                    (self._pub, k.data_channel, head + framed[0]),
+                ],
                 limited=False,
             )
             codes = [0 if replies[0] is None else -1 if isinstance(replies[0], Exception) else 1]
         else:
-            # Many batches: one script call, one reply, instead of a reply per XADD to parse.
-            args: list[Any] = [self._pub, k.data_channel, message]
-            for (_, entry_id, trim), value in zip(xadds, framed, strict=True):
-                args += (entry_id, value, trim)
-            reply = await self._script("append", [x[0] for x in xadds], args, limited=False)
+            # Many batches: one script call with one argument for them all, one reply.
+            reply = await self._script(
+                "append",
+                [k.log(batches[0].session_id)],
+                [self._pub, k.data_channel, b"".join(parts)],
+                limited=False,
+            )
             codes = [int(c) for c in reply]
         for i, code in enumerate(codes):
             if code == 0:
