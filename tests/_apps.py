@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -32,32 +32,25 @@ SERVER_ERROR_MARKERS = (
 )
 
 
-class App:
-    """One uvicorn process serving ``http_app:app``."""
+class AppServer:
+    """``python -m uvicorn http_app:app --app-dir tests`` (or another ``module:app`` of
+    ``tests/``) on a free loopback port."""
 
-    def __init__(self, name: str, env: Mapping[str, str], log_dir: Path) -> None:
+    graceful_shutdown = "2"  # uvicorn's --timeout-graceful-shutdown, seconds
+
+    def __init__(
+        self, name: str, env: Mapping[str, str], log_dir: Path, app: str = "http_app:app"
+    ) -> None:
         self.name = name
-        self.env = {"INSTANCE": name, **env}
+        self.env = dict(env)
+        self.app = app
         self.log_path = log_dir / f"app-{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
-        self._stopped = False
-
-    def __repr__(self) -> str:
-        return f"<App {self.name} port={self.port} pid={self.pid_or_none}>"
 
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
-
-    @property
-    def pid_or_none(self) -> int | None:
-        return None if self.proc is None else self.proc.pid
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None, f"app {self.name} is not running"
-        return self.proc.pid
 
     def spawn(self) -> None:
         self.port = free_port()
@@ -66,7 +59,7 @@ class App:
             sys.executable,
             "-m",
             "uvicorn",
-            "http_app:app",
+            self.app,
             "--app-dir",
             str(TESTS_DIR),
             "--host",
@@ -79,7 +72,7 @@ class App:
             "--lifespan",
             "on",
             "--timeout-graceful-shutdown",
-            "3",
+            self.graceful_shutdown,
         ]
         with open(self.log_path, "ab") as log:
             log.write(f"\n--- {' '.join(argv)}\n".encode())
@@ -112,6 +105,54 @@ class App:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        """Terminate (then kill after 10 s); a no-op when not running."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def start_servers(servers: Sequence[AppServer]) -> None:
+    """Start several servers in parallel; retry one whose port was taken meanwhile."""
+    for server in servers:
+        server.spawn()
+    for server in servers:
+        for attempt in range(3):
+            if server.wait_ready():
+                break
+            if attempt == 2:
+                raise AssertionError(f"app {server.name} did not start:\n{server.log()}")
+            server.stop()
+            server.spawn()
+
+
+class App(AppServer):
+    """One uvicorn process serving ``http_app:app``, with the faults a process can have."""
+
+    graceful_shutdown = "3"
+
+    def __init__(self, name: str, env: Mapping[str, str], log_dir: Path) -> None:
+        super().__init__(name, {"INSTANCE": name, **env}, log_dir)
+        self._stopped = False
+
+    def __repr__(self) -> str:
+        return f"<App {self.name} port={self.port} pid={self.pid_or_none}>"
+
+    @property
+    def pid_or_none(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, f"app {self.name} is not running"
+        return self.proc.pid
 
     # -- faults ----------------------------------------------------------------------------
 
@@ -146,19 +187,10 @@ class App:
         return self.proc.wait(timeout)
 
     def stop(self) -> None:
-        """Terminate (then kill after 10 s); a no-op when not running."""
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        if self._stopped:
-            proc.send_signal(signal.SIGCONT)
-            self._stopped = False
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        """Thaw if frozen, then terminate (then kill after 10 s)."""
+        if self._stopped and self.alive():
+            self.thaw()
+        super().stop()
 
     # -- observation -----------------------------------------------------------------------
 
@@ -188,16 +220,4 @@ class App:
 
 def start_apps(apps: list[App]) -> None:
     """Start several apps in parallel; retry one whose port was taken meanwhile."""
-    for app in apps:
-        app.spawn()
-    for app in apps:
-        for attempt in range(3):
-            if app.wait_ready():
-                break
-            if attempt == 2:
-                raise AssertionError(f"app {app.name} did not start:\n{app.log()}")
-            app.stop()
-            app.spawn()
-
-
-__all__ = ["App", "start_apps"]
+    start_servers(apps)

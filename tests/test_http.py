@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -30,7 +27,8 @@ import anyio
 import httpx
 import pytest
 import redis
-from _redis import RedisServer, free_port
+from _apps import AppServer, start_servers
+from _redis import RedisServer
 from anyio.abc import TaskGroup
 from http_app import RECORD_PREFIX, expected_items
 from sse_client import (
@@ -45,10 +43,7 @@ from sse_client import (
 
 pytestmark = pytest.mark.anyio
 
-TESTS_DIR = Path(__file__).resolve().parent
-HOST = "127.0.0.1"
 PING_INTERVAL = 0.3
-READY_TIMEOUT = 30.0
 
 STATUS_KEYS = {
     "session_id",
@@ -88,104 +83,6 @@ SERVER_ERROR_MARKERS = (
 
 
 # --------------------------------------------------------------------------- app servers
-
-
-class AppServer:
-    """``python -m uvicorn http_app:app --app-dir tests`` (or another ``module:app`` of
-    ``tests/``) on a free loopback port."""
-
-    def __init__(
-        self, name: str, env: dict[str, str], log_dir: Path, app: str = "http_app:app"
-    ) -> None:
-        self.name = name
-        self.env = env
-        self.app = app
-        self.log_path = log_dir / f"app-{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def spawn(self) -> None:
-        self.port = free_port()
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
-        argv = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            self.app,
-            "--app-dir",
-            str(TESTS_DIR),
-            "--host",
-            HOST,
-            "--port",
-            str(self.port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-            "--lifespan",
-            "on",
-            "--timeout-graceful-shutdown",
-            "2",
-        ]
-        with open(self.log_path, "ab") as log:
-            log.write(f"\n--- {' '.join(argv)}\n".encode())
-            log.flush()
-            self.proc = subprocess.Popen(
-                argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-            )
-
-    def wait_ready(self) -> bool:
-        """Poll ``/healthz`` until it answers; False if the process died (port taken?)."""
-        assert self.proc is not None
-        deadline = time.monotonic() + READY_TIMEOUT
-        with httpx.Client(timeout=1.0, trust_env=False) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    return False
-                try:
-                    if client.get(f"{self.url}/healthz").status_code == 200:
-                        return True
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.05)
-        raise AssertionError(f"app {self.name} not ready in {READY_TIMEOUT}s:\n{self.log()}")
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return "<no log>"
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def start_servers(servers: list[AppServer]) -> None:
-    """Start several servers in parallel; retry one whose port was taken meanwhile."""
-    for server in servers:
-        server.spawn()
-    for server in servers:
-        for attempt in range(3):
-            if server.wait_ready():
-                break
-            if attempt == 2:
-                raise AssertionError(f"app {server.name} did not start:\n{server.log()}")
-            server.stop()
-            server.spawn()
 
 
 @pytest.fixture(scope="module")
