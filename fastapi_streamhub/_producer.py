@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 
 from ._codec import CancelMsg, DeletedMsg, LostMsg, Message, dumps_json, encode_chunk
 from ._errors import (
