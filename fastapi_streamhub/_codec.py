@@ -11,7 +11,7 @@ A log entry holds one appended batch: its value is the batch's payloads, each fr
 chunk>``.
 
 Live messages travel on a bus channel shared by all sessions. One message holds one or more
-records (:func:`record`): a tag byte, the session id and a body, each length-prefixed, so a
+records: a tag byte, the session id and a body, each length-prefixed, so a
 process skips records of sessions it does not follow without decoding them, and decodes the
 others once for all its local subscribers. Tags: ``C`` chunks (``<gen>:<first>:<frames>``),
 ``E`` end (``<gen>:<offset>:<state>\n<reason>``), ``M`` metadata (``<gen>:<json>``), ``X``
@@ -49,7 +49,6 @@ __all__ = [
     "dumps_json",
     "encode_chunk",
     "frame",
-    "record",
     "records",
     "unframe",
 ]
@@ -261,13 +260,9 @@ def decode_chunks(generation: int, first: int, payloads: list[bytes]) -> list[Ch
     return [decode_payload(p, Cursor(generation, first + i)) for i, p in enumerate(payloads)]
 
 
-def record(tag: bytes, session_id: bytes, body: bytes) -> bytes:
-    """One record of a bus message (the Python twin of ``record`` in ``_lib.lua``)."""
-    return b"%s%d:%s%d:%s" % (tag, len(session_id), session_id, len(body), body)
-
-
 def chunks_head(session_id: bytes, generation: int, first: int, size: int) -> bytes:
-    """The live record of a batch up to its frames (``size`` bytes of them follow)."""
+    """The live record of a batch up to its frames (``size`` bytes of them follow); the Python
+    twin of ``record`` in ``_lib.lua`` for the one record the client builds."""
     numbers = b"%d:%d:" % (generation, first)
     return b"C%d:%s%d:%s" % (len(session_id), session_id, len(numbers) + size, numbers)
 

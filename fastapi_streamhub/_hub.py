@@ -460,7 +460,7 @@ class StreamHub:
                 state = info.state
                 if state.finished:
                     return state
-                watched = self._watch(session_id, info.generation, info.lease_remaining, listener)
+                self._watch(session_id, info.generation, info.lease_remaining, listener)
                 try:
                     while True:
                         msg = await listener.get()
@@ -475,8 +475,7 @@ class StreamHub:
                             if fresh.state.finished or fresh.generation != info.generation:
                                 return fresh.state
                 finally:
-                    if watched:
-                        self._unwatch(session_id, listener)
+                    self._unwatch(session_id, listener)
         return state
 
     async def snapshot(self, session_id: str) -> dict[str, Any]:
@@ -543,7 +542,7 @@ class StreamHub:
 
     def _watch(
         self, session_id: str, generation: int, lease_remaining: float, listener: QueueListener
-    ) -> bool:
+    ) -> None:
         """Have the keeper check the lease of a session followed here.
 
         Sessions produced here are watched too: while their producer lives here the check is
@@ -558,7 +557,6 @@ class StreamHub:
             watch.deadline = min(watch.deadline, deadline)
         watch.listeners.add(listener)
         self._keeper_wake.set()
-        return True
 
     def _unwatch(self, session_id: str, listener: QueueListener) -> None:
         watch = self._watched.get(session_id)

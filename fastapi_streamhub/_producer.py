@@ -65,8 +65,8 @@ class Writer:
     """One per hub: commits the pending batches of every local producer in one round trip.
 
     While a round trip is in flight, chunks that arrive wait and go together in the next one
-    (group commit across all producers), so a busy hub costs one pipelined ``XADD`` per
-    producer and one ``PUBLISH`` per round trip, not a round trip per chunk.
+    (group commit across all producers), so a busy hub costs one ``XADD`` per producer and
+    one ``PUBLISH`` per round trip (in one script call), not a round trip per chunk.
     """
 
     def __init__(self, hub: StreamHub) -> None:
@@ -207,11 +207,15 @@ class Producer:
         """Queue one chunk without waiting for persistence; failures raise on a later call."""
         await self._enqueue(self._encode(chunk), None)
 
-    async def flush(self) -> Cursor:
-        """Wait until every queued chunk is persisted; return the last cursor."""
+    async def _drain(self) -> None:
+        """Until nothing is queued or in flight, or the producer failed."""
         while (self._pending or self._inflight is not None) and self._error is None:
             self._idle = anyio.Event()
             await self._idle.wait()
+
+    async def flush(self) -> Cursor:
+        """Wait until every queued chunk is persisted; return the last cursor."""
+        await self._drain()
         if self._error is not None:
             raise self._error
         return self._last
@@ -347,9 +351,7 @@ class Producer:
         if self._state is not None:
             return self._state
         self._stopping = True
-        while (self._pending or self._inflight is not None) and self._error is None:
-            self._idle = anyio.Event()
-            await self._idle.wait()
+        await self._drain()
         self._fail_pending(StreamClosed(f"the producer of {self.session_id!r} stopped"))
         self._hub._forget(self)
         if self.lost is not None:

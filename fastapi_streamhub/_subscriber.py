@@ -9,7 +9,7 @@ by reading the store from the last delivered offset.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -118,9 +118,9 @@ class Subscription:
                     self._pos = after.offset
             if info.metadata is not None:
                 yield Metadata(info.metadata)
-            watched = info.state is State.ACTIVE and hub._watch(
-                self.session_id, info.generation, info.lease_remaining, listener
-            )
+            watched = info.state is State.ACTIVE
+            if watched:
+                hub._watch(self.session_id, info.generation, info.lease_remaining, listener)
             if page is not None and guess != (self._generation, self._pos):
                 page = None  # read from a position the cursor check did not keep
             if page is not None and any(
@@ -139,13 +139,9 @@ class Subscription:
                         and msg.first == self._pos + 1
                     ):
                         # The common case, without the generator below: the next chunks.
-                        chunks = msg.chunks
-                        self._pos = chunks[-1].cursor.offset
-                        if self._batch_live:
-                            yield Batch(chunks, chunks[-1].cursor)
-                        else:
-                            for chunk in chunks:
-                                yield chunk
+                        self._pos = msg.chunks[-1].cursor.offset
+                        for item in _items(msg.chunks, self._batch_live):
+                            yield item
                         continue
                     async for item in self._on_live(msg):
                         yield item
@@ -169,11 +165,8 @@ class Subscription:
                 if not chunks:
                     return
             self._pos = chunks[-1].cursor.offset
-            if self._batch_live:
-                yield Batch(chunks, chunks[-1].cursor)
-            else:
-                for chunk in chunks:
-                    yield chunk
+            for item in _items(chunks, self._batch_live):
+                yield item
         elif isinstance(msg, EndMsg):
             if msg.generation == self._generation and msg.offset == self._pos + 1:
                 self._ended = True
@@ -191,11 +184,6 @@ class Subscription:
         elif isinstance(msg, ResyncMsg):
             async for item in self._repair(check=True):
                 yield item
-
-    def _page(self, chunks: list[Chunk]) -> list[Item]:
-        if self._batch_replay:
-            return [Batch(tuple(chunks), chunks[-1].cursor)]
-        return list(chunks)
 
     async def _repair(
         self,
@@ -251,7 +239,7 @@ class Subscription:
                         self._generation,
                     )
                 self._pos = page.chunks[-1].cursor.offset
-                for item in self._page(page.chunks):
+                for item in _items(page.chunks, self._batch_replay):
                     yield item
             if page.end is not None:
                 generation, end = page.end
@@ -274,3 +262,10 @@ class Subscription:
         if info.state.finished:
             self._ended = True
             yield End(info.state, info.reason)
+
+
+def _items(chunks: Sequence[Chunk], batch: bool) -> Sequence[Item]:
+    """Consecutive chunks as the subscriber takes them: one :class:`Batch`, or one by one."""
+    if batch:
+        return (Batch(tuple(chunks), chunks[-1].cursor),)
+    return chunks

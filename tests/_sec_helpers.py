@@ -1,6 +1,6 @@
 """Shared by test_limits, test_security and test_fuzz: ``security_app`` servers and checks.
 
-A server is a real uvicorn subprocess (``AppServer`` of test_http) on the session's real
+A server is a real uvicorn subprocess (``AppServer`` of ``_apps``) on the session's real
 redis-server; a test module starts the ones it needs once (module scope) and every test uses
 its own session ids. :func:`checked_client` fails a test whose requests made the server log an
 error (a 500, a crashed task) or die.
@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _apps import AppServer, start_servers
 from _redis import RedisServer
-from test_http import AppServer, check_log, start_servers
+from sse_client import SSEResult
+from test_http import check_log
 
 APP = "security_app:app"
 LIMITS = {"MAX_CHUNK_BYTES": "1000", "MAX_METADATA_BYTES": "500", "MAX_SUBSCRIBERS": "3"}
@@ -90,3 +92,12 @@ def library_keys(redis_server: RedisServer) -> list[bytes]:
         keys.extend(batch)
         if cursor == b"0":
             return sorted(keys)
+
+
+def assert_ended(res: SSEResult, state: str) -> dict[str, Any]:
+    """The stream answered 200 and ended with exactly one ``end`` of ``state``; that end."""
+    assert res.status_code == 200, res.body[:500]
+    assert res.eof and len(res.ends) == 1 and res.events[-1].type == "end", res.events[-3:]
+    end: dict[str, Any] = res.ends[0]
+    assert end["state"] == state, end
+    return end

@@ -399,7 +399,7 @@ async def _stale_close(p: Producer) -> None:
     await p.close()
 
 
-@pytest.mark.parametrize(
+STALE_WRITES = pytest.mark.parametrize(
     "write",
     [
         pytest.param(_stale_publish, id="publish"),
@@ -408,6 +408,9 @@ async def _stale_close(p: Producer) -> None:
         pytest.param(_stale_close, id="close"),
     ],
 )
+
+
+@STALE_WRITES
 async def test_stale_generation_cannot_write(
     store: Store, make_hub: HubFactory, write: Callable[[Producer], Awaitable[None]]
 ) -> None:
@@ -443,15 +446,7 @@ async def test_stale_generation_cannot_write(
             await again(old)
 
 
-@pytest.mark.parametrize(
-    "write",
-    [
-        pytest.param(_stale_publish, id="publish"),
-        pytest.param(_stale_send_flush, id="send_flush"),
-        pytest.param(_stale_metadata, id="set_metadata"),
-        pytest.param(_stale_close, id="close"),
-    ],
-)
+@STALE_WRITES
 async def test_stale_generation_refused_write_fires_cancel(
     store: Store, make_hub: HubFactory, write: Callable[[Producer], Awaitable[None]]
 ) -> None:

@@ -156,6 +156,11 @@ def record(store: redis.Redis, sid: str, instance: str | None = None) -> dict[st
     return {k: int(v) if v.isdigit() else v for k, v in raw.items()}
 
 
+def ran_once_to_the_end(produced: int) -> dict[str, Any]:
+    """The record of a generator that started once, produced everything and finished."""
+    return {"runs": 1, "produced": produced, "finally": 1, "exit": "done"}
+
+
 # Errors of a connection that was refused, reset or cut: the client reconnects.
 NETWORK_ERRORS = (httpx.TransportError, OSError)
 
@@ -431,12 +436,7 @@ async def test_killed_producer_fails_by_lease_and_is_reclaimed(
         status = await status_of(cb, sid)
         assert status["state"] == "done" and status["generation"] > old_generation
         assert record(rec_store, sid, "A").get("finally") is None  # killed: no finally
-        assert record(rec_store, sid, "B") == {
-            "runs": 1,
-            "produced": 30,
-            "finally": 1,
-            "exit": "done",
-        }
+        assert record(rec_store, sid, "B") == ran_once_to_the_end(30)
 
         # A client resuming with a cursor of the crashed generation: reset, then the new output.
         stale = Follower(sid, [cb])
@@ -537,12 +537,7 @@ async def test_zombie_producer_cannot_write_into_the_new_generation(
             replay = Follower(sid, [client])
             await replay.follow(within=20)
             assert_exact(replay, expected(n2), "done")
-        assert record(rec_store, sid, "B") == {
-            "runs": 1,
-            "produced": n2,
-            "finally": 1,
-            "exit": "done",
-        }
+        assert record(rec_store, sid, "B") == ran_once_to_the_end(n2)
 
 
 # --------------------------------------------------------------------------- 3. Redis restart
@@ -614,12 +609,7 @@ async def test_redis_restart_with_aof_loses_nothing(
         for sid in sids:
             status = await status_of(ca, sid)
             assert status["state"] == "done" and status["chunks"] == n, status
-            assert record(rec_store, sid) == {
-                "runs": 1,
-                "produced": n,
-                "finally": 1,
-                "exit": "done",
-            }
+            assert record(rec_store, sid) == ran_once_to_the_end(n)
     assert_no_crash([a, b], marks)
 
 
@@ -680,12 +670,7 @@ async def test_connections_dropped_and_stalled_lose_nothing(
         for f in all_f:
             assert_exact(f, expected(n), "done")
         for sid in sids:
-            assert record(rec_store, sid) == {
-                "runs": 1,
-                "produced": n,
-                "finally": 1,
-                "exit": "done",
-            }
+            assert record(rec_store, sid) == ran_once_to_the_end(n)
     assert_no_crash([a, b], marks)
 
 

@@ -19,18 +19,19 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from _apps import AppServer
 from _redis import RedisServer
 from _sec_helpers import (
     LIMITS,
     app_server,
     assert_clean_error,
+    assert_ended,
     checked_client,
     library_keys,
     new_sid,
 )
 from security_app import bad_items
 from sse_client import SSEResult, read_sse, wait_until
-from test_http import AppServer
 
 from fastapi_streamhub import (
     Chunk,
@@ -263,14 +264,6 @@ async def client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with checked_client(server) as c:
         yield c
-
-
-def assert_ended(res: SSEResult, state: str) -> dict[str, Any]:
-    assert res.status_code == 200, res.body[:500]
-    assert res.eof and len(res.ends) == 1 and res.events[-1].type == "end", res.events[-3:]
-    end: dict[str, Any] = res.ends[0]
-    assert end["state"] == state, end
-    return end
 
 
 async def start_follow(

@@ -21,10 +21,12 @@ from urllib.parse import quote
 import anyio
 import httpx
 import pytest
+from _apps import AppServer
 from _redis import RedisServer
 from _sec_helpers import (
     app_server,
     assert_clean_error,
+    assert_ended,
     checked_client,
     library_keys,
     new_sid,
@@ -32,7 +34,6 @@ from _sec_helpers import (
 from fastapi.sse import ServerSentEvent
 from security_app import HOSTILE_ITEMS, HOSTILE_METADATA, HOSTILE_REASON
 from sse_client import SSEResult, as_rebuilt, cursor_key, read_sse, wait_until
-from test_http import AppServer
 
 from fastapi_streamhub import Event, InvalidSessionId, StreamHub, StreamHubError
 
@@ -170,12 +171,6 @@ async def client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with checked_client(open_server) as c:
         yield c
-
-
-def assert_ended(res: SSEResult, state: str) -> None:
-    assert res.status_code == 200, res.body[:500]
-    assert res.eof and len(res.ends) == 1 and res.events[-1].type == "end", res.events[-3:]
-    assert res.ends[0]["state"] == state, res.ends
 
 
 # --------------------------------------------------------------------------- authorize

@@ -39,7 +39,8 @@ class Keys:
         return _base(self.prefix, session_id)
 
     def meta(self, session_id: str) -> str:
-        """Hash: generation, state, lease, chunk count, cancel flag, metadata, writer sequence numbers."""
+        """Hash: generation, state, reason, cancel flag, metadata, times, owner token; and the
+        chunk count once the generation finished."""
         return self._base(session_id) + ":meta"
 
     def log(self, session_id: str) -> str:
@@ -60,8 +61,7 @@ class Keys:
 
     def three(self, session_id: str) -> list[str]:
         """The KEYS of every script: meta, log, lease prefix."""
-        base = self._base(session_id)
-        return [base + ":meta", base + ":log", base + ":lease:"]
+        return [self.meta(session_id), self.log(session_id), self.lease_prefix(session_id)]
 
     @property
     def data_channel(self) -> str:

@@ -368,59 +368,44 @@ class RedisBackend(Backend):
     async def append(self, batches: Sequence[Append]) -> list[Lost | None]:
         k = self.keys
         maxlen = self.settings.maxlen
-        framed: list[bytes] = []
-        parts: list[bytes] = []
+        # Per batch: log key, entry id, trim id (b"" = none), live record head, entry value.
+        fields: list[tuple[bytes, bytes, bytes, bytes, bytes]] = []
         for b in batches:
             value = frame(b.payloads)
-            framed.append(value)
             last = b.first + len(b.payloads) - 1
             # With maxlen, keep the entries holding the last `maxlen` chunks (ids are offsets).
             trim = b"%d-%d" % (b.generation, last - maxlen + 1) if maxlen and last > maxlen else b""
-            entry_id = b"%d-%d" % (b.generation, last)
             head = chunks_head(b.session_id.encode(), b.generation, b.first, len(value))
-            key = k.log_bytes(b.session_id)
-            parts.append(
-                b"%d:%s%d:%s%d:%s%d:%s%d:%s"
-                % (
-                    len(key),
-                    key,
-                    len(entry_id),
-                    entry_id,
-                    len(trim),
-                    trim,
-                    len(head),
-                    head,
-                    len(value),
-                    value,
-                )
+            fields.append(
+                (k.log_bytes(b.session_id), b"%d-%d" % (b.generation, last), trim, head, value)
             )
-        out: list[Lost | None] = []
-        doubtful: list[int] = []
-        if len(batches) == 1:
+        if len(fields) == 1:
             # One batch: XADD + PUBLISH, two commands (the script would add itself as a third).
-            b = batches[0]
-            last = b.first + len(b.payloads) - 1
-            xadd: tuple[Any, ...] = ("XADD", k.log(b.session_id), "NOMKSTREAM")
-            if maxlen and last > maxlen:
-                xadd += ("MINID", f"{b.generation}-{last - maxlen + 1}")
-            head = chunks_head(b.session_id.encode(), b.generation, b.first, len(framed[0]))
+            key, entry_id, trim, head, value = fields[0]
+            xadd: tuple[Any, ...] = ("XADD", key, "NOMKSTREAM")
+            if trim:
+                xadd += ("MINID", trim)
             replies = await self._pipeline(
-                [
-                    (*xadd, f"{b.generation}-{last}", "c", framed[0]),
-                    (self._pub, k.data_channel, head + framed[0]),
-                ],
+                [(*xadd, entry_id, "c", value), (self._pub, k.data_channel, head + value)],
                 limited=False,
             )
             codes = [0 if replies[0] is None else -1 if isinstance(replies[0], Exception) else 1]
         else:
             # Many batches: one script call with one argument for them all, one reply.
+            blob = b"".join(
+                b"%d:%s%d:%s%d:%s%d:%s%d:%s"
+                % (len(key), key, len(eid), eid, len(trim), trim, len(head), head, len(v), v)
+                for key, eid, trim, head, v in fields
+            )
             reply = await self._script(
                 "append",
                 [k.log(batches[0].session_id)],
-                [self._pub, k.data_channel, b"".join(parts)],
+                [self._pub, k.data_channel, blob],
                 limited=False,
             )
             codes = [int(c) for c in reply]
+        out: list[Lost | None] = []
+        doubtful: list[int] = []
         for i, code in enumerate(codes):
             if code == 0:
                 out.append(Lost("gone"))  # NOMKSTREAM: the log was deleted or expired
@@ -429,27 +414,31 @@ class RedisBackend(Backend):
                 if code < 0:
                     doubtful.append(i)
         if doubtful:
-            await self._settle(batches, framed, doubtful, out)
+            await self._settle(batches, fields, doubtful, out)
         return out
 
     async def _settle(
-        self, batches: Sequence[Append], framed: list[bytes], doubtful: list[int], out: list[Any]
+        self,
+        batches: Sequence[Append],
+        fields: list[tuple[bytes, bytes, bytes, bytes, bytes]],
+        doubtful: list[int],
+        out: list[Any],
     ) -> None:
         """Refused ``XADD``s: a retry of our own applied batch is fine, anything else is lost."""
-        k = self.keys
         commands: list[tuple[Any, ...]] = []
         for i in doubtful:
-            b = batches[i]
-            entry_id = f"{b.generation}-{b.first + len(b.payloads) - 1}"
-            commands.append(("XRANGE", k.log(b.session_id), entry_id, entry_id))
-            commands.append(("HMGET", k.meta(b.session_id), "gen", "state", "reason"))
+            key, entry_id, _, _, _ = fields[i]
+            commands.append(("XRANGE", key, entry_id, entry_id))
+            commands.append(
+                ("HMGET", self.keys.meta(batches[i].session_id), "gen", "state", "reason")
+            )
         replies = await self._pipeline(commands)
         for j, i in enumerate(doubtful):
             entries, meta = replies[2 * j], replies[2 * j + 1]
             if isinstance(entries, Exception) or isinstance(meta, Exception):
                 raise BackendUnavailable(f"could not check a refused append: {entries or meta}")
             value = _fields(entries[0][1]).get(b"c") if entries else None
-            if value is not None and value == framed[i]:
+            if value is not None and value == fields[i][4]:
                 out[i] = None
             else:
                 out[i] = _refusal(batches[i].generation, list(meta))
