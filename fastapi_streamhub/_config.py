@@ -45,6 +45,9 @@ class Settings:
     retry_ms: int = 1000
     shutdown_grace: float = 5.0
     outage_timeout: float = 30.0
+    # Redis only: replicas that must acknowledge each write (WAIT) before it counts as stored.
+    wait_replicas: int = 0
+    wait_timeout: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.key_prefix, str) or _PREFIX.fullmatch(self.key_prefix) is None:
@@ -61,6 +64,11 @@ class Settings:
         _positive("shutdown_grace", self.shutdown_grace)
         _positive("outage_timeout", self.outage_timeout)
         _positive_int("maxlen", self.maxlen, allow_none=True)
+        if isinstance(self.wait_replicas, bool) or not isinstance(self.wait_replicas, int):
+            raise ValueError(f"wait_replicas must be an integer, got {self.wait_replicas!r}")
+        if self.wait_replicas < 0:
+            raise ValueError(f"wait_replicas must be 0 or more, got {self.wait_replicas!r}")
+        _positive("wait_timeout", self.wait_timeout)
         for name in (
             "max_chunk_bytes",
             "max_metadata_bytes",
@@ -82,6 +90,11 @@ class Settings:
     def lease_ms(self) -> int:
         """The lease length in milliseconds."""
         return max(1, round(self.lease_ttl * 1000))
+
+    @property
+    def wait_timeout_ms(self) -> int:
+        """The WAIT timeout in milliseconds."""
+        return max(1, round(self.wait_timeout * 1000))
 
     @property
     def retention_ms(self) -> int:

@@ -124,7 +124,7 @@ class StreamHub:
         self.settings = Settings(**options)
         self.backend: Backend = _as_backend(backend)
         self._writer = Writer(self)
-        self._owned: Any = None
+        self._owned: list[Any] = []  # clients from_url made, closed at exit
         self._tg: TaskGroup | None = None
         self._producers: dict[str, Producer] = {}
         self._watched: dict[str, _Watch] = {}
@@ -141,20 +141,19 @@ class StreamHub:
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> StreamHub:
-        """``memory://``, ``redis://``, ``rediss://`` or ``unix://``; options as for the constructor."""
+        """``memory://``, ``redis://``, ``rediss://``, ``unix://``,
+        ``redis+cluster://host:port[,host:port...]`` or
+        ``redis+sentinel://host:port[,host:port...]/service_name[/db]``; options as for the
+        constructor."""
         scheme = url.partition("://")[0].lower() if "://" in url else ""
         if scheme == "memory":
             return cls(MemoryBackend(), **options)
-        if scheme in ("redis", "rediss", "unix"):
-            from redis.asyncio import Redis
+        from .backends._urls import redis_client
 
-            client = Redis.from_url(url)
-            hub = cls(client, **options)
-            hub._owned = client
-            return hub
-        raise ValueError(
-            f"unsupported URL scheme {scheme!r}: use memory://, redis://, rediss:// or unix://"
-        )
+        client, owned = redis_client(url)
+        hub = cls(client, **options)
+        hub._owned = owned
+        return hub
 
     def __repr__(self) -> str:
         return f"<StreamHub {type(self.backend).__name__} prefix={self.settings.key_prefix!r}>"
@@ -200,8 +199,8 @@ class StreamHub:
             self._tg = None
             with anyio.CancelScope(shield=True):
                 await self.backend.aclose()
-                if self._owned is not None:
-                    await self._owned.aclose()
+                for client in self._owned:
+                    await client.aclose()
 
     def begin_shutdown(self) -> None:
         """Start the graceful shutdown now (the lifespan calls this on SIGTERM/SIGINT).
@@ -661,13 +660,13 @@ def _as_backend(backend: Any) -> Backend:
         return MemoryBackend()
     if isinstance(backend, Backend):
         return backend
-    from redis.asyncio import Redis
+    from redis.asyncio import Redis, RedisCluster
 
-    if isinstance(backend, Redis):
+    if isinstance(backend, (Redis, RedisCluster)):
         from .backends.redis import RedisBackend
 
         return RedisBackend(backend)
     raise TypeError(
-        "StreamHub takes a redis.asyncio.Redis client or a Backend instance "
+        "StreamHub takes a redis.asyncio.Redis or RedisCluster client or a Backend instance "
         f"(got {type(backend).__name__}); use StreamHub.from_url for URLs"
     )

@@ -6,6 +6,9 @@
 - ``fresh_redis`` (function): a private server a test may kill, pause or restart.
 - ``make_redis`` (function): factory for private servers with custom settings,
   e.g. ``make_redis(appendonly=True)``; all are closed after the test.
+- ``redis_cluster`` (session): a 3-primary Redis Cluster (see tests/_cluster.py) shared by the
+  run; ``cluster_url`` (function): its ``redis+cluster://`` URL, every primary flushed first.
+- ``make_cluster`` (function): factory for private clusters a test may reshape or break.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import redis
+from _cluster import Cluster
 from _redis import RedisServer
 
 
@@ -63,3 +67,36 @@ def make_redis() -> Iterator[Callable[..., RedisServer]]:
 @pytest.fixture
 def fresh_redis(make_redis: Callable[..., RedisServer]) -> RedisServer:
     return make_redis()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Cluster]:
+    cluster = Cluster(primaries=3).start()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: Cluster) -> str:
+    for node in redis_cluster.nodes:
+        node.execute("FLUSHALL")
+        node.execute("CONFIG", "RESETSTAT")
+    return redis_cluster.url
+
+
+@pytest.fixture
+def make_cluster() -> Iterator[Callable[..., Cluster]]:
+    clusters: list[Cluster] = []
+
+    def factory(**kwargs: object) -> Cluster:
+        cluster = Cluster(**kwargs)  # type: ignore[arg-type]
+        clusters.append(cluster)
+        return cluster.start()
+
+    try:
+        yield factory
+    finally:
+        for cluster in clusters:
+            cluster.close()

@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+from _cluster import Cluster
 from _redis import RedisServer
 
 from fastapi_streamhub import (
@@ -41,6 +42,7 @@ from fastapi_streamhub import (
     StreamHub,
     Subscription,
 )
+from fastapi_streamhub.backends._keys import slot_of
 
 pytestmark = pytest.mark.anyio
 
@@ -79,6 +81,10 @@ class Store:
         """Remaining time to live, in seconds, of every key (record) in the store."""
         raise NotImplementedError
 
+    def drop_pubsub(self) -> None:
+        """Cut every pub/sub connection to the store (messages sent meanwhile are missed)."""
+        raise NotImplementedError
+
 
 class MemoryStore(Store):
     kind = "memory"
@@ -115,6 +121,11 @@ class RedisStore(Store):
     def __init__(self, url: str, server: RedisServer) -> None:
         self.url = url
         self.server = server
+        self.servers = [server]
+
+    def execute(self, key: str, *args: str | bytes | int) -> object:
+        """A command about ``key``, on the server that holds it."""
+        return self.server.execute(*args)
 
     def new_hub(self, **options: Any) -> StreamHub:
         return StreamHub.from_url(self.url, **options)
@@ -127,42 +138,68 @@ class RedisStore(Store):
     def log(sid: str) -> str:
         return f"streamhub:{{{sid}}}:log"
 
-    def lease(self, sid: str) -> str:
-        gen = self.server.execute("HGET", self.meta(sid), "gen")
-        assert isinstance(gen, bytes)
-        return f"streamhub:{{{sid}}}:lease:{gen.decode()}"
+    @staticmethod
+    def lease(sid: str) -> str:
+        return f"streamhub:{{{sid}}}:lease"
 
     def lapse_lease(self, sid: str) -> None:
-        self.server.execute("DEL", self.lease(sid))
+        self.execute(sid, "DEL", self.lease(sid))
 
     def set_cancel_flag(self, sid: str) -> None:
         # No PUBLISH: the producer can learn it only from the durable flag (the lease's value).
-        self.server.execute("HSET", self.meta(sid), "cancel", "1")
-        self.server.execute("SET", self.lease(sid), "c", "KEEPTTL")
+        gen = self.execute(sid, "HGET", self.meta(sid), "gen")
+        assert isinstance(gen, bytes)
+        self.execute(sid, "HSET", self.meta(sid), "cancel", "1")
+        self.execute(sid, "SET", self.lease(sid), gen + b":c", "KEEPTTL")
 
     def key_count(self) -> int:
-        count = self.server.execute("DBSIZE")
-        assert isinstance(count, int)
-        return count
+        return len(self.keys())
 
     def keys(self) -> list[str]:
-        reply = self.server.execute("KEYS", "*")
-        assert isinstance(reply, list)
-        return sorted(k.decode() for k in reply)
+        out: list[str] = []
+        for server in self.servers:
+            if server.running:
+                reply = server.execute("KEYS", "*")
+                assert isinstance(reply, list)
+                out += [k.decode() for k in reply]
+        return sorted(out)
 
     def ttls(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for key in self.keys():
-            pttl = self.server.execute("PTTL", key)
+            sid = key.partition("{")[2].partition("}")[0]
+            pttl = self.execute(sid, "PTTL", key)
             assert isinstance(pttl, int)
             out[key] = pttl / 1000 if pttl >= 0 else float(pttl)  # -1: no TTL, -2: gone
         return out
 
+    def drop_pubsub(self) -> None:
+        for server in self.servers:
+            server.execute("CLIENT", "KILL", "TYPE", "pubsub")
 
-@pytest.fixture(params=["memory", "redis"])
+
+class ClusterStore(RedisStore):
+    """A 3-primary Redis Cluster: each command goes to the primary of its key's slot."""
+
+    kind = "redis-cluster"
+
+    def __init__(self, url: str, cluster: Cluster) -> None:
+        self.url = url
+        self.cluster = cluster
+        self.servers = cluster.nodes
+
+    def execute(self, key: str, *args: str | bytes | int) -> object:
+        return self.cluster.owner(slot_of(key)).execute(*args)
+
+
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 def store(request: pytest.FixtureRequest) -> Store:
     if request.param == "memory":
         return MemoryStore()
+    if request.param == "redis-cluster":
+        return ClusterStore(
+            request.getfixturevalue("cluster_url"), request.getfixturevalue("redis_cluster")
+        )
     return RedisStore(request.getfixturevalue("redis_url"), request.getfixturevalue("redis_server"))
 
 
@@ -792,7 +829,7 @@ async def test_cancel_with_missed_live_message_arrives_via_durable_flag(
     # renewal: renewal every 0.2 s reads the flag.
     # reconnect: a long lease, so no renewal is due; the control bus reconnects (its messages
     # may have been missed), which makes the hub renew, and so read the flag, at once.
-    if via == "reconnect" and not isinstance(store, RedisStore):
+    if via == "reconnect" and store.kind == "memory":
         pytest.skip("the memory backend has no connection to lose")
     hub = await make_hub(lease_ttl=30.0 if via == "reconnect" else 0.6)
     p = await start(hub, "durable")
@@ -800,8 +837,7 @@ async def test_cancel_with_missed_live_message_arrives_via_durable_flag(
     store.set_cancel_flag("durable")  # the flag only: no live message is ever sent
     assert not p.cancelled.is_set()
     if via == "reconnect":
-        assert isinstance(store, RedisStore)
-        store.server.execute("CLIENT", "KILL", "TYPE", "pubsub")
+        store.drop_pubsub()
     with anyio.fail_after(5):
         await p.cancelled.wait()
     assert p.cancel_reason == "cancelled"

@@ -1,15 +1,20 @@
 """Every Redis key and channel name, built in this one place.
 
 All keys of one session share the hash tag ``{<session id>}`` so they live in one cluster slot
-and every Lua script touches one slot only. Live messages of all sessions share two bus
-channels (data, control) so a batch of many sessions' chunks is one ``PUBLISH``. Session ids
-are validated before they get here and once more here, so no name is ever built from unchecked
-input.
+and every Lua script touches one slot only. On one Redis, live messages of all sessions share two
+bus channels (data, control), so a batch of many sessions' chunks is one ``PUBLISH``. On a
+cluster a message must stay in the shard that owns its session (``SPUBLISH``, which a script may
+only call for a channel of its own slot), so there are two bus channels per slot, named with a
+hash tag that maps to that slot. Session ids are validated before they get here and once more
+here, so no name is ever built from unchecked input.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from .._types import validate_session_id
 
@@ -25,6 +30,27 @@ def _base(prefix: str, session_id: str) -> str:
 @functools.lru_cache(maxsize=16384)
 def _log_bytes(prefix: str, session_id: str) -> bytes:
     return (_base(prefix, session_id) + ":log").encode()
+
+
+@functools.cache
+def _slot_tags() -> tuple[str, ...]:
+    """For every cluster slot, the shortest decimal string whose hash slot it is."""
+    tags: list[str | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
+    missing = REDIS_CLUSTER_HASH_SLOTS
+    for i in itertools.count():
+        tag = str(i)
+        slot = key_slot(tag.encode())
+        if tags[slot] is None:
+            tags[slot] = tag
+            missing -= 1
+            if not missing:
+                return tuple(t for t in tags if t is not None)
+    raise AssertionError("unreachable")
+
+
+def slot_of(session_id: str) -> int:
+    """The cluster slot of a session's keys."""
+    return key_slot(validate_session_id(session_id).encode())
 
 
 class Keys:
@@ -51,17 +77,14 @@ class Keys:
         """:meth:`log`, encoded (the writer packs it for every batch)."""
         return _log_bytes(self.prefix, session_id)
 
-    def lease_prefix(self, session_id: str) -> str:
-        """Prefix of the lease key of a generation (the generation number follows)."""
-        return self._base(session_id) + ":lease:"
-
-    def lease(self, session_id: str, generation: int) -> str:
-        """String with a TTL: alive while the generation's producer renews it; ``c`` = cancel."""
-        return f"{self.lease_prefix(session_id)}{generation}"
+    def lease(self, session_id: str) -> str:
+        """String with a TTL, alive while the current generation's producer renews it; its value
+        is that generation (``<gen>``, or ``<gen>:c`` once a cancel was asked)."""
+        return self._base(session_id) + ":lease"
 
     def three(self, session_id: str) -> list[str]:
-        """The KEYS of every script: meta, log, lease prefix."""
-        return [self.meta(session_id), self.log(session_id), self.lease_prefix(session_id)]
+        """The KEYS of most scripts: meta, log, lease."""
+        return [self.meta(session_id), self.log(session_id), self.lease(session_id)]
 
     @property
     def data_channel(self) -> str:
@@ -72,3 +95,8 @@ class Keys:
     def ctl_channel(self) -> str:
         """Bus of signals to producers (cancel, deleted) of every session."""
         return f"{self.prefix}:bus:ctl"
+
+    def slot_channels(self, slot: int) -> tuple[str, str]:
+        """Cluster: the data and control bus channels of the sessions of one slot."""
+        tag = _slot_tags()[slot]
+        return f"{self.prefix}:bus:data:{{{tag}}}", f"{self.prefix}:bus:ctl:{{{tag}}}"

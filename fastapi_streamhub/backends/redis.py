@@ -1,8 +1,13 @@
-"""Redis backend: a hash, a stream and a lease key per session; two bus channels per process.
+"""Redis backend: a hash, a stream and a lease key per session; bus channels for live messages.
 
-It takes an already-built ``redis.asyncio.Redis``; ``StreamHub.from_url`` builds one for you.
-Clients with ``decode_responses=True`` work too: every payload is valid UTF-8, so replies are
-turned back into the exact bytes.
+It takes an already-built ``redis.asyncio.Redis`` (a Sentinel-managed primary is one too) or
+``redis.asyncio.RedisCluster``; ``StreamHub.from_url`` builds one for you. Clients with
+``decode_responses=True`` work too: every payload is valid UTF-8, so replies are turned back
+into the exact bytes.
+
+On a cluster every script touches the keys of one session (one slot) and declares them all, the
+bus is sharded (``SPUBLISH`` to a channel of the session's slot, see ``_keys.py``) and one round
+trip of the writer groups its batches per slot.
 
 The hot paths are plain pipelined commands, not scripts (a script's inner commands count as
 commands too):
@@ -12,9 +17,9 @@ commands too):
   its end marker is the top — or a replay of the same batch cannot add anything, and
   ``NOMKSTREAM`` cannot recreate a deleted log), then one ``PUBLISH`` of every batch of the
   round trip on the data bus. Many producers' batches share one pipeline and one ``PUBLISH``.
-- **renew**: ``GETEX <lease:gen> PX <ttl>``: one command, fenced because the key name holds
-  the generation; its value ``c`` is the durable cancel flag.
-- **watching a lease**: ``PTTL <lease:gen>``; the expire script runs only when it is gone.
+- **renew**: ``GETEX <lease> PX <ttl>``: one command; its value names the generation that owns
+  the lease (a stale producer learns it lost) and carries the durable cancel flag.
+- **watching a lease**: ``PTTL <lease>``; the expire script runs only when it is gone.
 
 State transitions (claim, close, metadata, cancel, expire, delete) are Lua scripts called by
 SHA (loaded on first ``NOSCRIPT``).
@@ -36,6 +41,7 @@ import orjson
 from anyio.abc import TaskGroup
 from redis import exceptions as rexc
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from .._codec import (
     ResyncMsg,
@@ -51,29 +57,14 @@ from .._config import Settings
 from .._errors import BackendUnavailable
 from .._fanout import Fanout, Listener
 from .._types import Chunk, End, SessionInfo, State
-from ._keys import Keys
+from ._bus import RETRYABLE, Bus, ShardedBus, SingleBus, lost_connection
+from ._keys import Keys, slot_of
 from .base import Append, Backend, ClaimResult, ControlHandler, Lost, ReadResult
 
 __all__ = ["RedisBackend"]
 
 log = logging.getLogger("fastapi_streamhub.redis")
 T = TypeVar("T")
-
-_RETRYABLE = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, rexc.ReadOnlyError)
-
-
-def _lost_connection(exc: BaseException) -> bool:
-    """A connection error, including uvloop's way of saying so.
-
-    On uvloop a write to a transport that was closed under us raises ``RuntimeError``
-    ("unable to perform operation on <TCPTransport closed=True ...>; the handler is closed")
-    where asyncio raises an ``OSError`` that redis-py turns into ``ConnectionError``; redis-py
-    has disconnected that connection either way, so a retry gets a fresh one.
-    """
-    if isinstance(exc, _RETRYABLE):
-        return True
-    return isinstance(exc, RuntimeError) and "handler is closed" in str(exc)
-
 
 _SCRIPTS = ("claim", "append", "close", "metadata", "expire", "cancel", "delete", "info")
 # Concurrent commands of one backend: callers queue here instead of exhausting the pool.
@@ -97,6 +88,13 @@ def _lost(reply: list[Any]) -> Lost | None:
     if head == "closed":
         return Lost("closed", State(_s(reply[1])), _s(reply[2]) or None)
     return None
+
+
+def _xadd_code(reply: Any) -> int:
+    """1 appended, 0 log missing (``NOMKSTREAM``), -1 refused (id at or below the top)."""
+    if reply is None:
+        return 0
+    return -1 if isinstance(reply, Exception) else 1
 
 
 def _refusal(generation: int, m: list[Any]) -> Lost:
@@ -141,17 +139,17 @@ class RedisBackend(Backend):
     # generation, whose first entry is its start marker.
     first_page = 1
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Redis | RedisCluster) -> None:
         self.client = client
+        self.cluster = isinstance(client, RedisCluster)
         self.settings = Settings()
         self.keys = Keys(self.settings.key_prefix)
         self._fanout = Fanout()
-        self._pub = "PUBLISH"
+        self._pub = "SPUBLISH" if self.cluster else "PUBLISH"
         self._bodies: dict[str, str] = {}
         self._shas: dict[str, str] = {}
-        self._pubsub: Any = None
-        self._data_confirmed: anyio.Event | None = None
-        self._ctl_confirmed = anyio.Event()
+        self._bus: Bus | None = None
+        self._data_channels: set[str] = set()
         self._on_control: ControlHandler = lambda session_id, msg: None
         self._slots = anyio.Semaphore(_MAX_CONCURRENT)
 
@@ -168,17 +166,28 @@ class RedisBackend(Backend):
             body = resources.files(__package__).joinpath(f"lua/{name}.lua").read_text("utf-8")
             self._bodies[name] = lib + "\n" + body
             self._shas[name] = hashlib.sha1(self._bodies[name].encode()).hexdigest()
-        self._pubsub = self.client.pubsub()
-        ctl = self.keys.ctl_channel
-        await self._call(lambda: self._pubsub.subscribe(ctl))
-        task_group.start_soon(self._reader)
-        await self._confirmed(self._ctl_confirmed)
+        args = (self._call, self._on_bus, self._on_resync, settings.outage_timeout)
+        if isinstance(self.client, RedisCluster):
+            cluster = self.client
+            await self._call(cluster.initialize)  # the slot map, which the bus needs
+            self._bus = ShardedBus(cluster, *args)
+            await self._bus.start(task_group)
+            # Control channels are per slot: subscribed before claiming a session of that slot.
+        else:
+            self._bus = SingleBus(self.client, *args)
+            await self._bus.start(task_group)
+            await self._bus.subscribe(self.keys.ctl_channel)
 
     async def aclose(self) -> None:
-        if self._pubsub is not None:
-            with anyio.CancelScope(shield=True):
-                await self._pubsub.aclose()
-            self._pubsub = None
+        if self._bus is not None:
+            await self._bus.aclose()
+            self._bus = None
+
+    def channels(self, session_id: str) -> tuple[str, str]:
+        """The data and control bus channels of a session."""
+        if self.cluster:
+            return self.keys.slot_channels(slot_of(session_id))
+        return self.keys.data_channel, self.keys.ctl_channel
 
     async def _call(self, fn: Callable[[], Awaitable[T]], *, limited: bool = True) -> T:
         """Run a Redis call, retrying connection errors with backoff for up to ``outage_timeout``.
@@ -200,8 +209,8 @@ class RedisBackend(Backend):
                 raise BackendUnavailable(
                     f"Redis did not answer within {self.settings.outage_timeout:g}s"
                 ) from exc
-            except (*_RETRYABLE, RuntimeError) as exc:
-                if not _lost_connection(exc):
+            except (*RETRYABLE, RuntimeError) as exc:
+                if not lost_connection(exc):
                     raise
                 if time.monotonic() + delay >= deadline:
                     raise BackendUnavailable(
@@ -238,6 +247,7 @@ class RedisBackend(Backend):
 
         A script command is ``("EVALSHA", name, keys, args)``; scripts are loaded and the
         round trip repeated if Redis does not know them (all scripts are safe to repeat).
+        ``("WAIT@", node, replicas, ms)`` is a cluster's ``WAIT`` sent to one node.
         """
 
         async def once() -> list[Any]:
@@ -246,6 +256,9 @@ class RedisBackend(Backend):
                     if command[0] == "EVALSHA":
                         _, name, keys, args = command
                         pipe.execute_command("EVALSHA", self._shas[name], len(keys), *keys, *args)
+                    elif command[0] == "WAIT@":  # a cluster's WAIT, on the node written to
+                        _, node, *args = command
+                        pipe.execute_command("WAIT", *args, target_nodes=node)
                     else:
                         pipe.execute_command(*command)
                 return list(await pipe.execute(raise_on_error=False))
@@ -256,7 +269,7 @@ class RedisBackend(Backend):
                 await self._load()
                 replies = await once()
             for r in replies:
-                if isinstance(r, _RETRYABLE):
+                if isinstance(r, RETRYABLE):
                     raise r
             return replies
 
@@ -264,79 +277,35 @@ class RedisBackend(Backend):
 
     # -- pub/sub ---------------------------------------------------------------------------
 
-    async def _reader(self) -> None:
-        delay = 0.02
-        while True:
-            try:
-                msg = await self._pubsub.get_message(timeout=None)
-            except (*_RETRYABLE, RuntimeError) as exc:
-                if not _lost_connection(exc):
-                    raise
-                log.warning("pub/sub connection lost (%s); reconnecting", exc)
-                await anyio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 1.0)
-                continue
-            delay = 0.02
-            if msg is not None:
-                try:
-                    self._on_message(msg)
-                except Exception:
-                    # A message we cannot decode is a bug or a foreign publisher on our channel;
-                    # report it and keep serving everyone else.
-                    log.exception("could not handle pub/sub message %r", msg)
+    def _on_bus(self, channel: str, data: bytes) -> None:
+        if channel in self._data_channels:
+            fanout = self._fanout
+            for tag, sid, body in records(data):
+                if fanout.has(sid):
+                    fanout.dispatch(sid, decode_record(tag, body))
+        else:
+            for tag, sid, body in records(data):
+                self._on_control(sid.decode(), decode_record(tag, body))
 
-    def _on_message(self, msg: dict[str, Any]) -> None:
-        kind = _s(msg["type"])
-        channel = _s(msg["channel"])
-        if kind in ("message", "smessage"):
-            data = _b(msg["data"])
-            if channel == self.keys.data_channel:
-                fanout = self._fanout
-                for tag, sid, body in records(data):
-                    if fanout.has(sid):
-                        fanout.dispatch(sid, decode_record(tag, body))
-            else:
-                for tag, sid, body in records(data):
-                    self._on_control(sid.decode(), decode_record(tag, body))
-        elif kind in ("subscribe", "ssubscribe"):
-            confirmed = (
-                self._data_confirmed if channel == self.keys.data_channel else self._ctl_confirmed
-            )
-            if confirmed is None:
-                return
-            if not confirmed.is_set():
-                confirmed.set()
-            elif confirmed is self._ctl_confirmed:
-                # A re-subscription after a reconnect: signals sent meanwhile were missed.
-                self._on_control("", ResyncMsg())
-            else:
-                self._fanout.dispatch_all(ResyncMsg())
-
-    async def _confirmed(self, event: anyio.Event) -> None:
-        with anyio.move_on_after(self.settings.outage_timeout):
-            await event.wait()
-        if not event.is_set():
-            raise BackendUnavailable(
-                f"Redis did not confirm a subscription within {self.settings.outage_timeout:g}s"
-            )
+    def _on_resync(self, channels: set[str]) -> None:
+        """Messages on ``channels`` may have been missed (a reconnect, a moved slot)."""
+        if channels - self._data_channels:
+            self._on_control("", ResyncMsg())
+        if channels & self._data_channels:
+            self._fanout.dispatch_all(ResyncMsg())
 
     @asynccontextmanager
     async def listen(self, session_id: str, listener: Listener) -> AsyncIterator[None]:
         key = session_id.encode()
         self._fanout.add(key, listener)
         try:
-            confirmed = self._data_confirmed
-            if confirmed is None:
-                # The first data listener of this process subscribes to the data bus; the
-                # subscription then stays (processes that only produce never receive data).
-                confirmed = self._data_confirmed = anyio.Event()
-                channel = self.keys.data_channel
-                try:
-                    await self._call(lambda: self._pubsub.subscribe(channel))
-                except BaseException:
-                    self._data_confirmed = None
-                    raise
-            await self._confirmed(confirmed)
+            # The first data listener of this process (of this slot, on a cluster) subscribes to
+            # the data bus; the subscription then stays (processes that only produce never
+            # receive data).
+            channel = self.channels(session_id)[0]
+            self._data_channels.add(channel)
+            assert self._bus is not None, "start() first"
+            await self._bus.subscribe(channel)
             yield
         finally:
             self._fanout.remove(key, listener)
@@ -347,10 +316,14 @@ class RedisBackend(Backend):
         self, session_id: str, *, token: str, restart: bool, metadata: bytes | None
     ) -> ClaimResult:
         s = self.settings
-        k = self.keys
+        data_ch, ctl_ch = self.channels(session_id)
+        if self.cluster:
+            # Cancels reach the producer on its slot's control channel: listen before claiming.
+            assert self._bus is not None, "start() first"
+            await self._bus.subscribe(ctl_ch)
         r = await self._script(
             "claim",
-            k.three(session_id),
+            self.keys.three(session_id),
             [
                 session_id,
                 s.lease_ms,
@@ -359,8 +332,8 @@ class RedisBackend(Backend):
                 token,
                 metadata or b"",
                 self._pub,
-                k.data_channel,
-                k.ctl_channel,
+                data_ch,
+                ctl_ch,
             ],
         )
         return ClaimResult(bool(int(r[0])), int(r[1]), State(_s(r[2])))
@@ -379,31 +352,12 @@ class RedisBackend(Backend):
             fields.append(
                 (k.log_bytes(b.session_id), b"%d-%d" % (b.generation, last), trim, head, value)
             )
-        if len(fields) == 1:
-            # One batch: XADD + PUBLISH, two commands (the script would add itself as a third).
-            key, entry_id, trim, head, value = fields[0]
-            xadd: tuple[Any, ...] = ("XADD", key, "NOMKSTREAM")
-            if trim:
-                xadd += ("MINID", trim)
-            replies = await self._pipeline(
-                [(*xadd, entry_id, "c", value), (self._pub, k.data_channel, head + value)],
-                limited=False,
-            )
-            codes = [0 if replies[0] is None else -1 if isinstance(replies[0], Exception) else 1]
+        groups = self._by_slot(batches) if self.cluster else [list(range(len(batches)))]
+        if len(groups) == 1 and not self.settings.wait_replicas:
+            # The common case on one Redis: one round trip, no reply to sort out.
+            codes = await self._append_one(batches, fields, groups[0])
         else:
-            # Many batches: one script call with one argument for them all, one reply.
-            blob = b"".join(
-                b"%d:%s%d:%s%d:%s%d:%s%d:%s"
-                % (len(key), key, len(eid), eid, len(trim), trim, len(head), head, len(v), v)
-                for key, eid, trim, head, v in fields
-            )
-            reply = await self._script(
-                "append",
-                [k.log(batches[0].session_id)],
-                [self._pub, k.data_channel, blob],
-                limited=False,
-            )
-            codes = [int(c) for c in reply]
+            codes = await self._append_many(batches, fields, groups)
         out: list[Lost | None] = []
         doubtful: list[int] = []
         for i, code in enumerate(codes):
@@ -416,6 +370,104 @@ class RedisBackend(Backend):
         if doubtful:
             await self._settle(batches, fields, doubtful, out)
         return out
+
+    def _by_slot(self, batches: Sequence[Append]) -> list[list[int]]:
+        """Indices of ``batches`` grouped by cluster slot (a script touches one slot only)."""
+        groups: dict[int, list[int]] = {}
+        for i, b in enumerate(batches):
+            groups.setdefault(slot_of(b.session_id), []).append(i)
+        return list(groups.values())
+
+    def _append_commands(
+        self,
+        batches: Sequence[Append],
+        fields: list[tuple[bytes, bytes, bytes, bytes, bytes]],
+        group: list[int],
+    ) -> list[tuple[Any, ...]]:
+        """One batch: ``XADD`` + ``PUBLISH`` (the script would add itself as a third command);
+        more: one script call with one argument for them all."""
+        data_ch = self.channels(batches[group[0]].session_id)[0]
+        if len(group) == 1:
+            key, entry_id, trim, head, value = fields[group[0]]
+            xadd: tuple[Any, ...] = ("XADD", key, "NOMKSTREAM")
+            if trim:
+                xadd += ("MINID", trim)
+            return [(*xadd, entry_id, "c", value), (self._pub, data_ch, head + value)]
+        blob = b"".join(
+            b"%d:%s%d:%s%d:%s%d:%s%d:%s"
+            % (len(key), key, len(eid), eid, len(trim), trim, len(head), head, len(v), v)
+            for key, eid, trim, head, v in (fields[i] for i in group)
+        )
+        # A cluster routes (and redirects) a script by its KEYS: declare every log it writes.
+        keys = [fields[i][0] for i in group] if self.cluster else [fields[group[0]][0]]
+        return [("EVALSHA", "append", keys, [self._pub, data_ch, blob])]
+
+    async def _append_one(
+        self,
+        batches: Sequence[Append],
+        fields: list[tuple[bytes, bytes, bytes, bytes, bytes]],
+        group: list[int],
+    ) -> list[int]:
+        commands = self._append_commands(batches, fields, group)
+        if len(commands) == 2:
+            replies = await self._pipeline(commands, limited=False)
+            return [_xadd_code(replies[0])]
+        _, name, keys, args = commands[0]
+        return [int(c) for c in await self._script(name, keys, args, limited=False)]
+
+    async def _append_many(
+        self,
+        batches: Sequence[Append],
+        fields: list[tuple[bytes, bytes, bytes, bytes, bytes]],
+        groups: list[list[int]],
+    ) -> list[int]:
+        """Every group in one pipeline (a cluster sends each node its part at once), then
+        ``WAIT`` when replicas must acknowledge."""
+        commands: list[tuple[Any, ...]] = []
+        starts: list[int] = []
+        for group in groups:
+            starts.append(len(commands))
+            commands += self._append_commands(batches, fields, group)
+        targets = [fields[group[0]][0] for group in groups]
+        replies = await self._pipeline(commands + self._waits(targets), limited=False)
+        self._check_waits(replies[len(commands) :])
+        codes = [0] * len(batches)
+        for group, at in zip(groups, starts, strict=True):
+            reply = replies[at]
+            if len(group) == 1:
+                codes[group[0]] = _xadd_code(reply)
+                continue
+            if isinstance(reply, Exception):
+                raise BackendUnavailable(f"append failed: {reply}")
+            for i, code in zip(group, reply, strict=True):
+                codes[i] = int(code)
+        return codes
+
+    def _waits(self, keys: Sequence[bytes | str]) -> list[tuple[Any, ...]]:
+        """``WAIT`` commands that follow writes to ``keys`` (one per node), if configured."""
+        n = self.settings.wait_replicas
+        if not n:
+            return []
+        timeout = self.settings.wait_timeout_ms
+        if not self.cluster:
+            return [("WAIT", n, timeout)]
+        client: Any = self.client
+        nodes = {client.get_node_from_key(key).name: client.get_node_from_key(key) for key in keys}
+        return [("WAIT@", node, n, timeout) for node in nodes.values()]
+
+    def _check_waits(self, replies: Sequence[Any]) -> None:
+        n = self.settings.wait_replicas
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise BackendUnavailable(f"WAIT failed: {reply}")
+            if int(reply) < n:
+                # Written on the primary; a failover now could lose it. Say so, keep going.
+                log.warning(
+                    "only %d of %d replicas acknowledged a write within %.0f ms",
+                    int(reply),
+                    n,
+                    self.settings.wait_timeout_ms,
+                )
 
     async def _settle(
         self,
@@ -444,11 +496,10 @@ class RedisBackend(Backend):
                 out[i] = _refusal(batches[i].generation, list(meta))
 
     async def set_metadata(self, session_id: str, generation: int, blob: bytes) -> Lost | None:
-        k = self.keys
         r = await self._script(
             "metadata",
-            [k.meta(session_id)],
-            [session_id, generation, blob, self._pub, k.data_channel],
+            [self.keys.meta(session_id)],
+            [session_id, generation, blob, self._pub, self.channels(session_id)[0]],
         )
         return _lost(r)
 
@@ -458,8 +509,8 @@ class RedisBackend(Backend):
         s = self.settings
         k = self.keys
         commands: list[tuple[Any, ...]] = []
-        for sid, gen in leases:
-            commands.append(("GETEX", k.lease(sid, gen), "PX", s.lease_ms))
+        for sid, _ in leases:
+            commands.append(("GETEX", k.lease(sid), "PX", s.lease_ms))
             if retention:
                 commands.append(("PEXPIRE", k.meta(sid), s.retention_ms))
                 commands.append(("PEXPIRE", k.log(sid), s.retention_ms))
@@ -467,17 +518,20 @@ class RedisBackend(Backend):
         step = 3 if retention else 1
         out: list[bool | Lost] = []
         missing: list[int] = []
-        for i in range(len(leases)):
+        for i, (_, gen) in enumerate(leases):
             reply = replies[i * step]
             if isinstance(reply, Exception):
                 raise BackendUnavailable(f"lease renewal failed: {reply}")
-            if reply is None:
+            owner, _, flag = b"" if reply is None else _b(reply).partition(b":")
+            if owner != b"%d" % gen:
+                # Gone, or another generation's: find out why below. (A stale producer's GETEX
+                # lengthens the new generation's lease by one period at most, once: harmless.)
                 missing.append(i)
                 out.append(False)
             else:
-                out.append(_b(reply) == b"c")
+                out.append(flag == b"c")
         if missing:
-            # The lease is gone: find out why, and fail the generation if nobody has yet.
+            # The lease is not ours: find out why, and fail the generation if nobody has yet.
             lapsed = [leases[i] for i in missing]
             await self.expire(lapsed)
             metas = await self._pipeline(
@@ -490,27 +544,31 @@ class RedisBackend(Backend):
     async def close(
         self, session_id: str, generation: int, state: State, reason: str | None
     ) -> State | Lost:
-        k = self.keys
-        r = await self._script(
-            "close",
-            k.three(session_id),
-            [
-                session_id,
-                generation,
-                state.value,
-                reason or "",
-                self.settings.retention_ms,
-                self._pub,
-                k.data_channel,
-            ],
-        )
+        keys = self.keys.three(session_id)
+        args = [
+            session_id,
+            generation,
+            state.value,
+            reason or "",
+            self.settings.retention_ms,
+            self._pub,
+            self.channels(session_id)[0],
+        ]
+        if self.settings.wait_replicas:
+            replies = await self._pipeline([("EVALSHA", "close", keys, args), *self._waits(keys)])
+            self._check_waits(replies[1:])
+            r = replies[0]
+            if isinstance(r, Exception):
+                raise BackendUnavailable(f"could not close session {session_id!r}: {r}")
+        else:
+            r = await self._script("close", keys, args)
         lost = _lost(r)
         return lost if lost is not None else State(_s(r[1]))
 
     async def expire(self, leases: Sequence[tuple[str, int]]) -> list[float | None]:
         s = self.settings
         k = self.keys
-        ttls = await self._pipeline([("PTTL", k.lease(sid, gen)) for sid, gen in leases])
+        ttls = await self._pipeline([("PTTL", k.lease(sid)) for sid, _ in leases])
         out: list[float | None] = []
         lapsed: list[tuple[str, int]] = []
         for (sid, gen), ttl in zip(leases, ttls, strict=True):
@@ -529,7 +587,7 @@ class RedisBackend(Backend):
                         "EVALSHA",
                         "expire",
                         k.three(sid),
-                        [sid, gen, s.retention_ms, self._pub, k.data_channel, k.ctl_channel],
+                        [sid, gen, s.retention_ms, self._pub, *self.channels(sid)],
                     )
                     for sid, gen in lapsed
                 ]
@@ -537,18 +595,18 @@ class RedisBackend(Backend):
         return out
 
     async def cancel(self, session_id: str) -> SessionInfo | None:
-        k = self.keys
         r = await self._script(
             "cancel",
-            k.three(session_id),
-            [session_id, self.settings.retention_ms, self._pub, k.data_channel, k.ctl_channel],
+            self.keys.three(session_id),
+            [session_id, self.settings.retention_ms, self._pub, *self.channels(session_id)],
         )
         return _record(session_id, r, self.settings.lease_ms)
 
     async def delete(self, session_id: str) -> bool:
-        k = self.keys
         r = await self._script(
-            "delete", k.three(session_id), [session_id, self._pub, k.data_channel, k.ctl_channel]
+            "delete",
+            self.keys.three(session_id),
+            [session_id, self._pub, *self.channels(session_id)],
         )
         return bool(int(r))
 

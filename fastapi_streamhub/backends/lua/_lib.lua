@@ -1,6 +1,7 @@
 -- Shared helpers, prepended to every script when it is loaded (see backends/redis.py).
--- Keys arrive as KEYS, data as ARGV; nothing is ever pasted into script text. The lease key of a
--- generation is KEYS' lease prefix followed by the generation number (same hash tag, same slot).
+-- Keys arrive as KEYS, data as ARGV; nothing is ever pasted into script text. Every key a script
+-- touches is one of its KEYS (all in one cluster slot), so Redis Cluster can route and redirect it.
+-- The lease key holds the generation that owns it ('<gen>', or '<gen>:c' once a cancel was asked).
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -52,12 +53,12 @@ local function refusal(m, gen)
 end
 
 -- The session record: {gen, state, reason, n, md, created, updated, cancel, lease_ttl_ms, now}.
-local function describe(meta, log, lease_prefix)
+local function describe(meta, log, lease)
   local r = redis.call('HMGET', meta, 'gen', 'state', 'reason', 'n', 'md', 'created', 'updated',
     'cancel')
   if not r[1] then return {} end
   if r[2] == 'active' or not r[4] then r[4] = int(last_offset(log, r[1])) end
-  r[9] = redis.call('PTTL', lease_prefix .. r[1])
+  r[9] = redis.call('PTTL', lease)
   r[10] = int(now_ms())
   return r
 end

@@ -6,7 +6,8 @@
 -- several per batch: per batch, five length-prefixed fields ('<len>:<bytes>'): the log key,
 -- the entry id, the trim id ('' = no trimming), the live record's head, the entry's value.
 -- The live record of a batch is its head followed by its value.
--- KEYS: the first batch's log (for routing)   ARGV: pub, data_ch, batches
+-- KEYS: the logs written (on a cluster, all of them, in one slot; elsewhere the first, which is
+-- enough to route the call)   ARGV: pub, data_ch, batches
 -- Returns per batch: 1 appended, 0 log missing (deleted or expired), -1 refused (id too low).
 local blob = ARGV[3]
 local pos = 1

@@ -1,8 +1,8 @@
 -- Claim a session for a new generation.
--- KEYS: meta, log, lease prefix
+-- KEYS: meta, log, lease
 -- ARGV: sid, lease_ms, retention_ms, restart (0/1), token, metadata ('' = none), pub, data_ch, ctl_ch
 -- Returns {created (0/1), generation, state}.
-local meta, log, lease_prefix = KEYS[1], KEYS[2], KEYS[3]
+local meta, log, lease_key = KEYS[1], KEYS[2], KEYS[3]
 local sid, lease, retention = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
 local m = redis.call('HMGET', meta, 'gen', 'state', 'owner', 'created')
@@ -12,8 +12,8 @@ if m[1] then
   local state = m[2]
   if state == 'active' then
     if m[3] == ARGV[5] then return {1, m[1], state} end  -- our own claim, retried after a lost reply
-    if redis.call('EXISTS', lease_prefix .. m[1]) == 1 then return {0, m[1], state} end
-    finish(meta, log, lease_prefix .. m[1], ARGV[7], ARGV[8], sid, m[1], 'failed', 'lease_expired',
+    if redis.call('EXISTS', lease_key) == 1 then return {0, m[1], state} end
+    finish(meta, log, lease_key, ARGV[7], ARGV[8], sid, m[1], 'failed', 'lease_expired',
       now, retention)
     redis.call(ARGV[7], ARGV[9], record('L', sid, m[1] .. ':stale'))  -- a paused producer stops on waking
     state = 'failed'
@@ -29,7 +29,7 @@ if ARGV[6] ~= '' then redis.call('HSET', meta, 'md', ARGV[6]) end
 -- The start marker: appends use NOMKSTREAM and explicit ids above it, so a stale generation's
 -- append fails (its ids are lower) and nothing can recreate a deleted log.
 redis.call('XADD', log, int(gen) .. '-0', 's', '')
-redis.call('SET', lease_prefix .. int(gen), '1', 'PX', lease)
+redis.call('SET', lease_key, int(gen), 'PX', lease)
 redis.call('PEXPIRE', meta, retention)
 redis.call('PEXPIRE', log, retention)
 return {1, int(gen), 'active'}
