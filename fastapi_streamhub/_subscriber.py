@@ -225,21 +225,23 @@ class Subscription:
             else:
                 page = await hub.backend.read(self.session_id, (self._generation, self._pos), size)
             size = page_size
-            if page.chunks:
-                head = page.chunks[0].cursor
+            for run in _runs(page.chunks):
+                head = run[0].cursor
                 if head.generation != self._generation:
                     yield Reset(
                         f"the session restarted as generation {head.generation}", head.generation
                     )
                     self._generation, self._pos = head.generation, 0
                 if head.offset != self._pos + 1:
+                    # Trimmed by maxlen, or lost (e.g. written to a primary that failed before
+                    # its replica had it): said, never skipped silently.
                     yield Reset(
                         f"chunks {self._pos + 1}-{head.offset - 1} are no longer stored "
                         "(trimmed or lost)",
                         self._generation,
                     )
-                self._pos = page.chunks[-1].cursor.offset
-                for item in _items(page.chunks, self._batch_replay):
+                self._pos = run[-1].cursor.offset
+                for item in _items(run, self._batch_replay):
                     yield item
             if page.end is not None:
                 generation, end = page.end
@@ -262,6 +264,24 @@ class Subscription:
         if info.state.finished:
             self._ended = True
             yield End(info.state, info.reason)
+
+
+def _runs(chunks: Sequence[Chunk]) -> list[Sequence[Chunk]]:
+    """Chunks of a page split where offsets jump (a hole in the log), usually just one run."""
+    if not chunks:
+        return []
+    first, last = chunks[0].cursor, chunks[-1].cursor
+    if last.generation == first.generation and last.offset - first.offset + 1 == len(chunks):
+        return [chunks]
+    runs: list[Sequence[Chunk]] = []
+    start = 0
+    for i in range(1, len(chunks)):
+        a, b = chunks[i - 1].cursor, chunks[i].cursor
+        if b.generation != a.generation or b.offset != a.offset + 1:
+            runs.append(chunks[start:i])
+            start = i
+    runs.append(chunks[start:])
+    return runs
 
 
 def _items(chunks: Sequence[Chunk], batch: bool) -> Sequence[Item]:

@@ -31,6 +31,7 @@ class Cluster:
                 cluster_node_timeout=1000,
                 # A replica may take over however far behind it is (the failover tests want it).
                 cluster_replica_validity_factor=0,
+                repl_diskless_sync_delay=0,  # replicas sync at once (default: wait 5 s)
                 **config,
             )
             for _ in range(primaries * (1 + replicas))
@@ -131,13 +132,19 @@ class Cluster:
         return "-"
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
-        """Until every running node says ``cluster_state:ok`` and they agree on the slot map."""
+        """Until every running node says ``cluster_state:ok``, they agree on the slot map and
+        every replica is in sync with its primary."""
         deadline = time.monotonic() + timeout
         while True:
             try:
                 states = [n.execute("CLUSTER", "INFO") for n in self.running_nodes()]
                 maps = {repr(sorted(self._slot_map(n))) for n in self.running_nodes()}
-                if all(b"cluster_state:ok" in s for s in states) and len(maps) == 1:  # type: ignore[operator]
+                links = [n.execute("INFO", "replication") for n in self.running_nodes()]
+                synced = all(
+                    b"role:master" in r or b"master_link_status:up" in r  # type: ignore[operator]
+                    for r in links
+                )
+                if all(b"cluster_state:ok" in s for s in states) and len(maps) == 1 and synced:  # type: ignore[operator]
                     return
             except (OSError, RedisServerError):
                 pass

@@ -522,7 +522,7 @@ class RedisBackend(Backend):
             reply = replies[i * step]
             if isinstance(reply, Exception):
                 raise BackendUnavailable(f"lease renewal failed: {reply}")
-            owner, _, flag = b"" if reply is None else _b(reply).partition(b":")
+            owner, _, flag = (b"" if reply is None else _b(reply)).partition(b":")
             if owner != b"%d" % gen:
                 # Gone, or another generation's: find out why below. (A stale producer's GETEX
                 # lengthens the new generation's lease by one period at most, once: harmless.)
