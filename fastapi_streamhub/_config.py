@@ -45,6 +45,7 @@ class Settings:
     retry_ms: int = 1000
     shutdown_grace: float = 5.0
     outage_timeout: float = 30.0
+    telemetry: bool | None = None  # None: on when an OpenTelemetry SDK is configured at start
 
     def __post_init__(self) -> None:
         if not isinstance(self.key_prefix, str) or _PREFIX.fullmatch(self.key_prefix) is None:
@@ -61,6 +62,8 @@ class Settings:
         _positive("shutdown_grace", self.shutdown_grace)
         _positive("outage_timeout", self.outage_timeout)
         _positive_int("maxlen", self.maxlen, allow_none=True)
+        if self.telemetry is not None and not isinstance(self.telemetry, bool):
+            raise ValueError(f"telemetry must be True, False or None, got {self.telemetry!r}")
         for name in (
             "max_chunk_bytes",
             "max_metadata_bytes",
