@@ -89,7 +89,6 @@ _COUNTERS = (
         "{batch}",
         "Producer batches persisted (one per session per writer round trip)",
     ),
-    ("bytes", "streamhub.bytes.published", "By", "Stored payload bytes persisted"),
     ("registrations", "streamhub.registrations", "{registration}", "register calls"),
     ("resumes", "streamhub.resumes", "{resume}", "Subscriptions opened with a cursor"),
     ("resets", "streamhub.resets", "{reset}", "Resets sent to subscribers"),
@@ -103,7 +102,6 @@ class _Instruments:
 
     chunks: Counter
     batches: Counter
-    bytes: Counter
     registrations: Counter
     resumes: Counter
     resets: Counter
@@ -289,19 +287,17 @@ class Telemetry:
         start_ns: int,
         end_ns: int,
     ) -> None:
-        ok = chunks = size = 0
+        ok = chunks = 0
         if results is not None:
             for batch, result in zip(batches, results, strict=True):
                 if result is None:
                     ok += 1
                     chunks += len(batch.payloads)
-                    size += sum(map(len, batch.payloads))
         instruments = self._instruments
         if instruments is not None and self.metering:
             if ok:
                 instruments.chunks.add(chunks)
                 instruments.batches.add(ok)
-                instruments.bytes.add(size)
             instruments.duration.record((end_ns - start_ns) / 1e9)
         if self._tracer is not None and self.tracing:
             # A root span: the writer serves every producer, no request is its parent.
@@ -312,7 +308,6 @@ class Telemetry:
                 attributes={
                     "streamhub.batches": len(batches),
                     "streamhub.chunks": chunks,
-                    "streamhub.bytes": size,
                     "streamhub.refused": len(batches) - ok if error is None else 0,
                 },
             )
