@@ -31,6 +31,7 @@ BENCHES = (
     "http_throughput",
     "http_latency",
     "many_streams",
+    "telemetry",
 )
 
 

@@ -48,6 +48,7 @@ class Settings:
     # Redis only: replicas that must acknowledge each write (WAIT) before it counts as stored.
     wait_replicas: int = 0
     wait_timeout: float = 1.0
+    telemetry: bool | None = None  # None: on when an OpenTelemetry SDK is configured at start
 
     def __post_init__(self) -> None:
         if not isinstance(self.key_prefix, str) or _PREFIX.fullmatch(self.key_prefix) is None:
@@ -69,6 +70,8 @@ class Settings:
         if self.wait_replicas < 0:
             raise ValueError(f"wait_replicas must be 0 or more, got {self.wait_replicas!r}")
         _positive("wait_timeout", self.wait_timeout)
+        if self.telemetry is not None and not isinstance(self.telemetry, bool):
+            raise ValueError(f"telemetry must be True, False or None, got {self.telemetry!r}")
         for name in (
             "max_chunk_bytes",
             "max_metadata_bytes",

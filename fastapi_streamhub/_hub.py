@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequen
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, TypeVarTuple
+from typing import TYPE_CHECKING, Any, TypeVarTuple
 
 import anyio
 from anyio.abc import TaskGroup
@@ -24,9 +24,14 @@ from ._errors import LimitExceeded, SessionNotFound, StreamClosed
 from ._fanout import QueueListener
 from ._producer import CancelCallback, Producer, Writer
 from ._subscriber import Subscription
+from ._telemetry import Telemetry
 from ._types import Cursor, SessionInfo, State, validate_session_id
 from .backends.base import Backend, Lost
 from .backends.memory import MemoryBackend
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
 __all__ = ["Registration", "Session", "StreamHub", "get_hub", "get_hub_from"]
 
@@ -117,12 +122,21 @@ class StreamHub:
 
     ``StreamHub(redis_client_or_backend, **settings)`` or ``StreamHub.from_url(url, **settings)``.
     Use it as ``async with hub:`` or as FastAPI's ``lifespan=hub.lifespan``; every background
-    task runs in the hub's task group and ends when the hub exits.
+    task runs in the hub's task group and ends when the hub exits. ``tracer_provider`` and
+    ``meter_provider`` (OpenTelemetry) replace the global ones for this hub's telemetry.
     """
 
-    def __init__(self, backend: Any = None, **options: Any) -> None:
+    def __init__(
+        self,
+        backend: Any = None,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        **options: Any,
+    ) -> None:
         self.settings = Settings(**options)
         self.backend: Backend = _as_backend(backend)
+        self._telemetry = Telemetry(self.settings.telemetry, tracer_provider, meter_provider)
         self._writer = Writer(self)
         self._owned: list[Any] = []  # clients from_url made, closed at exit
         self._tg: TaskGroup | None = None
@@ -166,6 +180,7 @@ class StreamHub:
         self._closing = False
         self._shutdown_started = False
         self._shutdown_done = anyio.Event()
+        self._telemetry.start()
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
@@ -333,9 +348,12 @@ class StreamHub:
             blob = dumps_json(metadata, what="metadata")
             if len(blob) > self.settings.max_metadata_bytes:
                 raise LimitExceeded("metadata is over max_metadata_bytes")
-        result = await self.backend.claim(
+        claiming = self.backend.claim(
             session_id, token=uuid.uuid4().hex, restart=restart, metadata=blob
         )
+        if self._telemetry.enabled:
+            claiming = self._telemetry.register(session_id, restart, claiming)
+        result = await claiming
         if not result.created:
             return Registration(None, False, result.generation, result.state)
         producer = Producer(self, session_id, result.generation, on_cancel=on_cancel)
@@ -438,7 +456,10 @@ class StreamHub:
         validate_session_id(session_id)
         if wait is not None and (isinstance(wait, bool) or not wait >= 0):
             raise ValueError("wait must be a non-negative number of seconds")
-        info = await self.backend.cancel(session_id)
+        cancelling = self.backend.cancel(session_id)
+        if self._telemetry.enabled:
+            cancelling = self._telemetry.cancel(session_id, wait, cancelling)
+        info = await cancelling
         if info is None:
             raise SessionNotFound(f"session {session_id!r} not found")
         local = self._producers.get(session_id)
@@ -519,9 +540,11 @@ class StreamHub:
                 f"session {session_id!r} already has {count} subscribers on this instance"
             )
         self._subscribers[session_id] = count + 1
+        self._telemetry.subscribers(1)
         try:
             yield
         finally:
+            self._telemetry.subscribers(-1)
             left = self._subscribers[session_id] - 1
             if left:
                 self._subscribers[session_id] = left
@@ -616,7 +639,11 @@ class StreamHub:
         if not due:
             return
         remaining = await self.backend.expire(due)
+        ended: list[tuple[str, int]] = []
         for (sid, generation), left in zip(due, remaining, strict=True):
+            if left is None:
+                # Even when unwatched meanwhile: its subscribers may have received the end.
+                ended.append((sid, generation))
             watch = self._watched.get(sid)
             if watch is None or watch.generation != generation:
                 continue
@@ -628,6 +655,8 @@ class StreamHub:
             else:
                 # A little slack: the producer renews before its lease runs out.
                 watch.deadline = anyio.current_time() + max(left, 0.01) + 0.05
+        if ended and self._telemetry.enabled:
+            await self._telemetry.leases_lapsed(self.backend, ended)
 
 
 _HUB_CLOSING = HubClosingMsg()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -71,6 +72,7 @@ class Writer:
 
     def __init__(self, hub: StreamHub) -> None:
         self._backend = hub.backend
+        self._telemetry = hub._telemetry
         self._ready: dict[Producer, None] = {}
         self._wake = anyio.Event()
 
@@ -94,6 +96,8 @@ class Writer:
             busy = len(producers) >= _BUSY
             self._ready.clear()
             batches = [producer._take() for producer in producers]
+            telemetry = self._telemetry.enabled
+            start_ns = time.time_ns() if telemetry else 0
             results: list[Lost | None] | None = None
             error: StreamHubError | None = None
             try:
@@ -104,6 +108,8 @@ class Writer:
                 # Anything unexpected must not take the hub down; it fails these streams.
                 log.exception("append of %d batches failed", len(batches))
                 error = BackendUnavailable(f"append failed: {describe(exc)}")
+            if telemetry:
+                self._telemetry.published(batches, results, error, start_ns)
             for i, producer in enumerate(producers):
                 producer._committed(error if results is None else results[i])
 
@@ -273,6 +279,7 @@ class Producer:
     def _fail(self, error: StreamHubError, batch: list[tuple[bytes, _Ack | None]] = ()) -> None:  # type: ignore[assignment]
         if self._error is None:
             self._error = error
+            self._hub._telemetry.failure("backend")
             log.warning("producer of %r failed: %s", self.session_id, error)
         for _, ack in batch:
             if ack is not None:
@@ -308,6 +315,8 @@ class Producer:
         if self.lost is None:
             self.lost = error
             self._error = error
+            if not isinstance(error, SessionDeleted):
+                self._hub._telemetry.failure("lost")
             # Not ours any more: no renewal, and local followers fall back to the lease check.
             self._hub._forget(self)
         reason = "deleted" if isinstance(error, SessionDeleted) else "ownership_lost"
@@ -361,6 +370,8 @@ class Producer:
             state = State.CANCELLED if self.cancelled.is_set() and not self._error else State.DONE
             if self._error is not None:
                 state, reason = State.FAILED, reason or str(self._error)
+        if state is State.FAILED and self._error is None and not self._shutdown:
+            self._hub._telemetry.failure("generator_error")
         result = await self._backend.close(self.session_id, self.generation, state, reason)
         if isinstance(result, Lost):
             error = lost_error(result, self.session_id)
@@ -414,6 +425,7 @@ class Producer:
     def shutdown(self) -> None:
         """Called by the hub when its grace period ran out: cancel, and close as failed."""
         self._shutdown = True
+        self._hub._telemetry.failure("shutdown")
         self.request_cancel("shutdown")
 
 

@@ -96,20 +96,25 @@ class Subscription:
             if first and guess[1] == 0:
                 first += 1  # from a generation's start: its start marker is an entry too
             size = min(first or hub.settings.replay_batch, hub.settings.replay_batch)
-            info, page = await hub.backend.open(self.session_id, guess, size)
+            opening = hub.backend.open(self.session_id, guess, size)
+            if after is not None and hub._telemetry.enabled:
+                opening = hub._telemetry.resume(self.session_id, after, opening)
+            info, page = await opening
             if info is None:
                 raise SessionNotFound(f"session {self.session_id!r} not found")
             self._generation = info.generation
             self.opened.set()
             if after is not None:
                 if after.generation != info.generation:
-                    yield Reset(
+                    yield self._reset(
+                        "generation",
                         f"cursor {after} belongs to generation {after.generation}; "
                         f"the session is at generation {info.generation}",
                         info.generation,
                     )
                 elif after.offset > info.chunks:
-                    yield Reset(
+                    yield self._reset(
+                        "lost",
                         f"cursor {after} is ahead of the stored stream ({info.chunks} chunks); "
                         "data was lost",
                         info.generation,
@@ -185,6 +190,18 @@ class Subscription:
             async for item in self._repair(check=True):
                 yield item
 
+    def _reset(self, cause: str, reason: str, generation: int) -> Reset:
+        """A reset for the consumer, counted by cause (``generation`` or ``lost``)."""
+        self._hub._telemetry.reset(cause)
+        return Reset(reason, generation)
+
+    def _restarted(self, generation: int) -> Reset:
+        """The session restarted as ``generation``: follow that one from its start."""
+        self._generation, self._pos = generation, 0
+        return self._reset(
+            "generation", f"the session restarted as generation {generation}", generation
+        )
+
     async def _repair(
         self,
         *,
@@ -212,10 +229,7 @@ class Subscription:
                 )
                 return
             if info.generation != self._generation:
-                yield Reset(
-                    f"the session restarted as generation {info.generation}", info.generation
-                )
-                self._generation, self._pos = info.generation, 0
+                yield self._restarted(info.generation)
         page_size = hub.settings.replay_batch
         # A small first page when resuming, so the first bytes go out before the big reads.
         size = min(first_page or page_size, page_size)
@@ -228,14 +242,12 @@ class Subscription:
             for run in _runs(page.chunks):
                 head = run[0].cursor
                 if head.generation != self._generation:
-                    yield Reset(
-                        f"the session restarted as generation {head.generation}", head.generation
-                    )
-                    self._generation, self._pos = head.generation, 0
+                    yield self._restarted(head.generation)
                 if head.offset != self._pos + 1:
                     # Trimmed by maxlen, or lost (e.g. written to a primary that failed before
                     # its replica had it): said, never skipped silently.
-                    yield Reset(
+                    yield self._reset(
+                        "lost",
                         f"chunks {self._pos + 1}-{head.offset - 1} are no longer stored "
                         "(trimmed or lost)",
                         self._generation,
@@ -246,8 +258,7 @@ class Subscription:
             if page.end is not None:
                 generation, end = page.end
                 if generation != self._generation:
-                    yield Reset(f"the session restarted as generation {generation}", generation)
-                    self._generation, self._pos = generation, 0
+                    yield self._restarted(generation)
                 self._ended = True
                 yield end
                 return
@@ -256,7 +267,8 @@ class Subscription:
         if info is None or info.generation != self._generation:
             return
         if info.chunks > self._pos:
-            yield Reset(
+            yield self._reset(
+                "lost",
                 f"chunks {self._pos + 1}-{info.chunks} are no longer stored (data lost)",
                 self._generation,
             )
