@@ -405,3 +405,25 @@ def test_import_without_httpx_says_how_to_install() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "pip install 'fastapi-streamhub[client]'" in done.stderr
+
+
+@pytest.mark.parametrize("mode", [[], ["--sync"]], ids=["async", "sync"])
+def test_example_client_prints_the_chat_answer(tmp_path: Path, mode: list[str]) -> None:
+    from test_examples import PROMPT, ROOT, AppProcess, chat_env
+
+    from examples.chat.app import fake_answer
+
+    chat = AppProcess("examples.chat", tmp_path / "chat.log", env=chat_env()).start()
+    try:
+        argv = [sys.executable, "-m", "examples.client", "--url", chat.url, *mode]
+        done = subprocess.run(
+            [*argv, "--session", "ex1", PROMPT],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        chat.stop()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"[session ex1]\n{fake_answer(PROMPT)}\n[done; 0 reconnects]\n"
