@@ -1,0 +1,1 @@
+"""A command-line chat client built on ``fastapi_streamhub.client`` (see ``__main__.py``)."""
