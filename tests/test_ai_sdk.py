@@ -42,6 +42,7 @@ from fastapi_streamhub._aisdk import UIMessageStreamEncoder
 NODE_DIR = ROOT / "tests" / "node"
 DELAY = "0.02"  # seconds per token: 3-6 s per answer, long enough to act mid-answer
 PROMPT = "How does the AI SDK resume an answer?"
+FULL, TOKENS = fake_answer(PROMPT), fake_tokens(PROMPT)
 
 
 def parts_of(raw: bytes) -> list[Any]:
@@ -211,9 +212,12 @@ def backend(tmp_path: Path) -> Iterator[AppProcess]:
         app.stop()
 
 
-def sdk(backend: AppProcess, scenario: str, log: Path, **config: Any) -> dict[str, Any]:
-    result = run_node(NODE_DIR, "ai_sdk.mjs", scenario, {"base": backend.url, **config}, log)
-    shown = {k: v for k, v in result.items() if k not in ("text", "firstText")}
+def sdk(backend: AppProcess, scenario: str, log_dir: Path, **config: Any) -> dict[str, Any]:
+    """Run a scenario of ``ai_sdk.mjs`` (a new chat id and ``PROMPT`` unless given)."""
+    config = {"base": backend.url, "chat_id": new_chat_id(), "prompt": PROMPT, **config}
+    log = log_dir / f"{scenario}.log"
+    result = run_node(NODE_DIR, "ai_sdk.mjs", scenario, config, log)
+    shown = {k: v for k, v in result.items() if k not in ("text", "firstText", "turns")}
     print(f"ai sdk {scenario}:", json.dumps(shown)[:1500])
     return result
 
@@ -226,32 +230,24 @@ def new_chat_id() -> str:
 def test_transport_reconnects_mid_answer(
     backend: AppProcess, ai_package: Path, tmp_path: Path
 ) -> None:
-    full, tokens = fake_answer(PROMPT), fake_tokens(PROMPT)
-    result = sdk(
-        backend,
-        "reconnect",
-        tmp_path / "node.log",
-        chat_id=new_chat_id(),
-        prompt=PROMPT,
-        abort_after_deltas=30,
-    )
+    result = sdk(backend, "reconnect", tmp_path, abort_after_deltas=30)
     # The first request was cut after 30 deltas, mid-answer.
     assert result["firstTypes"] == {"start": 1, "text-start": 1, "text-delta": 30}
-    assert full.startswith(result["firstText"]) and result["firstText"] == "".join(tokens[:30])
+    assert FULL.startswith(result["firstText"]) and result["firstText"] == "".join(TOKENS[:30])
     # The resume replayed the answer from its start (the SDK rebuilds the message) and then
     # followed it live to the end: every token once, the usage part, finish.
     assert result["resumedFirst"] == {"type": "start", "messageId": result["firstMessageId"]}
     assert result["resumedTypes"] == {
         "start": 1,
         "text-start": 1,
-        "text-delta": len(tokens),
+        "text-delta": len(TOKENS),
         "text-end": 1,
         "data-usage": 1,
         "finish": 1,
     }
     assert result["resumedLast"] == {"type": "finish", "finishReason": "stop"}
-    assert result["dataParts"] == [{"type": "data-usage", "data": {"tokens": len(tokens)}}]
-    assert result["text"] == full
+    assert result["dataParts"] == [{"type": "data-usage", "data": {"tokens": len(TOKENS)}}]
+    assert result["text"] == FULL
     assert result["messageId"] == result["firstMessageId"]
     assert result["messageParts"] == ["text", "data-usage"]
     assert backend.count("fake LLM started") == 1  # resumed, not generated again
@@ -261,20 +257,12 @@ def test_transport_reconnects_mid_answer(
 def test_chat_resume_stream_after_the_page_went_away(
     backend: AppProcess, ai_package: Path, tmp_path: Path
 ) -> None:
-    full, tokens = fake_answer(PROMPT), fake_tokens(PROMPT)
-    result = sdk(
-        backend,
-        "chat",
-        tmp_path / "node.log",
-        chat_id=new_chat_id(),
-        prompt=PROMPT,
-        stop_after_chars=150,
-    )
-    assert 150 <= result["stoppedAt"] < len(full)
+    result = sdk(backend, "chat", tmp_path, stop_after_chars=150)
+    assert 150 <= result["stoppedAt"] < len(FULL)
     assert result["roles"] == ["user", "assistant"]
-    assert result["text"] == full
+    assert result["text"] == FULL
     assert result["messageId"] == result["firstMessageId"]
-    assert result["usage"] == [{"tokens": len(tokens)}]
+    assert result["usage"] == [{"tokens": len(TOKENS)}]
     assert result["status"] == "ready" and result["errors"] == []
     assert result["statuses"][-1] == "ready" and "error" not in result["statuses"]
     assert backend.count("fake LLM started") == 1
@@ -285,8 +273,8 @@ def test_resume_is_204_when_nothing_runs(
     backend: AppProcess, ai_package: Path, tmp_path: Path
 ) -> None:
     finished = new_chat_id()
-    sdk(backend, "turns", tmp_path / "turns.log", chat_id=finished, prompts=["hi"])
-    result = sdk(backend, "idle", tmp_path / "idle.log", chat_ids=[new_chat_id(), finished])
+    sdk(backend, "turns", tmp_path, chat_id=finished, prompts=["hi"])
+    result = sdk(backend, "idle", tmp_path, chat_ids=[new_chat_id(), finished])
     assert list(result["answers"].values()) == [None, None]
     with httpx.Client(timeout=10) as client:
         assert client.get(f"{backend.url}/api/chat/{finished}/stream").status_code == 204
@@ -298,7 +286,7 @@ def test_resume_is_204_when_nothing_runs(
 def test_two_turns_in_one_chat(backend: AppProcess, ai_package: Path, tmp_path: Path) -> None:
     prompts = ["First question?", "And a second one?"]
     chat_id = new_chat_id()
-    result = sdk(backend, "turns", tmp_path / "node.log", chat_id=chat_id, prompts=prompts)
+    result = sdk(backend, "turns", tmp_path, chat_id=chat_id, prompts=prompts)
     turns = result["turns"]
     assert [t["text"] for t in turns] == [fake_answer(p) for p in prompts]
     # One session, one generation per answer: each message has its own id.
@@ -312,21 +300,13 @@ def test_two_turns_in_one_chat(backend: AppProcess, ai_package: Path, tmp_path: 
 def test_cancel_ends_the_answer_with_abort(
     backend: AppProcess, ai_package: Path, tmp_path: Path
 ) -> None:
-    full = fake_answer(PROMPT)
-    result = sdk(
-        backend,
-        "cancel",
-        tmp_path / "node.log",
-        chat_id=new_chat_id(),
-        prompt=PROMPT,
-        cancel_after_deltas=20,
-    )
+    result = sdk(backend, "cancel", tmp_path, cancel_after_deltas=20)
     assert result["cancel"]["status"] in (200, 202)
     assert result["lastParts"] == [
         {"type": "text-end", "id": "text-1"},
         {"type": "abort", "reason": "cancelled"},
     ]
-    assert full.startswith(result["text"]) and 20 <= len(result["text"]) < len(full)
+    assert FULL.startswith(result["text"]) and 20 <= len(result["text"]) < len(FULL)
     assert "finish" not in result["types"]
 
 
