@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+import typing
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import orjson
@@ -15,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from ._aisdk import UI_MESSAGE_STREAM_HEADERS, UIMessageStreamEncoder
 from ._errors import (
     BackendUnavailable,
     InvalidCursor,
@@ -27,11 +29,17 @@ from ._errors import (
 )
 from ._hub import StreamHub, get_hub_from
 from ._producer import Producer, describe
-from ._sse import PING, encode_end, encode_item, encode_retry, parse_last_event_id
+from ._sse import PING, encode_item, encode_retry, parse_last_event_id
 from ._subscriber import Subscription
-from ._types import Cursor, End, State, validate_session_id
+from ._types import Cursor, End, Item, State, validate_session_id
 
-__all__ = ["Authorize", "ResumableStreamingResponse", "SessionStreamResponse", "error_status"]
+__all__ = [
+    "Authorize",
+    "ResumableStreamingResponse",
+    "SessionStreamResponse",
+    "StreamProtocol",
+    "error_status",
+]
 
 log = logging.getLogger("fastapi_streamhub")
 
@@ -41,6 +49,9 @@ SSE_HEADERS = {
 }
 
 Authorize = Callable[[Request, str, str], Any]
+# "sse": the wire format of ``_sse.py``; "ai-sdk": the Vercel AI SDK's UI message stream.
+StreamProtocol = Literal["sse", "ai-sdk"]
+PROTOCOLS: tuple[StreamProtocol, ...] = ("sse", "ai-sdk")
 
 
 def error_status(exc: StreamHubError) -> int:
@@ -78,6 +89,8 @@ class SessionStreamResponse(Response):
 
     The subscription runs in a task of this response; a disconnect cancels only that task.
     Idle periods carry ``: ping`` comments; ``retry:`` is sent once at the start.
+    ``protocol="ai-sdk"`` speaks the Vercel AI SDK's UI message stream instead (see
+    ``_aisdk.py``): always from the beginning of the generation, whatever the cursor.
     """
 
     media_type = "text/event-stream"
@@ -91,7 +104,12 @@ class SessionStreamResponse(Response):
         headers: Mapping[str, str] | None = None,
         ping_interval: float | None = None,
         status_code: int = 200,
+        protocol: StreamProtocol = "sse",
     ) -> None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
+        if protocol == "ai-sdk" and after is not None:
+            raise ValueError("protocol='ai-sdk' always streams from the start; drop after=")
         # Not Response.__init__: it would declare a Content-Length for an empty body.
         self.status_code = status_code
         self.background = None
@@ -100,7 +118,10 @@ class SessionStreamResponse(Response):
         self.hub = hub
         self.after = after
         self.ping_interval = ping_interval
+        self.protocol = protocol
         merged = {**SSE_HEADERS, **{k.lower(): v for k, v in (headers or {}).items()}}
+        if protocol == "ai-sdk":
+            merged.update(UI_MESSAGE_STREAM_HEADERS)
         merged["content-type"] = "text/event-stream; charset=utf-8"
         merged.pop("content-length", None)
         self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in merged.items()]
@@ -111,6 +132,8 @@ class SessionStreamResponse(Response):
         return self.hub
 
     def _cursor(self, scope: Scope) -> Cursor | None:
+        if self.protocol == "ai-sdk":
+            return None  # the SDK rebuilds the message from its start on every resume
         if self.after is not None:
             return self.after if isinstance(self.after, Cursor) else Cursor.parse(self.after)
         request = Request(scope)
@@ -182,28 +205,57 @@ class SessionStreamResponse(Response):
         ready: anyio.Event,
         failed: list[StreamHubError],
     ) -> None:
+        encoder: _Encoder = (
+            UIMessageStreamEncoder(self.session_id) if self.protocol == "ai-sdk" else _SSEEncoder()
+        )
         async with sender:
             try:
                 async with subscription:
                     async for item in subscription:
-                        await sender.send(encode_item(item))
-                        if isinstance(item, End):
+                        await sender.send(encoder.encode(item, subscription.generation))
+                        if encoder.finished:
                             return
             except StreamHubError as exc:
                 if not ready.is_set():
                     failed.append(exc)
-                elif isinstance(exc, StreamClosed):
-                    # This instance is shutting down: end the response without ``end`` so the
-                    # client reconnects (to another instance) with its cursor.
                     return
-                elif isinstance(exc, SessionNotFound):
-                    await sender.send(encode_end(State.FAILED, "session not found"))
-                elif isinstance(exc, BackendUnavailable):
+                if isinstance(exc, SessionNotFound):
+                    end = End(State.FAILED, "session not found")
+                    await sender.send(encoder.encode(end, subscription.generation))
+                    return
+                if isinstance(exc, BackendUnavailable):
                     log.warning("stream of %r interrupted: %s", self.session_id, exc)
-                else:
+                elif not isinstance(exc, StreamClosed):
                     raise
+                # The response ends before the session does. SSE clients reconnect by
+                # themselves (to another instance, when this one is shutting down) with their
+                # cursor; the AI SDK does not, so it is told why (the app can resume).
+                data = encoder.interrupted(str(exc), subscription.generation)
+                if data:
+                    await sender.send(data)
             finally:
                 ready.set()
+
+
+class _Encoder(typing.Protocol):
+    finished: bool
+
+    def encode(self, item: Item, generation: int) -> bytes: ...
+
+    def interrupted(self, reason: str, generation: int) -> bytes: ...
+
+
+class _SSEEncoder:
+    """The wire format of ``_sse.py``; an interrupted response just ends (clients reconnect)."""
+
+    finished = False
+
+    def encode(self, item: Item, generation: int) -> bytes:
+        self.finished = isinstance(item, End)
+        return encode_item(item)
+
+    def interrupted(self, reason: str, generation: int) -> bytes:
+        return b""
 
 
 async def _set_when_opened(subscription: Subscription, ready: anyio.Event) -> None:
@@ -269,6 +321,8 @@ class ResumableStreamingResponse(SessionStreamResponse):
     closes ``generator`` unused and follows the running one; on a finished session it replays
     the stored output (``restart=True`` starts a new generation instead). Either way this
     client receives the stream from its ``Last-Event-ID`` (or ``?last_event_id=``).
+    ``protocol="ai-sdk"`` answers in the Vercel AI SDK's UI message stream protocol instead,
+    always from the start of the generation (the SDK rebuilds the message on a resume).
     """
 
     def __init__(
@@ -282,13 +336,20 @@ class ResumableStreamingResponse(SessionStreamResponse):
         headers: Mapping[str, str] | None = None,
         ping_interval: float | None = None,
         authorize: Authorize | None = None,
+        protocol: StreamProtocol = "sse",
     ) -> None:
         if not hasattr(generator, "__aiter__"):
             raise TypeError(
                 "ResumableStreamingResponse needs an async iterable, "
                 f"got {type(generator).__name__}"
             )
-        super().__init__(session_id, hub=hub, headers=headers, ping_interval=ping_interval)
+        super().__init__(
+            session_id,
+            hub=hub,
+            headers=headers,
+            ping_interval=ping_interval,
+            protocol=protocol,
+        )
         self.generator = generator
         self.metadata = metadata
         self.restart = restart

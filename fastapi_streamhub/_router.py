@@ -11,6 +11,7 @@ from fastapi.params import Depends as DependsParam
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from ._browser import MODULE_PATH, module_response
 from ._errors import StreamHubError
 from ._hub import StreamHub, get_hub
 from ._response import Authorize, SessionStreamResponse, authorize_or_raise, error_status
@@ -144,8 +145,14 @@ def create_router(
     dependencies: Sequence[DependsParam] | None = None,
     authorize: Authorize | None = None,
     tags: list[str] | None = None,
+    ai_sdk: bool = False,
 ) -> APIRouter:
     """Build the streams router.
+
+    ``ai_sdk=True`` adds ``GET /{chat_id}/stream``, the resume request of the Vercel AI SDK's
+    ``DefaultChatTransport`` (mount the router at the chat route's path, such as
+    ``prefix="/api/chat"``): 204 when the session is unknown or finished, else the whole
+    generation so far and then live, as a UI message stream.
 
     ``authorize(request, session_id, action)`` (sync or async) is called on every endpoint
     with action ``read`` (stream, snapshot), ``status`` (status, and each id of ``POST
@@ -163,6 +170,11 @@ def create_router(
     async def check(request: Request, session_id: str, action: str) -> None:
         if authorize is not None:
             await authorize_or_raise(authorize, request, session_id, action)
+
+    # Before "/{session_id}" and the catch-all; "~" is not a session id character.
+    @router.get(MODULE_PATH, include_in_schema=False)
+    async def browser_module(request: Request) -> Response:
+        return module_response(request)
 
     @router.get(
         "/{session_id}",
@@ -277,6 +289,34 @@ def create_router(
                 allowed.append(session_id)
         return {"active": await _domain(hub.active(allowed))}
 
+    endpoints = dict(_ENDPOINT_METHODS)
+    if ai_sdk:
+        endpoints["stream"] = "GET"
+
+        @router.get(
+            "/{session_id}/stream",
+            summary="Resume a Vercel AI SDK chat stream",
+            description="The resume request of the AI SDK's `DefaultChatTransport`: 204 when "
+            "the session is unknown or finished; else a UI message stream (`data:` JSON parts, "
+            "`[DONE]`) from the start of the generation, then live.",
+            response_class=SessionStreamResponse,
+            responses={
+                200: {
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    "description": "The UI message stream of the running answer.",
+                },
+                204: {"description": "Nothing to resume"},
+            },
+        )
+        async def resume_ui_message_stream(
+            request: Request, session_id: SessionId, hub: Annotated[StreamHub, Depends(get_hub)]
+        ) -> Response:
+            await check(request, session_id, "read")
+            info = await _domain(hub.status(session_id))
+            if info is None or info.state.finished:
+                return Response(status_code=204)
+            return SessionStreamResponse(session_id, hub=hub, protocol="ai-sdk")
+
     # Ids that cannot match a route above (empty, or holding "/" once percent-decoded) are
     # invalid ids too: answer them with the contract's 422, not a routing 404. A valid id on
     # an endpoint that exists, with the wrong method, is a 405 as it would be without this
@@ -288,7 +328,7 @@ def create_router(
     )
     async def invalid_session_id(path: str) -> Any:
         session_id, _, endpoint = path.partition("/")
-        allowed = _ENDPOINT_METHODS.get(endpoint)
+        allowed = endpoints.get(endpoint)
         if allowed is not None and _SESSION_ID.fullmatch(session_id) is not None:
             raise HTTPException(
                 status_code=405, detail="Method Not Allowed", headers={"Allow": allowed}

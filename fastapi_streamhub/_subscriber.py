@@ -57,6 +57,11 @@ class Subscription:
         self._iter = self._run()
 
     @property
+    def generation(self) -> int:
+        """The generation being followed (known once ``opened`` is set; 0 before)."""
+        return self._generation
+
+    @property
     def cursor(self) -> Cursor | None:
         """Cursor of the last chunk delivered (None before the first)."""
         return Cursor(self._generation, self._pos) if self._pos else None

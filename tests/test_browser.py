@@ -2,7 +2,8 @@
 
 Three scenarios, each asserting the exact final text against ``fake_answer``:
 
-- reload: the page is reloaded mid-stream and resumes from its stored cursor;
+- reload: the page is reloaded mid-stream and resumes from its stored cursor (the page follows
+  the answer with the browser helper, ``/streams/~/streamhub.js``);
 - stop: the Stop button cancels the producer; the page shows a strict prefix;
 - reconnect: the producer runs on instance A, an EventSource follows on instance B, B is killed
   and started again on the same port; the browser reconnects by itself with Last-Event-ID.
@@ -15,26 +16,24 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import shutil
-import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import pytest
+from _apps import AppServer, start_servers
+from _node import NODE, node_modules, run_node
+from http_app import expected_items
 from test_examples import ROOT, AppProcess, chat_env, run_apps
 
 from examples.chat.app import fake_answer
+from fastapi_streamhub import Event
 
 BROWSER_DIR = ROOT / "tests" / "browser"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-NODE = shutil.which("node")
-NODE_TIMEOUT = 50.0
 DELAY = "0.03"  # seconds per token: about 6 s per answer, long enough to act mid-stream
 
 pytestmark = [
@@ -49,89 +48,19 @@ pytestmark = [
 @pytest.fixture(scope="session")
 def playwright_core() -> Path:
     """``tests/browser/node_modules``, installed with npm when missing."""
-    if not (BROWSER_DIR / "node_modules" / "playwright-core" / "package.json").exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.skip("npm is not installed; cannot install playwright-core")
-        command = [npm, "ci" if (BROWSER_DIR / "package-lock.json").exists() else "install"]
-        try:
-            subprocess.run(
-                [*command, "--no-audit", "--no-fund"],
-                cwd=BROWSER_DIR,
-                check=True,
-                capture_output=True,
-                timeout=180,
-            )
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            output = getattr(exc, "stderr", b"") or b""
-            pytest.skip(f"could not install playwright-core: {exc}\n{output.decode()[-2000:]}")
-    return BROWSER_DIR / "node_modules"
+    return node_modules(BROWSER_DIR, "playwright-core")
 
 
-def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
-    for line in stream:
-        lines.put(line)
-    lines.put(None)
-
-
-def run_node(
+def run_chat(
     scenario: str,
     config: dict[str, Any],
     log_path: Path,
     on_step: Callable[[dict[str, Any]], str] | None = None,
 ) -> dict[str, Any]:
-    """Run ``chat.mjs``; answer its STEP lines with ``on_step``; return its RESULT."""
-    deadline = time.monotonic() + NODE_TIMEOUT
-    assert NODE is not None
-    with open(log_path, "wb") as stderr:
-        proc = subprocess.Popen(
-            [NODE, "chat.mjs", scenario, json.dumps({"chromium": CHROMIUM, **config})],
-            cwd=BROWSER_DIR,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-        )
-    assert proc.stdin is not None and proc.stdout is not None
-    lines: queue.Queue[str | None] = queue.Queue()
-    reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
-    reader.start()
-    output: list[str] = []
-    try:
-        while True:
-            try:
-                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(
-                    f"chat.mjs {scenario}: no result within {NODE_TIMEOUT} s:\n" + "".join(output)
-                ) from None
-            if line is None:
-                raise AssertionError(
-                    f"chat.mjs {scenario} exited without a result:\n"
-                    + "".join(output)
-                    + log_path.read_text(errors="replace")
-                )
-            output.append(line)
-            kind, _, body = line.partition(" ")
-            if kind == "RESULT":
-                result: dict[str, Any] = json.loads(body)
-                return result
-            if kind == "ERROR":
-                raise AssertionError(f"chat.mjs {scenario}: {json.loads(body)['message']}")
-            if kind == "STEP":
-                assert on_step is not None, line
-                proc.stdin.write(on_step(json.loads(body)) + "\n")
-                proc.stdin.flush()
-    finally:
-        if proc.poll() is None:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        reader.join(timeout=5)
-        proc.stdin.close()
-        proc.stdout.close()
+    """Run a scenario of ``chat.mjs`` with Chromium."""
+    return run_node(
+        BROWSER_DIR, "chat.mjs", scenario, {"chromium": CHROMIUM, **config}, log_path, on_step
+    )
 
 
 @pytest.fixture
@@ -153,7 +82,7 @@ def test_reload_mid_stream_resumes_exactly(
 ) -> None:
     prompt = "Why does the page survive a reload?"
     full = fake_answer(prompt)
-    result = run_node(
+    result = run_chat(
         "reload",
         {"base": chat.url, "prompt": prompt, "reload_after_chars": 200},
         tmp_path / "node.log",
@@ -161,24 +90,34 @@ def test_reload_mid_stream_resumes_exactly(
     print("browser reload:", figures(result, expectedLength=len(full)))
     assert result["stateBeforeReload"] == "streaming"
     assert 200 <= result["charsBeforeReload"] < len(full)
+    # Right after the reload the page shows the stored text, a prefix of the answer, at once.
+    assert full.startswith(result["restoredText"])
+    assert len(result["restoredText"]) >= result["storedCharsBeforeReload"] >= 200
     assert result["state"] == "done"
     assert result["text"] == full
-    assert result["stored"]["state"] == "done" and result["stored"]["text"] == full
+    stored = result["stored"]
+    assert stored["state"] == "done" and stored["text"] == full
+    assert stored["extra"] == {"prompt": prompt}
     # One request started the session; after the reload the page resumed from its stored
     # cursor through /streams (EventSource cannot send Last-Event-ID on a first request).
-    sid = result["stored"]["sid"]
+    sid = stored["sessionId"]
     paths = [r["path"] for r in result["requests"]]
     assert paths[0].startswith(f"/chat/{sid}?prompt=")
     assert paths[1].startswith(f"/streams/{sid}?last_event_id=")
     assert [p for p in paths if p.startswith("/chat/")] == paths[:1]
+    with httpx.Client(timeout=10) as client:
+        status = client.get(f"{chat.url}/streams/{sid}/status").json()
+    assert stored["cursor"] == status["last_event_id"]  # the cursor of the last chunk
     assert chat.count("fake LLM started") == 1
+    # Both page loads imported the browser helper from the router.
+    assert result["modules"] and all(m["status"] in (200, 304) for m in result["modules"])
     assert result["pageErrors"] == []
 
 
 def test_stop_button_cancels(chat: AppProcess, playwright_core: Path, tmp_path: Path) -> None:
     prompt = "Can I stop an answer halfway?"
     full = fake_answer(prompt)
-    result = run_node(
+    result = run_chat(
         "stop",
         {"base": chat.url, "prompt": prompt, "stop_after_chars": 150},
         tmp_path / "node.log",
@@ -188,7 +127,7 @@ def test_stop_button_cancels(chat: AppProcess, playwright_core: Path, tmp_path: 
     text = result["text"]
     assert len(text) >= result["charsBeforeStop"] >= 150
     assert full.startswith(text) and len(text) < len(full)
-    sid = result["stored"]["sid"]
+    sid = result["stored"]["sessionId"]
     assert result["stored"]["state"] == "cancelled"
     with httpx.Client(timeout=10) as client:
         status = client.get(f"{chat.url}/streams/{sid}/status").json()
@@ -226,7 +165,7 @@ def test_eventsource_reconnects_by_itself_after_an_instance_restart(
             "prompt": prompt,
             "restart_after_chars": 150,
         }
-        result = run_node("reconnect", config, tmp_path / "node.log", on_step=restart_b)
+        result = run_chat("reconnect", config, tmp_path / "node.log", on_step=restart_b)
     finally:
         a.stop()
         b.stop()
@@ -248,3 +187,72 @@ def test_eventsource_reconnects_by_itself_after_an_instance_restart(
     assert a.count("fake LLM started") == 1
     assert b.count("fake LLM started") == 0
     assert result["pageErrors"] == []
+
+
+def _expected_chunk(item: Any) -> dict[str, Any]:
+    """How the browser helper reports one item of ``http_app``'s generator."""
+    if isinstance(item, Event):
+        return {"event": item.event, "kind": "json", "data": item.data}
+    if isinstance(item, str):
+        plain = "\r" not in item and "\0" not in item
+        return {"event": "message" if plain else "json", "kind": "text", "data": item}
+    return {"event": "json", "kind": "json", "data": item}
+
+
+def test_browser_helper_decodes_every_chunk_and_takes_a_reset(
+    playwright_core: Path, tmp_path: Path
+) -> None:
+    n = 21  # three rounds of the seven kinds of "mixed" items: CR, NUL, JSON, named events
+    items = expected_items(n, "mixed")
+    text = "".join(i for i in items if isinstance(i, str))
+    server = AppServer("module", {"REDIS_URL": "memory://"}, tmp_path)
+    sid = f"browser:{uuid.uuid4().hex}"
+    try:
+        start_servers([server])
+        result = run_chat(
+            "module",
+            {"base": server.url, "sid": sid, "url": f"/gen/{sid}?n={n}&kind=mixed&meta=true"},
+            tmp_path / "node.log",
+        )
+        with httpx.Client(timeout=10) as client:
+            status = client.get(f"{server.url}/streams/{sid}/status").json()
+    finally:
+        server.stop()
+    first, second = result["first"], result["second"]
+    print(
+        "browser helper:",
+        json.dumps(
+            {
+                "chunks": len(first["chunks"]),
+                "chars": len(first["text"]),
+                "resets": [len(first["resets"]), len(second["resets"])],
+                "statuses": first["statuses"],
+            }
+        ),
+    )
+    # Every chunk, in order, exactly as the producer sent it; the text is the text chunks.
+    assert [{k: c[k] for k in ("event", "kind", "data")} for c in first["chunks"]] == [
+        _expected_chunk(i) for i in items
+    ]
+    assert [c["id"] for c in first["chunks"]][-1] == status["last_event_id"]
+    assert first["text"] == text and first["end"] == {"state": "done", "reason": None}
+    assert first["metadata"] == [{"model": "test", "n": n}]
+    assert first["resets"] == [] and first["closed"] is True
+    assert result["stored"] == {
+        "version": 1,
+        "sessionId": sid,
+        "url": f"/gen/{sid}?n={n}&kind=mixed&meta=true",
+        "text": text,
+        "cursor": status["last_event_id"],
+        "state": "done",
+        "reason": None,
+        "extra": {"n": 1},
+    }
+    # A cursor of another generation: the server resets, the stale text is dropped, and the
+    # replay rebuilds the same text and chunks from the start.
+    assert len(second["resets"]) == 1 and second["resets"][0]["generation"] == status["generation"]
+    assert second["text"] == text and second["end"]["state"] == "done"
+    assert second["chunks"] == first["chunks"]
+    assert result["storedAfterReset"]["text"] == text
+    assert result["storedAfterReset"]["cursor"] == status["last_event_id"]
+    assert result["pageErrors"] == []  # (the console has a 404: /favicon.ico)

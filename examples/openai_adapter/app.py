@@ -28,6 +28,7 @@ from typing import Annotated, Any
 import httpx
 from fastapi import FastAPI, Path, Query, Request
 
+from examples._common import serve
 from fastapi_streamhub import ResumableStreamingResponse, StreamHub, streamhub_router
 
 SESSION_ID = r"^[A-Za-z0-9._:-]{1,200}$"
@@ -148,17 +149,7 @@ async def healthz() -> dict[str, str]:
 
 
 def main() -> None:
-    import logging
-
-    import uvicorn
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:%(name)s: %(message)s")
-    uvicorn.run(
-        app,
-        host=os.environ.get("HOST", "127.0.0.1"),
-        port=int(os.environ.get("PORT", "8000")),
-        timeout_graceful_shutdown=int(os.environ.get("GRACEFUL_SHUTDOWN", "15")),
-    )
+    serve(app)
 
 
 if __name__ == "__main__":

@@ -68,7 +68,9 @@ const scenarios = {
     return {
       charsBeforeReload: before.text.length,
       stateBeforeReload: before.state,
-      cursorBeforeReload: before.stored.lastEventId,
+      cursorBeforeReload: before.stored.cursor,
+      storedCharsBeforeReload: before.stored.text.length,
+      restoredText: restored.text,
       charsAfterReload: restored.text.length,
       finalLength: after.text.length,
       text: after.text,
@@ -96,6 +98,39 @@ const scenarios = {
       stored: after.stored,
       elapsedMs: Date.now() - started,
     };
+  },
+
+  // The browser helper on its own, against tests/http_app.py: every kind of chunk is decoded
+  // exactly; then the record is given a cursor of an older generation and resume() must take
+  // the server's reset, drop the stored text and rebuild it from the start.
+  async module(page, cfg) {
+    await page.goto(cfg.base + "/healthz");
+    return page.evaluate(async (cfg) => {
+      const { ResumableStream } = await import("/streams/~/streamhub.js");
+      const follow = (act) => new Promise((resolve, reject) => {
+        const seen = { chunks: [], metadata: [], resets: [], statuses: [], texts: 0 };
+        const stream = new ResumableStream({
+          storageKey: "module-test",
+          events: ["note", "tool"],
+          onChunk: (c) => seen.chunks.push(c),
+          onText: () => { seen.texts += 1; },
+          onMetadata: (v) => seen.metadata.push(v),
+          onReset: (r) => seen.resets.push(r),
+          onStatus: (s) => seen.statuses.push(s),
+          onError: (err) => reject(err),
+          onEnd: (end) => resolve({ ...seen, end, text: stream.record.text, closed: stream.source === null }),
+        });
+        act(stream);
+      });
+      const first = await follow((s) => s.start(cfg.sid, { url: cfg.url, extra: { n: 1 } }));
+      const stored = JSON.parse(localStorage.getItem("module-test"));
+      localStorage.setItem("module-test", JSON.stringify({
+        ...stored, state: "streaming", text: "stale text that must go", cursor: "1-3",
+      }));
+      const second = await follow((s) => s.resume());
+      const storedAfterReset = JSON.parse(localStorage.getItem("module-test"));
+      return { first, stored, second, storedAfterReset };
+    }, cfg);
   },
 
   // The producer runs on instance A; a plain EventSource follows the session on instance B
@@ -170,9 +205,16 @@ async function main() {
       const entry = entries.get(r);
       if (entry) entry.failure = r.failure()?.errorText ?? "failed";
     });
+    // The browser helper module, as the page loaded it.
+    const modules = [];
+    page.on("response", (r) => {
+      if (new URL(r.url()).pathname === "/streams/~/streamhub.js") {
+        modules.push({ status: r.status(), contentType: r.headers()["content-type"] ?? null });
+      }
+    });
     page.on("request", (r) => {
       const u = new URL(r.url());
-      if (!/^\/(chat|streams)\//.test(u.pathname)) return;
+      if (!/^\/(chat|streams)\//.test(u.pathname) || u.pathname.startsWith("/streams/~/")) return;
       // headers() are the ones the page set (EventSource adds Last-Event-ID itself);
       // allHeaders() adds the network stack's, but fails for a request that never connected.
       const entry = {
@@ -186,7 +228,7 @@ async function main() {
       r.allHeaders().then((h) => { entry.lastEventId = h["last-event-id"] ?? entry.lastEventId; }, () => {});
     });
     const result = await scenarios[scenario](page, config);
-    emit("RESULT", { scenario, ...result, requests, consoleErrors, pageErrors });
+    emit("RESULT", { scenario, ...result, requests, modules, consoleErrors, pageErrors });
   } finally {
     await browser.close();
   }

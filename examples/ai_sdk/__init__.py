@@ -1,0 +1,1 @@
+"""A FastAPI backend for the Vercel AI SDK's ``useChat({ resume: true })``."""

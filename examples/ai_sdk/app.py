@@ -1,0 +1,111 @@
+"""A FastAPI backend for the Vercel AI SDK: ``useChat({ resume: true })`` resumes its answers.
+
+The AI SDK's ``DefaultChatTransport`` (npm package ``ai``) talks to two URLs, both served here
+with the SDK's defaults (``api: "/api/chat"``):
+
+- ``POST /api/chat`` with ``{"id": <chat id>, "messages": [...], "trigger": ...}``: answers the
+  last user message with the fake LLM of the chat example, as a UI message stream
+  (``ResumableStreamingResponse(..., protocol="ai-sdk")``), and a ``data-usage`` part at the
+  end;
+- ``GET /api/chat/{chat_id}/stream`` (the router built with ``ai_sdk=True``): the resume
+  request, 204 when no answer is running, else the answer from its start and then live.
+
+The chat id is the session id. Each new user message starts a new generation of that session
+(``restart=True``): the previous answer is finished by then, and the generation number makes
+each answer's message id (``<chat id>-<generation>``) unique within the chat. A message sent
+while an answer is still running joins that answer instead of starting a second one (one
+producer per session).
+
+Run it with ``python -m examples.ai_sdk``; settings: ``REDIS_URL`` (``memory://``),
+``HOST``/``PORT`` (127.0.0.1:8000), ``FAKE_LLM_DELAY`` (0.03 s per token), ``CORS_ORIGINS``
+(comma-separated origins allowed to call the API, such as a Next.js dev server on
+``http://localhost:3000``; none by default).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, HTTPException
+from fastapi.middleware.cors import CORSMiddleware
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from examples._common import add_healthz, fake_llm, serve
+from fastapi_streamhub import Event, ResumableStreamingResponse, StreamHub, create_router
+
+__all__ = ["ChatRequest", "answer", "app", "main", "prompt_of"]
+
+ChatId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,200}$")]
+
+hub = StreamHub.from_url(os.environ.get("REDIS_URL", "memory://"))
+app = FastAPI(title="streamhub AI SDK backend", lifespan=hub.lifespan)
+# The SDK resumes at `${api}/${chatId}/stream`: mounting the router at the chat route's path
+# keeps the SDK's default URLs (and adds /api/chat/{id}/status, /cancel, ... beside them).
+app.include_router(create_router(prefix="/api/chat", ai_sdk=True))
+add_healthz(app, hub)
+if os.environ.get("CORS_ORIGINS"):
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[o.strip() for o in os.environ["CORS_ORIGINS"].split(",") if o.strip()],
+        allow_methods=["GET", "POST"],
+        allow_headers=["content-type"],
+    )
+
+
+class UIMessage(BaseModel):
+    """A message as the SDK sends it; only text parts are read here."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str = Field(max_length=200)
+    role: Literal["system", "user", "assistant"]
+    parts: list[dict[str, Any]] = Field(max_length=1000)
+
+
+class ChatRequest(BaseModel):
+    """The body of the SDK's ``sendMessages`` request."""
+
+    model_config = ConfigDict(extra="allow")  # the transport's `body` option adds fields
+    id: ChatId
+    messages: list[UIMessage] = Field(min_length=1, max_length=1000)
+    trigger: Literal["submit-message", "regenerate-message"] = "submit-message"
+    messageId: str | None = None
+
+
+def prompt_of(messages: list[UIMessage]) -> str:
+    """The text of the last user message (422 when there is none)."""
+    for message in reversed(messages):
+        if message.role == "user":
+            text = "".join(
+                p["text"]
+                for p in message.parts
+                if p.get("type") == "text" and isinstance(p.get("text"), str)
+            ).strip()
+            if text:
+                return text[:4000]
+    raise HTTPException(status_code=422, detail="no user message with text to answer")
+
+
+async def answer(prompt: str) -> AsyncIterator[str | Event]:
+    """The fake LLM's tokens (``text-delta`` parts), then ``data-usage`` with their count."""
+    tokens = 0
+    async for token in fake_llm(prompt):
+        tokens += 1
+        yield token
+    yield Event({"tokens": tokens}, "usage")
+
+
+@app.post("/api/chat", summary="Answer the last user message as a UI message stream")
+async def chat(request: ChatRequest) -> ResumableStreamingResponse:
+    return ResumableStreamingResponse(
+        request.id, answer(prompt_of(request.messages)), restart=True, protocol="ai-sdk"
+    )
+
+
+def main() -> None:
+    serve(app)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+// Drives the real Vercel AI SDK (npm package "ai", pinned in package.json) against the AI SDK
+// example (examples/ai_sdk) running under uvicorn. No part of the SDK is mocked.
+//
+//   node ai_sdk.mjs <scenario> '<json config>'
+//
+// Scenarios:
+// - "reconnect": DefaultChatTransport.sendMessages, abort after `abort_after_deltas` text
+//   deltas, then reconnectToStream; the resumed stream is assembled by readUIMessageStream.
+// - "chat": what useChat({ resume: true }) does across a page reload: one AbstractChat sends
+//   the message and is stopped mid-answer (the page goes away); a second one, holding only the
+//   user message, calls resumeStream() and must end with the whole answer.
+// - "idle": reconnectToStream on a chat with nothing running must give null (HTTP 204).
+// - "turns": two messages in one chat, each read to the end.
+// - "cancel": the app's Stop (POST /api/chat/{id}/cancel) after `cancel_after_deltas` deltas;
+//   the stream must end with an "abort" part.
+// Prints one line "RESULT {json}", or "ERROR {json}" and exits with status 1. The assertions
+// are left to tests/test_ai_sdk.py.
+
+import { AbstractChat, DefaultChatTransport, readUIMessageStream } from "ai";
+
+const [scenario, rawConfig] = process.argv.slice(2);
+const config = JSON.parse(rawConfig || "{}");
+const timeoutMs = config.timeout_ms ?? 30000;
+
+function emit(kind, value) {
+  process.stdout.write(`${kind} ${JSON.stringify(value)}\n`);
+}
+
+const transport = () => new DefaultChatTransport({ api: `${config.base}/api/chat` });
+
+function userMessage(text, id = "u1") {
+  return { id, role: "user", parts: [{ type: "text", text }] };
+}
+
+const textOf = (message) =>
+  message.parts.filter((p) => p.type === "text").map((p) => p.text).join("");
+
+function summary(parts) {
+  const counts = {};
+  for (const p of parts) counts[p.type] = (counts[p.type] ?? 0) + 1;
+  return counts;
+}
+
+// Every part of a UI message chunk stream, and the message readUIMessageStream builds from it.
+async function readAll(stream) {
+  const [forParts, forMessage] = stream.tee();
+  const parts = [];
+  const collect = (async () => {
+    for await (const part of forParts) parts.push(part);
+  })();
+  let message = null;
+  for await (const snapshot of readUIMessageStream({ stream: forMessage, terminateOnError: true })) {
+    message = snapshot;
+  }
+  await collect;
+  return { parts, message };
+}
+
+function send(tr, chatId, text, abortSignal) {
+  return tr.sendMessages({
+    chatId,
+    messages: [userMessage(text)],
+    trigger: "submit-message",
+    messageId: undefined,
+    abortSignal,
+  });
+}
+
+class State {
+  constructor(messages, onChange) {
+    this.messages = messages;
+    this.status = "ready";
+    this.error = undefined;
+    this.onChange = onChange;
+  }
+  pushMessage(message) { this.messages = [...this.messages, message]; this.onChange(this); }
+  popMessage() { this.messages = this.messages.slice(0, -1); this.onChange(this); }
+  replaceMessage(index, message) {
+    this.messages = [...this.messages.slice(0, index), message, ...this.messages.slice(index + 1)];
+    this.onChange(this);
+  }
+  snapshot(thing) { return structuredClone(thing); }
+}
+
+class Chat extends AbstractChat {
+  constructor({ messages = [], onChange = () => {}, ...init }) {
+    super({ ...init, state: new State(messages, onChange) });
+  }
+}
+
+function within(promise, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not within ${timeoutMs} ms`)), timeoutMs);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+const scenarios = {
+  async reconnect(cfg) {
+    const controller = new AbortController();
+    const first = await send(transport(), cfg.chat_id, cfg.prompt, controller.signal);
+    const firstParts = [];
+    const reader = first.getReader();
+    let deltas = 0;
+    while (deltas < cfg.abort_after_deltas) {
+      const { done, value } = await reader.read();
+      if (done) throw new Error(`the first stream ended after ${deltas} deltas`);
+      firstParts.push(value);
+      if (value.type === "text-delta") deltas += 1;
+    }
+    controller.abort(); // the page goes away mid-answer: the connection is dropped
+    await reader.cancel().catch(() => {});
+    const resumed = await transport().reconnectToStream({ chatId: cfg.chat_id });
+    if (resumed === null) throw new Error("reconnectToStream answered 204 mid-answer");
+    const { parts, message } = await readAll(resumed);
+    const firstText = firstParts.filter((p) => p.type === "text-delta").map((p) => p.delta).join("");
+    return {
+      firstParts: firstParts.length,
+      firstTypes: summary(firstParts),
+      firstText,
+      firstMessageId: firstParts[0].type === "start" ? firstParts[0].messageId : null,
+      resumedParts: parts.length,
+      resumedTypes: summary(parts),
+      resumedFirst: parts[0],
+      resumedLast: parts[parts.length - 1],
+      dataParts: parts.filter((p) => p.type.startsWith("data-")),
+      messageId: message.id,
+      text: textOf(message),
+      messageParts: message.parts.map((p) => p.type),
+    };
+  },
+
+  async chat(cfg) {
+    const user = userMessage(cfg.prompt);
+    let reached;
+    const reachedChars = new Promise((resolve) => { reached = resolve; });
+    const first = new Chat({
+      id: cfg.chat_id,
+      transport: transport(),
+      onChange: (state) => {
+        const last = state.messages[state.messages.length - 1];
+        if (last?.role === "assistant" && textOf(last).length >= cfg.stop_after_chars) reached(textOf(last));
+      },
+    });
+    const sending = first.sendMessage(user);
+    const seenBeforeStop = await within(reachedChars, "first chat reading");
+    await first.stop(); // as when the page is closed: the request is aborted, not the answer
+    await within(sending, "first chat stopping");
+    const stoppedAt = textOf(first.messages[first.messages.length - 1]);
+
+    // The reloaded page: its messages come from the app's own store, here the user message.
+    const statuses = [];
+    const errors = [];
+    const second = new Chat({
+      id: cfg.chat_id,
+      messages: [user],
+      transport: transport(),
+      onError: (err) => errors.push(String(err)),
+    });
+    const setStatus = second.setStatus.bind(second);
+    second.setStatus = (s) => {
+      if (statuses[statuses.length - 1] !== s.status) statuses.push(s.status);
+      setStatus(s);
+    };
+    await within(second.resumeStream(), "second chat resuming");
+    const assistant = second.messages[second.messages.length - 1];
+    return {
+      seenBeforeStop: seenBeforeStop.length,
+      stoppedAt: stoppedAt.length,
+      firstStatus: first.status,
+      firstMessageId: first.messages[first.messages.length - 1].id,
+      roles: second.messages.map((m) => m.role),
+      messageId: assistant.id,
+      text: textOf(assistant),
+      messageParts: assistant.parts.map((p) => p.type),
+      usage: assistant.parts.filter((p) => p.type === "data-usage").map((p) => p.data),
+      status: second.status,
+      statuses,
+      errors,
+    };
+  },
+
+  async cancel(cfg) {
+    const stream = await send(transport(), cfg.chat_id, cfg.prompt);
+    const parts = [];
+    let cancel = null;
+    for await (const part of stream) {
+      parts.push(part);
+      if (cancel === null && parts.filter((p) => p.type === "text-delta").length >= cfg.cancel_after_deltas) {
+        cancel = fetch(`${cfg.base}/api/chat/${cfg.chat_id}/cancel`, { method: "POST" })
+          .then(async (res) => ({ status: res.status, body: await res.json() }));
+      }
+    }
+    const text = parts.filter((p) => p.type === "text-delta").map((p) => p.delta).join("");
+    return { cancel: await cancel, types: summary(parts), lastParts: parts.slice(-2), text };
+  },
+
+  async idle(cfg) {
+    const answers = {};
+    for (const chatId of cfg.chat_ids) {
+      answers[chatId] = await transport().reconnectToStream({ chatId });
+    }
+    return { answers };
+  },
+
+  async turns(cfg) {
+    const turns = [];
+    for (const prompt of cfg.prompts) {
+      const { parts, message } = await readAll(await send(transport(), cfg.chat_id, prompt));
+      turns.push({ messageId: message.id, text: textOf(message), types: summary(parts), last: parts[parts.length - 1] });
+    }
+    return { turns };
+  },
+};
+
+async function main() {
+  if (!scenarios[scenario]) throw new Error(`unknown scenario ${scenario}`);
+  const started = Date.now();
+  const result = await within(scenarios[scenario](config), scenario);
+  emit("RESULT", { scenario, ...result, elapsedMs: Date.now() - started });
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => { emit("ERROR", { message: String((err && err.stack) || err) }); process.exit(1); },
+);
