@@ -41,6 +41,15 @@ def free_port() -> int:
         return port
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux ``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -50,8 +59,9 @@ def cpu_seconds(pid: int) -> float:
 class BenchRedis:
     """``redis-server`` on a free loopback port, persistence off; a context manager."""
 
-    def __init__(self, executable: str = "redis-server") -> None:
+    def __init__(self, executable: str = "redis-server", *extra: str) -> None:
         self.executable = executable
+        self.extra = list(extra)  # more server arguments (cluster mode, ...)
         self.port = 0
         self._dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -75,8 +85,12 @@ class BenchRedis:
 
     def start(self) -> BenchRedis:
         self._dir = Path(tempfile.mkdtemp(prefix="streamhub-bench-"))
+        cluster = "--cluster-enabled" in self.extra
         for _attempt in range(3):
+            # A cluster node's bus listens on port + 10000, so its port is at most 55535.
             self.port = free_port()
+            while cluster and (self.port > 55535 or not _bindable(self.port + 10000)):
+                self.port = free_port()
             argv = [
                 self.executable,
                 "--port",
@@ -95,6 +109,7 @@ class BenchRedis:
                 "no",
                 "--loglevel",
                 "warning",
+                *self.extra,
             ]
             log = open(self._dir / "redis.log", "ab")  # noqa: SIM115 - the child keeps it
             self._proc = subprocess.Popen(

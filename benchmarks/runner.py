@@ -32,6 +32,7 @@ BENCHES = (
     "http_latency",
     "many_streams",
     "telemetry",
+    "cluster",
 )
 
 

@@ -155,10 +155,11 @@ def _error(message: str) -> None:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from redis.asyncio import Redis
+    from .backends._urls import redis_client
 
     try:
-        client = Redis.from_url(args.redis)
+        # redis://, rediss://, unix://, redis+cluster://, redis+sentinel://
+        client, owned = redis_client(args.redis)
         hub = StreamHub(client, key_prefix=args.prefix, outage_timeout=args.timeout)
     except ValueError as exc:
         raise _Exit(USAGE, str(exc)) from None
@@ -169,7 +170,8 @@ async def _run(args: argparse.Namespace) -> int:
         raise _exit_for(_leaf(exc), args) from None
     finally:
         with anyio.CancelScope(shield=True):
-            await client.aclose()
+            for owned_client in owned:
+                await owned_client.aclose()
 
 
 def _leaf(exc: BaseException) -> BaseException:

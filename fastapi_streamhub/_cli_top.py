@@ -56,7 +56,10 @@ async def scan_session_ids(client: Any, prefix: str, max_keys: int) -> tuple[lis
                 break
             count = min(_SCAN_COUNT, budget)
             budget -= count
-            cursor, keys = await client.scan(cursor, match=f"{head}*{tail}", count=count, **kwargs)
+            reply = await client.scan(cursor, match=f"{head}*{tail}", count=count, **kwargs)
+            cursor, keys = reply
+            if isinstance(cursor, dict):  # a cluster gives the cursor per node, even for one
+                (cursor,) = cursor.values()
             for key in keys:
                 name = _text(key)
                 if name.startswith(head) and name.endswith(tail):

@@ -190,8 +190,17 @@ class StreamHub:
             tg.start_soon(self._keeper)
         except BaseException as exc:
             tg.cancel_scope.cancel()
-            await tg.__aexit__(type(exc), exc, exc.__traceback__)
             self._tg = None
+            error = exc
+            try:
+                await tg.__aexit__(type(exc), exc, exc.__traceback__)
+            except BaseExceptionGroup as group:
+                # anyio wraps the start's own error in a group: callers catch the error itself
+                # (BackendUnavailable, ...); a group holding anything more is raised as it is.
+                if group.subgroup(
+                    lambda e: e is not error and not isinstance(e, BaseExceptionGroup)
+                ):
+                    raise
             raise
         return self
 

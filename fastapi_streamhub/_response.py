@@ -174,6 +174,7 @@ class SessionStreamResponse(Response):
                 await ready.wait()
                 if failed:
                     # Before any header: an unknown session is a plain 404, and so on.
+                    receiver.close()  # _pump, which owns it otherwise, never runs
                     await _json_error(send, error_status(failed[0]), str(failed[0]))
                     tg.cancel_scope.cancel()
                     return

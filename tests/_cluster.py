@@ -13,7 +13,7 @@ import subprocess
 import time
 from types import TracebackType
 
-from _redis import HOST, RedisServer, RedisServerError
+from _redis import HOST, RedisServer, RedisServerError, free_cluster_port
 
 READY_TIMEOUT = 30.0
 
@@ -26,6 +26,7 @@ class Cluster:
         self.replicas = replicas
         self.nodes = [
             RedisServer(
+                port=free_cluster_port(),
                 cluster_enabled="yes",
                 cluster_config_file="nodes.conf",
                 cluster_node_timeout=1000,

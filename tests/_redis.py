@@ -7,6 +7,7 @@ over plain sockets so it can be used to observe the library from outside.
 from __future__ import annotations
 
 import contextlib
+import random
 import shutil
 import signal
 import socket
@@ -30,6 +31,24 @@ def free_port() -> int:
         return port
 
 
+def free_cluster_port() -> int:
+    """A free port for a cluster node: at most 55535, with port + 10000 (its cluster bus) free."""
+    for _ in range(1000):
+        port = random.randint(20000, 55535)
+        if _bindable(port) and _bindable(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
 class RedisServerError(RuntimeError):
     pass
 
@@ -50,6 +69,7 @@ class RedisServer:
         save: str = "",
         extra_args: Sequence[str] = (),
         executable: str = "redis-server",
+        port: int | None = None,
         **config: str | int,
     ) -> None:
         """Extra server settings can be passed as ``extra_args`` (raw argv,
@@ -64,7 +84,7 @@ class RedisServer:
         for key, value in config.items():
             self._args += [f"--{key.replace('_', '-')}", str(value)]
         self._args += list(extra_args)
-        self._port: int | None = None
+        self._port: int | None = port
         self._dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._paused = False
@@ -397,4 +417,4 @@ class _Reader:
         raise RedisServerError(f"unexpected reply from redis-server: {line!r}")
 
 
-__all__ = ["RedisServer", "RedisServerError", "free_port"]
+__all__ = ["RedisServer", "RedisServerError", "free_cluster_port", "free_port"]

@@ -229,3 +229,22 @@ async def test_redis_commands_work_without_httpx(hub: StreamHub, redis_url: str)
     with anyio.fail_after(30):
         done = await anyio.run_process([sys.executable, "-c", code], check=False, env=_env())
     assert (done.returncode, done.stdout) == (0, b"x")
+
+
+async def test_cluster_url_status_tail_and_top(cluster_url: str) -> None:
+    """``redis+cluster://``: records read by slot, ``top`` scans every primary."""
+    async with StreamHub.from_url(cluster_url, lease_ttl=5) as on_cluster:
+        sids = [new_sid() for _ in range(6)]
+        producers = [await producing(on_cluster, sid, "a", "b") for sid in sids]
+        await producers[0].close()
+        shown = await cli("top", "--once", "--interval", "0.2", redis=cluster_url)
+        status = await cli("status", sids[0], redis=cluster_url)
+        tail = await cli("tail", sids[0], redis=cluster_url)
+        for p in producers[1:]:
+            await p.close()
+    assert shown.returncode == 0, shown.stderr
+    header, rows = table(shown.stdout)
+    assert header == "5 active sessions, 5 shown"
+    assert set(rows) == set(sids[1:])
+    assert orjson.loads(status.stdout)["state"] == "done"
+    assert (tail.returncode, tail.stdout) == (0, "ab"), tail

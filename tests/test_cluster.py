@@ -71,7 +71,7 @@ async def stream_through(
                 if i == N // 3:
                     await p.flush()
                     await anyio.to_thread.run_sync(change)
-                await p.publish(f"t{i}")
+                await p.send(f"t{i}")  # the writer batches what waits behind a slow round trip
                 await anyio.sleep(pace)
     replay: list[Any] = []
     with anyio.fail_after(30):
@@ -244,7 +244,7 @@ async def _unsynced_failover(
         assert reg.producer is not None
         async with reg.producer as p:
             for i in range(1, 21):
-                await p.publish(f"t{i}")
+                await p.send(f"t{i}")
             await p.flush()
             await anyio.to_thread.run_sync(_sync_replica, cluster, primary, replica)
             # Frozen, and cut off: nothing written from now on reaches it (SIGSTOP alone would
@@ -253,14 +253,14 @@ async def _unsynced_failover(
             primary.execute("CLIENT", "KILL", "TYPE", "replica")
             with caplog.at_level(logging.WARNING, "fastapi_streamhub.redis"):
                 for i in range(21, 51):
-                    await p.publish(f"t{i}")
+                    await p.send(f"t{i}")
                 await p.flush()  # acknowledged: written on the primary
             primary.kill()
             replica.resume()
             replica.execute("CLUSTER", "FAILOVER", "TAKEOVER")
             await anyio.to_thread.run_sync(cluster.wait_ready)
             for i in range(51, 101):
-                await p.publish(f"t{i}")
+                await p.send(f"t{i}")
         replay: list[Any] = []
         with anyio.fail_after(30):
             await collect(hub, sid, replay)
@@ -302,7 +302,7 @@ async def test_wait_replicas_keeps_every_chunk_through_a_primary_crash(
     sid = "crash"
     primary = cluster.owner(slot_of(sid))
     async with (
-        StreamHub.from_url(cluster.url, **OPTIONS, wait_replicas=1) as hub_a,
+        StreamHub.from_url(cluster.url, **OPTIONS, wait_replicas=1, wait_timeout=0.1) as hub_a,
         StreamHub.from_url(cluster.url, **OPTIONS) as hub_b,
     ):
         started = time.monotonic()
@@ -322,7 +322,7 @@ async def test_sentinel_failover_mid_stream(make_redis: Callable[..., RedisServe
     with SentinelGroup(primary, replica, count=3) as sentinels:
         url = sentinels.url
         async with (
-            StreamHub.from_url(url, **OPTIONS, wait_replicas=1) as hub_a,
+            StreamHub.from_url(url, **OPTIONS, wait_replicas=1, wait_timeout=0.1) as hub_a,
             StreamHub.from_url(url, **OPTIONS) as hub_b,
         ):
             started = time.monotonic()
