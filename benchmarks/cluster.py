@@ -4,6 +4,8 @@
   spread over the slots) writing at once into a 3-primary cluster; reference: the same into a
   1-primary cluster. All on this one machine: the servers and the producing process share two
   cores, so the ratio shows what sharding costs or buys *here*, not on separate hosts.
+- ``cluster_paced_3_shards``: the same with 200 LLM-like streams, each chunk published alone (one
+  round trip each); ``cluster_redis_cpu_us_per_chunk``: Redis CPU (all nodes) per such chunk.
 - ``wait_replicas_throughput``: one producer, ``wait_replicas=1`` against ``0``, on a primary
   with one replica (every writer round trip then waits for the replica's acknowledgement).
 - ``wait_replicas_publish_ms``: median time of an awaited single-chunk publish + flush, with
@@ -22,14 +24,14 @@ import anyio
 from fastapi_streamhub import StreamHub
 
 from ._common import TOKEN, Context, Metric, median, new_id
-from ._redis import HOST, BenchRedis
+from ._redis import HOST, BenchRedis, cpu_seconds
 
 PRODUCERS = 12
 
 
 @contextmanager
-def cluster(primaries: int) -> Iterator[str]:
-    """A ``primaries``-shard cluster on loopback; yields its ``redis+cluster://`` URL."""
+def cluster(primaries: int) -> Iterator[tuple[str, list[BenchRedis]]]:
+    """A ``primaries``-shard cluster on loopback; yields its ``redis+cluster://`` URL and nodes."""
     nodes = [
         BenchRedis(
             "redis-server",
@@ -63,7 +65,7 @@ def cluster(primaries: int) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise RuntimeError("the benchmark cluster did not become ready")
             time.sleep(0.05)
-        yield "redis+cluster://" + ",".join(addresses)
+        yield "redis+cluster://" + ",".join(addresses), nodes
     finally:
         for node in nodes:
             node.close()
@@ -93,6 +95,34 @@ async def _aggregate(url: str, n: int, **options: object) -> float:
     return PRODUCERS * n / elapsed
 
 
+async def _paced(url: str, nodes: list[BenchRedis], streams: int, n: int) -> tuple[float, float]:
+    """LLM-like: ``streams`` producers each publish ``n`` chunks one at a time (each awaited,
+    so each its own round trip). Returns aggregate chunks/s and Redis CPU µs per chunk (all
+    nodes)."""
+    async with StreamHub.from_url(url) as hub:
+        producers = []
+        for _ in range(streams):
+            reg = await hub.register(new_id("paced"))
+            assert reg.producer is not None
+            producers.append(reg.producer)
+
+        async def publish(p: object) -> None:
+            for _ in range(n):
+                await p.publish(TOKEN)  # type: ignore[attr-defined]
+
+        cpu0 = sum(cpu_seconds(node.pid) for node in nodes)
+        t0 = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for p in producers:
+                tg.start_soon(publish, p)
+        elapsed = time.perf_counter() - t0
+        cpu = sum(cpu_seconds(node.pid) for node in nodes) - cpu0
+        for p in producers:
+            await p.close()
+    total = streams * n
+    return total / elapsed, cpu / total * 1e6
+
+
 async def _single(url: str, n: int, **options: object) -> tuple[float, float]:
     """One producer: chunks/s for ``n`` sent chunks, and the median ms of 200 awaited
     single-chunk publishes (each flushed before the next)."""
@@ -120,16 +150,28 @@ async def run(ctx: Context) -> list[Metric]:
     rounds = ctx.pick(3, 5)
     one: list[float] = []
     three: list[float] = []
-    with cluster(1) as url1, cluster(3) as url3:
+    paced1: list[tuple[float, float]] = []
+    paced3: list[tuple[float, float]] = []
+    streams, per_stream = 200, ctx.pick(25, 50)
+    with cluster(1) as (url1, nodes1), cluster(3) as (url3, nodes3):
         await _aggregate(url1, 500)
         await _aggregate(url3, 500)
         for _ in range(rounds):
             one.append(await _aggregate(url1, n))
             three.append(await _aggregate(url3, n))
+            paced1.append(await _paced(url1, nodes1, streams, per_stream))
+            paced3.append(await _paced(url3, nodes3, streams, per_stream))
     ctx.note(
         "cluster_persist_3_shards",
         f"{PRODUCERS} producers x {n} chunks, {rounds} rounds; 3 shards "
         f"{[round(x) for x in three]}, 1 shard {[round(x) for x in one]} chunks/s",
+    )
+    ctx.note(
+        "cluster_paced_3_shards",
+        f"{streams} streams x {per_stream} awaited publishes, {rounds} rounds; 3 shards "
+        f"{[round(r) for r, _ in paced3]}, 1 shard {[round(r) for r, _ in paced1]} chunks/s; "
+        f"Redis CPU per chunk (all nodes) 3 shards {[round(c, 1) for _, c in paced3]}, "
+        f"1 shard {[round(c, 1) for _, c in paced1]} µs",
     )
     with (
         BenchRedis("redis-server", "--repl-diskless-sync-delay", "0") as primary,
@@ -137,10 +179,12 @@ async def run(ctx: Context) -> list[Metric]:
     ):
         replica.admin.execute_command("REPLICAOF", HOST, primary.port)
         deadline = time.monotonic() + 30
-        while b"master_link_status:up" not in replica.admin.execute_command("INFO", "replication"):
+        while replica.admin.info("replication").get("master_link_status") != "up":
             if time.monotonic() > deadline:
                 raise RuntimeError("the benchmark replica did not sync")
             await anyio.sleep(0.05)
+        await _single(primary.url, 1_000)  # warm up (connections, scripts)
+        await _single(primary.url, 1_000, wait_replicas=1)
         plain: list[tuple[float, float]] = []
         waited: list[tuple[float, float]] = []
         for _ in range(rounds):
@@ -153,6 +197,18 @@ async def run(ctx: Context) -> list[Metric]:
     )
     return [
         Metric("cluster_persist_3_shards", median(three), "chunks/s", reference=median(one)),
+        Metric(
+            "cluster_paced_3_shards",
+            median([r for r, _ in paced3]),
+            "chunks/s",
+            reference=median([r for r, _ in paced1]),
+        ),
+        Metric(
+            "cluster_redis_cpu_us_per_chunk",
+            median([c for _, c in paced3]),
+            "µs",
+            reference=median([c for _, c in paced1]),
+        ),
         Metric(
             "wait_replicas_throughput",
             median([r for r, _ in waited]),
