@@ -235,7 +235,11 @@ def chat(tmp_path: Path) -> Iterator[AppProcess]:
 
 @pytest.fixture
 def chat_pair(tmp_path: Path, redis_url: str) -> Iterator[tuple[AppProcess, AppProcess]]:
-    env = chat_env(redis_url)
+    yield from two_chats(tmp_path, chat_env(redis_url))
+
+
+def two_chats(tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[AppProcess, AppProcess]]:
+    """Two chat instances with ``env``, stopped when the generator is closed."""
     a = AppProcess("examples.chat", tmp_path / "chat-a.log", env=env)
     b = AppProcess("examples.chat", tmp_path / "chat-b.log", env=env)
     try:
@@ -366,15 +370,7 @@ def test_cancel_on_one_instance_stops_the_producer_on_the_other(
 @pytest.fixture
 def slow_chat_pair(tmp_path: Path, redis_url: str) -> Iterator[tuple[AppProcess, AppProcess]]:
     # Slow enough that an instruction always lands mid-answer (some 6 s per answer).
-    env = chat_env(redis_url, delay="0.03")
-    a = AppProcess("examples.chat", tmp_path / "chat-a.log", env=env)
-    b = AppProcess("examples.chat", tmp_path / "chat-b.log", env=env)
-    try:
-        run_apps(a, b)
-        yield a, b
-    finally:
-        a.stop()
-        b.stop()
+    yield from two_chats(tmp_path, chat_env(redis_url, delay="0.03"))
 
 
 def test_an_instruction_sent_to_one_instance_steers_the_answer_on_the_other(
