@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 import anyio
 from fastapi import FastAPI
 
-from fastapi_streamhub import StreamHub
+from fastapi_streamhub import StreamContext, StreamHub
 
 log = logging.getLogger("examples.fake_llm")
 
@@ -80,8 +80,18 @@ def token_delay() -> float:
     return max(0.0, float(os.environ.get("FAKE_LLM_DELAY", "0.03")))
 
 
-async def fake_llm(prompt: str) -> AsyncIterator[str]:
-    """Yield the tokens of :func:`fake_answer` with a realistic, jittered pace."""
+def instruction_text(instruction: str) -> str:
+    """What the fake LLM writes when an instruction reaches it, before it changes topic."""
+    return f"\n\n[instruction: {instruction}]\n\n"
+
+
+async def fake_llm(prompt: str, ctx: StreamContext | None = None) -> AsyncIterator[str]:
+    """Yield the tokens of :func:`fake_answer` with a realistic, jittered pace.
+
+    With a stream context it can be steered: each steering message (a string, the instruction)
+    that arrives mid-answer is echoed as :func:`instruction_text`, and the answer then goes on
+    as the answer to the instruction (``fake_tokens(instruction)``).
+    """
     tokens = fake_tokens(prompt)
     delay = token_delay()
     rng = random.Random(len(prompt))
@@ -89,9 +99,16 @@ async def fake_llm(prompt: str) -> AsyncIterator[str]:
     outcome = "interrupted"
     log.info("fake LLM started: %d tokens for prompt %r", len(tokens), prompt[:60])
     try:
-        for token in tokens:
+        while sent < len(tokens):
             await anyio.sleep(delay * rng.uniform(0.66, 1.33) if delay else 0)
-            yield token
+            # Between two tokens, as a real agent loop would: take what arrived, never wait.
+            for message in ctx.messages_nowait() if ctx is not None else ():
+                instruction = str(message.data).strip()[:500]
+                if instruction:
+                    log.info("fake LLM steered by message %s: %r", message.id, instruction[:60])
+                    yield instruction_text(instruction)
+                    tokens = tokens[:sent] + fake_tokens(instruction)
+            yield tokens[sent]
             sent += 1
         outcome = "finished"
     finally:

@@ -10,6 +10,7 @@ from ._errors import (
     LimitExceeded,
     OwnershipLost,
     SessionDeleted,
+    SessionFinished,
     SessionNotFound,
     StaleGeneration,
     StreamClosed,
@@ -19,6 +20,7 @@ from ._hub import Registration, Session, StreamHub, get_hub
 from ._producer import Producer
 from ._response import ResumableStreamingResponse, SessionStreamResponse
 from ._router import create_router, streamhub_router
+from ._steering import MessageReceipt, SteeringMessage, StreamContext
 from ._subscriber import Subscription
 from ._types import Batch, Chunk, Cursor, End, Event, Metadata, Reset, SessionInfo, State
 from .backends.base import Backend
@@ -38,6 +40,7 @@ __all__ = [
     "LeaseExpired",
     "LimitExceeded",
     "MemoryBackend",
+    "MessageReceipt",
     "Metadata",
     "OwnershipLost",
     "Producer",
@@ -46,12 +49,15 @@ __all__ = [
     "ResumableStreamingResponse",
     "Session",
     "SessionDeleted",
+    "SessionFinished",
     "SessionInfo",
     "SessionNotFound",
     "SessionStreamResponse",
     "StaleGeneration",
     "State",
+    "SteeringMessage",
     "StreamClosed",
+    "StreamContext",
     "StreamHub",
     "StreamHubError",
     "Subscription",

@@ -15,7 +15,8 @@ records: a tag byte, the session id and a body, each length-prefixed, so a
 process skips records of sessions it does not follow without decoding them, and decodes the
 others once for all its local subscribers. Tags: ``C`` chunks (``<gen>:<first>:<frames>``),
 ``E`` end (``<gen>:<offset>:<state>\n<reason>``), ``M`` metadata (``<gen>:<json>``), ``X``
-cancel (``<gen>``), ``L`` lost (``<gen>:stale|lease_expired``), ``D`` deleted (``<gen>``).
+cancel (``<gen>``), ``L`` lost (``<gen>:stale|lease_expired``), ``D`` deleted (``<gen>``),
+``G`` steering message stored (``<gen>:<seq>``).
 Lengths are byte lengths.
 """
 
@@ -41,6 +42,7 @@ __all__ = [
     "Message",
     "MetadataMsg",
     "ResyncMsg",
+    "SteerMsg",
     "chunks_head",
     "decode_chunks",
     "decode_end",
@@ -217,6 +219,14 @@ class LostMsg:
 
 
 @dataclass(frozen=True, slots=True)
+class SteerMsg:
+    """A steering message ``seq`` was stored for the producer of ``generation``."""
+
+    generation: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class DeletedMsg:
     """The session was deleted."""
 
@@ -232,7 +242,15 @@ class HubClosingMsg:
 
 
 Message = (
-    ChunksMsg | EndMsg | MetadataMsg | CancelMsg | LostMsg | DeletedMsg | ResyncMsg | HubClosingMsg
+    ChunksMsg
+    | EndMsg
+    | MetadataMsg
+    | CancelMsg
+    | LostMsg
+    | DeletedMsg
+    | ResyncMsg
+    | HubClosingMsg
+    | SteerMsg
 )
 
 
@@ -306,4 +324,7 @@ def decode_record(tag: bytes, body: bytes) -> Message:
         return LostMsg(int(gen_s), why.decode())
     if tag == b"D":
         return DeletedMsg()
+    if tag == b"G":
+        gen_s, _, seq_s = body.partition(b":")
+        return SteerMsg(int(gen_s), int(seq_s))
     raise ValueError(f"unknown record tag {tag!r}")

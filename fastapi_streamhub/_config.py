@@ -36,6 +36,7 @@ class Settings:
     maxlen: int | None = None
     max_chunk_bytes: int = 1024 * 1024
     max_metadata_bytes: int = 64 * 1024
+    max_message_bytes: int = 64 * 1024  # a steering message's JSON
     max_batch: int = 512
     max_pending: int = 4096
     subscriber_buffer: int = 1024
@@ -75,6 +76,7 @@ class Settings:
         for name in (
             "max_chunk_bytes",
             "max_metadata_bytes",
+            "max_message_bytes",
             "max_batch",
             "max_pending",
             "subscriber_buffer",

@@ -14,6 +14,7 @@ Every error the library raises on purpose derives from one root, so callers can 
     │   ├── LeaseExpired                    the lease ran out before the write; the session is failed
     │   └── SessionDeleted                  the session was deleted while the producer ran
     ├── StreamClosed                        the producer already closed the stream
+    ├── SessionFinished                     a steering message for a session that is not running
     └── BackendUnavailable (ConnectionError) the store could not be reached within the retry budget
 
 Domain errors stay free of HTTP; the router maps them to status codes.
@@ -30,6 +31,7 @@ __all__ = [
     "LimitExceeded",
     "OwnershipLost",
     "SessionDeleted",
+    "SessionFinished",
     "SessionNotFound",
     "StaleGeneration",
     "StreamClosed",
@@ -79,6 +81,10 @@ class SessionDeleted(OwnershipLost):
 
 class StreamClosed(StreamHubError):
     """The producer already closed this stream."""
+
+
+class SessionFinished(StreamHubError):
+    """The session's generation finished: it takes no more steering messages."""
 
 
 class BackendUnavailable(StreamHubError, ConnectionError):

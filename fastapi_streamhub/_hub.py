@@ -23,6 +23,7 @@ from ._config import Settings
 from ._errors import LimitExceeded, SessionNotFound, StreamClosed
 from ._fanout import QueueListener
 from ._producer import CancelCallback, Producer, Writer
+from ._steering import MessageReceipt, send_message
 from ._subscriber import Subscription
 from ._telemetry import Telemetry
 from ._types import Cursor, SessionInfo, State, validate_session_id
@@ -534,6 +535,20 @@ class StreamHub:
             "metadata": info.metadata,
         }
 
+    async def send_message(
+        self, session_id: str, data: Any, *, key: str | None = None
+    ) -> MessageReceipt:
+        """Send a steering message (any JSON value) to the session's running producer,
+        wherever it runs; it reads it from :meth:`Producer.messages`.
+
+        Stored for the current generation and delivered to it exactly once, in order.
+        ``key`` (1-200 characters of ``[A-Za-z0-9._:-]``) makes a retry safe: a key already
+        used answers the first message's receipt (``duplicate=True``). Raises SessionNotFound
+        (creating nothing), SessionFinished when the generation is over, LimitExceeded over
+        ``max_message_bytes``.
+        """
+        return await send_message(self, session_id, data, key)
+
     async def delete(self, session_id: str) -> bool:
         """Stop a running producer (as a cancel) and remove every key of the session."""
         validate_session_id(session_id)
@@ -566,6 +581,8 @@ class StreamHub:
             # Signals may have been missed: renew now, which also reads the durable cancel flags.
             self._renew_now = True
             self._keeper_wake.set()
+            for local in self._producers.values():
+                local._poke_inbox()  # and read the steering messages again
             return
         producer = self._producers.get(session_id)
         if producer is not None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
 
-from ._codec import CancelMsg, DeletedMsg, LostMsg, Message, dumps_json, encode_chunk
+from ._codec import CancelMsg, DeletedMsg, LostMsg, Message, SteerMsg, dumps_json, encode_chunk
 from ._errors import (
     BackendUnavailable,
     LeaseExpired,
@@ -23,6 +23,7 @@ from ._errors import (
     StreamClosed,
     StreamHubError,
 )
+from ._steering import Inbox, SteeringMessage
 from ._types import Cursor, State
 from .backends.base import Append, Lost
 
@@ -152,6 +153,7 @@ class Producer:
         self._last = Cursor(generation, 0)
         self._scope: anyio.CancelScope | None = None
         self._shutdown = False
+        self._inbox: Inbox | None = None
 
     def __repr__(self) -> str:
         return f"<Producer {self.session_id!r} generation={self.generation}>"
@@ -310,6 +312,8 @@ class Producer:
                 self._mark_lost(lost_error(Lost("closed", State.FAILED, msg.why), self.session_id))
         elif isinstance(msg, DeletedMsg):
             self._mark_lost(SessionDeleted(f"session {self.session_id!r} was deleted"))
+        elif isinstance(msg, SteerMsg) and msg.generation == self.generation:
+            self._poke_inbox()
 
     def _mark_lost(self, error: OwnershipLost) -> None:
         if self.lost is None:
@@ -334,6 +338,7 @@ class Producer:
             return
         self.cancel_reason = reason
         self.cancelled.set()
+        self._poke_inbox()
         if self._scope is not None:
             self._scope.cancel()
         for callback in self._on_cancel:
@@ -353,6 +358,28 @@ class Producer:
             if inspect.isawaitable(result):
                 self._hub.spawn(_await, result)
 
+    # -- steering messages -----------------------------------------------------------------
+
+    def messages(self) -> AsyncIterator[SteeringMessage]:
+        """Steering messages clients sent to this generation (``POST {prefix}/{sid}/messages``,
+        :meth:`StreamHub.send_message`), each once, in order, as they arrive; those sent before
+        the first call are kept for it. Ends when this producer is cancelled or closed."""
+        return self._get_inbox().messages()
+
+    def messages_nowait(self) -> list[SteeringMessage]:
+        """Steering messages that arrived and were not taken yet, without waiting."""
+        return self._get_inbox().messages_nowait()
+
+    def _get_inbox(self) -> Inbox:
+        if self._inbox is None:
+            self._inbox = Inbox(self)
+        return self._inbox
+
+    def _poke_inbox(self) -> None:
+        """A message was stored, signals may have been missed, or this producer stops."""
+        if self._inbox is not None:
+            self._inbox.poke()
+
     # -- closing ---------------------------------------------------------------------------
 
     async def close(self, state: State | None = None, reason: str | None = None) -> State:
@@ -360,6 +387,7 @@ class Producer:
         if self._state is not None:
             return self._state
         self._stopping = True
+        self._poke_inbox()
         await self._drain()
         self._fail_pending(StreamClosed(f"the producer of {self.session_id!r} stopped"))
         self._hub._forget(self)

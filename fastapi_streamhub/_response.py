@@ -30,6 +30,7 @@ from ._errors import (
 from ._hub import StreamHub, get_hub_from
 from ._producer import Producer, describe
 from ._sse import PING, encode_item, encode_retry, parse_last_event_id
+from ._steering import StreamContext
 from ._subscriber import Subscription
 from ._types import Cursor, End, Item, State, validate_session_id
 
@@ -49,6 +50,8 @@ SSE_HEADERS = {
 }
 
 Authorize = Callable[[Request, str, str], Any]
+# A generator factory: called with the producer's context once this instance is the producer.
+GeneratorFactory = Callable[[StreamContext], AsyncIterable[Any]]
 # "sse": the wire format of ``_sse.py``; "ai-sdk": the Vercel AI SDK's UI message stream.
 StreamProtocol = Literal["sse", "ai-sdk"]
 PROTOCOLS: tuple[StreamProtocol, ...] = ("sse", "ai-sdk")
@@ -324,12 +327,16 @@ class ResumableStreamingResponse(SessionStreamResponse):
     client receives the stream from its ``Last-Event-ID`` (or ``?last_event_id=``).
     ``protocol="ai-sdk"`` answers in the Vercel AI SDK's UI message stream protocol instead,
     always from the start of the generation (the SDK rebuilds the message on a resume).
+
+    ``generator`` may also be a factory, ``lambda ctx: answer(prompt, ctx)``: it is called
+    with a :class:`StreamContext` only when this request starts a generation, and the
+    generator reads the session's steering messages with ``ctx.messages()``.
     """
 
     def __init__(
         self,
         session_id: str,
-        generator: AsyncIterable[Any],
+        generator: AsyncIterable[Any] | GeneratorFactory,
         *,
         metadata: Any = None,
         hub: StreamHub | None = None,
@@ -339,9 +346,9 @@ class ResumableStreamingResponse(SessionStreamResponse):
         authorize: Authorize | None = None,
         protocol: StreamProtocol = "sse",
     ) -> None:
-        if not hasattr(generator, "__aiter__"):
+        if not hasattr(generator, "__aiter__") and not callable(generator):
             raise TypeError(
-                "ResumableStreamingResponse needs an async iterable, "
+                "ResumableStreamingResponse needs an async iterable or a factory of one, "
                 f"got {type(generator).__name__}"
             )
         super().__init__(
@@ -373,7 +380,10 @@ class ResumableStreamingResponse(SessionStreamResponse):
             await _close_unused(self.generator)
             return
         self.producer = registration.producer
-        hub.spawn(run_generator, registration.producer, self.generator)
+        if hasattr(self.generator, "__aiter__"):
+            hub.spawn(run_generator, registration.producer, self.generator)
+        else:
+            hub.spawn(run_factory, registration.producer, self.generator)
 
 
 async def authorize_or_raise(
@@ -409,6 +419,25 @@ async def run_generator(producer: Producer, generator: AsyncIterable[Any]) -> No
         )
     finally:
         await _close_unused(iterator)
+
+
+async def run_factory(producer: Producer, factory: GeneratorFactory) -> None:
+    """Build the generator with the producer's context, then :func:`run_generator`."""
+    try:
+        generator = factory(StreamContext(producer))
+        if not hasattr(generator, "__aiter__"):
+            raise TypeError(
+                f"the generator factory returned {type(generator).__name__}, not an async iterable"
+            )
+    except Exception as exc:
+        log.warning("generator factory of session %r failed: %s", producer.session_id, exc)
+        with anyio.CancelScope(shield=True):
+            try:
+                await producer.close(State.FAILED, describe(exc))
+            except StreamHubError as error:
+                log.warning("producer of %r could not close: %s", producer.session_id, error)
+        return
+    await run_generator(producer, generator)
 
 
 async def _close_unused(generator: Any) -> None:

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
+import orjson
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query, Request
 from fastapi.params import Depends as DependsParam
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from ._browser import MODULE_PATH, module_response
-from ._errors import StreamHubError
+from ._errors import LimitExceeded, StreamHubError
 from ._hub import StreamHub, get_hub
 from ._response import Authorize, SessionStreamResponse, authorize_or_raise, error_status
 from ._sse import parse_last_event_id
+from ._steering import MESSAGE_KEY_PATTERN
 
 __all__ = ["create_router", "streamhub_router"]
 
@@ -104,6 +106,26 @@ class ActiveOut(BaseModel):
     active: list[str]
 
 
+class MessageIn(BaseModel):
+    """``POST /{sid}/messages`` body."""
+
+    model_config = ConfigDict(extra="forbid")
+    message: Any = Field(description="Any JSON value; the producer receives it as is.")
+    id: Annotated[str, StringConstraints(pattern=MESSAGE_KEY_PATTERN)] | None = Field(
+        None,
+        description="Idempotency key (or the `Idempotency-Key` header): a retry with the same "
+        "key is answered with the first message's receipt instead of sending it again.",
+    )
+
+
+class MessageOut(BaseModel):
+    """``POST /{sid}/messages`` answer."""
+
+    id: str
+    generation: int
+    duplicate: bool
+
+
 class ErrorOut(BaseModel):
     """An error answer."""
 
@@ -156,9 +178,10 @@ def create_router(
 
     ``authorize(request, session_id, action)`` (sync or async) is called on every endpoint
     with action ``read`` (stream, snapshot), ``status`` (status, and each id of ``POST
-    /active``), ``cancel`` or ``delete``; it refuses by raising an HTTPException (401/403, or
-    404 to make another user's session look unknown) or by returning False (403). ``POST
-    /active`` leaves out the ids refused with 403 or 404 instead of failing.
+    /active``), ``cancel``, ``delete`` or ``message`` (``POST /{sid}/messages``); it refuses
+    by raising an HTTPException (401/403, or 404 to make another user's session look unknown)
+    or by returning False (403). ``POST /active`` leaves out the ids refused with 403 or 404
+    instead of failing.
     """
     router = APIRouter(
         prefix=prefix,
@@ -290,6 +313,8 @@ def create_router(
         return {"active": await _domain(hub.active(allowed))}
 
     endpoints = dict(_ENDPOINT_METHODS)
+    _add_message_route(router, check)
+    endpoints["messages"] = "POST"
     if ai_sdk:
         endpoints["stream"] = "GET"
 
@@ -340,6 +365,74 @@ def create_router(
         )
 
     return router
+
+
+def _add_message_route(
+    router: APIRouter, check: Callable[[Request, str, str], Awaitable[None]]
+) -> None:
+    """``POST /{sid}/messages``: a steering message for the session's running producer."""
+
+    @router.post(
+        "/{session_id}/messages",
+        summary="Send a steering message to the running producer",
+        response_model=MessageOut,
+        status_code=202,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": MessageIn.model_json_schema()}},
+            }
+        },
+        responses={
+            404: {"model": ErrorOut, "description": "Unknown session"},
+            409: {"model": ErrorOut, "description": "The session is finished"},
+            413: {"model": ErrorOut, "description": "Over max_message_bytes"},
+            503: {"model": ErrorOut, "description": "The store is unreachable"},
+        },
+    )
+    async def send_message(
+        request: Request,
+        session_id: SessionId,
+        hub: Annotated[StreamHub, Depends(get_hub)],
+        idempotency_key: Annotated[
+            str | None, Header(alias="idempotency-key", pattern=MESSAGE_KEY_PATTERN)
+        ] = None,
+    ) -> Any:
+        await check(request, session_id, "message")
+        body = await _read_body(request, hub.settings.max_message_bytes + 1024)
+        try:
+            parsed = MessageIn.model_validate(orjson.loads(body))
+        except (orjson.JSONDecodeError, ValueError) as exc:
+            raise HTTPException(
+                status_code=422,
+                detail='the body must be a JSON object {"message": <JSON value>, "id": <key>}: '
+                + "; ".join(str(exc).splitlines()[:3]),
+            ) from None
+        key = parsed.id or idempotency_key
+        if parsed.id and idempotency_key and parsed.id != idempotency_key:
+            raise HTTPException(status_code=422, detail="the body's id and Idempotency-Key differ")
+        try:
+            receipt = await hub.send_message(session_id, parsed.message, key=key)
+        except LimitExceeded as exc:
+            raise HTTPException(status_code=413, detail=str(exc)) from None
+        except StreamHubError as exc:
+            raise HTTPException(status_code=error_status(exc), detail=str(exc)) from None
+        return JSONResponse(
+            {"id": receipt.id, "generation": receipt.generation, "duplicate": receipt.duplicate},
+            status_code=202,
+        )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, or 413 as soon as it is over ``limit`` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise HTTPException(status_code=413, detail=f"the body is over {limit} bytes")
+        parts.append(part)
+    return b"".join(parts)
 
 
 async def _allowed(authorize: Authorize, request: Request, session_id: str) -> bool:

@@ -26,6 +26,10 @@ times it started (``runs``), how many items it
 produced (``produced``), how many times its ``finally`` ran (``finally``) and how it exited
 (``exit``: done, cancelled, failed, closed). ``GET /_rec/{sid}`` answers that record as JSON.
 
+``GET /steer/{sid}?n=`` returns ``ResumableStreamingResponse(sid, lambda ctx: echo(ctx, n))``:
+the generator yields ``"ready"``, then one JSON chunk ``{"id", "data"}`` per steering message
+it receives (``POST /streams/{sid}/messages``), and ends after ``n`` of them.
+
 The expected output is a pure function (:func:`expected_items`) the tests import; importing this
 module does not build the app (``app`` is created on first access, which uvicorn does).
 """
@@ -43,6 +47,7 @@ from fastapi import FastAPI, Request
 from fastapi_streamhub import (
     Event,
     ResumableStreamingResponse,
+    StreamContext,
     StreamHub,
     create_router,
     streamhub_router,
@@ -174,6 +179,19 @@ async def gen(
         await rec.incr(sid, "finally")
 
 
+async def echo(ctx: StreamContext, n: int) -> AsyncIterator[Any]:
+    """``"ready"``, then each steering message as it arrives, until ``n`` of them."""
+    yield "ready"
+    if n <= 0:
+        return
+    received = 0
+    async for message in ctx.messages():
+        yield {"id": message.id, "data": message.data}
+        received += 1
+        if received >= n:
+            return
+
+
 def _float_env(name: str, default: float | None) -> float | None:
     value = os.environ.get(name)
     return default if value in (None, "") else float(value)
@@ -245,6 +263,15 @@ def create_app() -> FastAPI:
             metadata={"model": "test", "n": n} if meta else None,
             ping_interval=ping,
             restart=restart,
+            authorize=authorize if auth else None,
+        )
+
+    @app.get("/steer/{sid}")
+    async def steer(sid: str, n: int = 10) -> ResumableStreamingResponse:
+        return ResumableStreamingResponse(
+            sid,
+            lambda ctx: echo(ctx, n),
+            ping_interval=ping,
             authorize=authorize if auth else None,
         )
 

@@ -29,6 +29,7 @@ from _node import NODE, node_modules, run_node
 from http_app import expected_items
 from test_examples import ROOT, AppProcess, chat_env, run_apps
 
+from examples._common import instruction_text
 from examples.chat.app import fake_answer
 from fastapi_streamhub import Event
 
@@ -136,6 +137,26 @@ def test_stop_button_cancels(chat: AppProcess, playwright_core: Path, tmp_path: 
     assert snapshot["text"] == text  # the page shows everything the producer wrote
     assert chat.count("fake LLM stopped (interrupted)") == 1
     assert result["pageErrors"] == []
+
+
+def test_instruction_box_steers_the_answer(
+    chat: AppProcess, playwright_core: Path, tmp_path: Path
+) -> None:
+    prompt = "Tell me about resumable streams"
+    instruction = "Talk about tea instead"
+    result = run_chat(
+        "steer",
+        {"base": chat.url, "prompt": prompt, "instruction": instruction, "steer_after_chars": 100},
+        tmp_path / "node.log",
+    )
+    print("browser steer:", figures(result))
+    assert result["state"] == "done"
+    before, marker, after = result["text"].partition(instruction_text(instruction))
+    assert marker, result["text"]
+    assert len(before) >= result["charsBeforeSteer"] >= 100
+    assert fake_answer(prompt).startswith(before) and after == fake_answer(instruction)
+    assert chat.count("fake LLM steered") == 1
+    assert result["pageErrors"] == [] and result["consoleErrors"] == []
 
 
 def test_eventsource_reconnects_by_itself_after_an_instance_restart(

@@ -4,6 +4,7 @@
 - a client that drops mid-stream resumes on a *second* instance sharing Redis, with the
   ``Last-Event-ID`` header or the ``?last_event_id=`` query, and gets exactly the rest;
 - a cancel sent to one instance stops the producer running on the other;
+- an instruction sent to one instance steers the answer running on the other;
 - the OpenAI adapter, against the local stand-in provider, streams exactly its completion.
 
 ``AppProcess`` and the app helpers are shared with ``test_browser.py``; the SSE parser is
@@ -32,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # plain `pytest` (not `python -m pytest`) leaves the root out
     sys.path.insert(0, str(ROOT))
 
+from examples._common import instruction_text  # noqa: E402
 from examples.chat.app import fake_answer, fake_tokens  # noqa: E402
 from examples.openai_adapter.app import ProviderError, _lines, openai_tokens  # noqa: E402
 from examples.openai_adapter.standin import completion  # noqa: E402
@@ -233,7 +235,11 @@ def chat(tmp_path: Path) -> Iterator[AppProcess]:
 
 @pytest.fixture
 def chat_pair(tmp_path: Path, redis_url: str) -> Iterator[tuple[AppProcess, AppProcess]]:
-    env = chat_env(redis_url)
+    yield from two_chats(tmp_path, chat_env(redis_url))
+
+
+def two_chats(tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[AppProcess, AppProcess]]:
+    """Two chat instances with ``env``, stopped when the generator is closed."""
     a = AppProcess("examples.chat", tmp_path / "chat-a.log", env=env)
     b = AppProcess("examples.chat", tmp_path / "chat-b.log", env=env)
     try:
@@ -359,6 +365,44 @@ def test_cancel_on_one_instance_stops_the_producer_on_the_other(
     while a.count("fake LLM stopped (interrupted)") != 1:
         assert time.monotonic() < deadline, a.log()
         time.sleep(0.05)
+
+
+@pytest.fixture
+def slow_chat_pair(tmp_path: Path, redis_url: str) -> Iterator[tuple[AppProcess, AppProcess]]:
+    # Slow enough that an instruction always lands mid-answer (some 6 s per answer).
+    yield from two_chats(tmp_path, chat_env(redis_url, delay="0.03"))
+
+
+def test_an_instruction_sent_to_one_instance_steers_the_answer_on_the_other(
+    slow_chat_pair: tuple[AppProcess, AppProcess], client: httpx.Client
+) -> None:
+    a, b = slow_chat_pair
+    page = client.get(b.url + "/")
+    for element in ('id="instruction"', 'id="steer"', "/messages"):
+        assert element in page.text
+    sid = new_sid()
+    instruction = "Tell me about tea instead"
+    first = rebuild(read_sse(client, chat_url(a, sid), stop_after_chunks=5))
+    sent = client.post(
+        f"{b.url}/streams/{sid}/messages", json={"message": instruction, "id": "steer-1"}
+    )
+    assert sent.status_code == 202, sent.text
+    retried = client.post(
+        f"{b.url}/streams/{sid}/messages", json={"message": instruction, "id": "steer-1"}
+    )
+    assert retried.json() == {**sent.json(), "duplicate": True}
+    rest = rebuild(
+        read_sse(client, f"{b.url}/streams/{sid}", headers={"last-event-id": first.ids[-1]})
+    )
+    assert rest.ends == [{"state": "done", "reason": None}]
+    text = first.text + rest.text
+    before, marker, after = text.partition(instruction_text(instruction))
+    assert marker, text  # echoed once: the retry was not delivered again
+    assert len(before) < len(fake_answer(PROMPT)) and fake_answer(PROMPT).startswith(before)
+    assert after == fake_answer(instruction)
+    assert a.count("fake LLM steered") == 1
+    late = client.post(f"{a.url}/streams/{sid}/messages", json={"message": "too late"})
+    assert late.status_code == 409, late.text
 
 
 # -- the OpenAI adapter -----------------------------------------------------------------------

@@ -514,6 +514,7 @@ def endpoint_requests(sid: str) -> list[tuple[str, str, dict[str, Any]]]:
         ("POST", f"{path}/cancel", {}),
         ("POST", f"{path}/cancel", {"params": {"wait": 1}}),
         ("DELETE", path, {}),
+        ("POST", f"{path}/messages", {"json": {"message": "x"}}),
     ]
 
 
@@ -1046,6 +1047,7 @@ async def test_openapi_documents_every_endpoint(env: Env) -> None:
         ("get", "/streams/{session_id}/snapshot"),
         ("post", "/streams/{session_id}/cancel"),
         ("post", "/streams/active"),
+        ("post", "/streams/{session_id}/messages"),
     }
     got = {
         (method, path)

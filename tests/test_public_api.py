@@ -19,6 +19,7 @@ DOCUMENTED = {
     "LeaseExpired",
     "LimitExceeded",
     "MemoryBackend",
+    "MessageReceipt",
     "Metadata",
     "OwnershipLost",
     "Producer",
@@ -27,12 +28,15 @@ DOCUMENTED = {
     "ResumableStreamingResponse",
     "Session",
     "SessionDeleted",
+    "SessionFinished",
     "SessionInfo",
     "SessionNotFound",
     "SessionStreamResponse",
     "StaleGeneration",
     "State",
+    "SteeringMessage",
     "StreamClosed",
+    "StreamContext",
     "StreamHub",
     "StreamHubError",
     "Subscription",
@@ -57,7 +61,7 @@ def test_every_error_derives_from_the_root() -> None:
         if isinstance(getattr(fastapi_streamhub, n), type)
         and issubclass(getattr(fastapi_streamhub, n), Exception)
     ]
-    assert len(errors) == 12
+    assert len(errors) == 13
     assert all(issubclass(e, fastapi_streamhub.StreamHubError) for e in errors)
     assert issubclass(fastapi_streamhub.SessionNotFound, LookupError)
     assert issubclass(fastapi_streamhub.BackendUnavailable, ConnectionError)

@@ -11,7 +11,9 @@ http://127.0.0.1:8000/. Settings come from the environment:
 The answer to a prompt is always the same text (:func:`fake_answer`, in ``examples/_common.py``),
 so a client can check that what it rebuilt after reloads, reconnects and instance switches is
 exact. The page (``static/index.html``) follows the answer with the browser helper the router
-serves at ``/streams/~/streamhub.js``.
+serves at ``/streams/~/streamhub.js``; its "add instruction" box steers the running answer:
+it sends the instruction to ``POST /streams/{sid}/messages`` (the router's endpoint), and the
+fake LLM, which reads its steering messages between tokens, echoes it and changes topic.
 """
 
 from __future__ import annotations
@@ -42,7 +44,11 @@ async def chat(
     session_id: Annotated[str, Path(pattern=SESSION_ID)],
     prompt: Annotated[str, Query(min_length=1, max_length=4000)],
 ) -> ResumableStreamingResponse:
-    return ResumableStreamingResponse(session_id, fake_llm(prompt), metadata={"prompt": prompt})
+    # A factory rather than a generator: the fake LLM gets the stream's context, through which
+    # it reads the instructions the page sends to POST /streams/{session_id}/messages.
+    return ResumableStreamingResponse(
+        session_id, lambda ctx: fake_llm(prompt, ctx), metadata={"prompt": prompt}
+    )
 
 
 @app.get("/", include_in_schema=False)

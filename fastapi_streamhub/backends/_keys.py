@@ -82,6 +82,15 @@ class Keys:
         is that generation (``<gen>``, or ``<gen>:c`` once a cancel was asked)."""
         return self._base(session_id) + ":lease"
 
+    def msgs(self, session_id: str) -> str:
+        """Stream: steering messages of the current generation, ids ``<generation>-<seq>``,
+        field ``d`` (JSON)."""
+        return self._base(session_id) + ":msgs"
+
+    def msg_keys(self, session_id: str) -> str:
+        """Hash: idempotency key of a steering message -> its id ``<generation>-<seq>``."""
+        return self._base(session_id) + ":msgkeys"
+
     def three(self, session_id: str) -> list[str]:
         """The KEYS of most scripts: meta, log, lease."""
         return [self.meta(session_id), self.log(session_id), self.lease(session_id)]

@@ -19,7 +19,15 @@ from .._config import Settings
 from .._fanout import Listener
 from .._types import Chunk, End, SessionInfo, State
 
-__all__ = ["Append", "Backend", "ClaimResult", "ControlHandler", "Lost", "ReadResult"]
+__all__ = [
+    "Append",
+    "Backend",
+    "ClaimResult",
+    "ControlHandler",
+    "Lost",
+    "ReadResult",
+    "Sent",
+]
 
 ControlHandler = Callable[[str, Message], None]
 """Receives signals for producers (cancel, deleted) of every session: ``(session_id, message)``."""
@@ -62,8 +70,23 @@ class Lost:
     reason: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """Outcome of :meth:`Backend.send_message` for a known session.
+
+    ``id`` (``<generation>-<seq>``) when the message is stored for ``generation`` (``duplicate``:
+    stored earlier under the same idempotency key); None when refused: the generation is
+    ``state`` (finished).
+    """
+
+    generation: int
+    state: State
+    id: str | None
+    duplicate: bool = False
+
+
 class Backend(abc.ABC):
-    """Store of sessions. Thirteen methods: lifecycle (2), transitions (7), reads (3), live (1)."""
+    """Store of sessions. Fifteen methods: lifecycle (2), transitions (8), reads (4), live (1)."""
 
     settings: Settings
     # Log entries a resuming reader reads first, to send its first bytes early (0: a full page).
@@ -150,3 +173,19 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def listen(self, session_id: str, listener: Listener) -> AbstractAsyncContextManager[None]:
         """Deliver the session's live messages to ``listener`` while the context is open."""
+
+    # -- steering messages (clients -> the running producer) ---------------------------------
+
+    async def send_message(self, session_id: str, blob: bytes, key: str | None) -> Sent | None:
+        """Store a message for the current generation if it is active, and signal its producer.
+
+        None for an unknown session (nothing is created). ``key`` makes a retry idempotent: a
+        key already stored answers the first message's outcome, whatever the state now.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support steering messages")
+
+    async def read_messages(
+        self, session_id: str, generation: int, after: int, count: int
+    ) -> list[tuple[int, bytes]]:
+        """Up to ``count`` messages of ``generation`` after sequence ``after``: ``(seq, blob)``."""
+        raise NotImplementedError(f"{type(self).__name__} does not support steering messages")

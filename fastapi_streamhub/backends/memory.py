@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import orjson
 from anyio.abc import TaskGroup
@@ -22,13 +23,14 @@ from .._codec import (
     EndMsg,
     Message,
     MetadataMsg,
+    SteerMsg,
     decode_chunks,
     decode_payload,
 )
 from .._config import Settings
 from .._fanout import Fanout, Listener
 from .._types import Chunk, Cursor, End, SessionInfo, State
-from .base import Append, Backend, ClaimResult, ControlHandler, Lost, ReadResult
+from .base import Append, Backend, ClaimResult, ControlHandler, Lost, ReadResult, Sent
 
 __all__ = ["MemoryBackend"]
 
@@ -55,11 +57,35 @@ class _Record:
     expires_at: float = 0.0
 
 
+@dataclass(slots=True)
+class _Inbox:
+    """Steering messages of a session: those of ``generation`` (seq 1, 2, ...) and the
+    idempotency keys of every message it was sent (kept across generations, as in Redis)."""
+
+    generation: int
+    expires_at: float
+    messages: list[bytes] = field(default_factory=list)
+    keys: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+_Expiring = TypeVar("_Expiring", _Record, _Inbox)
+
+
+def _unexpired(entries: dict[str, _Expiring], session_id: str) -> _Expiring | None:
+    """The session's entry, dropped (None) once past its ``expires_at``."""
+    entry = entries.get(session_id)
+    if entry is not None and entry.expires_at <= time.monotonic():
+        del entries[session_id]
+        return None
+    return entry
+
+
 class MemoryBackend(Backend):
     """Sessions in a dict of this process; live delivery by direct dispatch."""
 
     def __init__(self) -> None:
         self._records: dict[str, _Record] = {}
+        self._inboxes: dict[str, _Inbox] = {}
         self._fanout = Fanout()
         self._controls: list[ControlHandler] = []
         self.settings = Settings()
@@ -77,11 +103,7 @@ class MemoryBackend(Backend):
     # -- helpers ---------------------------------------------------------------------------
 
     def _get(self, session_id: str) -> _Record | None:
-        rec = self._records.get(session_id)
-        if rec is not None and rec.expires_at <= time.monotonic():
-            del self._records[session_id]
-            return None
-        return rec
+        return _unexpired(self._records, session_id)
 
     def _touch(self, rec: _Record) -> None:
         rec.expires_at = time.monotonic() + self.settings.retention
@@ -249,9 +271,45 @@ class MemoryBackend(Backend):
         if rec is None:
             return False
         del self._records[session_id]
+        self._inboxes.pop(session_id, None)
         self._signal(session_id, DeletedMsg())
         self._publish(session_id, DeletedMsg())
         return True
+
+    # -- steering messages -----------------------------------------------------------------
+
+    async def send_message(self, session_id: str, blob: bytes, key: str | None) -> Sent | None:
+        rec = self._get(session_id)
+        if rec is None:
+            return None
+        inbox = _unexpired(self._inboxes, session_id)
+        if key is not None and inbox is not None and key in inbox.keys:
+            generation, seq = inbox.keys[key]
+            return Sent(generation, State.ACTIVE, f"{generation}-{seq}", True)
+        self._expire_if_lapsed(session_id, rec)
+        if rec.state is not State.ACTIVE:
+            return Sent(rec.generation, rec.state, None)
+        if inbox is None:
+            inbox = self._inboxes[session_id] = _Inbox(rec.generation, 0.0)
+        if inbox.generation != rec.generation:
+            inbox.generation = rec.generation
+            inbox.messages = []
+        inbox.messages.append(blob)
+        seq = len(inbox.messages)
+        if key is not None:
+            inbox.keys[key] = (rec.generation, seq)
+        inbox.expires_at = time.monotonic() + self.settings.retention
+        self._signal(session_id, SteerMsg(rec.generation, seq))
+        return Sent(rec.generation, State.ACTIVE, f"{rec.generation}-{seq}")
+
+    async def read_messages(
+        self, session_id: str, generation: int, after: int, count: int
+    ) -> list[tuple[int, bytes]]:
+        inbox = _unexpired(self._inboxes, session_id)
+        if inbox is None or inbox.generation != generation:
+            return []
+        page = inbox.messages[after : after + count]
+        return [(after + 1 + i, blob) for i, blob in enumerate(page)]
 
     # -- reads -----------------------------------------------------------------------------
 

@@ -59,14 +59,24 @@ from .._fanout import Fanout, Listener
 from .._types import Chunk, End, SessionInfo, State
 from ._bus import RETRYABLE, Bus, ShardedBus, SingleBus, lost_connection
 from ._keys import Keys, slot_of
-from .base import Append, Backend, ClaimResult, ControlHandler, Lost, ReadResult
+from .base import Append, Backend, ClaimResult, ControlHandler, Lost, ReadResult, Sent
 
 __all__ = ["RedisBackend"]
 
 log = logging.getLogger("fastapi_streamhub.redis")
 T = TypeVar("T")
 
-_SCRIPTS = ("claim", "append", "close", "metadata", "expire", "cancel", "delete", "info")
+_SCRIPTS = (
+    "claim",
+    "append",
+    "close",
+    "metadata",
+    "expire",
+    "cancel",
+    "delete",
+    "info",
+    "message",
+)
 # Concurrent commands of one backend: callers queue here instead of exhausting the pool.
 _MAX_CONCURRENT = 48
 
@@ -605,10 +615,47 @@ class RedisBackend(Backend):
     async def delete(self, session_id: str) -> bool:
         r = await self._script(
             "delete",
-            self.keys.three(session_id),
+            [*self.keys.three(session_id), *self._message_keys(session_id)],
             [session_id, self._pub, *self.channels(session_id)],
         )
         return bool(int(r))
+
+    # -- steering messages -----------------------------------------------------------------
+
+    def _message_keys(self, session_id: str) -> list[str]:
+        return [self.keys.msgs(session_id), self.keys.msg_keys(session_id)]
+
+    async def send_message(self, session_id: str, blob: bytes, key: str | None) -> Sent | None:
+        r = await self._script(
+            "message",
+            [*self.keys.three(session_id), *self._message_keys(session_id)],
+            [
+                session_id,
+                blob,
+                key or "",
+                self.settings.retention_ms,
+                self._pub,
+                *self.channels(session_id),
+            ],
+        )
+        if not r:
+            return None
+        generation = int(r[1])
+        if _s(r[0]) == "ok":
+            return Sent(generation, State.ACTIVE, f"{generation}-{int(r[2])}", bool(int(r[3])))
+        return Sent(generation, State(_s(r[2])), None)
+
+    async def read_messages(
+        self, session_id: str, generation: int, after: int, count: int
+    ) -> list[tuple[int, bytes]]:
+        key = self.keys.msgs(session_id)
+        client: Any = self.client
+        entries = await self._call(
+            lambda: client.xrange(
+                key, f"({generation}-{after}", f"{generation}-18446744073709551615", count=count
+            )
+        )
+        return [(int(_s(eid).partition("-")[2]), _fields(f)[b"d"]) for eid, f in entries or []]
 
     # -- reads -----------------------------------------------------------------------------
 

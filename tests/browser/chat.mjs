@@ -2,7 +2,8 @@
 //
 //   node chat.mjs <scenario> '<json config>'
 //
-// Scenarios: "reload" (reload the page mid-stream), "stop" (the Stop button), "reconnect" (the
+// Scenarios: "reload" (reload the page mid-stream), "stop" (the Stop button), "steer" (the
+// "add instruction" box mid-stream), "reconnect" (the
 // browser's own EventSource reconnect after the serving instance restarts). Prints one line
 // "RESULT {json}" at the end. "reconnect" also prints "STEP {json}" when the test should
 // restart the instance, and waits for a line on stdin before going on. Any failure prints
@@ -55,6 +56,16 @@ async function ask(page, base, prompt, minChars) {
     (n) => document.querySelector("#answer").textContent.length >= n, minChars, { timeout });
 }
 
+// What a scenario that waits for the page's end reports about it.
+const ending = (after, started) => ({
+  finalLength: after.text.length,
+  text: after.text,
+  state: after.state,
+  status: after.status,
+  stored: after.stored,
+  elapsedMs: Date.now() - started,
+});
+
 const scenarios = {
   // Send, reload while the answer streams, wait for the end: the text must be whole.
   async reload(page, cfg) {
@@ -72,12 +83,7 @@ const scenarios = {
       storedCharsBeforeReload: before.stored.text.length,
       restoredText: restored.text,
       charsAfterReload: restored.text.length,
-      finalLength: after.text.length,
-      text: after.text,
-      state: after.state,
-      status: after.status,
-      stored: after.stored,
-      elapsedMs: Date.now() - started,
+      ...ending(after, started),
     };
   },
 
@@ -89,15 +95,21 @@ const scenarios = {
     await page.click("#stop");
     await page.waitForSelector("body[data-state=cancelled]", { timeout });
     const after = await answer(page);
-    return {
-      charsBeforeStop: before.text.length,
-      finalLength: after.text.length,
-      text: after.text,
-      state: after.state,
-      status: after.status,
-      stored: after.stored,
-      elapsedMs: Date.now() - started,
-    };
+    return { charsBeforeStop: before.text.length, ...ending(after, started) };
+  },
+
+  // Send, add an instruction while the answer streams, wait for the end: the fake LLM must
+  // have echoed it and changed topic.
+  async steer(page, cfg) {
+    const started = Date.now();
+    await ask(page, cfg.base, cfg.prompt, cfg.steer_after_chars);
+    const before = await answer(page);
+    await page.fill("#instruction", cfg.instruction);
+    await page.click("#steer");
+    await page.waitForFunction(() => document.querySelector("#instruction").value === "", null, { timeout });
+    await page.waitForSelector("body[data-state=done]", { timeout });
+    const after = await answer(page);
+    return { charsBeforeSteer: before.text.length, ...ending(after, started) };
   },
 
   // The browser helper on its own, against tests/http_app.py: every kind of chunk is decoded
