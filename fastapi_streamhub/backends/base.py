@@ -147,6 +147,14 @@ class Backend(abc.ABC):
             return None, None
         return info, await self.read(session_id, after, count)
 
+    async def compact(self, session_id: str) -> bool:
+        """Fold a finished session's log into its compact form; True when this call did it.
+
+        Backends compact on their own when ``compact_finished`` is set; this is for the rest
+        (tests, tools). Readers stay exact before, during and after.
+        """
+        return False
+
     @abc.abstractmethod
     def listen(self, session_id: str, listener: Listener) -> AbstractAsyncContextManager[None]:
         """Deliver the session's live messages to ``listener`` while the context is open."""
