@@ -63,7 +63,8 @@ class Lost:
 
 
 class Backend(abc.ABC):
-    """Store of sessions. Thirteen methods: lifecycle (2), transitions (7), reads (3), live (1)."""
+    """Store of sessions. Thirteen methods: lifecycle (2), transitions (7), reads (3), live (1);
+    ``compact`` has a default."""
 
     settings: Settings
     # Log entries a resuming reader reads first, to send its first bytes early (0: a full page).
