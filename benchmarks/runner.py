@@ -27,6 +27,7 @@ BENCHES = (
     "e2e_latency",
     "fanout",
     "resume",
+    "compaction",
     "idle",
     "http_throughput",
     "http_latency",

@@ -50,6 +50,8 @@ class Settings:
     wait_replicas: int = 0
     wait_timeout: float = 1.0
     telemetry: bool | None = None  # None: on when an OpenTelemetry SDK is configured at start
+    # Fold a finished generation's log into a few entries (ARCHITECTURE.md, "Compaction").
+    compact_finished: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.key_prefix, str) or _PREFIX.fullmatch(self.key_prefix) is None:
@@ -73,6 +75,10 @@ class Settings:
         _positive("wait_timeout", self.wait_timeout)
         if self.telemetry is not None and not isinstance(self.telemetry, bool):
             raise ValueError(f"telemetry must be True, False or None, got {self.telemetry!r}")
+        if not isinstance(self.compact_finished, bool):
+            raise ValueError(
+                f"compact_finished must be True or False, got {self.compact_finished!r}"
+            )
         for name in (
             "max_chunk_bytes",
             "max_metadata_bytes",

@@ -131,6 +131,10 @@ class Subscription:
             watched = info.state is State.ACTIVE
             if watched:
                 hub._watch(self.session_id, info.generation, info.lease_remaining, listener)
+            if after is None:
+                # Read from the log's first entry: the start of the generation in the record,
+                # whatever its number (a page of a newer one is dropped just below).
+                guess = (self._generation, 0)
             if page is not None and guess != (self._generation, self._pos):
                 page = None  # read from a position the cursor check did not keep
             if page is not None and any(

@@ -518,16 +518,17 @@ async def test_zombie_producer_cannot_write_into_the_new_generation(
         assert final["generation"] == second["generation"]
         assert final["chunks"] == n2
         assert final["metadata"] == {"model": "test", "n": n2}
-        # The store holds the new generation and nothing else: its start marker, entries
-        # holding exactly chunks 1..n2 (an entry's id is the offset of its last chunk), and
-        # one end marker.
+        # The store holds the new generation and nothing else: its start marker (unless the
+        # finished log was compacted already, which drops it), entries holding exactly chunks
+        # 1..n2 (an entry's id is the offset of its last chunk), and one end marker.
         entries = log_entries(rec_store, sid)
         generation = str(second["generation"])
         assert all(e[0].startswith(f"{generation}-") for e in entries), entries[:3]
-        assert entries[0] == (f"{generation}-0", {"s": ""})
+        if entries[0][0] == f"{generation}-0":
+            assert entries.pop(0) == (f"{generation}-0", {"s": ""})
         assert entries[-1] == (f"{generation}-{n2 + 1}", {"e": "done\n"})
         offset = 0
-        for entry_id, fields in entries[1:-1]:
+        for entry_id, fields in entries[:-1]:
             assert list(fields) == ["c"]
             offset += len(unframe(fields["c"].encode()))
             assert entry_id == f"{generation}-{offset}"

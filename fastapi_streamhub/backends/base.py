@@ -86,7 +86,8 @@ class Sent:
 
 
 class Backend(abc.ABC):
-    """Store of sessions. Fifteen methods: lifecycle (2), transitions (8), reads (4), live (1)."""
+    """Store of sessions. Fifteen methods: lifecycle (2), transitions (8), reads (4), live (1);
+    ``compact`` has a default."""
 
     settings: Settings
     # Log entries a resuming reader reads first, to send its first bytes early (0: a full page).
@@ -169,6 +170,14 @@ class Backend(abc.ABC):
         if info is None:
             return None, None
         return info, await self.read(session_id, after, count)
+
+    async def compact(self, session_id: str) -> bool:
+        """Fold a finished session's log into its compact form; True when this call did it.
+
+        Backends compact on their own when ``compact_finished`` is set; this is for the rest
+        (tests, tools). Readers stay exact before, during and after.
+        """
+        return False
 
     @abc.abstractmethod
     def listen(self, session_id: str, listener: Listener) -> AbstractAsyncContextManager[None]:

@@ -8,7 +8,7 @@ several hubs in one process (that is how the conformance suite runs "two instanc
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, MutableSequence, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -30,6 +30,7 @@ from .._codec import (
 from .._config import Settings
 from .._fanout import Fanout, Listener
 from .._types import Chunk, Cursor, End, SessionInfo, State
+from ._compact import PackedLog
 from .base import Append, Backend, ClaimResult, ControlHandler, Lost, ReadResult, Sent
 
 __all__ = ["MemoryBackend"]
@@ -51,8 +52,9 @@ class _Record:
     n: int = 0
     cancel: bool = False
     metadata: bytes | None = None
-    # (offset, payload) of the current generation; trimmed to maxlen from the left.
-    log: list[tuple[int, bytes]] = field(default_factory=list)
+    # (offset, payload) of the current generation; trimmed to maxlen from the left; a
+    # PackedLog once the generation finished and was compacted.
+    log: MutableSequence[tuple[int, bytes]] = field(default_factory=list)
     end: End | None = None
     expires_at: float = 0.0
 
@@ -122,6 +124,8 @@ class MemoryBackend(Backend):
         rec.updated = _now_ms()
         rec.end = End(state, reason)
         self._touch(rec)
+        if self.settings.compact_finished:
+            self._compact(rec)
         self._publish(session_id, EndMsg(rec.generation, rec.n + 1, state, reason))
 
     def _expire_if_lapsed(self, session_id: str, rec: _Record) -> None:
@@ -339,6 +343,17 @@ class MemoryBackend(Backend):
         elif not more and rec.end is not None:
             more = True
         return ReadResult(chunks, end, more)
+
+    async def compact(self, session_id: str) -> bool:
+        rec = self._get(session_id)
+        return rec is not None and self._compact(rec)
+
+    @staticmethod
+    def _compact(rec: _Record) -> bool:
+        if not rec.state.finished or isinstance(rec.log, PackedLog):
+            return False
+        rec.log = PackedLog(rec.log)
+        return True
 
     @asynccontextmanager
     async def listen(self, session_id: str, listener: Listener) -> AsyncIterator[None]:

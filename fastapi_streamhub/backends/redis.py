@@ -27,6 +27,7 @@ SHA (loaded on first ``NOSCRIPT``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import random
@@ -58,6 +59,7 @@ from .._errors import BackendUnavailable
 from .._fanout import Fanout, Listener
 from .._types import Chunk, End, SessionInfo, State
 from ._bus import RETRYABLE, Bus, ShardedBus, SingleBus, lost_connection
+from ._compact import fold
 from ._keys import Keys, slot_of
 from .base import Append, Backend, ClaimResult, ControlHandler, Lost, ReadResult, Sent
 
@@ -76,9 +78,15 @@ _SCRIPTS = (
     "delete",
     "info",
     "message",
+    "compact",
 )
 # Concurrent commands of one backend: callers queue here instead of exhausting the pool.
 _MAX_CONCURRENT = 48
+# Compaction reads a log in pages of this many entries, and leaves logs over this size alone
+# (the swap script takes the whole folded log as arguments).
+_COMPACT_PAGE = 1000
+_COMPACT_MAX_BYTES = 16 * 1024 * 1024
+_COMPACT_INLINE = 1000
 
 
 def _b(value: Any) -> bytes:
@@ -162,6 +170,8 @@ class RedisBackend(Backend):
         self._data_channels: set[str] = set()
         self._on_control: ControlHandler = lambda session_id, msg: None
         self._slots = anyio.Semaphore(_MAX_CONCURRENT)
+        self._tg: TaskGroup | None = None
+        self._compacting: set[str] = set()  # sessions whose compaction is under way here
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -171,6 +181,7 @@ class RedisBackend(Backend):
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self._on_control = on_control
+        self._tg = task_group
         lib = resources.files(__package__).joinpath("lua/_lib.lua").read_text("utf-8")
         for name in _SCRIPTS:
             body = resources.files(__package__).joinpath(f"lua/{name}.lua").read_text("utf-8")
@@ -573,7 +584,10 @@ class RedisBackend(Backend):
         else:
             r = await self._script("close", keys, args)
         lost = _lost(r)
-        return lost if lost is not None else State(_s(r[1]))
+        if lost is not None:
+            return lost
+        self._compact_soon(session_id)
+        return State(_s(r[1]))
 
     async def expire(self, leases: Sequence[tuple[str, int]]) -> list[float | None]:
         s = self.settings
@@ -602,6 +616,8 @@ class RedisBackend(Backend):
                     for sid, gen in lapsed
                 ]
             )
+            for sid, _ in lapsed:
+                self._compact_soon(sid)
         return out
 
     async def cancel(self, session_id: str) -> SessionInfo | None:
@@ -610,7 +626,10 @@ class RedisBackend(Backend):
             self.keys.three(session_id),
             [session_id, self.settings.retention_ms, self._pub, *self.channels(session_id)],
         )
-        return _record(session_id, r, self.settings.lease_ms)
+        info = _record(session_id, r, self.settings.lease_ms)
+        if info is not None and info.state.finished:
+            self._compact_soon(session_id)  # it may have failed a lapsed lease just now
+        return info
 
     async def delete(self, session_id: str) -> bool:
         r = await self._script(
@@ -707,7 +726,77 @@ class RedisBackend(Backend):
             return info, None
         if isinstance(entries, Exception):
             raise BackendUnavailable(f"could not read session {session_id!r}: {entries}")
+        if info.state.finished and entries and _fields(entries[0][1]).keys() == {b"s"}:
+            # A finished log still holding its start marker was never folded (compaction was
+            # off, failed, or predates it): fold it now, for the next readers.
+            self._compact_soon(session_id)
         return info, _page(entries or [], after, count)
+
+    # -- compaction ------------------------------------------------------------------------
+
+    def _compact_soon(self, session_id: str) -> None:
+        """Compact the session's finished log in the background (once at a time per session)."""
+        if not self.settings.compact_finished or self._tg is None:
+            return
+        if session_id in self._compacting:
+            return
+        self._compacting.add(session_id)
+        try:
+            self._tg.start_soon(self._compact_quietly, session_id)
+        except RuntimeError:  # the hub has stopped: a later reader compacts it
+            self._compacting.discard(session_id)
+
+    async def _compact_quietly(self, session_id: str) -> None:
+        try:
+            await self.compact(session_id)
+        except Exception as exc:  # readers stay exact on an uncompacted log: just say so
+            log.warning("could not compact session %r: %s", session_id, exc)
+        finally:
+            self._compacting.discard(session_id)
+
+    async def compact(self, session_id: str) -> bool:
+        """Read the finished log, fold it here, swap it in with ``compact.lua`` (which checks
+        that the log is still the one read): Redis only serves reads and one short write."""
+        meta, key = self.keys.meta(session_id), self.keys.log(session_id)
+        m, page = await self._pipeline(
+            [
+                ("HMGET", meta, "gen", "state", "compact"),
+                ("XRANGE", key, "-", "+", "COUNT", _COMPACT_PAGE),
+            ]
+        )
+        if isinstance(m, Exception) or isinstance(page, Exception):
+            raise BackendUnavailable(f"could not read session {session_id!r}: {m or page}")
+        gen, state, done = m
+        if gen is None or state is None or _s(state) == "active" or done == gen:
+            return False
+        client: Any = self.client
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = []
+        size = 0
+        while True:
+            for entry_id, raw in page:
+                fields = _fields(raw)
+                entries.append((_b(entry_id), fields))
+                size += sum(map(len, fields.values()))
+            if size > _COMPACT_MAX_BYTES:
+                return False
+            if len(page) < _COMPACT_PAGE:
+                break
+            after = b"(" + entries[-1][0]
+            page = await self._call(
+                functools.partial(client.xrange, key, after, "+", count=_COMPACT_PAGE)
+            )
+        if len(entries) > _COMPACT_INLINE:
+            # ~1.5 us per entry: a long log is folded in a thread, so the event loop (every
+            # other stream of this process) is held for a GIL switch interval at most.
+            folded = await anyio.to_thread.run_sync(fold, entries, int(gen))
+        else:
+            folded = fold(entries, int(gen))
+        if folded is None:
+            return False
+        args: list[Any] = [int(gen), folded.entries, *folded.end]
+        for entry_id, value in folded.slices:
+            args += [entry_id, value]
+        return bool(int(await self._script("compact", [meta, key], args)))
 
 
 def _page(entries: list[Any], after: tuple[int, int], count: int) -> ReadResult:
