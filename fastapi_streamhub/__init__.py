@@ -15,6 +15,7 @@ from ._errors import (
     StreamClosed,
     StreamHubError,
 )
+from ._fanin import Grant, SubProducer
 from ._hub import Registration, Session, StreamHub, get_hub
 from ._producer import Producer
 from ._response import ResumableStreamingResponse, SessionStreamResponse
@@ -32,6 +33,7 @@ __all__ = [
     "Cursor",
     "End",
     "Event",
+    "Grant",
     "InvalidChunk",
     "InvalidCursor",
     "InvalidSessionId",
@@ -54,6 +56,7 @@ __all__ = [
     "StreamClosed",
     "StreamHub",
     "StreamHubError",
+    "SubProducer",
     "Subscription",
     "__version__",
     "create_router",

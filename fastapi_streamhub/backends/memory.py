@@ -28,6 +28,7 @@ from .._codec import (
 from .._config import Settings
 from .._fanout import Fanout, Listener
 from .._types import Chunk, Cursor, End, SessionInfo, State
+from ._fanin_memory import MemoryFanIn, Part
 from .base import Append, Backend, ClaimResult, ControlHandler, Lost, ReadResult
 
 __all__ = ["MemoryBackend"]
@@ -53,9 +54,11 @@ class _Record:
     log: list[tuple[int, bytes]] = field(default_factory=list)
     end: End | None = None
     expires_at: float = 0.0
+    # Fan-in: the admitted producers of this generation by name ("" = the owner).
+    parts: dict[str, Part] = field(default_factory=dict)
 
 
-class MemoryBackend(Backend):
+class MemoryBackend(MemoryFanIn, Backend):
     """Sessions in a dict of this process; live delivery by direct dispatch."""
 
     def __init__(self) -> None:

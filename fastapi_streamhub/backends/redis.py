@@ -58,6 +58,7 @@ from .._errors import BackendUnavailable
 from .._fanout import Fanout, Listener
 from .._types import Chunk, End, SessionInfo, State
 from ._bus import RETRYABLE, Bus, ShardedBus, SingleBus, lost_connection
+from ._fanin_redis import FANIN_SCRIPTS, RedisFanIn
 from ._keys import Keys, slot_of
 from .base import Append, Backend, ClaimResult, ControlHandler, Lost, ReadResult
 
@@ -66,7 +67,10 @@ __all__ = ["RedisBackend"]
 log = logging.getLogger("fastapi_streamhub.redis")
 T = TypeVar("T")
 
-_SCRIPTS = ("claim", "append", "close", "metadata", "expire", "cancel", "delete", "info")
+_SCRIPTS = (
+    *("claim", "append", "close", "metadata", "expire", "cancel", "delete", "info"),
+    *FANIN_SCRIPTS,
+)
 # Concurrent commands of one backend: callers queue here instead of exhausting the pool.
 _MAX_CONCURRENT = 48
 
@@ -132,7 +136,7 @@ def _record(session_id: str, r: list[Any] | None, lease_ms: int) -> SessionInfo 
     )
 
 
-class RedisBackend(Backend):
+class RedisBackend(RedisFanIn, Backend):
     """Sessions in Redis; live delivery through one pub/sub connection fanned out locally."""
 
     # One entry: one appended batch (up to max_batch chunks); one more from the start of a
