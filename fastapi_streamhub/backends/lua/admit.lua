@@ -5,9 +5,10 @@
 -- 'f:' (no name; its token is empty: one owner per generation, fenced by the generation).
 -- KEYS: meta   ARGV: gen, name
 -- Returns {'ok'} (also when the name was admitted already) or a refusal.
-local m = redis.call('HMGET', KEYS[1], 'gen', 'state', 'reason')
+-- (HMGET + HSET rather than HSETNX: the commands of the documented ACL suffice.)
+local m = redis.call('HMGET', KEYS[1], 'gen', 'state', 'reason', 'f:' .. ARGV[2], 'f:')
 local refused = refusal(m, ARGV[1])
 if refused then return refused end
-redis.call('HSETNX', KEYS[1], 'f:' .. ARGV[2], 'o::0:0:0')
-redis.call('HSETNX', KEYS[1], 'f:', 'o::0:0:0')
+if not m[4] then redis.call('HSET', KEYS[1], 'f:' .. ARGV[2], 'o::0:0:0') end
+if not m[5] then redis.call('HSET', KEYS[1], 'f:', 'o::0:0:0') end
 return {'ok'}
