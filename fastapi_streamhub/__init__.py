@@ -16,6 +16,7 @@ from ._errors import (
     StreamClosed,
     StreamHubError,
 )
+from ._fanin import Grant, SubProducer
 from ._hub import Registration, Session, StreamHub, get_hub
 from ._producer import Producer
 from ._response import ResumableStreamingResponse, SessionStreamResponse
@@ -34,6 +35,7 @@ __all__ = [
     "Cursor",
     "End",
     "Event",
+    "Grant",
     "InvalidChunk",
     "InvalidCursor",
     "InvalidSessionId",
@@ -60,6 +62,7 @@ __all__ = [
     "StreamContext",
     "StreamHub",
     "StreamHubError",
+    "SubProducer",
     "Subscription",
     "__version__",
     "create_router",

@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 _EVENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
-RESERVED_EVENTS = frozenset({"message", "json", "metadata", "end", "reset"})
+RESERVED_EVENTS = frozenset({"message", "json", "metadata", "end", "reset", "part"})
 
 
 def dumps_json(value: Any, *, what: str) -> bytes:

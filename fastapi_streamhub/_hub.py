@@ -21,6 +21,7 @@ from starlette.requests import HTTPConnection, Request
 from ._codec import DeletedMsg, EndMsg, HubClosingMsg, Message, ResyncMsg, dumps_json
 from ._config import Settings
 from ._errors import LimitExceeded, SessionNotFound, StreamClosed
+from ._fanin import Grant, SubProducer, check_parts, join
 from ._fanout import QueueListener
 from ._producer import CancelCallback, Producer, Writer
 from ._steering import MessageReceipt, send_message
@@ -142,6 +143,7 @@ class StreamHub:
         self._owned: list[Any] = []  # clients from_url made, closed at exit
         self._tg: TaskGroup | None = None
         self._producers: dict[str, Producer] = {}
+        self._parts: dict[str, set[SubProducer]] = {}  # fan-in producers joined here
         self._watched: dict[str, _Watch] = {}
         self._subscribers: dict[str, int] = {}
         # Subscriptions not yet collected: told when the hub shuts down, and closed at exit if
@@ -249,7 +251,8 @@ class StreamHub:
                 while self._producers:
                     self._producers_changed = anyio.Event()
                     await self._producers_changed.wait()
-            remaining = list(self._producers.values())
+            remaining: list[Producer] = list(self._producers.values())
+            remaining += [part for parts in self._parts.values() for part in parts]
             for producer in remaining:
                 producer.shutdown()
             with anyio.move_on_after(self.settings.shutdown_grace):
@@ -378,6 +381,25 @@ class StreamHub:
         if self._producers.get(producer.session_id) is producer:
             del self._producers[producer.session_id]
             self._producers_changed.set()
+        parts = self._parts.get(producer.session_id)
+        if parts is not None and isinstance(producer, SubProducer):
+            parts.discard(producer)
+            if not parts:
+                del self._parts[producer.session_id]
+
+    async def join(
+        self, grant: Grant | str, on_cancel: CancelCallback | None = None
+    ) -> SubProducer:
+        """Write into another producer's session under the name of ``grant`` (fan-in).
+
+        ``grant`` comes from the owner's :meth:`Producer.admit` (or its ``str()``, on another
+        instance). A later join under the same name takes the part over from an earlier
+        handle. Raises :class:`OwnershipLost` (or a subclass) when the owner's generation is
+        over or the name was not admitted, :class:`StreamClosed` when that producer ended its
+        part.
+        """
+        self._require_running()
+        return await join(self, grant, on_cancel)
 
     # -- consumers -------------------------------------------------------------------------
 
@@ -587,6 +609,8 @@ class StreamHub:
         producer = self._producers.get(session_id)
         if producer is not None:
             producer.on_control(msg)
+        for part in tuple(self._parts.get(session_id, ())):
+            part.on_control(msg)
 
     def _watch(
         self, session_id: str, generation: int, lease_remaining: float, listener: QueueListener
@@ -635,6 +659,8 @@ class StreamHub:
                     if retention:
                         next_retention = now + retention_period
                     await self._renew_all(retention)
+                    if self._parts:
+                        await check_parts(self)
                 await self._expire_due(now)
             except Exception:
                 log.exception("lease keeper round failed; retrying next round")

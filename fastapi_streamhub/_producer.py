@@ -5,9 +5,9 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 import anyio.lowlevel
@@ -25,9 +25,10 @@ from ._errors import (
 )
 from ._steering import Inbox, SteeringMessage
 from ._types import Cursor, State
-from .backends.base import Append, Lost
+from .backends.base import Append, Lost, SharedAppend
 
 if TYPE_CHECKING:
+    from ._fanin import Grant
     from ._hub import StreamHub
 
 __all__ = ["Producer", "Writer"]
@@ -42,8 +43,20 @@ _LINGER = 0.002
 _BUSY = 8
 
 
+# Refusals of a fan-in producer's own part (see backends/base.py Lost).
+_PART_REFUSALS = {
+    "replaced": "its producer joined again elsewhere; this handle may no longer write",
+    "part_ended": "this producer already ended its part",
+    "not_admitted": "this producer was not admitted into the current generation",
+}
+
+
 def lost_error(lost: Lost, session_id: str) -> OwnershipLost:
     """The typed error for a refused write."""
+    part = _PART_REFUSALS.get(lost.reason or "")
+    if part is not None:
+        cls = StaleGeneration if lost.why == "stale" else OwnershipLost
+        return cls(f"session {session_id!r}: {part}")
     if lost.why == "stale":
         return StaleGeneration(f"session {session_id!r} is owned by a newer generation")
     if lost.why == "gone":
@@ -100,9 +113,13 @@ class Writer:
             telemetry = self._telemetry.enabled
             start_ns = time.time_ns() if telemetry else 0
             results: list[Lost | None] | None = None
+            firsts: list[int | None] = [None] * len(batches)
             error: StreamHubError | None = None
             try:
-                results = await self._backend.append(batches)
+                if any(isinstance(b, SharedAppend) for b in batches):
+                    results = await self._append_mixed(batches, firsts)
+                else:
+                    results = await self._backend.append(batches)
             except StreamHubError as exc:
                 error = exc
             except Exception as exc:
@@ -112,7 +129,27 @@ class Writer:
             if telemetry:
                 self._telemetry.published(batches, results, error, start_ns)
             for i, producer in enumerate(producers):
-                producer._committed(error if results is None else results[i])
+                producer._committed(error if results is None else results[i], firsts[i])
+
+    async def _append_mixed(
+        self, batches: Sequence[Append], firsts: list[int | None]
+    ) -> list[Lost | None]:
+        """A round trip that carries batches of fan-in producers (offsets assigned by the
+        store, reported in ``firsts``) besides plain ones."""
+        results: list[Lost | None] = [None] * len(batches)
+        plain = [i for i, b in enumerate(batches) if not isinstance(b, SharedAppend)]
+        shared = [(i, b) for i, b in enumerate(batches) if isinstance(b, SharedAppend)]
+        if plain:
+            appended = await self._backend.append([batches[i] for i in plain])
+            for i, lost in zip(plain, appended, strict=True):
+                results[i] = lost
+        replies = await self._backend.append_shared([b for _, b in shared])
+        for (i, _), reply in zip(shared, replies, strict=True):
+            if isinstance(reply, Lost):
+                results[i] = reply
+            else:
+                firsts[i] = reply
+        return results
 
 
 class Producer:
@@ -154,6 +191,11 @@ class Producer:
         self._scope: anyio.CancelScope | None = None
         self._shutdown = False
         self._inbox: Inbox | None = None
+        # Fan-in (see _fanin.py): the name its chunks carry (sub-producers), and once several
+        # producers write the session, its part (name, token): the store assigns the offsets.
+        self.name: str | None = None
+        self._part: tuple[str, str] | None = None
+        self._seq = 0
 
     def __repr__(self) -> str:
         return f"<Producer {self.session_id!r} generation={self.generation}>"
@@ -171,7 +213,7 @@ class Producer:
     # -- writing ---------------------------------------------------------------------------
 
     def _encode(self, chunk: object) -> bytes:
-        payload = encode_chunk(chunk)
+        payload = encode_chunk(chunk, self.name)
         if len(payload) - 1 > self._settings.max_chunk_bytes:
             raise LimitExceeded(
                 f"chunk of {len(payload) - 1} bytes is over max_chunk_bytes "
@@ -228,6 +270,17 @@ class Producer:
             raise self._error
         return self._last
 
+    async def admit(self, name: str) -> Grant:
+        """Let another producer, ``name``, write into this generation (fan-in).
+
+        Returns the :class:`Grant` that :meth:`StreamHub.join` takes, on any instance. Queued
+        chunks are flushed first; from then on every producer's chunks, this one's included,
+        get their offsets from the store, so all of them are totally ordered by the cursor.
+        """
+        from ._fanin import admit
+
+        return await admit(self, name)
+
     async def set_metadata(self, value: Any) -> None:
         """Replace the session's metadata (any JSON value); subscribers receive it live."""
         self._check_open()
@@ -252,12 +305,20 @@ class Producer:
         del self._pending[:max_batch]
         self._room.set()
         self._inflight = batch
+        payloads = [p for p, _ in batch]
+        if self._part is not None:
+            self._seq += 1
+            name, token = self._part
+            return SharedAppend(
+                self.session_id, self.generation, 0, payloads, name, token, self._seq
+            )
         first = self._next
         self._next += len(batch)
-        return Append(self.session_id, self.generation, first, [p for p, _ in batch])
+        return Append(self.session_id, self.generation, first, payloads)
 
-    def _committed(self, result: Lost | StreamHubError | None) -> None:
-        """The writer's report on the batch in flight."""
+    def _committed(self, result: Lost | StreamHubError | None, first: int | None = None) -> None:
+        """The writer's report on the batch in flight (``first``: its offset, when the store
+        assigned it)."""
         batch, self._inflight = self._inflight or [], None
         if result is not None:
             error = lost_error(result, self.session_id) if isinstance(result, Lost) else result
@@ -265,13 +326,14 @@ class Producer:
                 self._mark_lost(error)
             self._fail(error, batch)
             return
-        first = self._next - len(batch)
+        if first is None:
+            first = self._next - len(batch)
         generation = self.generation
         for i, (_, ack) in enumerate(batch):
             if ack is not None:
                 ack.cursor = Cursor(generation, first + i)
                 ack.event.set()
-        self._last = Cursor(generation, self._next - 1)
+        self._last = Cursor(generation, first + len(batch) - 1)
         if self._pending:
             self._queued = True
             self._writer.ready(self)
@@ -386,14 +448,8 @@ class Producer:
         """Flush, then finish the generation (default ``done``, or ``cancelled`` after a cancel)."""
         if self._state is not None:
             return self._state
-        self._stopping = True
-        self._poke_inbox()
-        await self._drain()
-        self._fail_pending(StreamClosed(f"the producer of {self.session_id!r} stopped"))
-        self._hub._forget(self)
-        if self.lost is not None:
-            self._state = State.FAILED
-            return self._state
+        if await self._stop():
+            return State.FAILED
         if state is None:
             state = State.CANCELLED if self.cancelled.is_set() and not self._error else State.DONE
             if self._error is not None:
@@ -409,7 +465,18 @@ class Producer:
         self._state = result
         return result
 
-    async def __aenter__(self) -> Producer:
+    async def _stop(self) -> bool:
+        """Flush and take no more chunks; True when the session was lost (closed as failed)."""
+        self._stopping = True
+        self._poke_inbox()
+        await self._drain()
+        self._fail_pending(StreamClosed(f"the producer of {self.session_id!r} stopped"))
+        self._hub._forget(self)
+        if self.lost is not None:
+            self._state = State.FAILED
+        return self.lost is not None
+
+    async def __aenter__(self) -> Self:
         self._scope = anyio.CancelScope()
         self._scope.__enter__()
         if self.cancelled.is_set():

@@ -14,6 +14,8 @@ Each item is one event:
 - a text chunk containing ``\\r`` or NUL: ``event: json`` and the text as a JSON string;
 - a JSON chunk: ``event: json`` and the value as JSON on one line;
 - a chunk with an event name: ``event: <name>`` and the data as JSON on one line (text too);
+- a chunk of a named producer (fan-in): ``event: part`` and the JSON object
+  ``{"producer": <name>, "data": <data>}``, plus ``"event": <name>`` when the chunk has one;
 - metadata: ``event: metadata`` and the value as JSON;
 - a reset: ``event: reset`` and ``{"reason": <str>, "generation": <int>}``;
 - the end: ``event: end`` and ``{"state": <str>, "reason": <str or null>}``.
@@ -29,8 +31,13 @@ How a standard SSE client rebuilds every chunk exactly:
   or a NUL, which SSE parsers would turn into line breaks or some clients mishandle); any other
   value is a JSON chunk (the codec stores every ``str`` as text, so no JSON chunk holds a
   string);
+- a ``part`` event is a chunk of the producer ``producer`` (fan-in): ``data`` is text when it is
+  a JSON string, else JSON, and ``event``, when present, is the chunk's own event name;
 - an event under any other name that is not ``metadata``, ``reset`` or ``end`` is a chunk the
   producer sent under that name; its data is always JSON, text included.
+
+Chunks without a producer name are encoded exactly as they were before fan-in existed, so a
+client that knows nothing of it still reads single-producer sessions unchanged.
 
 A text chunk is sent as plain data only when that is lossless: SSE splits lines on ``\\r``,
 ``\\r\\n`` and ``\\n`` alike and rejoins them with ``\\n``, so only ``\\n`` survives the trip.
@@ -81,10 +88,13 @@ def encode_chunk(chunk: Chunk) -> bytes:
 
     Text without ``\\r`` or NUL goes out as plain ``data:`` lines (default ``message`` event);
     other text and JSON values go out as an ``event: json`` with one JSON ``data:`` line; a chunk
-    with an event name goes out under that name with its data as JSON. ``chunk.producer`` is not
-    sent. Raises :class:`InvalidChunk` for an event name that is not safe to send.
+    with an event name goes out under that name with its data as JSON; a chunk with a producer
+    name goes out as ``event: part`` with ``{"producer", "data"[, "event"]}``. Raises
+    :class:`InvalidChunk` for an event name that is not safe to send.
     """
     tail = b"\nid: " + str(chunk.cursor).encode("ascii") + b"\n\n"
+    if chunk.producer is not None:
+        return b"event: part\ndata: " + _part(chunk) + tail
     if chunk.event is not None:
         return b"event: " + _event_name(chunk.event) + b"\ndata: " + orjson.dumps(chunk.data) + tail
     if chunk.kind == "text":
@@ -95,6 +105,15 @@ def encode_chunk(chunk: Chunk) -> bytes:
             return b"data: " + text.replace("\n", "\ndata: ").encode("utf-8") + tail
     # orjson escapes every control character, so the JSON always fits on one line.
     return b"event: json\ndata: " + orjson.dumps(chunk.data) + tail
+
+
+def _part(chunk: Chunk) -> bytes:
+    body: dict[str, Any] = {"producer": chunk.producer, "data": chunk.data}
+    if chunk.event is not None:
+        _event_name(chunk.event)
+        body["event"] = chunk.event
+    # One line: orjson escapes every control character.
+    return orjson.dumps(body)
 
 
 def encode_metadata(value: Any) -> bytes:

@@ -153,7 +153,21 @@ def rebuild(event: SSEEvent) -> Item:
             return End(State(value["state"]), value.get("reason"))
         except (KeyError, ValueError, TypeError) as exc:
             raise ProtocolError(f"malformed {event.type!r} event: {exc}") from None
+    if event.type == "part":
+        return _part(event, value)
     # The codec stores every str as text, so a JSON string is a text chunk (sent as JSON
     # because it held a CR or a NUL, or because it carries an event name).
     kind: Literal["text", "json"] = "text" if isinstance(value, str) else "json"
     return Chunk(_cursor(event), value, kind, None if event.type == "json" else event.type)
+
+
+def _part(event: SSEEvent, value: Any) -> Chunk:
+    """A chunk of a named producer (fan-in): ``{"producer", "data"[, "event"]}``."""
+    if not isinstance(value, dict) or not isinstance(value.get("producer"), str):
+        raise ProtocolError("'part' event data is not an object with a producer name")
+    name = value.get("event")
+    if name is not None and not isinstance(name, str):
+        raise ProtocolError("'part' event names a non-string event")
+    data = value.get("data")
+    kind: Literal["text", "json"] = "text" if isinstance(data, str) else "json"
+    return Chunk(_cursor(event), data, kind, name, value["producer"])

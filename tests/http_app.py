@@ -30,6 +30,14 @@ produced (``produced``), how many times its ``finally`` ran (``finally``) and ho
 the generator yields ``"ready"``, then one JSON chunk ``{"id", "data"}`` per steering message
 it receives (``POST /streams/{sid}/messages``), and ends after ``n`` of them.
 
+Fan-in (several producers in one session): ``POST /fanin/{sid}/owner?names=a,b&n=&delay=``
+claims ``sid`` here, admits the named producers and answers their grants (``{"grants": {name:
+grant}}``) while the owner writes ``o0``, ``o1``, ... in the background;
+``POST /fanin/join?grant=&n=&delay=`` joins with a grant (on any instance) and writes
+``<name>0``, ``<name>1``, ... then ends its part (answers ``{"last": cursor}``);
+``POST /fanin/{sid}/finish`` (on the owner's instance) waits for the owner's chunks and closes
+the session (answers ``{"state": ...}``).
+
 The expected output is a pure function (:func:`expected_items`) the tests import; importing this
 module does not build the app (``app`` is created on first access, which uvicorn does).
 """
@@ -42,10 +50,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 
 from fastapi_streamhub import (
     Event,
+    Producer,
     ResumableStreamingResponse,
     StreamContext,
     StreamHub,
@@ -275,7 +284,50 @@ def create_app() -> FastAPI:
             authorize=authorize if auth else None,
         )
 
+    _fanin_routes(app, hub)
     return app
+
+
+def _fanin_routes(app: FastAPI, hub: StreamHub) -> None:
+    owners: dict[str, tuple[Producer, anyio.Event]] = {}
+
+    async def write(producer: Producer, label: str, n: int, delay: float) -> None:
+        for i in range(n):
+            await producer.send(f"{label}{i}")
+            await anyio.sleep(delay)
+        await producer.flush()
+
+    async def run_owner(owner: Producer, n: int, delay: float, written: anyio.Event) -> None:
+        try:
+            await write(owner, "o", n, delay)
+        finally:
+            written.set()
+
+    @app.post("/fanin/{sid}/owner")
+    async def fanin_owner(
+        sid: str, names: str, n: int = 20, delay: float = 0.01
+    ) -> dict[str, dict[str, str]]:
+        registration = await hub.register(sid)
+        owner = registration.producer
+        if owner is None:
+            raise HTTPException(409, f"session {sid!r} is not ours to start")
+        grants = {name: str(await owner.admit(name)) for name in names.split(",")}
+        written = anyio.Event()
+        owners[sid] = (owner, written)
+        hub.spawn(run_owner, owner, n, delay, written)
+        return {"grants": grants}
+
+    @app.post("/fanin/join")
+    async def fanin_join(grant: str, n: int = 20, delay: float = 0.01) -> dict[str, str]:
+        async with await hub.join(grant) as sub:
+            await write(sub, sub.name or "", n, delay)
+        return {"last": str(sub.cursor)}
+
+    @app.post("/fanin/{sid}/finish")
+    async def fanin_finish(sid: str) -> dict[str, str]:
+        owner, written = owners.pop(sid)
+        await written.wait()
+        return {"state": (await owner.close()).value}
 
 
 def __getattr__(name: str) -> Any:

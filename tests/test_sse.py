@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import pytest
 from fastapi.sse import KEEPALIVE_COMMENT
@@ -30,6 +30,9 @@ from fastapi_streamhub._sse import (
     encode_retry,
     parse_last_event_id,
 )
+from fastapi_streamhub._sse_decode import EventParser, ProtocolError
+from fastapi_streamhub._sse_decode import SSEEvent as DecodedEvent
+from fastapi_streamhub._sse_decode import rebuild as rebuild_item
 from fastapi_streamhub._types import Batch, Chunk, Cursor, End, Metadata, Reset, State
 
 # --------------------------------------------------------------------------- reference parser
@@ -98,27 +101,37 @@ def parse_sse(raw: bytes) -> Parsed:
     return out
 
 
-def rebuild(events: list[SSEEvent]) -> list[tuple[str, Any, str | None, str | None]]:
-    """Apply the documented client rules: ``(kind, value, event name, own id)`` per event."""
-    result: list[tuple[str, Any, str | None, str | None]] = []
+# (kind, value, event name, own id, producer name)
+Rebuilt = tuple[str, Any, str | None, str | None, str | None]
+
+
+def rebuild(events: list[SSEEvent]) -> list[Rebuilt]:
+    """Apply the documented client rules: ``(kind, value, event name, own id, producer)``."""
+    result: list[Rebuilt] = []
     for ev in events:
         if ev.type == "message":
-            result.append(("text", ev.data, None, ev.own_id))
+            result.append(("text", ev.data, None, ev.own_id, None))
         elif ev.type == "json":
             value = json.loads(ev.data)
             kind = "text" if isinstance(value, str) else "json"
-            result.append((kind, value, None, ev.own_id))
+            result.append((kind, value, None, ev.own_id, None))
+        elif ev.type == "part":
+            part = json.loads(ev.data)
+            name = part.get("event")
+            value = part["data"]
+            kind = "custom" if name else "text" if isinstance(value, str) else "json"
+            result.append((kind, value, name, ev.own_id, part["producer"]))
         elif ev.type in ("metadata", "reset", "end"):
-            result.append((ev.type, json.loads(ev.data), None, ev.own_id))
+            result.append((ev.type, json.loads(ev.data), None, ev.own_id, None))
         else:
-            result.append(("custom", json.loads(ev.data), ev.type, ev.own_id))
+            result.append(("custom", json.loads(ev.data), ev.type, ev.own_id, None))
     return result
 
 
-def expected(chunk: Chunk) -> tuple[str, Any, str | None, str | None]:
+def expected(chunk: Chunk) -> Rebuilt:
     if chunk.event is not None:
-        return ("custom", chunk.data, chunk.event, str(chunk.cursor))
-    return (chunk.kind, chunk.data, None, str(chunk.cursor))
+        return ("custom", chunk.data, chunk.event, str(chunk.cursor), chunk.producer)
+    return (chunk.kind, chunk.data, None, str(chunk.cursor), chunk.producer)
 
 
 def strict(value: Any) -> Any:
@@ -130,8 +143,8 @@ def strict(value: Any) -> Any:
     return (type(value).__name__, value)
 
 
-def strict_all(items: list[tuple[str, Any, str | None, str | None]]) -> list[Any]:
-    return [(kind, strict(value), name, id_) for kind, value, name, id_ in items]
+def strict_all(items: list[Rebuilt]) -> list[Any]:
+    return [(kind, strict(value), name, id_, p) for kind, value, name, id_, p in items]
 
 
 # --------------------------------------------------------------------------------- strategies
@@ -259,9 +272,21 @@ def test_unsafe_event_name_is_refused(name: str) -> None:
         encode_chunk(Chunk(C, "hi", "text", name))
 
 
-def test_producer_is_not_sent() -> None:
-    for chunk in (Chunk(C, "hi"), Chunk(C, {"a": 1}, "json"), Chunk(C, "hi", "text", "tok")):
-        assert encode_chunk(replace(chunk, producer="agent-1")) == encode_chunk(chunk)
+def test_chunk_of_a_named_producer_is_a_part_event() -> None:
+    tail = b"\nid: " + str(C).encode() + b"\n\n"
+    assert encode_chunk(Chunk(C, "hi\r", producer="agent-1")) == (
+        b'event: part\ndata: {"producer":"agent-1","data":"hi\\r"}' + tail
+    )
+    assert encode_chunk(Chunk(C, {"a": 1}, "json", producer="a")) == (
+        b'event: part\ndata: {"producer":"a","data":{"a":1}}' + tail
+    )
+    assert encode_chunk(Chunk(C, "hi", "text", "tok", "a")) == (
+        b'event: part\ndata: {"producer":"a","data":"hi","event":"tok"}' + tail
+    )
+    # Without a producer, the bytes of before fan-in.
+    assert encode_chunk(Chunk(C, "hi")) == b"data: hi" + tail
+    with pytest.raises(InvalidChunk):
+        encode_chunk(Chunk(C, "hi", "text", "end", "a"))
 
 
 def test_control_events_wire() -> None:
@@ -350,14 +375,17 @@ def test_text_chunk_round_trips(chunk: Chunk) -> None:
 def test_plain_text_is_sent_as_message_only_when_lossless(chunk: Chunk) -> None:
     (event,) = parse_sse(encode_chunk(chunk)).events
     needs_json = "\r" in chunk.data or "\0" in chunk.data
-    assert event.type == ("json" if needs_json else "message")
+    if chunk.producer is not None:
+        assert event.type == "part"
+    else:
+        assert event.type == ("json" if needs_json else "message")
 
 
 @_SETTINGS
 @given(chunk=json_chunks)
 def test_json_chunk_round_trips(chunk: Chunk) -> None:
     (event,) = parse_sse(encode_chunk(chunk)).events
-    assert event.type == "json"
+    assert event.type == ("json" if chunk.producer is None else "part")
     assert "\n" not in event.data
     assert strict_all(rebuild([event])) == strict_all([expected(chunk)])
 
@@ -374,7 +402,7 @@ def test_any_json_value_round_trips_through_json_event(value: Any) -> None:
 @given(chunk=named_chunks)
 def test_named_chunk_round_trips(chunk: Chunk) -> None:
     (event,) = parse_sse(encode_chunk(chunk)).events
-    assert event.type == chunk.event
+    assert event.type == (chunk.event if chunk.producer is None else "part")
     assert strict_all(rebuild([event])) == strict_all([expected(chunk)])
 
 
@@ -415,7 +443,7 @@ _controls = st.one_of(
 @given(items=st.lists(st.one_of(chunks, _controls), max_size=8))
 def test_mixed_stream_parses_in_order(items: list[Any]) -> None:
     wire = b""
-    want: list[tuple[str, Any, str | None, str | None]] = []
+    want: list[Rebuilt] = []
     retries: list[int] = []
     last_id = ""
     for item in items:
@@ -430,13 +458,20 @@ def test_mixed_stream_parses_in_order(items: list[Any]) -> None:
                 want.append(expected(item))
                 last_id = str(item.cursor)
             elif isinstance(item, Metadata):
-                want.append(("metadata", item.value, None, None))
+                want.append(("metadata", item.value, None, None, None))
             elif isinstance(item, Reset):
                 want.append(
-                    ("reset", {"reason": item.reason, "generation": item.generation}, None, None)
+                    (
+                        "reset",
+                        {"reason": item.reason, "generation": item.generation},
+                        None,
+                        None,
+                        None,
+                    )
                 )
             else:
-                want.append(("end", {"state": item.state.value, "reason": item.reason}, None, None))
+                end = {"state": item.state.value, "reason": item.reason}
+                want.append(("end", end, None, None, None))
     parsed = parse_sse(wire)
     assert strict_all(rebuild(parsed.events)) == strict_all(want)
     assert parsed.retries == retries
@@ -543,3 +578,23 @@ def test_parse_last_event_id_never_fails_otherwise(header: str | None, query: st
         used = header if header and header.strip(" \t\r\n") else query
         assert used is not None
         assert str(result) == used.strip(" \t\r\n")
+
+
+@_SETTINGS
+@given(chunk=chunks)
+def test_library_client_rebuilds_every_chunk_with_its_producer(chunk: Chunk) -> None:
+    """``_sse_decode.rebuild`` (the Python client's) gives back the very chunk, producer too."""
+    (event,) = EventParser().feed(encode_chunk(chunk))
+    # The codec stores every str as text, so a string is text whatever kind the strategy drew.
+    kind: Literal["text", "json"] = "text" if isinstance(chunk.data, str) else "json"
+    got = rebuild_item(event)
+    assert isinstance(got, Chunk)
+    assert (got.cursor, got.kind, got.event, got.producer) == (
+        chunk.cursor,
+        kind,
+        chunk.event,
+        chunk.producer,
+    )
+    assert strict(got.data) == strict(chunk.data)
+    with pytest.raises(ProtocolError):
+        rebuild_item(DecodedEvent("part", '{"data": 1}', "1-1"))

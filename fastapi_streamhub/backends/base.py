@@ -27,6 +27,7 @@ __all__ = [
     "Lost",
     "ReadResult",
     "Sent",
+    "SharedAppend",
 ]
 
 ControlHandler = Callable[[str, Message], None]
@@ -53,6 +54,20 @@ class Append:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedAppend(Append):
+    """A batch of one producer of a fan-in session: the store assigns its offsets.
+
+    ``name`` is the producer's part (``""``: the owner's), ``token`` the handle that writes it,
+    ``seq`` the batch's number within that handle (a retried batch is applied once). ``first``
+    is unknown (0) until the store answers.
+    """
+
+    name: str
+    token: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class ReadResult:
     """A page of the log: chunks after the cursor, the end marker if reached, and whether more may follow."""
 
@@ -63,7 +78,11 @@ class ReadResult:
 
 @dataclass(frozen=True, slots=True)
 class Lost:
-    """Why a producer's write was refused: ``stale``, ``closed``, ``gone``."""
+    """Why a producer's write was refused: ``stale``, ``closed``, ``gone``.
+
+    For a fan-in producer, ``reason`` may name its part's own refusal: ``replaced`` (stale:
+    another handle joined under its name), ``part_ended`` (closed) or ``not_admitted`` (gone).
+    """
 
     why: Literal["stale", "closed", "gone"]
     state: State | None = None
@@ -198,3 +217,24 @@ class Backend(abc.ABC):
     ) -> list[tuple[int, bytes]]:
         """Up to ``count`` messages of ``generation`` after sequence ``after``: ``(seq, blob)``."""
         raise NotImplementedError(f"{type(self).__name__} does not support steering messages")
+
+    # -- fan-in (several producers in one session): optional, the built-in backends have them
+
+    async def admit(self, session_id: str, generation: int, name: str) -> Lost | None:
+        """Admit the producer ``name`` into ``generation``; the owner's writes switch to
+        :meth:`append_shared`."""
+        raise NotImplementedError(f"{type(self).__name__} does not support fan-in")
+
+    async def join(self, session_id: str, generation: int, name: str, token: str) -> Lost | None:
+        """Let the handle ``token`` write the part of the admitted producer ``name``."""
+        raise NotImplementedError(f"{type(self).__name__} does not support fan-in")
+
+    async def append_shared(self, batches: Sequence[SharedAppend]) -> list[int | Lost]:
+        """Append batches whose offsets the store assigns; each result is its first offset."""
+        raise NotImplementedError(f"{type(self).__name__} does not support fan-in")
+
+    async def end_part(
+        self, session_id: str, generation: int, name: str, token: str
+    ) -> Lost | None:
+        """End the part of producer ``name`` (the session goes on)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support fan-in")

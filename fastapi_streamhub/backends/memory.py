@@ -31,6 +31,7 @@ from .._config import Settings
 from .._fanout import Fanout, Listener
 from .._types import Chunk, Cursor, End, SessionInfo, State
 from ._compact import PackedLog
+from ._fanin_memory import MemoryFanIn, Part
 from .base import Append, Backend, ClaimResult, ControlHandler, Lost, ReadResult, Sent
 
 __all__ = ["MemoryBackend"]
@@ -57,6 +58,8 @@ class _Record:
     log: MutableSequence[tuple[int, bytes]] = field(default_factory=list)
     end: End | None = None
     expires_at: float = 0.0
+    # Fan-in: the admitted producers of this generation by name ("" = the owner).
+    parts: dict[str, Part] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -82,7 +85,7 @@ def _unexpired(entries: dict[str, _Expiring], session_id: str) -> _Expiring | No
     return entry
 
 
-class MemoryBackend(Backend):
+class MemoryBackend(MemoryFanIn, Backend):
     """Sessions in a dict of this process; live delivery by direct dispatch."""
 
     def __init__(self) -> None:

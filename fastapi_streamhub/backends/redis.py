@@ -60,6 +60,7 @@ from .._fanout import Fanout, Listener
 from .._types import Chunk, End, SessionInfo, State
 from ._bus import RETRYABLE, Bus, ShardedBus, SingleBus, lost_connection
 from ._compact import fold
+from ._fanin_redis import FANIN_SCRIPTS, RedisFanIn
 from ._keys import Keys, slot_of
 from .base import Append, Backend, ClaimResult, ControlHandler, Lost, ReadResult, Sent
 
@@ -69,16 +70,9 @@ log = logging.getLogger("fastapi_streamhub.redis")
 T = TypeVar("T")
 
 _SCRIPTS = (
-    "claim",
-    "append",
-    "close",
-    "metadata",
-    "expire",
-    "cancel",
-    "delete",
-    "info",
-    "message",
-    "compact",
+    *("claim", "append", "close", "metadata", "expire", "cancel", "delete", "info"),
+    *("message", "compact"),
+    *FANIN_SCRIPTS,
 )
 # Concurrent commands of one backend: callers queue here instead of exhausting the pool.
 _MAX_CONCURRENT = 48
@@ -150,7 +144,7 @@ def _record(session_id: str, r: list[Any] | None, lease_ms: int) -> SessionInfo 
     )
 
 
-class RedisBackend(Backend):
+class RedisBackend(RedisFanIn, Backend):
     """Sessions in Redis; live delivery through one pub/sub connection fanned out locally."""
 
     # One entry: one appended batch (up to max_batch chunks); one more from the start of a

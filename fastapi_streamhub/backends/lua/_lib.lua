@@ -62,3 +62,11 @@ local function describe(meta, log, lease)
   r[10] = int(now_ms())
   return r
 end
+
+-- Fan-in: a producer's part, from its record field '<o|e>:<token>:<seq>:<first>:<last>'
+-- (see admit.lua), or nil when that producer was not admitted.
+local function part_of(value)
+  if not value then return nil end
+  local state, token, seq, first = string.match(value, '^(%a):([^:]*):(%d+):(%d+):%d+$')
+  return {state = state, token = token, seq = seq, first = first}
+end

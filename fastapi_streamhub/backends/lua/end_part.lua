@@ -1,0 +1,16 @@
+-- Fan-in: a producer ends its own part; the session goes on until its owner closes it.
+-- KEYS: meta   ARGV: gen, name, token
+-- Returns {'ok'} (also when the part or the session has ended already), {'part', 'replaced' |
+-- 'not_admitted'} or a refusal.
+local field = 'f:' .. ARGV[2]
+local m = redis.call('HMGET', KEYS[1], 'gen', 'state', 'reason', field)
+if m[1] == ARGV[1] and m[2] ~= 'active' then return {'ok'} end
+local refused = refusal(m, ARGV[1])
+if refused then return refused end
+local part = part_of(m[4])
+if not part then return {'part', 'not_admitted'} end
+if part.token ~= ARGV[3] then return {'part', 'replaced'} end
+if part.state == 'o' then
+  redis.call('HSET', KEYS[1], field, 'e' .. string.sub(m[4], 2))
+end
+return {'ok'}
