@@ -131,9 +131,11 @@ class Subscription:
             watched = info.state is State.ACTIVE
             if watched:
                 hub._watch(self.session_id, info.generation, info.lease_remaining, listener)
-            if after is None:
-                # Read from the log's first entry: the start of the generation in the record,
-                # whatever its number (a page of a newer one is dropped just below).
+            if after is None and info.state.finished:
+                # A full replay of a finished log: the page read from its first entry is the
+                # start of the generation in the record, whatever its number (a page of a newer
+                # one is dropped just below). An active session's first page is read again,
+                # whole, before it goes live (a 2-entry page would need a second read anyway).
                 guess = (self._generation, 0)
             if page is not None and guess != (self._generation, self._pos):
                 page = None  # read from a position the cursor check did not keep
