@@ -346,3 +346,29 @@ async def test_grants_and_names_are_checked(make_hub: HubFactory) -> None:
     await owner.close()
     with pytest.raises(OwnershipLost):
         await hub.join(grant)
+
+
+async def test_a_compacted_fan_in_stream_keeps_every_producer_and_cursor(
+    store: Store, make_hub: HubFactory
+) -> None:
+    """Fan-in and compaction together: the folded log keeps each chunk's producer, and a resume
+    from every cursor gives the exact suffix."""
+    from test_conformance_compaction import until_compacted
+
+    hub_a, hub_b = await make_hub(), await make_hub()
+    owner, planner, coder = await owner_with_subs(hub_a, hub_b, "fanin-compact")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(write, owner, "o", 15)
+        tg.start_soon(write, planner, "p", 15)
+        tg.start_soon(write, coder, "c", 15)
+    await planner.close()
+    await coder.close()
+    await owner.close()
+    await until_compacted(store, "fanin-compact")
+    whole = chunks_of(await collect(hub_a.subscribe("fanin-compact")))
+    assert [c.cursor.offset for c in whole] == list(range(1, 46))
+    for name, label in ((None, "o"), ("planner", "p"), ("coder", "c")):
+        assert [c.data for c in whole if c.producer == name] == [f"{label}{i}" for i in range(15)]
+    for i, c in enumerate(whole):
+        rest = chunks_of(await collect(hub_b.subscribe("fanin-compact", after=c.cursor)))
+        assert signature(rest) == signature(whole[i + 1 :])
