@@ -76,6 +76,9 @@ _SCRIPTS = (
 )
 # Concurrent commands of one backend: callers queue here instead of exhausting the pool.
 _MAX_CONCURRENT = 48
+# Compaction after a stream finished: after about this many seconds, this many logs at a time.
+_COMPACT_DELAY = 1.0
+_COMPACT_CONCURRENCY = 2
 # Compaction reads a log in pages of this many entries, and leaves logs over this size alone
 # (the swap script takes the whole folded log as arguments).
 _COMPACT_PAGE = 1000
@@ -166,6 +169,7 @@ class RedisBackend(RedisFanIn, Backend):
         self._slots = anyio.Semaphore(_MAX_CONCURRENT)
         self._tg: TaskGroup | None = None
         self._compacting: set[str] = set()  # sessions whose compaction is under way here
+        self._compact_slots = anyio.Semaphore(_COMPACT_CONCURRENCY)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -742,7 +746,12 @@ class RedisBackend(RedisFanIn, Backend):
 
     async def _compact_quietly(self, session_id: str) -> None:
         try:
-            await self.compact(session_id)
+            # Housekeeping, not urgent: wait a little (a burst of streams ending together is
+            # spread out instead of competing with the chunks still streaming) and fold a few
+            # logs at a time.
+            await anyio.sleep(_COMPACT_DELAY * (0.5 + random.random()))
+            async with self._compact_slots:
+                await self.compact(session_id)
         except Exception as exc:  # readers stay exact on an uncompacted log: just say so
             log.warning("could not compact session %r: %s", session_id, exc)
         finally:
