@@ -9,6 +9,7 @@ Configured by environment variables:
 - ``SHUTDOWN_GRACE``: the hub's shutdown grace in seconds (default 1.0);
 - ``AUTH``: ``1`` builds the router with ``create_router(authorize=...)`` that only lets
   requests with the header ``X-User: owner`` through (and the generator route too);
+- ``COMPACT``: ``0`` turns compaction of finished logs off (for tests that count commands);
 - ``OUTAGE_TIMEOUT``, ``RENEW_INTERVAL``, ``SUBSCRIBER_BUFFER``: the hub's settings of those names
   (default: the library's);
 - ``REC_URL``: where the generator records (default ``REDIS_URL`` when it is a Redis URL), so
@@ -221,6 +222,8 @@ def create_app() -> FastAPI:
             options[name.lower()] = value
     if os.environ.get("SUBSCRIBER_BUFFER"):
         options["subscriber_buffer"] = int(os.environ["SUBSCRIBER_BUFFER"])
+    if os.environ.get("COMPACT") == "0":
+        options["compact_finished"] = False
     hub = StreamHub.from_url(url, **options)
     rec_url = os.environ.get("REC_URL") or url
     rec = Recorder(

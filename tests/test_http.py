@@ -97,6 +97,8 @@ def _env(redis_server: RedisServer, **extra: str) -> dict[str, str]:
         "PING_INTERVAL": str(PING_INTERVAL),
         "SHUTDOWN_GRACE": "1.0",
         "AUTH": "0",
+        # Tests here count Redis commands: no background compaction of earlier tests' sessions.
+        "COMPACT": "0",
         **extra,
     }
 
