@@ -26,7 +26,6 @@ class Cluster:
         self.replicas = replicas
         self.nodes = [
             RedisServer(
-                port=free_cluster_port(),
                 cluster_enabled="yes",
                 cluster_config_file="nodes.conf",
                 cluster_node_timeout=1000,
@@ -41,8 +40,19 @@ class Cluster:
     # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> Cluster:
+        used: list[int] = []
         for node in self.nodes:
-            node.start()
+            # A port (or its bus port, +10000) can be taken between choosing and binding it:
+            # choose again.
+            for attempt in range(3):
+                node._port = free_cluster_port(used)
+                try:
+                    node.start()
+                    break
+                except RedisServerError:
+                    if attempt == 2:
+                        raise
+            used += [node.port, node.port + 10000]
         argv = [
             "redis-cli",
             "--cluster",

@@ -31,10 +31,14 @@ def free_port() -> int:
         return port
 
 
-def free_cluster_port() -> int:
-    """A free port for a cluster node: at most 55535, with port + 10000 (its cluster bus) free."""
+def free_cluster_port(avoid: Iterable[int] = ()) -> int:
+    """A free port for a cluster node: at most 55535, with port + 10000 (its cluster bus) free,
+    and neither of them among ``avoid`` (ports of nodes chosen but not started yet)."""
+    taken = set(avoid)
     for _ in range(1000):
         port = random.randint(20000, 55535)
+        if port in taken or port + 10000 in taken:
+            continue
         if _bindable(port) and _bindable(port + 10000):
             return port
     raise RuntimeError("no free port pair for a cluster node")
