@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 import anyio
 
-from fastapi_streamhub import StreamHub
+from fastapi_streamhub import Producer, StreamHub
 
 from ._common import TOKEN, Context, Metric, median, new_id
 from ._redis import HOST, BenchRedis, cpu_seconds
@@ -71,27 +71,38 @@ def cluster(primaries: int) -> Iterator[tuple[str, list[BenchRedis]]]:
             node.close()
 
 
-async def _aggregate(url: str, n: int, **options: object) -> float:
-    """Chunks/s of PRODUCERS producers sending ``n`` chunks each at once, all flushed."""
-    async with StreamHub.from_url(url, **options) as hub:
+async def _concurrently(
+    url: str, count: int, write: Callable[[Producer], Awaitable[None]], nodes: list[BenchRedis]
+) -> tuple[float, float]:
+    """``count`` producers running ``write`` at once: seconds, and Redis CPU seconds (``nodes``)
+    over that time. Registration and closing are not timed."""
+    async with StreamHub.from_url(url) as hub:
         producers = []
-        for _ in range(PRODUCERS):
+        for _ in range(count):
             reg = await hub.register(new_id("shard"))
             assert reg.producer is not None
             producers.append(reg.producer)
-
-        async def send(p: object) -> None:
-            for _ in range(n):
-                await p.send(TOKEN)  # type: ignore[attr-defined]
-            await p.flush()  # type: ignore[attr-defined]
-
+        cpu0 = sum(cpu_seconds(node.pid) for node in nodes)
         t0 = time.perf_counter()
         async with anyio.create_task_group() as tg:
             for p in producers:
-                tg.start_soon(send, p)
+                tg.start_soon(write, p)
         elapsed = time.perf_counter() - t0
+        cpu = sum(cpu_seconds(node.pid) for node in nodes) - cpu0
         for p in producers:
             await p.close()
+    return elapsed, cpu
+
+
+async def _aggregate(url: str, n: int) -> float:
+    """Chunks/s of PRODUCERS producers sending ``n`` chunks each at once, all flushed."""
+
+    async def send(p: Producer) -> None:
+        for _ in range(n):
+            await p.send(TOKEN)
+        await p.flush()
+
+    elapsed, _ = await _concurrently(url, PRODUCERS, send, [])
     return PRODUCERS * n / elapsed
 
 
@@ -99,26 +110,12 @@ async def _paced(url: str, nodes: list[BenchRedis], streams: int, n: int) -> tup
     """LLM-like: ``streams`` producers each publish ``n`` chunks one at a time (each awaited,
     so each its own round trip). Returns aggregate chunks/s and Redis CPU µs per chunk (all
     nodes)."""
-    async with StreamHub.from_url(url) as hub:
-        producers = []
-        for _ in range(streams):
-            reg = await hub.register(new_id("paced"))
-            assert reg.producer is not None
-            producers.append(reg.producer)
 
-        async def publish(p: object) -> None:
-            for _ in range(n):
-                await p.publish(TOKEN)  # type: ignore[attr-defined]
+    async def publish(p: Producer) -> None:
+        for _ in range(n):
+            await p.publish(TOKEN)
 
-        cpu0 = sum(cpu_seconds(node.pid) for node in nodes)
-        t0 = time.perf_counter()
-        async with anyio.create_task_group() as tg:
-            for p in producers:
-                tg.start_soon(publish, p)
-        elapsed = time.perf_counter() - t0
-        cpu = sum(cpu_seconds(node.pid) for node in nodes) - cpu0
-        for p in producers:
-            await p.close()
+    elapsed, cpu = await _concurrently(url, streams, publish, nodes)
     total = streams * n
     return total / elapsed, cpu / total * 1e6
 
@@ -195,30 +192,20 @@ async def run(ctx: Context) -> list[Metric]:
         f"one producer, {n} chunks, {rounds} rounds; wait_replicas=1 "
         f"{[round(r) for r, _ in waited]} chunks/s, 0: {[round(r) for r, _ in plain]}",
     )
+    paced = [r for r, _ in paced3], [r for r, _ in paced1]
+    cpus = [c for _, c in paced3], [c for _, c in paced1]
+    rates = [r for r, _ in waited], [r for r, _ in plain]
+    times = [t for _, t in waited], [t for _, t in plain]
     return [
-        Metric("cluster_persist_3_shards", median(three), "chunks/s", reference=median(one)),
-        Metric(
-            "cluster_paced_3_shards",
-            median([r for r, _ in paced3]),
-            "chunks/s",
-            reference=median([r for r, _ in paced1]),
-        ),
-        Metric(
-            "cluster_redis_cpu_us_per_chunk",
-            median([c for _, c in paced3]),
-            "µs",
-            reference=median([c for _, c in paced1]),
-        ),
-        Metric(
-            "wait_replicas_throughput",
-            median([r for r, _ in waited]),
-            "chunks/s",
-            reference=median([r for r, _ in plain]),
-        ),
-        Metric(
-            "wait_replicas_publish_ms",
-            median([t for _, t in waited]),
-            "ms",
-            reference=median([t for _, t in plain]),
-        ),
+        _versus("cluster_persist_3_shards", (three, one), "chunks/s"),
+        _versus("cluster_paced_3_shards", paced, "chunks/s"),
+        _versus("cluster_redis_cpu_us_per_chunk", cpus, "µs"),
+        _versus("wait_replicas_throughput", rates, "chunks/s"),
+        _versus("wait_replicas_publish_ms", times, "ms"),
     ]
+
+
+def _versus(name: str, runs: tuple[list[float], list[float]], unit: str) -> Metric:
+    """Median of the measured runs against the median of their reference runs."""
+    ours, reference = runs
+    return Metric(name, median(ours), unit, reference=median(reference))

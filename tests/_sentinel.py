@@ -103,6 +103,4 @@ class SentinelGroup:
 
 def _sentinel(port: int) -> RedisServer:
     """A handle to run commands on a sentinel's port (the process is not ours to manage)."""
-    server = RedisServer()
-    server._port = port
-    return server
+    return RedisServer(port=port)

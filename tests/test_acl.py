@@ -14,6 +14,8 @@ from pathlib import Path
 import anyio
 import pytest
 from _redis import RedisServer
+from test_conformance import RedisStore
+from test_conformance_compaction import until_compacted
 
 from fastapi_streamhub import Chunk, End, State, StreamHub
 
@@ -64,12 +66,7 @@ async def test_every_feature_runs_as_the_documented_acl_user(fresh_redis: RedisS
         assert (await hub_b.snapshot("acl"))["text"] == "abc"
 
         # Compaction (in the background after the close), status, active.
-        for _ in range(500):
-            if fresh_redis.execute("HGET", "streamhub:{acl}:meta", "compact") is not None:
-                break
-            await anyio.sleep(0.01)
-        else:
-            raise AssertionError("the finished log was not compacted")
+        await until_compacted(RedisStore(url, fresh_redis), "acl")
         info = await hub_a.status("acl")
         assert info is not None and info.chunks == 3
         assert await hub_a.active(["acl"]) == []

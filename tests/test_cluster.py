@@ -21,6 +21,7 @@ from _redis import RedisServer
 from _sentinel import SentinelGroup
 from redis.asyncio import RedisCluster
 from redis.asyncio.cluster import ClusterNode
+from redis.crc import key_slot
 
 from fastapi_streamhub import Batch, Chunk, End, Reset, State, StreamHub
 from fastapi_streamhub.backends._keys import Keys, slot_of
@@ -161,8 +162,6 @@ async def test_live_delivery_stays_in_the_owning_shard(
 
 
 def slot_of_channel(channel: str) -> int:
-    from redis.crc import key_slot
-
     return key_slot(channel.encode())
 
 
@@ -335,8 +334,6 @@ async def test_sentinel_failover_mid_stream(make_redis: Callable[..., RedisServe
 
 
 def test_cluster_channels_map_to_their_slot() -> None:
-    from redis.crc import key_slot
-
     keys = Keys("streamhub")
     for sid in ("a", "b", "session-42", "x" * 200):
         slot = slot_of(sid)

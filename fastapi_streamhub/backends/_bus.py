@@ -27,6 +27,8 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
 
+from .._errors import BackendUnavailable
+
 __all__ = ["Bus", "ShardedBus", "SingleBus", "lost_connection"]
 
 log = logging.getLogger("fastapi_streamhub.redis")
@@ -106,8 +108,6 @@ class Bus:
         await self._wait(event, channel)
 
     async def _wait(self, event: anyio.Event, channel: str) -> None:
-        from .._errors import BackendUnavailable
-
         with anyio.move_on_after(self._timeout):
             await event.wait()
         if not event.is_set():

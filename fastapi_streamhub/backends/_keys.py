@@ -48,8 +48,9 @@ def _slot_tags() -> tuple[str, ...]:
     raise AssertionError("unreachable")
 
 
+@functools.lru_cache(maxsize=16384)
 def slot_of(session_id: str) -> int:
-    """The cluster slot of a session's keys."""
+    """The cluster slot of a session's keys (cached: the writer asks for every batch)."""
     return key_slot(validate_session_id(session_id).encode())
 
 
