@@ -340,7 +340,7 @@ class Producer:
         else:
             self._idle.set()
 
-    def _fail(self, error: StreamHubError, batch: list[tuple[bytes, _Ack | None]] = ()) -> None:  # type: ignore[assignment]
+    def _fail(self, error: StreamHubError, batch: Sequence[tuple[bytes, _Ack | None]] = ()) -> None:
         if self._error is None:
             self._error = error
             self._hub._telemetry.failure("backend")

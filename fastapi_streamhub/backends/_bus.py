@@ -23,9 +23,9 @@ import anyio
 from anyio.abc import TaskGroup
 from redis import exceptions as rexc
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
-from redis.retry import Retry
 
 from .._errors import BackendUnavailable
 
@@ -188,7 +188,8 @@ class _Shard:
     def __init__(self, node: Any) -> None:
         kwargs = dict(node.connection_kwargs)
         # Listening waits for as long as it takes; a failed read must surface at once (we move
-        # the channels, redis-py must not keep reconnecting to a node that may be gone).
+        # the channels, redis-py must not keep reconnecting to a node that may be gone). The
+        # asyncio Retry: redis-py 8.2 warns when the synchronous one reaches an asyncio client.
         kwargs.update(socket_timeout=None, retry=Retry(NoBackoff(), 0))
         self.name: str = node.name
         self.pool = ConnectionPool(connection_class=node.connection_class, **kwargs)

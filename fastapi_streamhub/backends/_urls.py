@@ -79,7 +79,10 @@ def redis_client(url: str) -> tuple[Any, list[Any]]:
         sentinel_kwargs: dict[str, Any] = {}
         if "sentinel_password" in query:
             sentinel_kwargs["password"] = query["sentinel_password"][-1]
-        sentinel = Sentinel(_hosts(netloc, url), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+        # Typed as Any: redis-py's annotations of Sentinel.__init__ changed between releases
+        # (untyped in 8.1, typed in 8.2), and no ``type: ignore`` may depend on the version.
+        make_sentinel: Any = Sentinel
+        sentinel = make_sentinel(_hosts(netloc, url), sentinel_kwargs=sentinel_kwargs)
         client = sentinel.master_for(
             unquote(path[0]),
             db=int(path[1]) if len(path) == 2 else 0,
