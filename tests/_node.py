@@ -4,12 +4,14 @@ A script prints ``RESULT {json}`` once at the end, ``ERROR {json}`` on failure, 
 ``STEP {json}`` and wait for a line on stdin (the test's answer, from ``on_step``).
 ``tests/browser/`` (playwright-core, for Chromium) and ``tests/node/`` (the Vercel AI SDK) each
 hold a ``package.json`` and a committed ``package-lock.json``; ``npm ci`` installs them on first
-use, so a fresh clone needs only ``node`` and ``npm``.
+use, so a fresh clone needs only ``node`` and ``npm``. Without them the tests skip, except
+under ``STREAMHUB_REQUIRE_TOOLS=1`` (CI), where a failed install fails the test.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import queue
 import shutil
 import subprocess
@@ -17,13 +19,20 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import pytest
 
 NODE = shutil.which("node")
 NODE_TIMEOUT = 50.0
 NPM_TIMEOUT = 180
+_REQUIRED = os.environ.get("STREAMHUB_REQUIRE_TOOLS") == "1"
+
+
+def _unavailable(reason: str) -> NoReturn:
+    if _REQUIRED:
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 def node_modules(directory: Path, package: str) -> Path:
@@ -31,7 +40,7 @@ def node_modules(directory: Path, package: str) -> Path:
     if not (directory / "node_modules" / package / "package.json").exists():
         npm = shutil.which("npm")
         if npm is None:
-            pytest.skip(f"npm is not installed; cannot install {package}")
+            _unavailable(f"npm is not installed; cannot install {package}")
         command = [npm, "ci" if (directory / "package-lock.json").exists() else "install"]
         try:
             subprocess.run(
@@ -43,7 +52,7 @@ def node_modules(directory: Path, package: str) -> Path:
             )
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             output = getattr(exc, "stderr", b"") or b""
-            pytest.skip(f"could not install {package}: {exc}\n{output.decode()[-2000:]}")
+            _unavailable(f"could not install {package}: {exc}\n{output.decode()[-2000:]}")
     return directory / "node_modules"
 
 

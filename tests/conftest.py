@@ -9,16 +9,36 @@
 - ``redis_cluster`` (session): a 3-primary Redis Cluster (see tests/_cluster.py) shared by the
   run; ``cluster_url`` (function): its ``redis+cluster://`` URL, every primary flushed first.
 - ``make_cluster`` (function): factory for private clusters a test may reshape or break.
+
+With ``STREAMHUB_REQUIRE_TOOLS=1`` (CI sets it), a missing tool that tests would otherwise skip
+for (Node, npm, Chromium) stops the run before any test: CI must not pass by skipping.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable, Iterator
 
 import pytest
 import redis
 from _cluster import Cluster
 from _redis import RedisServer
+
+from fastapi_streamhub.backends._bus import require_sharded_pubsub
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("STREAMHUB_REQUIRE_TOOLS") != "1":
+        return
+    chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    missing = [tool for tool in ("node", "npm", "redis-server") if shutil.which(tool) is None]
+    if not os.access(chromium, os.X_OK):
+        missing.append(chromium)
+    if missing:
+        raise pytest.UsageError(
+            f"STREAMHUB_REQUIRE_TOOLS=1 but these are missing: {', '.join(missing)}"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -69,8 +89,17 @@ def fresh_redis(make_redis: Callable[..., RedisServer]) -> RedisServer:
     return make_redis()
 
 
+def _skip_without_sharded_pubsub() -> None:
+    """``scripts/test --lowest`` runs redis-py 5.2, below the ``cluster`` extra's floor."""
+    try:
+        require_sharded_pubsub()
+    except ValueError as exc:
+        pytest.skip(str(exc))
+
+
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[Cluster]:
+    _skip_without_sharded_pubsub()
     cluster = Cluster(primaries=3).start()
     try:
         yield cluster
@@ -88,6 +117,7 @@ def cluster_url(redis_cluster: Cluster) -> str:
 
 @pytest.fixture
 def make_cluster() -> Iterator[Callable[..., Cluster]]:
+    _skip_without_sharded_pubsub()
     clusters: list[Cluster] = []
 
     def factory(**kwargs: object) -> Cluster:

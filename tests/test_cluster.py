@@ -20,11 +20,13 @@ from _cluster import Cluster
 from _redis import RedisServer
 from _sentinel import SentinelGroup
 from redis.asyncio import RedisCluster
+from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode
 from redis.crc import key_slot
 
 from fastapi_streamhub import Batch, Chunk, End, Reset, State, StreamHub
 from fastapi_streamhub.backends._keys import Keys, slot_of
+from fastapi_streamhub.backends.redis import RedisBackend
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
@@ -85,6 +87,19 @@ def assert_exact(items: list[Any], n: int = N) -> None:
     assert texts(items) == expected(n), others
     assert not [i for i in items if isinstance(i, Reset)]
     assert items[-1] == End(State.DONE)
+
+
+async def test_a_cluster_client_needs_redis_py_8() -> None:
+    """The ``cluster`` extra's floor: below 8.0 a cluster client is refused, with the fix."""
+    client = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", 1)])
+    try:
+        if hasattr(PubSub, "ssubscribe"):
+            assert RedisBackend(client).cluster
+        else:
+            with pytest.raises(ValueError, match=r"redis-py 8\.0 or newer.*\[cluster\]"):
+                RedisBackend(client)
+    finally:
+        await client.aclose()
 
 
 async def test_from_url_and_client_forms(redis_cluster: Cluster, cluster_url: str) -> None:

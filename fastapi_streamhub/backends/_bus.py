@@ -29,7 +29,7 @@ from redis.crc import key_slot
 
 from .._errors import BackendUnavailable
 
-__all__ = ["Bus", "ShardedBus", "SingleBus", "lost_connection"]
+__all__ = ["Bus", "ShardedBus", "SingleBus", "lost_connection", "require_sharded_pubsub"]
 
 log = logging.getLogger("fastapi_streamhub.redis")
 
@@ -208,6 +208,18 @@ class _Shard:
                 await self.pubsub.aclose()
             finally:
                 await self.pool.disconnect()
+
+
+def require_sharded_pubsub() -> None:
+    """Refuse a cluster client when this redis-py cannot ``SSUBSCRIBE`` from asyncio (< 8.0)."""
+    from redis import __version__
+    from redis.asyncio.client import PubSub
+
+    if not hasattr(PubSub, "ssubscribe"):
+        raise ValueError(
+            f"Redis Cluster needs redis-py 8.0 or newer (sharded pub/sub from asyncio); "
+            f"redis-py {__version__} is installed: pip install 'fastapi-streamhub[cluster]'"
+        )
 
 
 class ShardedBus(Bus):

@@ -58,7 +58,7 @@ from .._config import Settings
 from .._errors import BackendUnavailable
 from .._fanout import Fanout, Listener
 from .._types import Chunk, End, SessionInfo, State
-from ._bus import RETRYABLE, Bus, ShardedBus, SingleBus, lost_connection
+from ._bus import RETRYABLE, Bus, ShardedBus, SingleBus, lost_connection, require_sharded_pubsub
 from ._compact import fold
 from ._fanin_redis import FANIN_SCRIPTS, RedisFanIn
 from ._keys import Keys, slot_of
@@ -157,6 +157,8 @@ class RedisBackend(RedisFanIn, Backend):
     def __init__(self, client: Redis | RedisCluster) -> None:
         self.client = client
         self.cluster = isinstance(client, RedisCluster)
+        if self.cluster:
+            require_sharded_pubsub()
         self.settings = Settings()
         self.keys = Keys(self.settings.key_prefix)
         self._fanout = Fanout()
