@@ -57,6 +57,14 @@ find_python() {
     return 1
 }
 
+# pip in venv $1 with the arguments that follow. This machine's pip configuration may name
+# package folders that do not exist; their warnings, one per package, are left out of the log.
+pip_in() {
+    local venv=$1
+    shift
+    "$venv/bin/python" -m pip "$@" 2> >(grep -v "^WARNING: Location '.*' is ignored" >&2)
+}
+
 # Create the virtualenv $1 with the interpreter $2 (default python3).
 make_venv() {
     local venv=$1 python=${2:-python3}
@@ -72,11 +80,11 @@ make_venv() {
 # then the package itself (editable unless $2 is a wheel file) without resolving anything more.
 install_locked() {
     local venv=$1 target=${2:-}
-    "$venv/bin/python" -m pip install -q --require-hashes -r "$LOCK"
+    pip_in "$venv" install -q --require-hashes -r "$LOCK"
     if [ -z "$target" ]; then
-        "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
+        pip_in "$venv" install -q --no-deps --no-build-isolation -e .
     else
-        "$venv/bin/python" -m pip install -q --no-deps "$target"
+        pip_in "$venv" install -q --no-deps "$target"
     fi
 }
 
