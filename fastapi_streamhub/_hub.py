@@ -274,7 +274,8 @@ class StreamHub:
 
     async def _close_for_shutdown(self, producer: Producer) -> None:
         try:
-            await producer.close(State.FAILED, "shutdown")
+            # The producer's shutdown flag is set: the ending rule stores failed/"shutdown".
+            await producer.close()
         except Exception as exc:
             log.warning("could not close %r at shutdown: %s", producer, exc)
 

@@ -151,9 +151,24 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def close(
-        self, session_id: str, generation: int, state: State, reason: str | None
+        self,
+        session_id: str,
+        generation: int,
+        state: State,
+        reason: str | None,
+        *,
+        last: int | None = None,
     ) -> State | Lost:
-        """Finish a generation: set the state, append the end marker, publish it live."""
+        """Finish a generation: set the state, append the end marker, publish it live.
+
+        ``last`` is the producer's claim of what it wrote: the offset of its last chunk, or,
+        once the generation is fan-in (store-assigned offsets), the sequence number of the
+        owner's last batch. The store checks it in the same transition: a ``done`` or
+        ``cancelled`` end whose claim the log does not match exactly is stored as ``failed``
+        (reason ``backend: the store holds N of M chunks`` or ``... batches``), and that
+        state is returned. None skips the check. Returns the state stored (the stored one
+        when this generation had finished already), or why the producer may not close.
+        """
 
     @abc.abstractmethod
     async def expire(self, leases: Sequence[tuple[str, int]]) -> list[float | None]:

@@ -239,7 +239,13 @@ class MemoryBackend(MemoryFanIn, Backend):
         return results
 
     async def close(
-        self, session_id: str, generation: int, state: State, reason: str | None
+        self,
+        session_id: str,
+        generation: int,
+        state: State,
+        reason: str | None,
+        *,
+        last: int | None = None,
     ) -> State | Lost:
         rec = self._get(session_id)
         if rec is not None and rec.generation == generation and rec.state.finished:
@@ -248,6 +254,12 @@ class MemoryBackend(MemoryFanIn, Backend):
         if lost is not None:
             return lost
         assert rec is not None
+        if last is not None and state is not State.FAILED:
+            # The twin of close.lua: the claim is checked against the store, not trusted.
+            owner = rec.parts.get("")
+            held, unit = (rec.n, "chunks") if owner is None else (owner.seq, "batches")
+            if held != last:
+                state, reason = State.FAILED, f"backend: the store holds {held} of {last} {unit}"
         self._finish(session_id, rec, state, reason)
         return state
 

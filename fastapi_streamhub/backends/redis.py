@@ -109,6 +109,9 @@ def _xadd_code(reply: Any) -> int:
     """1 appended, 0 log missing (``NOMKSTREAM``), -1 refused (id at or below the top)."""
     if reply is None:
         return 0
+    if isinstance(reply, Exception) and "equal or smaller" not in str(reply):
+        # Refused for another cause (OOM, ACL, ...): not a fencing answer; the write is lost.
+        raise BackendUnavailable(f"append failed: {type(reply).__name__}: {reply}")
     return -1 if isinstance(reply, Exception) else 1
 
 
@@ -561,7 +564,13 @@ class RedisBackend(RedisFanIn, Backend):
         return out
 
     async def close(
-        self, session_id: str, generation: int, state: State, reason: str | None
+        self,
+        session_id: str,
+        generation: int,
+        state: State,
+        reason: str | None,
+        *,
+        last: int | None = None,
     ) -> State | Lost:
         keys = self.keys.three(session_id)
         args = [
@@ -572,6 +581,7 @@ class RedisBackend(RedisFanIn, Backend):
             self.settings.retention_ms,
             self._pub,
             self.channels(session_id)[0],
+            "" if last is None else last,
         ]
         if self.settings.wait_replicas:
             replies = await self._pipeline([("EVALSHA", "close", keys, args), *self._waits(keys)])
