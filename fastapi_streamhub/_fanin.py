@@ -103,7 +103,8 @@ class SubProducer(Producer):
     async def _finish(self, state: State, reason: str | None) -> State | Lost:
         # Same rule as the owner's close; only the store's transition differs: the part ends.
         name, token = self._part or ("", "")
-        lost = await self._backend.end_part(self.session_id, self.generation, name, token)
+        sid, gen = self.session_id, self.generation
+        lost = await self._backend.end_part(sid, gen, name, token, last=self._claim())
         return state if lost is None else lost
 
 

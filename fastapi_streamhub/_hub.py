@@ -274,8 +274,7 @@ class StreamHub:
 
     async def _close_for_shutdown(self, producer: Producer) -> None:
         try:
-            # The producer's shutdown flag is set: the ending rule stores failed/"shutdown".
-            await producer.close()
+            await producer.close()  # its shutdown flag is set: the rule stores failed/shutdown
         except Exception as exc:
             log.warning("could not close %r at shutdown: %s", producer, exc)
 

@@ -6,6 +6,7 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -183,8 +184,10 @@ class Producer:
         self._inflight: list[tuple[bytes, _Ack | None]] | None = None
         self._queued = False
         self._next = 1
-        # Chunks this producer accepted (send/publish): what a `done` close claims is stored.
+        # Chunks this producer accepted (send/publish), and those dropped unwritten: what its
+        # close claims is stored, for the store to check (see _claim).
         self._sent = 0
+        self._dropped = 0
         self._room = anyio.Event()
         self._stopping = False
         self._idle = anyio.Event()
@@ -359,6 +362,7 @@ class Producer:
 
     def _fail_pending(self, error: StreamHubError) -> None:
         pending, self._pending = self._pending, []
+        self._dropped += len(pending)
         for _, ack in pending:
             if ack is not None:
                 ack.error = error
@@ -456,18 +460,6 @@ class Producer:
         """
         return await self._end(Exit(state, reason))
 
-    def _exit(self, requested: Exit) -> Exit:
-        """``requested`` completed with what this producer saw."""
-        return Exit(
-            requested.requested,
-            requested.reason,
-            self.cancel_reason if self.cancelled.is_set() else None,
-            None if self.lost is not None else self._error,
-            self.lost is not None,
-            self._shutdown,
-            requested.exc,
-        )
-
     async def _end(self, requested: Exit) -> State:
         """The one close path: flush, apply the ending rule, record it in the store."""
         if self._state is not None:
@@ -475,7 +467,13 @@ class Producer:
         # Flushed first: a write that fails during the flush decides the state too.
         if await self._stop():
             return State.FAILED
-        state, reason = final_state(self._exit(requested))
+        lost = self.lost is not None
+        cancel = self.cancel_reason if self.cancelled.is_set() else None
+        error = None if lost else self._error
+        seen = replace(
+            requested, cancel_reason=cancel, error=error, lost=lost, shutdown=self._shutdown
+        )
+        state, reason = final_state(seen)
         if state is None:
             self._state = State.FAILED
             return self._state
@@ -490,19 +488,22 @@ class Producer:
         if result is not state:
             # The store decided otherwise: it holds fewer chunks than this producer accepted,
             # or the generation had ended already (its lease lapsed).
-            log.warning(
-                "session %r ended %s in the store, not %s",
-                self.session_id,
-                result.value,
-                state.value,
-            )
+            log.warning("session %r ended %s in the store, not %s", self.session_id, result, state)
         self._state = result
         return result
 
+    def _claim(self) -> int:
+        """What this producer wrote, for the store to check: its chunk count or, once offsets
+        are store-assigned (fan-in), its batch count (one more if chunks were dropped unsent,
+        a count the store can never match)."""
+        if self._part is None:
+            return self._sent
+        return self._seq + (1 if self._dropped else 0)
+
     async def _finish(self, state: State, reason: str | None) -> State | Lost:
-        """Record the end; the store checks that it holds every chunk this producer sent."""
-        last = self._seq if self._part is not None else self._sent
-        return await self._backend.close(self.session_id, self.generation, state, reason, last=last)
+        """Record the end; the store checks that it holds everything this producer sent."""
+        sid, gen = self.session_id, self.generation
+        return await self._backend.close(sid, gen, state, reason, last=self._claim())
 
     async def _stop(self) -> bool:
         """Flush and take no more chunks; True when the session was lost (closed as failed)."""

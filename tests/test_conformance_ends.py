@@ -230,6 +230,61 @@ async def test_the_store_checks_a_fan_in_owner_by_its_batches(make_hub: HubFacto
     assert await fine.close() is State.DONE
 
 
+async def test_a_sub_producer_part_ended_short_fails_the_session(make_hub: HubFactory) -> None:
+    hub_a, hub_b = await make_hub(), await make_hub()
+    owner = await start(hub_a, "fan-short")
+    part = await hub_b.join(await owner.admit("helper"))
+    await part.publish("h1")
+    # The helper's producer counted one batch more than the store holds (a lost write).
+    name, token = "helper", part._part[1] if part._part else ""
+    assert await hub_b.backend.end_part("fan-short", owner.generation, name, token, last=2) is None
+    await owner.publish("o1")
+    assert await owner.close() is State.FAILED
+    reason = "backend: producer helper lost a write"
+    assert await record_and_end(hub_b, "fan-short") == (
+        State.FAILED,
+        reason,
+        End(State.FAILED, reason),
+    )
+
+    # A part that ends with everything stored leaves the owner's done alone.
+    fine = await start(hub_a, "fan-whole")
+    whole = await hub_b.join(await fine.admit("helper"))
+    await whole.publish("h1")
+    assert await whole.close() is State.DONE
+    assert await fine.close() is State.DONE
+
+
+@pytest.mark.parametrize("kind", ["freeze", "refuse"])
+async def test_a_sub_producer_lost_write_fails_its_part_and_the_session(
+    store: Store, make_hub: HubFactory, kind: str
+) -> None:
+    if kind == "freeze" and isinstance(store, ClusterStore):
+        pytest.skip("freezing a primary of the shared cluster past its node timeout fails it over")
+    hub_a, hub_b = await make_hub(outage_timeout=OUTAGE), await make_hub(outage_timeout=OUTAGE)
+    sid = f"fan-lost-{kind}"
+    owner = await start(hub_a, sid)
+    async with await hub_b.join(await owner.admit("helper")) as part:
+        await part.publish("h1")
+        set_fault(store, sid, kind, on=True)
+        part.add_cancel_callback(lambda _: set_fault(store, sid, kind, on=False))
+        await part.send("h2")  # lost while the part closes
+    set_fault(store, sid, kind, on=False)
+    assert part.closed and part._state is State.FAILED  # its part: by the producer's rule
+    page = await hub_a.backend.read(sid, (owner.generation, 0), 10)
+    stored = [chunk.data for chunk in page.chunks]
+    # The session: by what the store holds. A frozen Redis runs the write it had received once
+    # it resumes, after the producer gave up on it: then nothing is missing and done is true.
+    held = stored == ["h1", "h2"]
+    assert held or stored == ["h1"], stored
+    if kind == "refuse" or isinstance(store, FaultyMemoryStore):
+        assert not held
+    final = await owner.close()
+    reason = None if held else "backend: producer helper lost a write"
+    assert final is (State.DONE if held else State.FAILED)
+    assert await record_and_end(hub_a, sid) == (final, reason, End(final, reason))
+
+
 # --------------------------------------------------------------------------- one rule, every path
 
 

@@ -60,6 +60,8 @@ class _Record:
     expires_at: float = 0.0
     # Fan-in: the admitted producers of this generation by name ("" = the owner).
     parts: dict[str, Part] = field(default_factory=dict)
+    # Fan-in: the first sub-producer whose part ended short of its batches (end_part).
+    short: str | None = None
 
 
 @dataclass(slots=True)
@@ -260,6 +262,8 @@ class MemoryBackend(MemoryFanIn, Backend):
             held, unit = (rec.n, "chunks") if owner is None else (owner.seq, "batches")
             if held != last:
                 state, reason = State.FAILED, f"backend: the store holds {held} of {last} {unit}"
+            elif rec.short is not None:
+                state, reason = State.FAILED, f"backend: producer {rec.short} lost a write"
         self._finish(session_id, rec, state, reason)
         return state
 
