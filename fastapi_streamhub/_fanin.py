@@ -96,22 +96,16 @@ class SubProducer(Producer):
 
     async def close(self, state: State | None = None, reason: str | None = None) -> State:
         """Flush, then end this producer's part (the session goes on); returns ``done``,
-        ``cancelled`` or ``failed`` for this part."""
-        if self._state is not None:
-            return self._state
-        if await self._stop():
-            return State.FAILED
+        ``cancelled`` or ``failed`` for this part (``failed`` when a chunk it accepted was
+        not stored)."""
+        return await super().close(state, reason)
+
+    async def _finish(self, state: State, reason: str | None) -> State | Lost:
+        # Same rule as the owner's close; only the store's transition differs: the part ends.
         name, token = self._part or ("", "")
-        lost = await self._backend.end_part(self.session_id, self.generation, name, token)
-        if lost is not None:
-            error = lost_error(lost, self.session_id)
-            self._mark_lost(error)
-            self._state = State.FAILED
-            raise error
-        if state is None:
-            state = State.CANCELLED if self.cancelled.is_set() else State.DONE
-        self._state = State.FAILED if self._error is not None else state
-        return self._state
+        sid, gen = self.session_id, self.generation
+        lost = await self._backend.end_part(sid, gen, name, token, last=self._claim())
+        return state if lost is None else lost
 
 
 async def admit(producer: Producer, name: str) -> Grant:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import signal
 import threading
@@ -41,6 +42,14 @@ log = logging.getLogger("fastapi_streamhub")
 Ts = TypeVarTuple("Ts")
 
 _MAX_ACTIVE_QUERY = 1000
+
+
+class _Phase(enum.Enum):
+    """A running hub's phase: one value rather than flags that must agree."""
+
+    RUNNING = "running"  # takes new streams
+    CLOSING = "closing"  # begin_shutdown: new streams refused, the shutdown is scheduled
+    SHUTTING_DOWN = "shutting down"  # producers get their grace, then are closed as failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +158,7 @@ class StreamHub:
         # Subscriptions not yet collected: told when the hub shuts down, and closed at exit if
         # abandoned (a loop left with break).
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
-        self._closing = False
-        self._shutdown_started = False
+        self._phase = _Phase.RUNNING
         self._shutdown_done = anyio.Event()
         self._keeper_wake = anyio.Event()
         self._renew_now = False
@@ -180,8 +188,7 @@ class StreamHub:
     async def __aenter__(self) -> StreamHub:
         if self._tg is not None:
             raise RuntimeError("this StreamHub is already running")
-        self._closing = False
-        self._shutdown_started = False
+        self._phase = _Phase.RUNNING
         self._shutdown_done = anyio.Event()
         self._telemetry.start()
         tg = anyio.create_task_group()
@@ -236,16 +243,15 @@ class StreamHub:
         then are cancelled and closed as ``failed`` with reason ``shutdown``; open responses
         then end, so clients resume on another instance with their cursor.
         """
-        if self._tg is not None and not self._closing:
-            self._closing = True
+        if self._tg is not None and self._phase is _Phase.RUNNING:
+            self._phase = _Phase.CLOSING
             self._tg.start_soon(self._shutdown)
 
     async def _shutdown(self) -> None:
-        if self._shutdown_started:
+        if self._phase is _Phase.SHUTTING_DOWN:
             await self._shutdown_done.wait()
             return
-        self._shutdown_started = True
-        self._closing = True
+        self._phase = _Phase.SHUTTING_DOWN
         try:
             with anyio.move_on_after(self.settings.shutdown_grace):
                 while self._producers:
@@ -274,7 +280,7 @@ class StreamHub:
 
     async def _close_for_shutdown(self, producer: Producer) -> None:
         try:
-            await producer.close(State.FAILED, "shutdown")
+            await producer.close()  # its shutdown flag is set: the rule stores failed/shutdown
         except Exception as exc:
             log.warning("could not close %r at shutdown: %s", producer, exc)
 
@@ -336,7 +342,7 @@ class StreamHub:
     def _require_running(self) -> None:
         if self._tg is None:
             raise RuntimeError("the StreamHub is not running: use 'async with hub' or its lifespan")
-        if self._closing:
+        if self._phase is not _Phase.RUNNING:
             raise StreamClosed("the StreamHub is shutting down")
 
     # -- producers -------------------------------------------------------------------------

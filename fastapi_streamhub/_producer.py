@@ -6,6 +6,7 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -13,6 +14,7 @@ import anyio
 import anyio.lowlevel
 
 from ._codec import CancelMsg, DeletedMsg, LostMsg, Message, SteerMsg, dumps_json, encode_chunk
+from ._ending import Exit, describe, final_state
 from ._errors import (
     BackendUnavailable,
     LeaseExpired,
@@ -182,6 +184,10 @@ class Producer:
         self._inflight: list[tuple[bytes, _Ack | None]] | None = None
         self._queued = False
         self._next = 1
+        # Chunks this producer accepted (send/publish), and those dropped unwritten: what its
+        # close claims is stored, for the store to check (see _claim).
+        self._sent = 0
+        self._dropped = 0
         self._room = anyio.Event()
         self._stopping = False
         self._idle = anyio.Event()
@@ -238,6 +244,7 @@ class Producer:
             await self._room.wait()
             self._check_open()
         self._pending.append((payload, ack))
+        self._sent += 1
         if self._inflight is None and not self._queued:
             self._queued = True
             self._writer.ready(self)
@@ -355,6 +362,7 @@ class Producer:
 
     def _fail_pending(self, error: StreamHubError) -> None:
         pending, self._pending = self._pending, []
+        self._dropped += len(pending)
         for _, ack in pending:
             if ack is not None:
                 ack.error = error
@@ -445,25 +453,57 @@ class Producer:
     # -- closing ---------------------------------------------------------------------------
 
     async def close(self, state: State | None = None, reason: str | None = None) -> State:
-        """Flush, then finish the generation (default ``done``, or ``cancelled`` after a cancel)."""
+        """Flush, then finish the generation and return the state stored.
+
+        Default ``done`` (``cancelled`` after a cancel); ``failed`` whenever a chunk this
+        producer accepted could not be stored, whatever ``state`` asks (see ``_ending.py``).
+        """
+        return await self._end(Exit(state, reason))
+
+    async def _end(self, requested: Exit) -> State:
+        """The one close path: flush, apply the ending rule, record it in the store."""
         if self._state is not None:
             return self._state
+        # Flushed first: a write that fails during the flush decides the state too.
         if await self._stop():
             return State.FAILED
+        lost = self.lost is not None
+        cancel = self.cancel_reason if self.cancelled.is_set() else None
+        error = None if lost else self._error
+        seen = replace(
+            requested, cancel_reason=cancel, error=error, lost=lost, shutdown=self._shutdown
+        )
+        state, reason = final_state(seen)
         if state is None:
-            state = State.CANCELLED if self.cancelled.is_set() and not self._error else State.DONE
-            if self._error is not None:
-                state, reason = State.FAILED, reason or str(self._error)
+            self._state = State.FAILED
+            return self._state
         if state is State.FAILED and self._error is None and not self._shutdown:
             self._hub._telemetry.failure("generator_error")
-        result = await self._backend.close(self.session_id, self.generation, state, reason)
+        result = await self._finish(state, reason)
         if isinstance(result, Lost):
             error = lost_error(result, self.session_id)
             self._mark_lost(error)
             self._state = State.FAILED
             raise error
+        if result is not state:
+            # The store decided otherwise: it holds fewer chunks than this producer accepted,
+            # or the generation had ended already (its lease lapsed).
+            log.warning("session %r ended %s in the store, not %s", self.session_id, result, state)
         self._state = result
         return result
+
+    def _claim(self) -> int:
+        """What this producer wrote, for the store to check: its chunk count or, once offsets
+        are store-assigned (fan-in), its batch count (one more if chunks were dropped unsent,
+        a count the store can never match)."""
+        if self._part is None:
+            return self._sent
+        return self._seq + (1 if self._dropped else 0)
+
+    async def _finish(self, state: State, reason: str | None) -> State | Lost:
+        """Record the end; the store checks that it holds everything this producer sent."""
+        sid, gen = self.session_id, self.generation
+        return await self._backend.close(sid, gen, state, reason, last=self._claim())
 
     async def _stop(self) -> bool:
         """Flush and take no more chunks; True when the session was lost (closed as failed)."""
@@ -492,44 +532,25 @@ class Producer:
         scope, self._scope = self._scope, None
         assert scope is not None, "__aexit__ without __aenter__"
         swallowed = bool(scope.__exit__(exc_type, exc, tb))
-        state: State | None
-        reason: str | None = None
-        if self.lost is not None:
-            state = None  # another generation owns the session: nothing may be written
-        elif self._shutdown:
-            state, reason = State.FAILED, "shutdown"
-        elif self._error is not None:
-            state, reason = State.FAILED, describe(self._error)
-        elif exc is None or swallowed:
-            state = State.CANCELLED if self.cancelled.is_set() else State.DONE
-            reason = self.cancel_reason if self.cancelled.is_set() else None
-        elif isinstance(exc, anyio.get_cancelled_exc_class()):
-            state, reason = State.CANCELLED, "cancelled"
-        else:
-            state, reason = State.FAILED, describe(exc)
-        if state is not None:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await self.close(state, reason)
-                except OwnershipLost as lost:
-                    log.warning("producer of %r could not close: %s", self.session_id, lost)
-                except StreamHubError as error:
-                    log.error("producer of %r could not close: %s", self.session_id, error)
+        await self._close_quietly(None if swallowed else exc)
         return swallowed
+
+    async def _close_quietly(self, exc: BaseException | None) -> None:
+        """Close after the body ended (raising ``exc``); a failed close is logged, not raised:
+        the record stays ``active`` until its lease lapses, and then reads ``failed``."""
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._end(Exit(exc=exc))
+            except OwnershipLost as lost:
+                log.warning("producer of %r could not close: %s", self.session_id, lost)
+            except StreamHubError as error:
+                log.error("producer of %r could not close: %s", self.session_id, error)
 
     def shutdown(self) -> None:
         """Called by the hub when its grace period ran out: cancel, and close as failed."""
         self._shutdown = True
         self._hub._telemetry.failure("shutdown")
         self.request_cancel("shutdown")
-
-
-def describe(exc: BaseException) -> str:
-    """A short, single-line reason for a failure."""
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    text = text.replace("\r", " ").replace("\n", " ")[:500]
-    # Lone surrogates cannot be stored or sent (UTF-8): escape them rather than fail the close.
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 async def _await(awaitable: Any) -> None:

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ._aisdk import UI_MESSAGE_STREAM_HEADERS, UIMessageStreamEncoder
+from ._ending import describe
 from ._errors import (
     BackendUnavailable,
     InvalidCursor,
@@ -28,7 +29,7 @@ from ._errors import (
     StreamHubError,
 )
 from ._hub import StreamHub, get_hub_from
-from ._producer import Producer, describe
+from ._producer import Producer
 from ._sse import PING, encode_item, encode_retry, parse_last_event_id
 from ._steering import StreamContext
 from ._subscriber import Subscription
@@ -431,11 +432,7 @@ async def run_factory(producer: Producer, factory: GeneratorFactory) -> None:
             )
     except Exception as exc:
         log.warning("generator factory of session %r failed: %s", producer.session_id, exc)
-        with anyio.CancelScope(shield=True):
-            try:
-                await producer.close(State.FAILED, describe(exc))
-            except StreamHubError as error:
-                log.warning("producer of %r could not close: %s", producer.session_id, error)
+        await producer._close_quietly(exc)
         return
     await run_generator(producer, generator)
 

@@ -192,15 +192,20 @@ class ClusterStore(RedisStore):
         return self.cluster.owner(slot_of(key)).execute(*args)
 
 
-@pytest.fixture(params=["memory", "redis", "redis-cluster"])
-def store(request: pytest.FixtureRequest) -> Store:
+def make_store(request: pytest.FixtureRequest, memory: type[MemoryStore] = MemoryStore) -> Store:
+    """The store named by ``request.param`` (companion suites pass their own memory store)."""
     if request.param == "memory":
-        return MemoryStore()
+        return memory()
     if request.param == "redis-cluster":
         return ClusterStore(
             request.getfixturevalue("cluster_url"), request.getfixturevalue("redis_cluster")
         )
     return RedisStore(request.getfixturevalue("redis_url"), request.getfixturevalue("redis_server"))
+
+
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
+def store(request: pytest.FixtureRequest) -> Store:
+    return make_store(request)
 
 
 @pytest.fixture

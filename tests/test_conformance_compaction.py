@@ -253,7 +253,7 @@ async def test_every_way_a_generation_ends_is_compacted(store: Store, make_hub: 
     with anyio.fail_after(5):
         await cancelled.cancelled.wait()
     await cancelled.close()
-    ends["cancelled"] = End(State.CANCELLED)
+    ends["cancelled"] = End(State.CANCELLED, "cancelled")  # close() after a cancel, as async with
 
     failed = await start(hub_a, "failed")
     with pytest.raises(RuntimeError):

@@ -89,7 +89,7 @@ class MemoryFanIn:
         return first
 
     async def end_part(
-        self, session_id: str, generation: int, name: str, token: str
+        self, session_id: str, generation: int, name: str, token: str, *, last: int | None = None
     ) -> Lost | None:
         rec = self._get(session_id)
         if rec is not None and rec.generation == generation and rec.state.finished:
@@ -97,8 +97,10 @@ class MemoryFanIn:
         found = self._part(session_id, generation, name)
         if isinstance(found, Lost):
             return found
-        _, part = found
+        rec, part = found
         if part.token != token:
             return Lost("stale", reason="replaced")
+        if not part.ended and last is not None and last != part.seq and rec.short is None:
+            rec.short = name  # the first part that ended short of its batches (end_part.lua)
         part.ended = True
         return None

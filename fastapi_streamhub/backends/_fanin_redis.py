@@ -98,7 +98,7 @@ class RedisFanIn:
         return out
 
     async def end_part(
-        self, session_id: str, generation: int, name: str, token: str
+        self, session_id: str, generation: int, name: str, token: str, *, last: int | None = None
     ) -> Lost | None:
-        r = await self._script("end_part", [self.keys.meta(session_id)], [generation, name, token])
-        return part_lost(r)
+        args = [generation, name, token, "" if last is None else last]
+        return part_lost(await self._script("end_part", [self.keys.meta(session_id)], args))

@@ -151,9 +151,25 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def close(
-        self, session_id: str, generation: int, state: State, reason: str | None
+        self,
+        session_id: str,
+        generation: int,
+        state: State,
+        reason: str | None,
+        *,
+        last: int | None = None,
     ) -> State | Lost:
-        """Finish a generation: set the state, append the end marker, publish it live."""
+        """Finish a generation: set the state, append the end marker, publish it live.
+
+        ``last`` is the producer's claim of what it wrote: the offset of its last chunk, or,
+        once the generation is fan-in (store-assigned offsets), the sequence number of the
+        owner's last batch. The store checks it in the same transition: a ``done`` or
+        ``cancelled`` end whose claim the log does not match exactly, or of a fan-in session
+        with a part :meth:`end_part` found short, is stored as ``failed`` (reason ``backend:
+        the store holds N of M chunks``, ``... batches`` or ``backend: producer <name> lost a
+        write``), and that state is returned. None skips the check. Returns the state stored (the stored one
+        when this generation had finished already), or why the producer may not close.
+        """
 
     @abc.abstractmethod
     async def expire(self, leases: Sequence[tuple[str, int]]) -> list[float | None]:
@@ -234,7 +250,12 @@ class Backend(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} does not support fan-in")
 
     async def end_part(
-        self, session_id: str, generation: int, name: str, token: str
+        self, session_id: str, generation: int, name: str, token: str, *, last: int | None = None
     ) -> Lost | None:
-        """End the part of producer ``name`` (the session goes on)."""
+        """End the part of producer ``name`` (the session goes on).
+
+        ``last``: the sequence number of the part's last batch as its producer counts them; a
+        part the store does not hold all of is marked lost, and the session's ``close`` then
+        stores ``failed`` rather than ``done`` or ``cancelled``.
+        """
         raise NotImplementedError(f"{type(self).__name__} does not support fan-in")

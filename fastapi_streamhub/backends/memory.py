@@ -60,6 +60,8 @@ class _Record:
     expires_at: float = 0.0
     # Fan-in: the admitted producers of this generation by name ("" = the owner).
     parts: dict[str, Part] = field(default_factory=dict)
+    # Fan-in: the first sub-producer whose part ended short of its batches (end_part).
+    short: str | None = None
 
 
 @dataclass(slots=True)
@@ -239,7 +241,13 @@ class MemoryBackend(MemoryFanIn, Backend):
         return results
 
     async def close(
-        self, session_id: str, generation: int, state: State, reason: str | None
+        self,
+        session_id: str,
+        generation: int,
+        state: State,
+        reason: str | None,
+        *,
+        last: int | None = None,
     ) -> State | Lost:
         rec = self._get(session_id)
         if rec is not None and rec.generation == generation and rec.state.finished:
@@ -248,6 +256,14 @@ class MemoryBackend(MemoryFanIn, Backend):
         if lost is not None:
             return lost
         assert rec is not None
+        if last is not None and state is not State.FAILED:
+            # The twin of close.lua: the claim is checked against the store, not trusted.
+            owner = rec.parts.get("")
+            held, unit = (rec.n, "chunks") if owner is None else (owner.seq, "batches")
+            if held != last:
+                state, reason = State.FAILED, f"backend: the store holds {held} of {last} {unit}"
+            elif rec.short is not None:
+                state, reason = State.FAILED, f"backend: producer {rec.short} lost a write"
         self._finish(session_id, rec, state, reason)
         return state
 

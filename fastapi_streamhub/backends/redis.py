@@ -38,7 +38,6 @@ from importlib import resources
 from typing import Any, TypeVar
 
 import anyio
-import orjson
 from anyio.abc import TaskGroup
 from redis import exceptions as rexc
 from redis.asyncio import Redis
@@ -62,6 +61,7 @@ from ._bus import RETRYABLE, Bus, ShardedBus, SingleBus, lost_connection, requir
 from ._compact import fold
 from ._fanin_redis import FANIN_SCRIPTS, RedisFanIn
 from ._keys import Keys, slot_of
+from ._replies import _b, _lost, _record, _refusal, _s, _xadd_code
 from .base import Append, Backend, ClaimResult, ControlHandler, Lost, ReadResult, Sent
 
 __all__ = ["RedisBackend"]
@@ -84,67 +84,6 @@ _COMPACT_CONCURRENCY = 2
 _COMPACT_PAGE = 1000
 _COMPACT_MAX_BYTES = 16 * 1024 * 1024
 _COMPACT_INLINE = 1000
-
-
-def _b(value: Any) -> bytes:
-    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
-
-
-def _s(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-def _lost(reply: list[Any]) -> Lost | None:
-    head = _s(reply[0]) if reply else ""
-    if head == "stale":
-        return Lost("stale")
-    if head == "gone":
-        return Lost("gone")
-    if head == "closed":
-        return Lost("closed", State(_s(reply[1])), _s(reply[2]) or None)
-    return None
-
-
-def _xadd_code(reply: Any) -> int:
-    """1 appended, 0 log missing (``NOMKSTREAM``), -1 refused (id at or below the top)."""
-    if reply is None:
-        return 0
-    return -1 if isinstance(reply, Exception) else 1
-
-
-def _refusal(generation: int, m: list[Any]) -> Lost:
-    """Why a write of ``generation`` failed, from ``HMGET meta gen state reason``."""
-    gen, state, reason = m
-    if gen is None:
-        return Lost("gone")
-    if int(gen) != generation:
-        return Lost("stale")
-    if _s(state) != "active":
-        return Lost("closed", State(_s(state)), None if reason is None else (_s(reason) or None))
-    return Lost("closed", State.FAILED, "lease_expired")
-
-
-def _record(session_id: str, r: list[Any] | None, lease_ms: int) -> SessionInfo | None:
-    if not r or r[0] is None:
-        return None
-    gen, state, reason, n, md, created, updated, cancel, pttl, now = (list(r) + [None] * 10)[:10]
-    remaining = max(0, int(pttl or 0))
-    updated_ms = int(updated or 0)
-    if remaining:
-        # While active, the producer's last heartbeat counts as an update.
-        updated_ms = max(updated_ms, int(now) - max(0, lease_ms - remaining))
-    return SessionInfo(
-        session_id=session_id,
-        state=State(_s(state)),
-        generation=int(gen),
-        chunks=int(n or 0),
-        metadata=None if md is None else orjson.loads(_b(md)),
-        created_at=int(created or 0) / 1000,
-        updated_at=updated_ms / 1000,
-        reason=None if reason is None else (_s(reason) or None),
-        cancel_requested=cancel is not None,
-        lease_remaining=remaining / 1000,
-    )
 
 
 class RedisBackend(RedisFanIn, Backend):
@@ -563,7 +502,13 @@ class RedisBackend(RedisFanIn, Backend):
         return out
 
     async def close(
-        self, session_id: str, generation: int, state: State, reason: str | None
+        self,
+        session_id: str,
+        generation: int,
+        state: State,
+        reason: str | None,
+        *,
+        last: int | None = None,
     ) -> State | Lost:
         keys = self.keys.three(session_id)
         args = [
@@ -574,6 +519,7 @@ class RedisBackend(RedisFanIn, Backend):
             self.settings.retention_ms,
             self._pub,
             self.channels(session_id)[0],
+            "" if last is None else last,
         ]
         if self.settings.wait_replicas:
             replies = await self._pipeline([("EVALSHA", "close", keys, args), *self._waits(keys)])
