@@ -25,6 +25,7 @@ from ._types import SESSION_ID_PATTERN, SESSION_ID_RULE
 __all__ = ["create_router", "streamhub_router"]
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 SessionId = Annotated[
     str,
@@ -301,7 +302,9 @@ def create_router(
     )
     async def active(request: Request, hub: Annotated[StreamHub, Depends(get_hub)]) -> Any:
         same_origin(request)
-        body = await _active_body(request)
+        _, body = await _json_body(
+            request, _ACTIVE_BODY_LIMIT, ActiveIn, '{"session_ids": [up to 1000 session ids]}'
+        )
         allowed = []
         for session_id in dict.fromkeys(body.session_ids):
             if authorize is None or await _allowed(authorize, request, session_id):
@@ -394,20 +397,12 @@ def _add_message_route(
         ] = None,
     ) -> Any:
         await check(request, session_id, "message")
-        require_json(request)
-        body = await read_body(request, hub.settings.max_message_bytes + 1024)
-        try:
-            parsed = MessageIn.model_validate(orjson.loads(body))
-        except orjson.JSONDecodeError as exc:
-            raise HTTPException(
-                status_code=422, detail=f"the body is not valid JSON: {exc.args[0]}"
-            ) from None
-        except ValidationError as exc:
-            raise HTTPException(
-                status_code=422,
-                detail='the body must be a JSON object {"message": <JSON value>, "id": <key>}: '
-                + _problems(exc),
-            ) from None
+        body, parsed = await _json_body(
+            request,
+            hub.settings.max_message_bytes + 1024,
+            MessageIn,
+            'a JSON object {"message": <JSON value>, "id": <key>}',
+        )
         check_message_value(parsed.message, body)
         key = parsed.id or idempotency_key
         if parsed.id and idempotency_key and parsed.id != idempotency_key:
@@ -429,21 +424,21 @@ def _add_message_route(
 _ACTIVE_BODY_LIMIT = 256 * 1024
 
 
-async def _active_body(request: Request) -> ActiveIn:
-    """``POST /active``'s body: 415 unless JSON, 413 over the limit, 422 without the input."""
+async def _json_body(request: Request, limit: int, model: type[M], shape: str) -> tuple[bytes, M]:
+    """The body as ``model``: 415 unless declared JSON, 413 over ``limit`` bytes, 422 when it
+    does not parse or validate, saying where without echoing the refused input (a 10 MB string
+    would come back as 10 MB)."""
     require_json(request)
-    raw = await read_body(request, _ACTIVE_BODY_LIMIT)
+    raw = await read_body(request, limit)
     try:
-        return ActiveIn.model_validate(orjson.loads(raw))
+        return raw, model.model_validate(orjson.loads(raw))
     except orjson.JSONDecodeError as exc:
         raise HTTPException(
             status_code=422, detail=f"the body is not valid JSON: {exc.args[0]}"
         ) from None
     except ValidationError as exc:
-        # The refused values are not echoed: a 10 MB string would come back as 10 MB.
         raise HTTPException(
-            status_code=422,
-            detail='the body must be {"session_ids": [up to 1000 session ids]}: ' + _problems(exc),
+            status_code=422, detail=f"the body must be {shape}: {_problems(exc)}"
         ) from None
 
 
