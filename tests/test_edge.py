@@ -18,9 +18,10 @@ import pytest
 from _apps import AppServer
 from _redis import RedisServer
 from _sec_helpers import app_server, assert_clean_error, checked_client, new_sid
-from sse_client import read_sse
+from sse_client import SSEResult, read_sse, wait_until
 
 from fastapi_streamhub import InvalidSessionId, StreamHub
+from fastapi_streamhub._budget import request_bound, retry_budget
 from fastapi_streamhub._response import run_factory
 from fastapi_streamhub._steering import StreamContext
 from fastapi_streamhub._types import validate_session_id
@@ -328,6 +329,60 @@ async def test_outage_answers_fast_without_internals(
                 assert resp.json() == {"detail": "the store is unavailable; retry later"}
         # The details went to the log instead.
         assert str(fresh_redis.port) in server.log()
+
+
+async def test_streams_and_producers_keep_the_full_outage_budget(
+    anyio_backend: str, fresh_redis: RedisServer, log_dir: Path
+) -> None:
+    """``request_timeout`` bounds only the wait for an answer: a stream that already started,
+    and the producer its request started, ride out an outage longer than it (2 s > 0.5 s)."""
+    env = {"OUTAGE_TIMEOUT": "20", "REQUEST_TIMEOUT": "0.5"}
+    with app_server("P", fresh_redis, log_dir, **env) as server:
+        async with checked_client(server) as client:
+            sid = new_sid("ride")
+            res = SSEResult()
+            async with anyio.create_task_group() as tg:
+                url = f"/slow/{sid}"
+                params = {"n": 40, "delay": 0.05}
+
+                async def follow() -> None:
+                    await read_sse(client, url, params=params, result=res, within=40)
+
+                tg.start_soon(follow)
+                await wait_until(lambda: len(res.chunks) >= 5, what="first chunks")
+                fresh_redis.pause()
+                try:
+                    await anyio.sleep(2.0)
+                finally:
+                    fresh_redis.resume()
+            assert res.text == "".join(f"c{i} " for i in range(40))
+            assert [e["state"] for e in res.ends] == ["done"], res.ends
+            status = await client.get(f"/streams/{sid}/status")
+            assert status.json()["chunks"] == 40
+
+
+async def test_request_bound_reaches_only_the_requests_own_setup(anyio_backend: str) -> None:
+    """Inside ``request_bound`` store calls retry ``request_timeout``; a task the request
+    started (a subscription's reader) goes back to ``outage_timeout`` once the bound ends, and
+    a task given to the hub (a producer) never has it."""
+    seen: dict[str, list[float]] = {"reader": [], "producer": []}
+    bound_over = anyio.Event()
+
+    async def watch(name: str) -> None:
+        seen[name].append(retry_budget(30.0))
+        await bound_over.wait()
+        seen[name].append(retry_budget(30.0))
+
+    async with StreamHub.from_url("memory://") as hub, anyio.create_task_group() as tg:
+        with request_bound(1.5):
+            assert retry_budget(30.0) == 1.5
+            assert retry_budget(0.5) == 0.5  # never longer than outage_timeout
+            tg.start_soon(watch, "reader")
+            hub.spawn(watch, "producer")
+            await wait_until(lambda: seen["reader"] and seen["producer"], what="tasks started")
+        assert retry_budget(30.0) == 30.0
+        bound_over.set()
+    assert seen == {"reader": [1.5, 30.0], "producer": [30.0, 30.0]}
 
 
 # --------------------------------------------------------------------------- ctx messages
