@@ -32,6 +32,8 @@ class OriginCheck:
     """
 
     def __init__(self, allowed: Iterable[str] | None) -> None:
+        if isinstance(allowed, str):
+            raise ValueError("allowed_origins must be a list of origins, not one string")
         origins = [] if allowed is None else list(allowed)
         for origin in origins:
             if not isinstance(origin, str) or not origin:

@@ -20,7 +20,7 @@ from _redis import RedisServer
 from _sec_helpers import app_server, assert_clean_error, checked_client, new_sid
 from sse_client import SSEResult, read_sse, wait_until
 
-from fastapi_streamhub import InvalidSessionId, StreamHub
+from fastapi_streamhub import InvalidSessionId, StreamHub, create_router
 from fastapi_streamhub._budget import request_bound, retry_budget
 from fastapi_streamhub._response import run_factory
 from fastapi_streamhub._steering import StreamContext
@@ -165,6 +165,13 @@ async def test_same_origin_and_allowed_origins_may_write(
         assert resp.status_code == 202, (headers, resp.text)
         cancel = await client.post(f"/streams/{sid}/cancel", headers=headers)
         assert cancel.status_code in (200, 202), (headers, cancel.text)
+
+
+def test_allowed_origins_are_validated() -> None:
+    with pytest.raises(ValueError, match="list of origins"):
+        create_router(allowed_origins="http://app.example")
+    with pytest.raises(ValueError, match="allowed_origins"):
+        create_router(allowed_origins=["http://app.example", ""])
 
 
 # --------------------------------------------------------------------------- M4: message caps
