@@ -445,7 +445,8 @@ async def _json_body(request: Request, limit: int, model: type[M], shape: str) -
 def _problems(exc: ValidationError) -> str:
     """Where and why a body was refused, without the refused input."""
     errors = exc.errors(include_url=False, include_input=False, include_context=False)
-    shown = [f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors[:3]]
+    # A location may hold a key the client chose (an unknown field): cut it short too.
+    shown = [f"{'.'.join(str(p)[:40] for p in e['loc']) or 'body'}: {e['msg']}" for e in errors[:3]]
     more = len(errors) - len(shown)
     return "; ".join(shown) + (f" (and {more} more)" if more > 0 else "")
 
