@@ -17,8 +17,12 @@ import anyio
 from fastapi import FastAPI
 
 from fastapi_streamhub import StreamContext, StreamHub
+from fastapi_streamhub._types import SESSION_ID_PATTERN
 
 log = logging.getLogger("examples.fake_llm")
+
+# The router's own check of a session id, for the examples' generator routes.
+SESSION_ID = SESSION_ID_PATTERN
 
 _OPENINGS = (
     "That is a good question, and it has more than one side.",

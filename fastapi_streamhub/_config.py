@@ -37,6 +37,9 @@ class Settings:
     max_chunk_bytes: int = 1024 * 1024
     max_metadata_bytes: int = 64 * 1024
     max_message_bytes: int = 64 * 1024  # a steering message's JSON
+    # All steering messages one generation may be sent, in count and in JSON bytes.
+    max_messages: int = 256
+    max_messages_bytes: int = 1024 * 1024
     max_batch: int = 512
     max_pending: int = 4096
     subscriber_buffer: int = 1024
@@ -46,6 +49,8 @@ class Settings:
     retry_ms: int = 1000
     shutdown_grace: float = 5.0
     outage_timeout: float = 30.0
+    # While an HTTP request waits for its answer, store calls retry this long at most (then 503).
+    request_timeout: float = 5.0
     # Redis only: replicas that must acknowledge each write (WAIT) before it counts as stored.
     wait_replicas: int = 0
     wait_timeout: float = 1.0
@@ -67,6 +72,7 @@ class Settings:
         _positive("ping_interval", self.ping_interval)
         _positive("shutdown_grace", self.shutdown_grace)
         _positive("outage_timeout", self.outage_timeout)
+        _positive("request_timeout", self.request_timeout)
         _positive_int("maxlen", self.maxlen, allow_none=True)
         if isinstance(self.wait_replicas, bool) or not isinstance(self.wait_replicas, int):
             raise ValueError(f"wait_replicas must be an integer, got {self.wait_replicas!r}")
@@ -83,6 +89,8 @@ class Settings:
             "max_chunk_bytes",
             "max_metadata_bytes",
             "max_message_bytes",
+            "max_messages",
+            "max_messages_bytes",
             "max_batch",
             "max_pending",
             "subscriber_buffer",

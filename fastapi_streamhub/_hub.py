@@ -19,6 +19,7 @@ import anyio
 from anyio.abc import TaskGroup
 from starlette.requests import HTTPConnection, Request
 
+from ._budget import detached
 from ._codec import DeletedMsg, EndMsg, HubClosingMsg, Message, ResyncMsg, dumps_json
 from ._config import Settings
 from ._errors import LimitExceeded, SessionNotFound, StreamClosed
@@ -337,7 +338,7 @@ class StreamHub:
         """Run ``fn(*args)`` in the hub's task group."""
         if self._tg is None:
             raise RuntimeError("the StreamHub is not running: use 'async with hub' or its lifespan")
-        self._tg.start_soon(fn, *args)
+        self._tg.start_soon(detached, fn, *args)
 
     def _require_running(self) -> None:
         if self._tg is None:
@@ -573,7 +574,7 @@ class StreamHub:
         ``key`` (1-200 characters of ``[A-Za-z0-9._:-]``) makes a retry safe: a key already
         used answers the first message's receipt (``duplicate=True``). Raises SessionNotFound
         (creating nothing), SessionFinished when the generation is over, LimitExceeded over
-        ``max_message_bytes``.
+        ``max_message_bytes`` (per message) or ``max_messages(_bytes)`` (per generation).
         """
         return await send_message(self, session_id, data, key)
 

@@ -440,6 +440,10 @@ class Producer:
         """Steering messages that arrived and were not taken yet, without waiting."""
         return self._get_inbox().messages_nowait()
 
+    async def _prime_inbox(self) -> None:
+        """Read the steering messages already stored (before a generator with a context runs)."""
+        await self._get_inbox().prime()
+
     def _get_inbox(self) -> Inbox:
         if self._inbox is None:
             self._inbox = Inbox(self)

@@ -17,9 +17,11 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ._aisdk import UI_MESSAGE_STREAM_HEADERS, UIMessageStreamEncoder
+from ._budget import request_bound
 from ._ending import describe
 from ._errors import (
     BackendUnavailable,
+    InvalidChunk,
     InvalidCursor,
     InvalidSessionId,
     LimitExceeded,
@@ -40,6 +42,7 @@ __all__ = [
     "ResumableStreamingResponse",
     "SessionStreamResponse",
     "StreamProtocol",
+    "error_answer",
     "error_status",
 ]
 
@@ -62,7 +65,9 @@ def error_status(exc: StreamHubError) -> int:
     """The HTTP status a domain error maps to."""
     if isinstance(exc, SessionNotFound):
         return 404
-    if isinstance(exc, InvalidSessionId):
+    if isinstance(exc, InvalidSessionId | InvalidChunk):
+        # InvalidChunk here is a steering message that cannot be stored (too deep, say): bad
+        # input, not the 409 that tells a client the session is finished.
         return 422
     if isinstance(exc, InvalidCursor):
         return 400
@@ -73,7 +78,24 @@ def error_status(exc: StreamHubError) -> int:
     return 409
 
 
-async def _json_error(send: Send, status: int, detail: str) -> None:
+# What a client learns of a store outage: not the address or the driver's text (they are logged).
+UNAVAILABLE = "the store is unavailable; retry later"
+RETRY_AFTER = "2"
+
+
+def error_answer(exc: StreamHubError) -> tuple[int, str, dict[str, str]]:
+    """Status, detail and headers of the JSON answer to a domain error."""
+    if isinstance(exc, BackendUnavailable):
+        log.warning("answered 503: %s", exc)
+        return 503, UNAVAILABLE, {"retry-after": RETRY_AFTER}
+    return error_status(exc), str(exc), {}
+
+
+async def _json_error(send: Send, exc: StreamHubError | HTTPException) -> None:
+    if isinstance(exc, HTTPException):
+        status, detail, headers = exc.status_code, str(exc.detail), dict(exc.headers or {})
+    else:
+        status, detail, headers = error_answer(exc)
     body = orjson.dumps({"detail": detail})
     await send(
         {
@@ -82,6 +104,7 @@ async def _json_error(send: Send, status: int, detail: str) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
             ],
         }
     )
@@ -150,12 +173,10 @@ class SessionStreamResponse(Response):
             validate_session_id(self.session_id)
             hub = self._resolve_hub(scope)
             cursor = self._cursor(scope)
-            await self.prepare(hub, scope)
-        except StreamHubError as exc:
-            await _json_error(send, error_status(exc), str(exc))
-            return
-        except HTTPException as exc:
-            await _json_error(send, exc.status_code, str(exc.detail))
+            with request_bound(hub.settings.request_timeout):
+                await self.prepare(hub, scope)
+        except (StreamHubError, HTTPException) as exc:
+            await _json_error(send, exc)
             return
         await self._stream(hub, cursor, receive, send)
 
@@ -172,14 +193,16 @@ class SessionStreamResponse(Response):
         failed: list[StreamHubError] = []
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._feed, subscription, sender, ready, failed)
-                tg.start_soon(_set_when_opened, subscription, ready)
-                tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
-                await ready.wait()
+                # Opening fails fast in an outage; once streaming, the reader waits it out.
+                with request_bound(hub.settings.request_timeout):
+                    tg.start_soon(self._feed, subscription, sender, ready, failed)
+                    tg.start_soon(_set_when_opened, subscription, ready)
+                    tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
+                    await ready.wait()
                 if failed:
                     # Before any header: an unknown session is a plain 404, and so on.
                     receiver.close()  # _pump, which owns it otherwise, never runs
-                    await _json_error(send, error_status(failed[0]), str(failed[0]))
+                    await _json_error(send, failed[0])
                     tg.cancel_scope.cancel()
                     return
                 await send(
@@ -235,7 +258,8 @@ class SessionStreamResponse(Response):
                 # The response ends before the session does. SSE clients reconnect by
                 # themselves (to another instance, when this one is shutting down) with their
                 # cursor; the AI SDK does not, so it is told why (the app can resume).
-                data = encoder.interrupted(str(exc), subscription.generation)
+                why = UNAVAILABLE if isinstance(exc, BackendUnavailable) else str(exc)
+                data = encoder.interrupted(why, subscription.generation)
                 if data:
                     await sender.send(data)
             finally:
@@ -434,6 +458,7 @@ async def run_factory(producer: Producer, factory: GeneratorFactory) -> None:
         log.warning("generator factory of session %r failed: %s", producer.session_id, exc)
         await producer._close_quietly(exc)
         return
+    await producer._prime_inbox()
     await run_generator(producer, generator)
 
 

@@ -3,34 +3,37 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
 import orjson
-from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from fastapi.params import Depends as DependsParam
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from ._browser import MODULE_PATH, module_response
+from ._budget import request_bound
 from ._errors import LimitExceeded, StreamHubError
+from ._http_guard import OriginCheck, check_message_value, read_body, require_json
 from ._hub import StreamHub, get_hub
-from ._response import Authorize, SessionStreamResponse, authorize_or_raise, error_status
+from ._response import Authorize, SessionStreamResponse, authorize_or_raise, error_answer
 from ._sse import parse_last_event_id
 from ._steering import MESSAGE_KEY_PATTERN
+from ._types import SESSION_ID_PATTERN, SESSION_ID_RULE
 
 __all__ = ["create_router", "streamhub_router"]
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
-SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,200}$"
 SessionId = Annotated[
     str,
     Path(
         min_length=1,
         max_length=200,
         pattern=SESSION_ID_PATTERN,
-        description="1-200 characters of letters, digits and `. _ : -`.",
+        description="1-200 characters of letters, digits and `. _ : -`, not `.` or `..`.",
     ),
 ]
 SessionIdItem = Annotated[str, StringConstraints(pattern=SESSION_ID_PATTERN)]
@@ -91,14 +94,6 @@ class ActiveIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     session_ids: Annotated[list[SessionIdItem], Field(max_length=1000)]
 
-    @model_validator(mode="before")
-    @classmethod
-    def _printable(cls, data: Any) -> Any:
-        # A 422 echoes the refused input, and a JSON answer can hold neither a lone surrogate
-        # (a JSON body may spell one "\\ud800") nor bytes that are not UTF-8 (a body sent
-        # without a JSON content type): escape them, or the 422 becomes a 500.
-        return _escape_surrogates(data, 0)
-
 
 class ActiveOut(BaseModel):
     """``POST /active`` answer."""
@@ -132,33 +127,22 @@ class ErrorOut(BaseModel):
     detail: Any
 
 
-def _escape_surrogates(value: Any, depth: int) -> Any:
-    if isinstance(value, bytes | bytearray):
-        # A body that is not JSON arrives as bytes; the 422 would try to decode it as UTF-8.
-        return bytes(value).decode("utf-8", "backslashreplace")
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "backslashreplace").decode("utf-8")
-        return value
-    if depth > 8:
-        # Far deeper than a valid body: refused anyway, and not worth walking.
-        return None if isinstance(value, dict | list) else value
-    if isinstance(value, dict):
-        return {
-            _escape_surrogates(k, depth): _escape_surrogates(v, depth + 1) for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_escape_surrogates(v, depth + 1) for v in value]
-    return value
-
-
 async def _domain(call: Awaitable[T]) -> T:
     try:
         return await call
     except StreamHubError as exc:
-        raise HTTPException(status_code=error_status(exc), detail=str(exc)) from None
+        raise _http_error(exc) from None
+
+
+def _http_error(exc: StreamHubError) -> HTTPException:
+    status, detail, headers = error_answer(exc)
+    return HTTPException(status_code=status, detail=detail, headers=headers or None)
+
+
+async def _bounded(hub: Annotated[StreamHub, Depends(get_hub)]) -> AsyncIterator[None]:
+    """Store calls made while a request is answered retry ``request_timeout`` at most."""
+    with request_bound(hub.settings.request_timeout):
+        yield
 
 
 def create_router(
@@ -168,6 +152,7 @@ def create_router(
     authorize: Authorize | None = None,
     tags: list[str] | None = None,
     ai_sdk: bool = False,
+    allowed_origins: Sequence[str] | None = None,
 ) -> APIRouter:
     """Build the streams router.
 
@@ -182,15 +167,23 @@ def create_router(
     by raising an HTTPException (401/403, or 404 to make another user's session look unknown)
     or by returning False (403). ``POST /active`` leaves out the ids refused with 403 or 404
     instead of failing.
+
+    The endpoints that change something (cancel, delete, messages; ``POST /active`` too)
+    refuse with 403 a request a browser sent from another origin (``Sec-Fetch-Site``, else
+    ``Origin`` against ``Host``), unless its ``Origin`` is one of ``allowed_origins`` (the
+    origins your CORS middleware lets in; ``["*"]`` turns the check off). Clients that are not
+    browsers are not affected. See the README's Security section.
     """
+    same_origin = OriginCheck(allowed_origins)
     router = APIRouter(
         prefix=prefix,
-        dependencies=list(dependencies or []),
+        dependencies=[*(dependencies or []), Depends(_bounded)],
         tags=list(tags) if tags is not None else ["streams"],
         responses={422: {"description": "Invalid session id or parameter"}},
     )
 
     async def check(request: Request, session_id: str, action: str) -> None:
+        same_origin(request)
         if authorize is not None:
             await authorize_or_raise(authorize, request, session_id, action)
 
@@ -300,12 +293,18 @@ def create_router(
         "/active",
         summary="Which of these sessions have a running producer",
         response_model=ActiveOut,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": ActiveIn.model_json_schema()}},
+            }
+        },
     )
-    async def active(
-        request: Request,
-        body: Annotated[ActiveIn, Body()],
-        hub: Annotated[StreamHub, Depends(get_hub)],
-    ) -> Any:
+    async def active(request: Request, hub: Annotated[StreamHub, Depends(get_hub)]) -> Any:
+        same_origin(request)
+        _, body = await _json_body(
+            request, _ACTIVE_BODY_LIMIT, ActiveIn, '{"session_ids": [up to 1000 session ids]}'
+        )
         allowed = []
         for session_id in dict.fromkeys(body.session_ids):
             if authorize is None or await _allowed(authorize, request, session_id):
@@ -360,8 +359,7 @@ def create_router(
             )
         raise HTTPException(
             status_code=422,
-            detail="invalid session id (1-200 characters of letters, digits and . _ : -) "
-            "or unknown endpoint",
+            detail=f"invalid session id ({SESSION_ID_RULE}) or unknown endpoint",
         )
 
     return router
@@ -399,15 +397,13 @@ def _add_message_route(
         ] = None,
     ) -> Any:
         await check(request, session_id, "message")
-        body = await _read_body(request, hub.settings.max_message_bytes + 1024)
-        try:
-            parsed = MessageIn.model_validate(orjson.loads(body))
-        except (orjson.JSONDecodeError, ValueError) as exc:
-            raise HTTPException(
-                status_code=422,
-                detail='the body must be a JSON object {"message": <JSON value>, "id": <key>}: '
-                + "; ".join(str(exc).splitlines()[:3]),
-            ) from None
+        body, parsed = await _json_body(
+            request,
+            hub.settings.max_message_bytes + 1024,
+            MessageIn,
+            'a JSON object {"message": <JSON value>, "id": <key>}',
+        )
+        check_message_value(parsed.message, body)
         key = parsed.id or idempotency_key
         if parsed.id and idempotency_key and parsed.id != idempotency_key:
             raise HTTPException(status_code=422, detail="the body's id and Idempotency-Key differ")
@@ -416,23 +412,43 @@ def _add_message_route(
         except LimitExceeded as exc:
             raise HTTPException(status_code=413, detail=str(exc)) from None
         except StreamHubError as exc:
-            raise HTTPException(status_code=error_status(exc), detail=str(exc)) from None
+            raise _http_error(exc) from None
         return JSONResponse(
             {"id": receipt.id, "generation": receipt.generation, "duplicate": receipt.duplicate},
             status_code=202,
         )
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, or 413 as soon as it is over ``limit`` bytes."""
-    parts: list[bytes] = []
-    size = 0
-    async for part in request.stream():
-        size += len(part)
-        if size > limit:
-            raise HTTPException(status_code=413, detail=f"the body is over {limit} bytes")
-        parts.append(part)
-    return b"".join(parts)
+# The most a valid body needs: 1000 ids of 200 characters, quoted and separated, with room
+# for whitespace; anything longer is refused before it is parsed.
+_ACTIVE_BODY_LIMIT = 256 * 1024
+
+
+async def _json_body(request: Request, limit: int, model: type[M], shape: str) -> tuple[bytes, M]:
+    """The body as ``model``: 415 unless declared JSON, 413 over ``limit`` bytes, 422 when it
+    does not parse or validate, saying where without echoing the refused input (a 10 MB string
+    would come back as 10 MB)."""
+    require_json(request)
+    raw = await read_body(request, limit)
+    try:
+        return raw, model.model_validate(orjson.loads(raw))
+    except orjson.JSONDecodeError as exc:
+        raise HTTPException(
+            status_code=422, detail=f"the body is not valid JSON: {exc.args[0]}"
+        ) from None
+    except ValidationError as exc:
+        raise HTTPException(
+            status_code=422, detail=f"the body must be {shape}: {_problems(exc)}"
+        ) from None
+
+
+def _problems(exc: ValidationError) -> str:
+    """Where and why a body was refused, without the refused input."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    # A location may hold a key the client chose (an unknown field): cut it short too.
+    shown = [f"{'.'.join(str(p)[:40] for p in e['loc']) or 'body'}: {e['msg']}" for e in errors[:3]]
+    more = len(errors) - len(shown)
+    return "; ".join(shown) + (f" (and {more} more)" if more > 0 else "")
 
 
 async def _allowed(authorize: Authorize, request: Request, session_id: str) -> bool:

@@ -88,6 +88,16 @@ async def send_message(
     sent = await hub.backend.send_message(session_id, blob, key or f"~{uuid.uuid4().hex}")
     if sent is None:
         raise SessionNotFound(f"session {session_id!r} not found")
+    if sent.full == "count":
+        raise LimitExceeded(
+            f"session {session_id!r} was already sent {hub.settings.max_messages} messages in "
+            "this generation (max_messages)"
+        )
+    if sent.full == "bytes":
+        raise LimitExceeded(
+            f"the messages of session {session_id!r} would pass "
+            f"{hub.settings.max_messages_bytes} bytes in this generation (max_messages_bytes)"
+        )
     if sent.id is None:
         raise SessionFinished(
             f"session {session_id!r} is {sent.state.value}: it takes no more messages"
@@ -175,6 +185,24 @@ class Inbox:
                 self._changed = anyio.Event()
             await self._changed.wait()
 
+    async def prime(self) -> None:
+        """Read the messages already stored, before the generator runs, so that its first
+        ``messages_nowait()`` returns them (the listening task starts after them)."""
+        p = self._producer
+        if self._started or self._after:
+            return
+        try:
+            page = await p._backend.read_messages(p.session_id, p.generation, 0, _PAGE)
+        except NotImplementedError:
+            return  # a backend without messages: ctx.messages() says so when used
+        except StreamHubError as exc:
+            # Not lost: the listening task reads the store again from here.
+            log.warning("reading the messages of %r failed: %s", p.session_id, exc)
+            return
+        for seq, blob in page:
+            self._after = seq
+            self._queue.append(SteeringMessage(f"{p.generation}-{seq}", orjson.loads(blob)))
+
     def messages_nowait(self) -> list[SteeringMessage]:
         """The messages received and not yet taken, without waiting."""
         self._start()
@@ -218,8 +246,9 @@ class StreamContext:
         return self._producer.messages()
 
     def messages_nowait(self) -> list[SteeringMessage]:
-        """Steering messages that arrived and were not taken yet; never waits (the first call
-        starts listening, so it usually returns nothing)."""
+        """Steering messages that arrived and were not taken yet; never waits. The first call
+        returns those stored before the generator started (read before it runs), and starts
+        listening for the next ones."""
         return self._producer.messages_nowait()
 
     async def set_metadata(self, value: Any) -> None:

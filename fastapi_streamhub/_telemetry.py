@@ -27,6 +27,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .__about__ import __version__
+from ._errors import SessionNotFound
 from ._types import Cursor, SessionInfo, State
 
 try:
@@ -214,7 +215,7 @@ class Telemetry:
             span.set_attribute("streamhub.cursor", str(after))
             info, page = await opening
             if info is None:
-                span.set_status(otel_trace.StatusCode.ERROR, "session not found")
+                _not_found(span, session_id)
                 return info, page
             reset = after.generation != info.generation or after.offset > info.chunks
             span.set_attributes(
@@ -240,7 +241,7 @@ class Telemetry:
                 span.set_attribute("streamhub.wait", float(wait))
             info = await cancelling
             if info is None:
-                span.set_status(otel_trace.StatusCode.ERROR, "session not found")
+                _not_found(span, session_id)
                 return info
             span.set_attributes({GENERATION: info.generation, STATE: info.state.value})
         if self._instruments is not None:
@@ -349,3 +350,11 @@ class Telemetry:
                 self.failure(LEASE_EXPIRED_REASON)
         except Exception:
             log.exception("telemetry of lease expiries failed")
+
+
+def _not_found(span: Span, session_id: str) -> None:
+    """An unknown session fails its span as a raised error would: the exception event (what
+    tracing backends show as the error) and status ERROR."""
+    error = SessionNotFound(f"session {session_id!r} not found")
+    span.record_exception(error)
+    span.set_status(otel_trace.StatusCode.ERROR, f"SessionNotFound: {error}")

@@ -10,6 +10,8 @@ from typing import Any, Literal
 from ._errors import InvalidCursor, InvalidSessionId
 
 __all__ = [
+    "SESSION_ID_PATTERN",
+    "SESSION_ID_RULE",
     "Batch",
     "Chunk",
     "Cursor",
@@ -23,16 +25,25 @@ __all__ = [
     "validate_session_id",
 ]
 
-_SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+# 1-200 characters of [A-Za-z0-9._:-], but not "." or "..": browsers, URL parsers and proxies
+# collapse those path segments, so such a session could not be reached (or a wrong path would
+# be). Spelled without a lookahead so pydantic's Rust regex engine can run it too; every check
+# of a session id (the router's path and body models, the examples) uses this one pattern.
+SESSION_ID_PATTERN = (
+    r"^(?:[A-Za-z0-9_:-]|[A-Za-z0-9._:-][A-Za-z0-9_:-]|[A-Za-z0-9_:-]\.|[A-Za-z0-9._:-]{3,200})$"
+)
+SESSION_ID_RULE = "1-200 characters of letters, digits and . _ : - (not . or ..)"
+_SESSION_ID = re.compile(SESSION_ID_PATTERN)
 # A cursor is "<generation>-<offset>"; both parts fit a Redis stream id (64-bit unsigned).
 _CURSOR = re.compile(r"([1-9][0-9]{0,19})-(0|[1-9][0-9]{0,19})")
 _U64 = 2**64 - 1
 
 
 def validate_session_id(session_id: object) -> str:
-    """Return ``session_id`` if it is 1-200 characters of ``[A-Za-z0-9._:-]``, else raise."""
+    """Return ``session_id`` if it is 1-200 characters of ``[A-Za-z0-9._:-]`` other than
+    ``.`` and ``..``, else raise."""
     if not isinstance(session_id, str) or _SESSION_ID.fullmatch(session_id) is None:
-        raise InvalidSessionId("session id must be 1-200 characters of letters, digits and . _ : -")
+        raise InvalidSessionId(f"session id must be {SESSION_ID_RULE}")
     return session_id
 
 

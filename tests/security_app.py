@@ -4,7 +4,10 @@
 Configured by environment variables:
 
 - ``REDIS_URL``: the hub's backend (default ``memory://``);
-- ``MAX_CHUNK_BYTES``, ``MAX_METADATA_BYTES``, ``MAX_SUBSCRIBERS``: the hub's limits;
+- ``MAX_CHUNK_BYTES``, ``MAX_METADATA_BYTES``, ``MAX_SUBSCRIBERS``, ``MAX_MESSAGES``,
+  ``MAX_MESSAGES_BYTES``: the hub's limits;
+- ``OUTAGE_TIMEOUT``, ``REQUEST_TIMEOUT``: the hub's settings of those names;
+- ``ALLOWED_ORIGINS``: comma-separated, ``create_router(allowed_origins=...)``;
 - ``PING_INTERVAL``: seconds between ``: ping`` comments while idle;
 - ``AUTH``: how the router and the generator routes authorize (every call is recorded, see
   ``GET /_authlog/{sid}``):
@@ -143,10 +146,18 @@ def create_app() -> FastAPI:
         ("MAX_CHUNK_BYTES", "max_chunk_bytes"),
         ("MAX_METADATA_BYTES", "max_metadata_bytes"),
         ("MAX_SUBSCRIBERS", "max_subscribers"),
+        ("MAX_MESSAGES", "max_messages"),
+        ("MAX_MESSAGES_BYTES", "max_messages_bytes"),
     ):
         value = _int_env(env)
         if value is not None:
             options[setting] = value
+    for env, setting in (
+        ("OUTAGE_TIMEOUT", "outage_timeout"),
+        ("REQUEST_TIMEOUT", "request_timeout"),
+    ):
+        if os.environ.get(env):
+            options[setting] = float(os.environ[env])
     ping = os.environ.get("PING_INTERVAL")
     if ping:
         options["ping_interval"] = float(ping)
@@ -183,7 +194,8 @@ def create_app() -> FastAPI:
         return True
 
     app = FastAPI(lifespan=hub.lifespan, title="streamhub security tests")
-    app.include_router(create_router(authorize=authorize))
+    origins = [o for o in os.environ.get("ALLOWED_ORIGINS", "").split(",") if o]
+    app.include_router(create_router(authorize=authorize, allowed_origins=origins))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, bool]:

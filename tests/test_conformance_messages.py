@@ -237,6 +237,34 @@ async def test_message_over_the_size_limit_is_refused(make_hub: HubFactory) -> N
         await hub.send_message("big", "x", key="no spaces")
 
 
+async def test_messages_per_generation_are_capped_and_each_generation_has_its_own(
+    store: Store, make_hub: HubFactory
+) -> None:
+    """``max_messages`` and ``max_messages_bytes`` count a generation's messages in the store,
+    across instances; a refused message is not stored, a retried key still gets its receipt,
+    and a new generation starts with a fresh budget."""
+    a = await make_hub(max_messages=3, max_messages_bytes=1000)
+    b = await make_hub(max_messages=3, max_messages_bytes=1000)
+    await start(a, "cap")
+    await a.send_message("cap", 1, key="k1")
+    await b.send_message("cap", 2)
+    await a.send_message("cap", 3)
+    with pytest.raises(LimitExceeded, match="max_messages"):
+        await b.send_message("cap", 4)
+    assert (await b.send_message("cap", 1, key="k1")).duplicate
+    second = await reclaim(store, b, "cap")
+    receipt = await a.send_message("cap", "x" * 900)  # 902 bytes of JSON
+    assert receipt.generation == second.generation
+    with pytest.raises(LimitExceeded, match="max_messages_bytes"):
+        await a.send_message("cap", "x" * 97)  # 99 more: 1001 > 1000
+    await a.send_message("cap", "x" * 96)  # exactly 1000
+    async with anyio.create_task_group() as tg:
+        received = receive(tg, second)
+        await received.until(2)
+        tg.cancel_scope.cancel()
+    assert [len(d) for d in received.data] == [900, 96]
+
+
 # --------------------------------------------------------------------------- generations
 
 

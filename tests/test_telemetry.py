@@ -35,6 +35,7 @@ from test_conformance import (
 
 from fastapi_streamhub import Cursor, End, Reset, SessionNotFound, State, StreamHub
 
+NOT_FOUND = "fastapi_streamhub._errors.SessionNotFound"  # an exception event's type
 pytestmark = pytest.mark.anyio
 
 
@@ -206,6 +207,8 @@ async def test_resume_with_cursor_records_resume_span_and_counter(
         await collect(hub.subscribe("unknown", after=cursors[2]))
     failed = recorder.spans("streamhub.resume")[-1]
     assert failed.status.status_code is StatusCode.ERROR
+    # As the README says of a span whose operation raised: the exception is recorded too.
+    assert [e.attributes["exception.type"] for e in failed.events] == [NOT_FOUND]
     assert recorder.value("streamhub.resumes") == 1
 
 
@@ -255,6 +258,7 @@ async def test_cancel_records_cancel_span_and_counter(
         await hub.cancel("unknown", wait=0.1)
     unknown = recorder.spans("streamhub.cancel")[-1]
     assert unknown.status.status_code is StatusCode.ERROR
+    assert [e.attributes["exception.type"] for e in unknown.events] == [NOT_FOUND]
     assert attrs(unknown)["streamhub.wait"] == 0.1
     assert sum(recorder.metrics()["streamhub.cancels"].values()) == 2
 

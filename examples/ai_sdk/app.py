@@ -32,23 +32,26 @@ from fastapi import FastAPI, HTTPException
 from fastapi.middleware.cors import CORSMiddleware
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from examples._common import add_healthz, fake_llm, serve
+from examples._common import SESSION_ID, add_healthz, fake_llm, serve
 from fastapi_streamhub import Event, ResumableStreamingResponse, StreamHub, create_router
 
 __all__ = ["ChatRequest", "answer", "app", "main", "prompt_of"]
 
-ChatId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,200}$")]
+ChatId = Annotated[str, StringConstraints(pattern=SESSION_ID)]
 
 hub = StreamHub.from_url(os.environ.get("REDIS_URL", "memory://"))
 app = FastAPI(title="streamhub AI SDK backend", lifespan=hub.lifespan)
 # The SDK resumes at `${api}/${chatId}/stream`: mounting the router at the chat route's path
 # keeps the SDK's default URLs (and adds /api/chat/{id}/status, /cancel, ... beside them).
-app.include_router(create_router(prefix="/api/chat", ai_sdk=True))
+# A page on another origin (CORS_ORIGINS) may also cancel or steer: the router refuses
+# cross-origin writes from any other origin.
+ORIGINS = [o.strip() for o in os.environ.get("CORS_ORIGINS", "").split(",") if o.strip()]
+app.include_router(create_router(prefix="/api/chat", ai_sdk=True, allowed_origins=ORIGINS))
 add_healthz(app, hub)
-if os.environ.get("CORS_ORIGINS"):
+if ORIGINS:
     app.add_middleware(
         CORSMiddleware,
-        allow_origins=[o.strip() for o in os.environ["CORS_ORIGINS"].split(",") if o.strip()],
+        allow_origins=ORIGINS,
         allow_methods=["GET", "POST"],
         allow_headers=["content-type"],
     )

@@ -25,13 +25,12 @@ from typing import Annotated
 from fastapi import FastAPI, Path, Query
 from fastapi.responses import FileResponse
 
-from examples._common import add_healthz, fake_answer, fake_llm, fake_tokens, serve
+from examples._common import SESSION_ID, add_healthz, fake_answer, fake_llm, fake_tokens, serve
 from fastapi_streamhub import ResumableStreamingResponse, StreamHub, streamhub_router
 
 __all__ = ["app", "fake_answer", "fake_llm", "fake_tokens", "main"]
 
 STATIC = FilePath(__file__).resolve().parent / "static"
-SESSION_ID = r"^[A-Za-z0-9._:-]{1,200}$"
 
 hub = StreamHub.from_url(os.environ.get("REDIS_URL", "memory://"))
 app = FastAPI(title="streamhub chat demo", lifespan=hub.lifespan)

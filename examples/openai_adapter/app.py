@@ -28,11 +28,8 @@ from typing import Annotated, Any
 import httpx
 from fastapi import FastAPI, Path, Query, Request
 
-from examples._common import serve
+from examples._common import SESSION_ID, serve
 from fastapi_streamhub import ResumableStreamingResponse, StreamHub, streamhub_router
-
-SESSION_ID = r"^[A-Za-z0-9._:-]{1,200}$"
-
 
 _EOL = re.compile(r"\r\n|\r|\n")
 

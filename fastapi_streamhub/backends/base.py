@@ -95,13 +95,15 @@ class Sent:
 
     ``id`` (``<generation>-<seq>``) when the message is stored for ``generation`` (``duplicate``:
     stored earlier under the same idempotency key); None when refused: the generation is
-    ``state`` (finished).
+    ``state`` (finished), or ``full`` says which per-generation limit it reached
+    (``max_messages`` or ``max_messages_bytes``).
     """
 
     generation: int
     state: State
     id: str | None
     duplicate: bool = False
+    full: Literal["count", "bytes"] | None = None
 
 
 class Backend(abc.ABC):

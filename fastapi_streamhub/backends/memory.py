@@ -72,6 +72,7 @@ class _Inbox:
     generation: int
     expires_at: float
     messages: list[bytes] = field(default_factory=list)
+    size: int = 0  # bytes of ``messages``
     keys: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
@@ -317,7 +318,13 @@ class MemoryBackend(MemoryFanIn, Backend):
         if inbox.generation != rec.generation:
             inbox.generation = rec.generation
             inbox.messages = []
+            inbox.size = 0
+        if len(inbox.messages) >= self.settings.max_messages:
+            return Sent(rec.generation, State.ACTIVE, None, full="count")
+        if inbox.size + len(blob) > self.settings.max_messages_bytes:
+            return Sent(rec.generation, State.ACTIVE, None, full="bytes")
         inbox.messages.append(blob)
+        inbox.size += len(blob)
         seq = len(inbox.messages)
         if key is not None:
             inbox.keys[key] = (rec.generation, seq)

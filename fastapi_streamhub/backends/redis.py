@@ -43,6 +43,7 @@ from redis import exceptions as rexc
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from .._budget import retry_budget
 from .._codec import (
     ResyncMsg,
     chunks_head,
@@ -155,7 +156,8 @@ class RedisBackend(RedisFanIn, Backend):
         ``limited`` calls queue for one of a bounded number of slots; the hub's writer (one
         call in flight at most) skips the queue, so a burst of other calls never delays chunks.
         """
-        deadline = time.monotonic() + self.settings.outage_timeout
+        budget = retry_budget(self.settings.outage_timeout)
+        deadline = time.monotonic() + budget
         delay = 0.02
         while True:
             try:
@@ -166,16 +168,12 @@ class RedisBackend(RedisFanIn, Backend):
                     async with self._slots:
                         return await fn()
             except TimeoutError as exc:
-                raise BackendUnavailable(
-                    f"Redis did not answer within {self.settings.outage_timeout:g}s"
-                ) from exc
+                raise BackendUnavailable(f"Redis did not answer within {budget:g}s") from exc
             except (*RETRYABLE, RuntimeError) as exc:
                 if not lost_connection(exc):
                     raise
                 if time.monotonic() + delay >= deadline:
-                    raise BackendUnavailable(
-                        f"Redis unreachable for {self.settings.outage_timeout:g}s: {exc}"
-                    ) from exc
+                    raise BackendUnavailable(f"Redis unreachable for {budget:g}s: {exc}") from exc
                 log.warning("redis call failed (%s); retrying in %.2fs", exc, delay)
                 await anyio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 1.0)
@@ -601,6 +599,8 @@ class RedisBackend(RedisFanIn, Backend):
                 self.settings.retention_ms,
                 self._pub,
                 *self.channels(session_id),
+                self.settings.max_messages,
+                self.settings.max_messages_bytes,
             ],
         )
         if not r:
@@ -608,6 +608,10 @@ class RedisBackend(RedisFanIn, Backend):
         generation = int(r[1])
         if _s(r[0]) == "ok":
             return Sent(generation, State.ACTIVE, f"{generation}-{int(r[2])}", bool(int(r[3])))
+        if _s(r[0]) == "full":
+            return Sent(
+                generation, State.ACTIVE, None, full="count" if _s(r[2]) == "count" else "bytes"
+            )
         return Sent(generation, State(_s(r[2])), None)
 
     async def read_messages(
