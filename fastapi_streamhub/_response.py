@@ -6,7 +6,7 @@ import inspect
 import logging
 import typing
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import anyio
 import orjson
@@ -28,6 +28,7 @@ from ._errors import (
     StreamHubError,
 )
 from ._hub import StreamHub, get_hub_from
+from ._openapi import sse_responses
 from ._producer import Producer, describe
 from ._sse import PING, encode_item, encode_retry, parse_last_event_id
 from ._steering import StreamContext
@@ -72,6 +73,20 @@ def error_status(exc: StreamHubError) -> int:
     return 409
 
 
+def _check_status_code(status_code: object) -> None:
+    # A stream is a success with a body: EventSource clients treat anything else as a
+    # failure, and 204/205 may not carry the events at all.
+    if (
+        isinstance(status_code, bool)
+        or not isinstance(status_code, int)
+        or not 200 <= status_code <= 299
+        or status_code in (204, 205)
+    ):
+        raise ValueError(
+            f"status_code must be a 2xx status with a body (not 204 or 205), not {status_code!r}"
+        )
+
+
 async def _json_error(send: Send, status: int, detail: str) -> None:
     body = orjson.dumps({"detail": detail})
     await send(
@@ -96,7 +111,23 @@ class SessionStreamResponse(Response):
     ``_aisdk.py``): always from the beginning of the generation, whatever the cursor.
     """
 
+    # FastAPI documents a route's ``response_class`` with this media type, and its status
+    # with the default of ``status_code`` in ``__init__``'s signature.
     media_type = "text/event-stream"
+    # The JSON errors the response itself can answer, before any event.
+    openapi_errors: ClassVar[dict[int, str]] = {
+        400: "Malformed cursor (`Last-Event-ID` or `?last_event_id=`)",
+        404: "Unknown session",
+        422: "Invalid session id",
+        429: "Over max_subscribers for this session",
+        503: "The store is unreachable",
+    }
+
+    @classmethod
+    def openapi_responses(cls, description: str = "The event stream.") -> dict[int | str, Any]:
+        """``responses=`` for a route that answers with this class: the 200 as
+        ``text/event-stream`` with the schema of one event, and the errors as JSON."""
+        return sse_responses(description, cls.openapi_errors)
 
     def __init__(
         self,
@@ -113,6 +144,7 @@ class SessionStreamResponse(Response):
             raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
         if protocol == "ai-sdk" and after is not None:
             raise ValueError("protocol='ai-sdk' always streams from the start; drop after=")
+        _check_status_code(status_code)
         # Not Response.__init__: it would declare a Content-Length for an empty body.
         self.status_code = status_code
         self.background = None
@@ -198,9 +230,13 @@ class SessionStreamResponse(Response):
                 await _pump(receiver, send, ping)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 tg.cancel_scope.cancel()
-        except OSError as exc:
-            # The client went away while we wrote; it resumes with its cursor when it returns.
-            log.debug("client of %r disconnected: %s", self.session_id, exc)
+        except* OSError as group:
+            # The client went away while we wrote: a server that follows ASGI 2.4 raises an
+            # OSError from send() (uvicorn's ClientDisconnected, or the reset itself). It
+            # arrives wrapped in the task group's ExceptionGroup; anything else in that group
+            # is re-raised. The producer runs in the hub, not here, so it carries on, and the
+            # client resumes with its cursor when it returns.
+            log.debug("client of %r disconnected: %r", self.session_id, group.exceptions)
 
     async def _feed(
         self,
@@ -331,7 +367,19 @@ class ResumableStreamingResponse(SessionStreamResponse):
     ``generator`` may also be a factory, ``lambda ctx: answer(prompt, ctx)``: it is called
     with a :class:`StreamContext` only when this request starts a generation, and the
     generator reads the session's steering messages with ``ctx.messages()``.
+
+    ``status_code`` (default 200) is the status of the stream; it must be a 2xx status with a
+    body. As a route's ``response_class`` it documents the route's 200 as
+    ``text/event-stream``; add ``responses=ResumableStreamingResponse.openapi_responses()``
+    to document one event's fields and the JSON errors too.
     """
+
+    openapi_errors: ClassVar[dict[int, str]] = {
+        400: "Malformed cursor (`Last-Event-ID` or `?last_event_id=`)",
+        422: "Invalid session id",
+        429: "Over max_subscribers for this session",
+        503: "The store is unreachable",
+    }
 
     def __init__(
         self,
@@ -345,6 +393,7 @@ class ResumableStreamingResponse(SessionStreamResponse):
         ping_interval: float | None = None,
         authorize: Authorize | None = None,
         protocol: StreamProtocol = "sse",
+        status_code: int = 200,
     ) -> None:
         if not hasattr(generator, "__aiter__") and not callable(generator):
             raise TypeError(
@@ -356,6 +405,7 @@ class ResumableStreamingResponse(SessionStreamResponse):
             hub=hub,
             headers=headers,
             ping_interval=ping_interval,
+            status_code=status_code,
             protocol=protocol,
         )
         self.generator = generator

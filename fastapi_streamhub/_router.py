@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from ._browser import MODULE_PATH, module_response
 from ._errors import LimitExceeded, StreamHubError
 from ._hub import StreamHub, get_hub
+from ._openapi import json_error, sse_responses
 from ._response import Authorize, SessionStreamResponse, authorize_or_raise, error_status
 from ._sse import parse_last_event_id
 from ._steering import MESSAGE_KEY_PATTERN
@@ -37,6 +38,9 @@ SessionIdItem = Annotated[str, StringConstraints(pattern=SESSION_ID_PATTERN)]
 _SESSION_ID = re.compile(SESSION_ID_PATTERN)
 # What follows "/{sid}" in each endpoint's path, and the methods it answers.
 _ENDPOINT_METHODS = {"": "GET, DELETE", "status": "GET", "snapshot": "GET", "cancel": "POST"}
+# Every method the catch-all takes, so that a 405 names all the methods of its path (the
+# first route that matches the path alone would name only its own).
+_ALL_METHODS = ["GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS"]
 
 SSE_DESCRIPTION = """\
 A `text/event-stream`: the replay from the cursor, then live chunks, until the terminal event.
@@ -187,7 +191,11 @@ def create_router(
         prefix=prefix,
         dependencies=list(dependencies or []),
         tags=list(tags) if tags is not None else ["streams"],
-        responses={422: {"description": "Invalid session id or parameter"}},
+        responses={
+            422: json_error("Invalid session id or parameter"),
+            503: json_error("The store is unreachable"),
+            **({403: json_error("Refused by authorize")} if authorize is not None else {}),
+        },
     )
 
     async def check(request: Request, session_id: str, action: str) -> None:
@@ -204,14 +212,7 @@ def create_router(
         summary="Follow a stream (SSE)",
         description=SSE_DESCRIPTION,
         response_class=SessionStreamResponse,
-        responses={
-            200: {
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                "description": "The event stream.",
-            },
-            400: {"model": ErrorOut, "description": "Malformed cursor"},
-            404: {"model": ErrorOut, "description": "Unknown session"},
-        },
+        responses=SessionStreamResponse.openapi_responses(),
     )
     async def read_stream(
         request: Request,
@@ -300,6 +301,7 @@ def create_router(
         "/active",
         summary="Which of these sessions have a running producer",
         response_model=ActiveOut,
+        responses={400: {"model": ErrorOut, "description": "The body is not JSON"}},
     )
     async def active(
         request: Request,
@@ -326,10 +328,10 @@ def create_router(
             "`[DONE]`) from the start of the generation, then live.",
             response_class=SessionStreamResponse,
             responses={
-                200: {
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                    "description": "The UI message stream of the running answer.",
-                },
+                **sse_responses(
+                    "The UI message stream of the running answer.",
+                    {429: "Over max_subscribers for this session"},
+                ),
                 204: {"description": "Nothing to resume"},
             },
         )
@@ -346,14 +348,11 @@ def create_router(
     # invalid ids too: answer them with the contract's 422, not a routing 404. A valid id on
     # an endpoint that exists, with the wrong method, is a 405 as it would be without this
     # catch-all.
-    @router.api_route(
-        "/{path:path}",
-        methods=["GET", "POST", "DELETE"],
-        include_in_schema=False,
-    )
+    @router.api_route("/{path:path}", methods=_ALL_METHODS, include_in_schema=False)
     async def invalid_session_id(path: str) -> Any:
         session_id, _, endpoint = path.partition("/")
-        allowed = endpoints.get(endpoint)
+        # "/active" is POST /active and also the session named "active".
+        allowed = "GET, POST, DELETE" if path == "active" else endpoints.get(endpoint)
         if allowed is not None and _SESSION_ID.fullmatch(session_id) is not None:
             raise HTTPException(
                 status_code=405, detail="Method Not Allowed", headers={"Allow": allowed}
@@ -387,6 +386,11 @@ def _add_message_route(
             404: {"model": ErrorOut, "description": "Unknown session"},
             409: {"model": ErrorOut, "description": "The session is finished"},
             413: {"model": ErrorOut, "description": "Over max_message_bytes"},
+            422: {
+                "model": ErrorOut,
+                "description": "Invalid session id, body or `Idempotency-Key`, or a body `id` "
+                "that differs from the `Idempotency-Key` header",
+            },
             503: {"model": ErrorOut, "description": "The store is unreachable"},
         },
     )
