@@ -188,13 +188,13 @@ class SessionStreamResponse(Response):
         except HTTPException as exc:
             await _json_error(send, exc.status_code, str(exc.detail))
             return
-        await self._stream(hub, cursor, receive, send)
+        await self._stream(hub, cursor, receive, send, head=scope.get("method") == "HEAD")
 
     async def prepare(self, hub: StreamHub, scope: Scope) -> None:
         """Work done before the response starts (claiming, in the subclass)."""
 
     async def _stream(
-        self, hub: StreamHub, cursor: Cursor | None, receive: Receive, send: Send
+        self, hub: StreamHub, cursor: Cursor | None, receive: Receive, send: Send, *, head: bool
     ) -> None:
         ping = self.ping_interval or hub.settings.ping_interval
         sender, receiver = anyio.create_memory_object_stream[bytes](64)
@@ -220,6 +220,12 @@ class SessionStreamResponse(Response):
                         "headers": self.raw_headers,
                     }
                 )
+                if head:
+                    # What a GET would get, without the stream, which may not end for hours.
+                    receiver.close()
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    tg.cancel_scope.cancel()
+                    return
                 await send(
                     {
                         "type": "http.response.body",

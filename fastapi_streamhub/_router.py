@@ -37,10 +37,23 @@ SessionId = Annotated[
 SessionIdItem = Annotated[str, StringConstraints(pattern=SESSION_ID_PATTERN)]
 _SESSION_ID = re.compile(SESSION_ID_PATTERN)
 # What follows "/{sid}" in each endpoint's path, and the methods it answers.
-_ENDPOINT_METHODS = {"": "GET, DELETE", "status": "GET", "snapshot": "GET", "cancel": "POST"}
+_ENDPOINT_METHODS = {
+    "": "GET, HEAD, DELETE",
+    "status": "GET, HEAD",
+    "snapshot": "GET, HEAD",
+    "cancel": "POST",
+}
 # Every method the catch-all takes, so that a 405 names all the methods of its path (the
 # first route that matches the path alone would name only its own).
-_ALL_METHODS = ["GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS"]
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "QUERY"]
+
+# How a cursor is documented (an `id:` sent back; blank means none): the schema only, the
+# endpoint answers a malformed one with its own 400. 19 digits at most keep the documented
+# values in range (u64).
+_CURSOR_DOC = {
+    "type": "string",
+    "pattern": r"^[ \t]*(?:[1-9][0-9]{0,18}-(?:0|[1-9][0-9]{0,18}))?[ \t]*$",
+}
 
 SSE_DESCRIPTION = """\
 A `text/event-stream`: the replay from the cursor, then live chunks, until the terminal event.
@@ -203,7 +216,9 @@ def create_router(
             await authorize_or_raise(authorize, request, session_id, action)
 
     # Before "/{session_id}" and the catch-all; "~" is not a session id character.
+    # HEAD beside every GET (out of the document: FastAPI would give both one operation id).
     @router.get(MODULE_PATH, include_in_schema=False)
+    @router.head(MODULE_PATH, include_in_schema=False)
     async def browser_module(request: Request) -> Response:
         return module_response(request)
 
@@ -214,15 +229,18 @@ def create_router(
         response_class=SessionStreamResponse,
         responses=SessionStreamResponse.openapi_responses(),
     )
+    @router.head("/{session_id}", include_in_schema=False)
     async def read_stream(
         request: Request,
         session_id: SessionId,
         hub: Annotated[StreamHub, Depends(get_hub)],
         last_event_id_header: Annotated[
-            str | None, Header(alias="last-event-id", include_in_schema=True)
+            str | None,
+            Header(alias="last-event-id", include_in_schema=True, json_schema_extra=_CURSOR_DOC),
         ] = None,
         last_event_id: Annotated[
-            str | None, Query(description="Cursor, when no header can be sent.")
+            str | None,
+            Query(description="Cursor, when no header can be sent.", json_schema_extra=_CURSOR_DOC),
         ] = None,
     ) -> Response:
         await check(request, session_id, "read")
@@ -239,6 +257,7 @@ def create_router(
         response_model=StatusOut,
         responses={404: {"model": ErrorOut, "description": "Unknown session"}},
     )
+    @router.head("/{session_id}/status", response_model=StatusOut, include_in_schema=False)
     async def status(
         request: Request, session_id: SessionId, hub: Annotated[StreamHub, Depends(get_hub)]
     ) -> Any:
@@ -254,6 +273,7 @@ def create_router(
         response_model=SnapshotOut,
         responses={404: {"model": ErrorOut, "description": "Unknown session"}},
     )
+    @router.head("/{session_id}/snapshot", response_model=SnapshotOut, include_in_schema=False)
     async def snapshot(
         request: Request, session_id: SessionId, hub: Annotated[StreamHub, Depends(get_hub)]
     ) -> Any:
@@ -318,7 +338,7 @@ def create_router(
     _add_message_route(router, check)
     endpoints["messages"] = "POST"
     if ai_sdk:
-        endpoints["stream"] = "GET"
+        endpoints["stream"] = "GET, HEAD"
 
         @router.get(
             "/{session_id}/stream",
@@ -335,6 +355,7 @@ def create_router(
                 204: {"description": "Nothing to resume"},
             },
         )
+        @router.head("/{session_id}/stream", include_in_schema=False)
         async def resume_ui_message_stream(
             request: Request, session_id: SessionId, hub: Annotated[StreamHub, Depends(get_hub)]
         ) -> Response:
@@ -351,8 +372,8 @@ def create_router(
     @router.api_route("/{path:path}", methods=_ALL_METHODS, include_in_schema=False)
     async def invalid_session_id(path: str) -> Any:
         session_id, _, endpoint = path.partition("/")
-        # "/active" is POST /active and also the session named "active".
-        allowed = "GET, POST, DELETE" if path == "active" else endpoints.get(endpoint)
+        # The document has "/active" answer POST only (a GET reaches the session "active").
+        allowed = "POST" if path == "active" else endpoints.get(endpoint)
         if allowed is not None and _SESSION_ID.fullmatch(session_id) is not None:
             raise HTTPException(
                 status_code=405, detail="Method Not Allowed", headers={"Allow": allowed}
