@@ -58,6 +58,9 @@ StreamProtocol = Literal["sse", "ai-sdk"]
 PROTOCOLS: tuple[StreamProtocol, ...] = ("sse", "ai-sdk")
 
 
+_STREAM_STATUSES = frozenset(range(200, 300)) - {204, 205}
+
+
 def error_status(exc: StreamHubError) -> int:
     """The HTTP status a domain error maps to."""
     if isinstance(exc, SessionNotFound):
@@ -74,14 +77,9 @@ def error_status(exc: StreamHubError) -> int:
 
 
 def _check_status_code(status_code: object) -> None:
-    # A stream is a success with a body: EventSource clients treat anything else as a
-    # failure, and 204/205 may not carry the events at all.
-    if (
-        isinstance(status_code, bool)
-        or not isinstance(status_code, int)
-        or not 200 <= status_code <= 299
-        or status_code in (204, 205)
-    ):
+    # EventSource clients take anything but a 2xx for a failure; 204/205 carry no events.
+    ok = isinstance(status_code, int) and not isinstance(status_code, bool)
+    if not ok or status_code not in _STREAM_STATUSES:
         raise ValueError(
             f"status_code must be a 2xx status with a body (not 204 or 205), not {status_code!r}"
         )
@@ -237,11 +235,9 @@ class SessionStreamResponse(Response):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 tg.cancel_scope.cancel()
         except* OSError as group:
-            # The client went away while we wrote: a server that follows ASGI 2.4 raises an
-            # OSError from send() (uvicorn's ClientDisconnected, or the reset itself). It
-            # arrives wrapped in the task group's ExceptionGroup; anything else in that group
-            # is re-raised. The producer runs in the hub, not here, so it carries on, and the
-            # client resumes with its cursor when it returns.
+            # The client went away while we wrote (ASGI 2.4 servers raise an OSError from
+            # send()), inside the task group's ExceptionGroup; the rest of the group is raised.
+            # The producer runs in the hub and carries on; the client resumes with its cursor.
             log.debug("client of %r disconnected: %r", self.session_id, group.exceptions)
 
     async def _feed(
@@ -380,11 +376,9 @@ class ResumableStreamingResponse(SessionStreamResponse):
     to document one event's fields and the JSON errors too.
     """
 
+    # No 404: an unknown session is started.
     openapi_errors: ClassVar[dict[int, str]] = {
-        400: "Malformed cursor (`Last-Event-ID` or `?last_event_id=`)",
-        422: "Invalid session id",
-        429: "Over max_subscribers for this session",
-        503: "The store is unreachable",
+        status: why for status, why in SessionStreamResponse.openapi_errors.items() if status != 404
     }
 
     def __init__(
