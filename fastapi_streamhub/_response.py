@@ -6,7 +6,7 @@ import inspect
 import logging
 import typing
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import anyio
 import orjson
@@ -31,6 +31,7 @@ from ._errors import (
     StreamHubError,
 )
 from ._hub import StreamHub, get_hub_from
+from ._openapi import sse_responses
 from ._producer import Producer
 from ._sse import PING, encode_item, encode_retry, parse_last_event_id
 from ._steering import StreamContext
@@ -61,6 +62,9 @@ StreamProtocol = Literal["sse", "ai-sdk"]
 PROTOCOLS: tuple[StreamProtocol, ...] = ("sse", "ai-sdk")
 
 
+_STREAM_STATUSES = frozenset(range(200, 300)) - {204, 205}
+
+
 def error_status(exc: StreamHubError) -> int:
     """The HTTP status a domain error maps to."""
     if isinstance(exc, SessionNotFound):
@@ -76,6 +80,15 @@ def error_status(exc: StreamHubError) -> int:
     if isinstance(exc, BackendUnavailable | StreamClosed):
         return 503
     return 409
+
+
+def _check_status_code(status_code: object) -> None:
+    # EventSource clients take anything but a 2xx for a failure; 204/205 carry no events.
+    ok = isinstance(status_code, int) and not isinstance(status_code, bool)
+    if not ok or status_code not in _STREAM_STATUSES:
+        raise ValueError(
+            f"status_code must be a 2xx status with a body (not 204 or 205), not {status_code!r}"
+        )
 
 
 # What a client learns of a store outage: not the address or the driver's text (they are logged).
@@ -120,7 +133,23 @@ class SessionStreamResponse(Response):
     ``_aisdk.py``): always from the beginning of the generation, whatever the cursor.
     """
 
+    # FastAPI documents a route's ``response_class`` with this media type, and its status
+    # with the default of ``status_code`` in ``__init__``'s signature.
     media_type = "text/event-stream"
+    # The JSON errors the response itself can answer, before any event.
+    openapi_errors: ClassVar[dict[int, str]] = {
+        400: "Malformed cursor (`Last-Event-ID` or `?last_event_id=`)",
+        404: "Unknown session",
+        422: "Invalid session id",
+        429: "Over max_subscribers for this session",
+        503: "The store is unreachable",
+    }
+
+    @classmethod
+    def openapi_responses(cls, description: str = "The event stream.") -> dict[int | str, Any]:
+        """``responses=`` for a route that answers with this class: the 200 as
+        ``text/event-stream`` with the schema of one event, and the errors as JSON."""
+        return sse_responses(description, cls.openapi_errors)
 
     def __init__(
         self,
@@ -137,6 +166,7 @@ class SessionStreamResponse(Response):
             raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
         if protocol == "ai-sdk" and after is not None:
             raise ValueError("protocol='ai-sdk' always streams from the start; drop after=")
+        _check_status_code(status_code)
         # Not Response.__init__: it would declare a Content-Length for an empty body.
         self.status_code = status_code
         self.background = None
@@ -178,13 +208,13 @@ class SessionStreamResponse(Response):
         except (StreamHubError, HTTPException) as exc:
             await _json_error(send, exc)
             return
-        await self._stream(hub, cursor, receive, send)
+        await self._stream(hub, cursor, receive, send, head=scope.get("method") == "HEAD")
 
     async def prepare(self, hub: StreamHub, scope: Scope) -> None:
         """Work done before the response starts (claiming, in the subclass)."""
 
     async def _stream(
-        self, hub: StreamHub, cursor: Cursor | None, receive: Receive, send: Send
+        self, hub: StreamHub, cursor: Cursor | None, receive: Receive, send: Send, *, head: bool
     ) -> None:
         ping = self.ping_interval or hub.settings.ping_interval
         sender, receiver = anyio.create_memory_object_stream[bytes](64)
@@ -212,6 +242,12 @@ class SessionStreamResponse(Response):
                         "headers": self.raw_headers,
                     }
                 )
+                if head:
+                    # What a GET would get, without the stream, which may not end for hours.
+                    receiver.close()
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    tg.cancel_scope.cancel()
+                    return
                 await send(
                     {
                         "type": "http.response.body",
@@ -222,9 +258,11 @@ class SessionStreamResponse(Response):
                 await _pump(receiver, send, ping)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 tg.cancel_scope.cancel()
-        except OSError as exc:
-            # The client went away while we wrote; it resumes with its cursor when it returns.
-            log.debug("client of %r disconnected: %s", self.session_id, exc)
+        except* OSError as group:
+            # The client went away while we wrote (ASGI 2.4 servers raise an OSError from
+            # send()), inside the task group's ExceptionGroup; the rest of the group is raised.
+            # The producer runs in the hub and carries on; the client resumes with its cursor.
+            log.debug("client of %r disconnected: %r", self.session_id, group.exceptions)
 
     async def _feed(
         self,
@@ -356,7 +394,17 @@ class ResumableStreamingResponse(SessionStreamResponse):
     ``generator`` may also be a factory, ``lambda ctx: answer(prompt, ctx)``: it is called
     with a :class:`StreamContext` only when this request starts a generation, and the
     generator reads the session's steering messages with ``ctx.messages()``.
+
+    ``status_code`` (default 200) is the status of the stream; it must be a 2xx status with a
+    body. As a route's ``response_class`` it documents the route's 200 as
+    ``text/event-stream``; add ``responses=ResumableStreamingResponse.openapi_responses()``
+    to document one event's fields and the JSON errors too.
     """
+
+    # No 404: an unknown session is started.
+    openapi_errors: ClassVar[dict[int, str]] = {
+        status: why for status, why in SessionStreamResponse.openapi_errors.items() if status != 404
+    }
 
     def __init__(
         self,
@@ -370,6 +418,7 @@ class ResumableStreamingResponse(SessionStreamResponse):
         ping_interval: float | None = None,
         authorize: Authorize | None = None,
         protocol: StreamProtocol = "sse",
+        status_code: int = 200,
     ) -> None:
         if not hasattr(generator, "__aiter__") and not callable(generator):
             raise TypeError(
@@ -381,6 +430,7 @@ class ResumableStreamingResponse(SessionStreamResponse):
             hub=hub,
             headers=headers,
             ping_interval=ping_interval,
+            status_code=status_code,
             protocol=protocol,
         )
         self.generator = generator

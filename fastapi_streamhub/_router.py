@@ -17,6 +17,7 @@ from ._budget import request_bound
 from ._errors import LimitExceeded, StreamHubError
 from ._http_guard import OriginCheck, check_message_value, read_body, require_json
 from ._hub import StreamHub, get_hub
+from ._openapi import json_error, sse_responses
 from ._response import Authorize, SessionStreamResponse, authorize_or_raise, error_answer
 from ._sse import parse_last_event_id
 from ._steering import MESSAGE_KEY_PATTERN
@@ -39,7 +40,23 @@ SessionId = Annotated[
 SessionIdItem = Annotated[str, StringConstraints(pattern=SESSION_ID_PATTERN)]
 _SESSION_ID = re.compile(SESSION_ID_PATTERN)
 # What follows "/{sid}" in each endpoint's path, and the methods it answers.
-_ENDPOINT_METHODS = {"": "GET, DELETE", "status": "GET", "snapshot": "GET", "cancel": "POST"}
+_ENDPOINT_METHODS = {
+    "": "GET, HEAD, DELETE",
+    "status": "GET, HEAD",
+    "snapshot": "GET, HEAD",
+    "cancel": "POST",
+}
+# Every method the catch-all takes, so that a 405 names all the methods of its path (the
+# first route that matches the path alone would name only its own).
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "QUERY"]
+
+# How a cursor is documented (an `id:` sent back; blank means none): the schema only, the
+# endpoint answers a malformed one with its own 400. 19 digits at most keep the documented
+# values in range (u64).
+_CURSOR_DOC = {
+    "type": "string",
+    "pattern": r"^[ \t]*(?:[1-9][0-9]{0,18}-(?:0|[1-9][0-9]{0,18}))?[ \t]*$",
+}
 
 SSE_DESCRIPTION = """\
 A `text/event-stream`: the replay from the cursor, then live chunks, until the terminal event.
@@ -179,7 +196,11 @@ def create_router(
         prefix=prefix,
         dependencies=[*(dependencies or []), Depends(_bounded)],
         tags=list(tags) if tags is not None else ["streams"],
-        responses={422: {"description": "Invalid session id or parameter"}},
+        responses={
+            422: json_error("Invalid session id or parameter"),
+            503: json_error("The store is unreachable"),
+            **({403: json_error("Refused by authorize")} if authorize is not None else {}),
+        },
     )
 
     async def check(request: Request, session_id: str, action: str) -> None:
@@ -188,7 +209,9 @@ def create_router(
             await authorize_or_raise(authorize, request, session_id, action)
 
     # Before "/{session_id}" and the catch-all; "~" is not a session id character.
+    # HEAD beside every GET (out of the document: FastAPI would give both one operation id).
     @router.get(MODULE_PATH, include_in_schema=False)
+    @router.head(MODULE_PATH, include_in_schema=False)
     async def browser_module(request: Request) -> Response:
         return module_response(request)
 
@@ -197,24 +220,20 @@ def create_router(
         summary="Follow a stream (SSE)",
         description=SSE_DESCRIPTION,
         response_class=SessionStreamResponse,
-        responses={
-            200: {
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                "description": "The event stream.",
-            },
-            400: {"model": ErrorOut, "description": "Malformed cursor"},
-            404: {"model": ErrorOut, "description": "Unknown session"},
-        },
+        responses=SessionStreamResponse.openapi_responses(),
     )
+    @router.head("/{session_id}", include_in_schema=False)
     async def read_stream(
         request: Request,
         session_id: SessionId,
         hub: Annotated[StreamHub, Depends(get_hub)],
         last_event_id_header: Annotated[
-            str | None, Header(alias="last-event-id", include_in_schema=True)
+            str | None,
+            Header(alias="last-event-id", include_in_schema=True, json_schema_extra=_CURSOR_DOC),
         ] = None,
         last_event_id: Annotated[
-            str | None, Query(description="Cursor, when no header can be sent.")
+            str | None,
+            Query(description="Cursor, when no header can be sent.", json_schema_extra=_CURSOR_DOC),
         ] = None,
     ) -> Response:
         await check(request, session_id, "read")
@@ -231,6 +250,7 @@ def create_router(
         response_model=StatusOut,
         responses={404: {"model": ErrorOut, "description": "Unknown session"}},
     )
+    @router.head("/{session_id}/status", response_model=StatusOut, include_in_schema=False)
     async def status(
         request: Request, session_id: SessionId, hub: Annotated[StreamHub, Depends(get_hub)]
     ) -> Any:
@@ -246,6 +266,7 @@ def create_router(
         response_model=SnapshotOut,
         responses={404: {"model": ErrorOut, "description": "Unknown session"}},
     )
+    @router.head("/{session_id}/snapshot", response_model=SnapshotOut, include_in_schema=False)
     async def snapshot(
         request: Request, session_id: SessionId, hub: Annotated[StreamHub, Depends(get_hub)]
     ) -> Any:
@@ -299,6 +320,7 @@ def create_router(
                 "content": {"application/json": {"schema": ActiveIn.model_json_schema()}},
             }
         },
+        responses={400: {"model": ErrorOut, "description": "The body is not JSON"}},
     )
     async def active(request: Request, hub: Annotated[StreamHub, Depends(get_hub)]) -> Any:
         same_origin(request)
@@ -315,7 +337,7 @@ def create_router(
     _add_message_route(router, check)
     endpoints["messages"] = "POST"
     if ai_sdk:
-        endpoints["stream"] = "GET"
+        endpoints["stream"] = "GET, HEAD"
 
         @router.get(
             "/{session_id}/stream",
@@ -325,13 +347,14 @@ def create_router(
             "`[DONE]`) from the start of the generation, then live.",
             response_class=SessionStreamResponse,
             responses={
-                200: {
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                    "description": "The UI message stream of the running answer.",
-                },
+                **sse_responses(
+                    "The UI message stream of the running answer.",
+                    {429: "Over max_subscribers for this session"},
+                ),
                 204: {"description": "Nothing to resume"},
             },
         )
+        @router.head("/{session_id}/stream", include_in_schema=False)
         async def resume_ui_message_stream(
             request: Request, session_id: SessionId, hub: Annotated[StreamHub, Depends(get_hub)]
         ) -> Response:
@@ -345,14 +368,11 @@ def create_router(
     # invalid ids too: answer them with the contract's 422, not a routing 404. A valid id on
     # an endpoint that exists, with the wrong method, is a 405 as it would be without this
     # catch-all.
-    @router.api_route(
-        "/{path:path}",
-        methods=["GET", "POST", "DELETE"],
-        include_in_schema=False,
-    )
+    @router.api_route("/{path:path}", methods=_ALL_METHODS, include_in_schema=False)
     async def invalid_session_id(path: str) -> Any:
         session_id, _, endpoint = path.partition("/")
-        allowed = endpoints.get(endpoint)
+        # The document has "/active" answer POST only (a GET reaches the session "active").
+        allowed = "POST" if path == "active" else endpoints.get(endpoint)
         if allowed is not None and _SESSION_ID.fullmatch(session_id) is not None:
             raise HTTPException(
                 status_code=405, detail="Method Not Allowed", headers={"Allow": allowed}
@@ -385,6 +405,11 @@ def _add_message_route(
             404: {"model": ErrorOut, "description": "Unknown session"},
             409: {"model": ErrorOut, "description": "The session is finished"},
             413: {"model": ErrorOut, "description": "Over max_message_bytes"},
+            422: {
+                "model": ErrorOut,
+                "description": "Invalid session id, body or `Idempotency-Key`, or a body `id` "
+                "that differs from the `Idempotency-Key` header",
+            },
             503: {"model": ErrorOut, "description": "The store is unreachable"},
         },
     )

@@ -99,7 +99,12 @@ async def answer(prompt: str) -> AsyncIterator[str | Event]:
     yield Event({"tokens": tokens}, "usage")
 
 
-@app.post("/api/chat", summary="Answer the last user message as a UI message stream")
+@app.post(
+    "/api/chat",
+    summary="Answer the last user message as a UI message stream",
+    response_class=ResumableStreamingResponse,
+    responses=ResumableStreamingResponse.openapi_responses("The UI message stream."),
+)
 async def chat(request: ChatRequest) -> ResumableStreamingResponse:
     return ResumableStreamingResponse(
         request.id, answer(prompt_of(request.messages)), restart=True, protocol="ai-sdk"

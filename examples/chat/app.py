@@ -38,7 +38,12 @@ app.include_router(streamhub_router)
 add_healthz(app, hub)
 
 
-@app.get("/chat/{session_id}", summary="Ask the fake LLM; the answer streams as SSE")
+@app.get(
+    "/chat/{session_id}",
+    summary="Ask the fake LLM; the answer streams as SSE",
+    response_class=ResumableStreamingResponse,
+    responses=ResumableStreamingResponse.openapi_responses(),
+)
 async def chat(
     session_id: Annotated[str, Path(pattern=SESSION_ID)],
     prompt: Annotated[str, Query(min_length=1, max_length=4000)],

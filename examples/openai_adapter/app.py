@@ -126,7 +126,12 @@ app = FastAPI(title="streamhub OpenAI adapter", lifespan=lifespan)
 app.include_router(streamhub_router)
 
 
-@app.get("/ask/{session_id}", summary="Ask the provider; the answer streams as SSE")
+@app.get(
+    "/ask/{session_id}",
+    summary="Ask the provider; the answer streams as SSE",
+    response_class=ResumableStreamingResponse,
+    responses=ResumableStreamingResponse.openapi_responses(),
+)
 async def ask(
     request: Request,
     session_id: Annotated[str, Path(pattern=SESSION_ID)],
