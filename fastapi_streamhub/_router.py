@@ -25,6 +25,10 @@ from ._types import SESSION_ID_PATTERN, SESSION_ID_RULE
 
 __all__ = ["create_router", "streamhub_router"]
 
+# What the edge guard (_http_guard) answers on the endpoints that change something.
+_CROSS_SITE = {403: json_error("A browser request from another origin, or refused by authorize")}
+_NOT_JSON = {415: json_error("The body is not `application/json`")}
+
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
@@ -282,6 +286,7 @@ def create_router(
             200: {"model": StateOut, "description": "The stream is finished (final state)"},
             202: {"model": StateOut, "description": "The cancel was sent; still stopping"},
             404: {"model": ErrorOut, "description": "Unknown session"},
+            **_CROSS_SITE,
         },
     )
     async def cancel(
@@ -302,6 +307,7 @@ def create_router(
         summary="Stop a stream and remove everything stored for it",
         status_code=204,
         response_class=Response,
+        responses=_CROSS_SITE,
     )
     async def delete(
         request: Request, session_id: SessionId, hub: Annotated[StreamHub, Depends(get_hub)]
@@ -320,7 +326,12 @@ def create_router(
                 "content": {"application/json": {"schema": ActiveIn.model_json_schema()}},
             }
         },
-        responses={400: {"model": ErrorOut, "description": "The body is not JSON"}},
+        responses={
+            400: {"model": ErrorOut, "description": "The body is not JSON"},
+            413: json_error("The body is larger than 1,000 session ids need"),
+            **_CROSS_SITE,
+            **_NOT_JSON,
+        },
     )
     async def active(request: Request, hub: Annotated[StreamHub, Depends(get_hub)]) -> Any:
         same_origin(request)
@@ -404,7 +415,13 @@ def _add_message_route(
         responses={
             404: {"model": ErrorOut, "description": "Unknown session"},
             409: {"model": ErrorOut, "description": "The session is finished"},
-            413: {"model": ErrorOut, "description": "Over max_message_bytes"},
+            413: {
+                "model": ErrorOut,
+                "description": "Over max_message_bytes, or over this generation's "
+                "max_messages / max_messages_bytes",
+            },
+            **_CROSS_SITE,
+            **_NOT_JSON,
             422: {
                 "model": ErrorOut,
                 "description": "Invalid session id, body or `Idempotency-Key`, or a body `id` "
