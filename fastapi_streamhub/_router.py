@@ -26,8 +26,10 @@ from ._types import SESSION_ID_PATTERN, SESSION_ID_RULE
 __all__ = ["create_router", "streamhub_router"]
 
 # What the edge guard (_http_guard) answers on the endpoints that change something.
-_CROSS_SITE = {403: json_error("A browser request from another origin, or refused by authorize")}
-_NOT_JSON = {415: json_error("The body is not `application/json`")}
+_CROSS_SITE: dict[int | str, dict[str, Any]] = {
+    403: json_error("A browser request from another origin, or refused by authorize")
+}
+_NOT_JSON: dict[int | str, dict[str, Any]] = {415: json_error("The body is not `application/json`")}
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
