@@ -23,6 +23,7 @@ from ._config import Settings
 from ._errors import LimitExceeded, SessionNotFound, StreamClosed
 from ._fanin import Grant, SubProducer, check_parts, join
 from ._fanout import QueueListener
+from ._outflow import Gauge, held_bytes
 from ._producer import CancelCallback, Producer, Writer
 from ._steering import MessageReceipt, send_message
 from ._subscriber import Subscription
@@ -140,6 +141,7 @@ class StreamHub:
         self.backend: Backend = _as_backend(backend)
         self._telemetry = Telemetry(self.settings.telemetry, tracer_provider, meter_provider)
         self._writer = Writer(self)
+        self.out_bytes = Gauge()  # bytes in the output buffers of this hub's SSE responses
         self._owned: list[Any] = []  # clients from_url made, closed at exit
         self._tg: TaskGroup | None = None
         self._producers: dict[str, Producer] = {}
@@ -577,6 +579,10 @@ class StreamHub:
         return await self.backend.delete(session_id)
 
     # -- subscriber bookkeeping and the lease keeper ----------------------------------------
+
+    def buffered_bytes(self) -> int:
+        """Bytes of chunks held here now for producers and readers (README, "Memory sizing")."""
+        return held_bytes(self._producers.values(), self._subscriptions, self.out_bytes)
 
     @asynccontextmanager
     async def _subscriber_slot(self, session_id: str) -> AsyncIterator[None]:

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, cast
 
 import anyio
 import anyio.lowlevel
@@ -25,7 +25,7 @@ from ._errors import (
 )
 from ._steering import Inbox, SteeringMessage
 from ._types import Cursor, State
-from .backends.base import Append, Lost, SharedAppend
+from .backends.base import Append, Lost, SharedAppend, WriteRefused
 
 if TYPE_CHECKING:
     from ._fanin import Grant
@@ -88,6 +88,10 @@ class Writer:
         self._backend = hub.backend
         self._telemetry = hub._telemetry
         self._ready: dict[Producer, None] = {}
+        self._max_write = hub.settings.max_write_bytes
+        # One batch is one log entry, and a replay page holds one entry at least: an entry
+        # bigger than replay_batch_bytes would make every reader of it hold that much.
+        self._max_entry = min(self._max_write, hub.settings.replay_batch_bytes)
         self._wake = anyio.Event()
 
     def ready(self, producer: Producer) -> None:
@@ -106,30 +110,75 @@ class Writer:
                 # Many producers wrote in the last round trip: gather a little longer, so a
                 # round trip (and the one PUBLISH all followers parse) carries more of them.
                 await anyio.sleep(_LINGER)
-            producers = list(self._ready)
+            producers, batches = self._gather()
             busy = len(producers) >= _BUSY
-            self._ready.clear()
-            batches = [producer._take() for producer in producers]
             telemetry = self._telemetry.enabled
             start_ns = time.time_ns() if telemetry else 0
-            results: list[Lost | None] | None = None
             firsts: list[int | None] = [None] * len(batches)
-            error: StreamHubError | None = None
-            try:
-                if any(isinstance(b, SharedAppend) for b in batches):
-                    results = await self._append_mixed(batches, firsts)
-                else:
-                    results = await self._backend.append(batches)
-            except StreamHubError as exc:
-                error = exc
-            except Exception as exc:
-                # Anything unexpected must not take the hub down; it fails these streams.
-                log.exception("append of %d batches failed", len(batches))
-                error = BackendUnavailable(f"append failed: {describe(exc)}")
+            results = await self._commit(batches, firsts)
             if telemetry:
-                self._telemetry.published(batches, results, error, start_ns)
+                errors = [r for r in results if isinstance(r, StreamHubError)]
+                self._telemetry.published(
+                    batches,
+                    None if errors else cast("list[Lost | None]", results),
+                    errors[0] if errors else None,
+                    start_ns,
+                )
             for i, producer in enumerate(producers):
-                producer._committed(error if results is None else results[i], firsts[i])
+                producer._committed(results[i], firsts[i])
+
+    def _gather(self) -> tuple[list[Producer], list[Append]]:
+        """The next round trip: ready producers' batches up to ``max_write_bytes`` in all,
+        each up to ``replay_batch_bytes``.
+
+        A producer whose next chunk does not fit stays ready, first in line for the next round
+        trip; the first batch of a round trip always goes (a chunk over the bound goes alone).
+        """
+        budget = self._max_write
+        producers: list[Producer] = []
+        batches: list[Append] = []
+        size = 0
+        for producer in list(self._ready):
+            room = min(budget - size, self._max_entry)
+            if batches and producer.next_size(room) > room:
+                continue
+            del self._ready[producer]
+            batch = producer._take(room)
+            producers.append(producer)
+            batches.append(batch)
+            size += sum(map(len, batch.payloads))
+            if size >= budget:
+                break
+        return producers, batches
+
+    async def _commit(
+        self, batches: list[Append], firsts: list[int | None]
+    ) -> list[Lost | StreamHubError | None]:
+        """Write ``batches``; each result is None (stored) or why that batch was not.
+
+        When the store refuses the round trip as a whole (it closed the connection on it: too
+        big for it), each batch is tried alone, so only the session it refuses fails.
+        """
+        try:
+            if any(isinstance(b, SharedAppend) for b in batches):
+                return list(await self._append_mixed(batches, firsts))
+            return list(await self._backend.append(batches))
+        except WriteRefused as exc:
+            if len(batches) == 1:
+                return [_refused(exc, batches[0])]
+            log.warning("%s; writing its %d batches one by one", exc, len(batches))
+            out: list[Lost | StreamHubError | None] = []
+            for i, batch in enumerate(batches):
+                one: list[int | None] = [None]
+                out += await self._commit([batch], one)
+                firsts[i] = one[0]
+            return out
+        except StreamHubError as exc:
+            return [exc] * len(batches)
+        except Exception as exc:
+            # Anything unexpected must not take the hub down; it fails these streams.
+            log.exception("append of %d batches failed", len(batches))
+            return [BackendUnavailable(f"append failed: {describe(exc)}")] * len(batches)
 
     async def _append_mixed(
         self, batches: Sequence[Append], firsts: list[int | None]
@@ -179,6 +228,7 @@ class Producer:
         self._settings = hub.settings
         self._on_cancel: list[CancelCallback] = [on_cancel] if on_cancel else []
         self._pending: list[tuple[bytes, _Ack | None]] = []
+        self._pending_bytes = 0  # payload bytes in _pending (max_pending_bytes)
         self._inflight: list[tuple[bytes, _Ack | None]] | None = None
         self._queued = False
         self._next = 1
@@ -204,6 +254,11 @@ class Producer:
     def cursor(self) -> Cursor:
         """Cursor of the last persisted chunk (offset 0 before the first)."""
         return self._last
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of the chunks queued and not yet handed to the writer (``max_pending_bytes``)."""
+        return self._pending_bytes
 
     @property
     def closed(self) -> bool:
@@ -233,11 +288,16 @@ class Producer:
             # scope is cancelled here, as at any await, rather than told "closed".
             await anyio.lowlevel.checkpoint()
         self._check_open()
-        while len(self._pending) >= self._settings.max_pending:
+        settings = self._settings
+        while len(self._pending) >= settings.max_pending or (
+            # A chunk bigger than the whole byte budget still goes, alone, once nothing waits.
+            self._pending_bytes and self._pending_bytes + len(payload) > settings.max_pending_bytes
+        ):
             self._room = anyio.Event()
             await self._room.wait()
             self._check_open()
         self._pending.append((payload, ack))
+        self._pending_bytes += len(payload)
         if self._inflight is None and not self._queued:
             self._queued = True
             self._writer.ready(self)
@@ -297,12 +357,32 @@ class Producer:
             self._mark_lost(lost_error(lost, self.session_id))
             raise lost_error(lost, self.session_id)
 
-    def _take(self) -> Append:
-        """The next batch, for the hub's writer; it stays in flight until :meth:`_committed`."""
+    def _fits(self, budget: int) -> int:
+        """How many pending chunks the next batch takes: up to ``max_batch`` and ``budget``
+        bytes (one at least, whatever its size)."""
+        pending = self._pending
+        n = min(len(pending), self._settings.max_batch)
+        if self._pending_bytes <= budget:
+            return n
+        size = 0
+        for i in range(n):
+            size += len(pending[i][0])
+            if size > budget and i:
+                return i
+        return n
+
+    def next_size(self, budget: int) -> int:
+        """Bytes of the batch :meth:`_take` would build within ``budget``."""
+        return sum(len(p) for p, _ in self._pending[: self._fits(budget)])
+
+    def _take(self, budget: int) -> Append:
+        """The next batch (up to ``budget`` bytes, one chunk at least), for the hub's writer;
+        it stays in flight until :meth:`_committed`."""
         self._queued = False
-        max_batch = self._settings.max_batch
-        batch = self._pending[:max_batch]
-        del self._pending[:max_batch]
+        n = self._fits(budget)
+        batch = self._pending[:n]
+        del self._pending[:n]
+        self._pending_bytes -= sum(len(p) for p, _ in batch)
         self._room.set()
         self._inflight = batch
         payloads = [p for p, _ in batch]
@@ -355,6 +435,7 @@ class Producer:
 
     def _fail_pending(self, error: StreamHubError) -> None:
         pending, self._pending = self._pending, []
+        self._pending_bytes = 0
         for _, ack in pending:
             if ack is not None:
                 ack.error = error
@@ -522,6 +603,14 @@ class Producer:
         self._shutdown = True
         self._hub._telemetry.failure("shutdown")
         self.request_cancel("shutdown")
+
+
+def _refused(exc: WriteRefused, batch: Append) -> WriteRefused:
+    size = sum(map(len, batch.payloads))
+    return WriteRefused(
+        f"the store refused a write of {len(batch.payloads)} chunks ({size} bytes) of session "
+        f"{batch.session_id!r}: {exc}"
+    )
 
 
 def describe(exc: BaseException) -> str:

@@ -28,6 +28,7 @@ from ._errors import (
     StreamHubError,
 )
 from ._hub import StreamHub, get_hub_from
+from ._outflow import WRITE_SIZE, OutBuffer
 from ._producer import Producer, describe
 from ._sse import PING, encode_item, encode_retry, parse_last_event_id
 from ._steering import StreamContext
@@ -166,14 +167,17 @@ class SessionStreamResponse(Response):
     ) -> None:
         ping = self.ping_interval or hub.settings.ping_interval
         sender, receiver = anyio.create_memory_object_stream[bytes](64)
+        out = OutBuffer(hub.settings.subscriber_buffer_bytes, hub.out_bytes)
         subscription = hub.subscribe(self.session_id, after=cursor, batch=True)
         ready = anyio.Event()  # the subscription is set up, or failed to be
         failed: list[StreamHubError] = []
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._feed, subscription, sender, ready, failed)
+                tg.start_soon(self._feed, subscription, sender, ready, failed, out)
                 tg.start_soon(_set_when_opened, subscription, ready)
                 tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
+                timeout = hub.settings.stalled_reader_timeout
+                tg.start_soon(out.watch, timeout, tg.cancel_scope, self.session_id)
                 await ready.wait()
                 if failed:
                     # Before any header: an unknown session is a plain 404, and so on.
@@ -195,12 +199,14 @@ class SessionStreamResponse(Response):
                         "more_body": True,
                     }
                 )
-                await _pump(receiver, send, ping)
+                await _pump(receiver, send, ping, out)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 tg.cancel_scope.cancel()
         except OSError as exc:
             # The client went away while we wrote; it resumes with its cursor when it returns.
             log.debug("client of %r disconnected: %s", self.session_id, exc)
+        finally:
+            out.close()
 
     async def _feed(
         self,
@@ -208,6 +214,7 @@ class SessionStreamResponse(Response):
         sender: MemoryObjectSendStream[bytes],
         ready: anyio.Event,
         failed: list[StreamHubError],
+        out: OutBuffer,
     ) -> None:
         encoder: _Encoder = (
             UIMessageStreamEncoder(self.session_id) if self.protocol == "ai-sdk" else _SSEEncoder()
@@ -216,7 +223,9 @@ class SessionStreamResponse(Response):
             try:
                 async with subscription:
                     async for item in subscription:
-                        await sender.send(encoder.encode(item, subscription.generation))
+                        data = encoder.encode(item, subscription.generation)
+                        await out.reserve(len(data))
+                        await sender.send(data)
                         if encoder.finished:
                             return
             except StreamHubError as exc:
@@ -224,8 +233,9 @@ class SessionStreamResponse(Response):
                     failed.append(exc)
                     return
                 if isinstance(exc, SessionNotFound):
-                    end = End(State.FAILED, "session not found")
-                    await sender.send(encoder.encode(end, subscription.generation))
+                    data = encoder.encode(End(State.FAILED, "session not found"), 0)
+                    await out.reserve(len(data))
+                    await sender.send(data)
                     return
                 if isinstance(exc, BackendUnavailable):
                     log.warning("stream of %r interrupted: %s", self.session_id, exc)
@@ -236,6 +246,7 @@ class SessionStreamResponse(Response):
                 # cursor; the AI SDK does not, so it is told why (the app can resume).
                 data = encoder.interrupted(str(exc), subscription.generation)
                 if data:
+                    await out.reserve(len(data))
                     await sender.send(data)
             finally:
                 ready.set()
@@ -267,7 +278,9 @@ async def _set_when_opened(subscription: Subscription, ready: anyio.Event) -> No
     ready.set()
 
 
-async def _pump(receiver: MemoryObjectReceiveStream[bytes], send: Send, ping: float) -> None:
+async def _pump(
+    receiver: MemoryObjectReceiveStream[bytes], send: Send, ping: float, out: OutBuffer
+) -> None:
     """Forward encoded events to the client, coalescing what is ready; ping when idle.
 
     The ping timer (a cancel scope) is armed only when nothing is ready, so a busy stream
@@ -287,12 +300,12 @@ async def _pump(receiver: MemoryObjectReceiveStream[bytes], send: Send, ping: fl
                     except anyio.EndOfStream:
                         return
             if data is None:
-                await send({"type": "http.response.body", "body": PING, "more_body": True})
+                await _write(send, out, PING)
                 continue
             parts = [data]
             size = len(data)
             ended = False
-            while size < 65536:
+            while size < WRITE_SIZE:
                 try:
                     more = receiver.receive_nowait()
                 except anyio.WouldBlock:
@@ -303,9 +316,22 @@ async def _pump(receiver: MemoryObjectReceiveStream[bytes], send: Send, ping: fl
                 parts.append(more)
                 size += len(more)
             body = data if len(parts) == 1 else b"".join(parts)
-            await send({"type": "http.response.body", "body": body, "more_body": True})
+            if size <= WRITE_SIZE:
+                await _write(send, out, body)
+            else:
+                # In pieces: a client that stops reading leaves the rest in the bounded buffer.
+                view = memoryview(body)
+                for at in range(0, size, WRITE_SIZE):
+                    await _write(send, out, bytes(view[at : at + WRITE_SIZE]))
+            out.release(size)
             if ended:
                 return
+
+
+async def _write(send: Send, out: OutBuffer, body: bytes) -> None:
+    out.writing()
+    await send({"type": "http.response.body", "body": body, "more_body": True})
+    out.written()
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:

@@ -52,6 +52,7 @@ from .._codec import (
     decode_record,
     frame,
     records,
+    stored_record,
     unframe,
 )
 from .._config import Settings
@@ -62,7 +63,16 @@ from ._bus import RETRYABLE, Bus, ShardedBus, SingleBus, lost_connection
 from ._compact import fold
 from ._fanin_redis import FANIN_SCRIPTS, RedisFanIn
 from ._keys import Keys, slot_of
-from .base import Append, Backend, ClaimResult, ControlHandler, Lost, ReadResult, Sent
+from .base import (
+    Append,
+    Backend,
+    ClaimResult,
+    ControlHandler,
+    Lost,
+    ReadResult,
+    Sent,
+    WriteRefused,
+)
 
 __all__ = ["RedisBackend"]
 
@@ -71,7 +81,7 @@ T = TypeVar("T")
 
 _SCRIPTS = (
     *("claim", "append", "close", "metadata", "expire", "cancel", "delete", "info"),
-    *("message", "compact"),
+    *("message", "compact", "page"),
     *FANIN_SCRIPTS,
 )
 # Concurrent commands of one backend: callers queue here instead of exhausting the pool.
@@ -103,6 +113,12 @@ def _lost(reply: list[Any]) -> Lost | None:
     if head == "closed":
         return Lost("closed", State(_s(reply[1])), _s(reply[2]) or None)
     return None
+
+
+def _raise_refused(reply: Any) -> None:
+    """Redis' answer to an argument over its limits, as the writer's :class:`WriteRefused`."""
+    if isinstance(reply, rexc.ResponseError) and str(reply).startswith("Protocol error"):
+        raise WriteRefused(f"Redis refused the write: {reply}")
 
 
 def _xadd_code(reply: Any) -> int:
@@ -208,14 +224,21 @@ class RedisBackend(RedisFanIn, Backend):
             return self.keys.slot_channels(slot_of(session_id))
         return self.keys.data_channel, self.keys.ctl_channel
 
-    async def _call(self, fn: Callable[[], Awaitable[T]], *, limited: bool = True) -> T:
+    async def _call(
+        self, fn: Callable[[], Awaitable[T]], *, limited: bool = True, refusable: bool = False
+    ) -> T:
         """Run a Redis call, retrying connection errors with backoff for up to ``outage_timeout``.
 
         ``limited`` calls queue for one of a bounded number of slots; the hub's writer (one
         call in flight at most) skips the queue, so a burst of other calls never delays chunks.
+        A ``refusable`` call (a write) that loses its connection twice while Redis answers a
+        ``PING`` raises :class:`WriteRefused` at once: Redis closes the connection on an
+        argument over its ``proto-max-bulk-len``, and retrying that for ``outage_timeout``
+        would only hold up every other write.
         """
         deadline = time.monotonic() + self.settings.outage_timeout
         delay = 0.02
+        refusals = 0
         while True:
             try:
                 # Each attempt is bounded too: a stalled connection answers nothing, no error.
@@ -228,9 +251,20 @@ class RedisBackend(RedisFanIn, Backend):
                 raise BackendUnavailable(
                     f"Redis did not answer within {self.settings.outage_timeout:g}s"
                 ) from exc
+            except rexc.ResponseError as exc:
+                if refusable:
+                    _raise_refused(exc)
+                raise
             except (*RETRYABLE, RuntimeError) as exc:
                 if not lost_connection(exc):
                     raise
+                if refusable and await self._answers(deadline):
+                    refusals += 1
+                    if refusals >= 2:
+                        raise WriteRefused(
+                            f"Redis closed the connection on this write {refusals} times while "
+                            "answering other commands (is it over proto-max-bulk-len?)"
+                        ) from exc
                 if time.monotonic() + delay >= deadline:
                     raise BackendUnavailable(
                         f"Redis unreachable for {self.settings.outage_timeout:g}s: {exc}"
@@ -239,13 +273,30 @@ class RedisBackend(RedisFanIn, Backend):
                 await anyio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 1.0)
 
+    async def _answers(self, deadline: float) -> bool:
+        """True when Redis answers a ``PING`` (before ``deadline``, within a second)."""
+        client: Any = self.client
+        with anyio.move_on_after(min(1.0, max(deadline - time.monotonic(), 0.001))):
+            try:
+                await client.ping()
+            except (*RETRYABLE, RuntimeError, rexc.ResponseError):
+                return False
+            return True
+        return False
+
     async def _load(self) -> None:
         client: Any = self.client
         for body in self._bodies.values():
             await client.script_load(body)
 
     async def _script(
-        self, name: str, keys: list[str], args: list[Any], *, limited: bool = True
+        self,
+        name: str,
+        keys: list[str],
+        args: list[Any],
+        *,
+        limited: bool = True,
+        refusable: bool = False,
     ) -> Any:
         client: Any = self.client
         sha = self._shas[name]
@@ -257,10 +308,10 @@ class RedisBackend(RedisFanIn, Backend):
                 await self._load()
                 return await client.evalsha(sha, len(keys), *keys, *args)
 
-        return await self._call(run, limited=limited)
+        return await self._call(run, limited=limited, refusable=refusable)
 
     async def _pipeline(
-        self, commands: list[tuple[Any, ...]], *, limited: bool = True
+        self, commands: list[tuple[Any, ...]], *, limited: bool = True, refusable: bool = False
     ) -> list[Any]:
         """Commands in one round trip; replies in order, errors as exception objects.
 
@@ -292,7 +343,7 @@ class RedisBackend(RedisFanIn, Backend):
                     raise r
             return replies
 
-        return await self._call(run, limited=limited)
+        return await self._call(run, limited=limited, refusable=refusable)
 
     # -- pub/sub ---------------------------------------------------------------------------
 
@@ -360,6 +411,7 @@ class RedisBackend(RedisFanIn, Backend):
     async def append(self, batches: Sequence[Append]) -> list[Lost | None]:
         k = self.keys
         maxlen = self.settings.maxlen
+        publish = self.settings.max_publish_bytes
         # Per batch: log key, entry id, trim id (b"" = none), live record head, entry value.
         fields: list[tuple[bytes, bytes, bytes, bytes, bytes]] = []
         for b in batches:
@@ -367,7 +419,10 @@ class RedisBackend(RedisFanIn, Backend):
             last = b.first + len(b.payloads) - 1
             # With maxlen, keep the entries holding the last `maxlen` chunks (ids are offsets).
             trim = b"%d-%d" % (b.generation, last - maxlen + 1) if maxlen and last > maxlen else b""
-            head = chunks_head(b.session_id.encode(), b.generation, b.first, len(value))
+            sid = b.session_id.encode()
+            head = chunks_head(sid, b.generation, b.first, len(value))
+            if len(head) + len(value) > publish:
+                head = stored_record(sid, b.generation, last)  # readers fetch it from the log
             fields.append(
                 (k.log_bytes(b.session_id), b"%d-%d" % (b.generation, last), trim, head, value)
             )
@@ -411,7 +466,8 @@ class RedisBackend(RedisFanIn, Backend):
             xadd: tuple[Any, ...] = ("XADD", key, "NOMKSTREAM")
             if trim:
                 xadd += ("MINID", trim)
-            return [(*xadd, entry_id, "c", value), (self._pub, data_ch, head + value)]
+            live = head + value if head[:1] == b"C" else head
+            return [(*xadd, entry_id, "c", value), (self._pub, data_ch, live)]
         blob = b"".join(
             b"%d:%s%d:%s%d:%s%d:%s%d:%s"
             % (len(key), key, len(eid), eid, len(trim), trim, len(head), head, len(v), v)
@@ -419,7 +475,8 @@ class RedisBackend(RedisFanIn, Backend):
         )
         # A cluster routes (and redirects) a script by its KEYS: declare every log it writes.
         keys = [fields[i][0] for i in group] if self.cluster else [fields[group[0]][0]]
-        return [("EVALSHA", "append", keys, [self._pub, data_ch, blob])]
+        publish = self.settings.max_publish_bytes
+        return [("EVALSHA", "append", keys, [self._pub, data_ch, blob, publish])]
 
     async def _append_one(
         self,
@@ -429,10 +486,12 @@ class RedisBackend(RedisFanIn, Backend):
     ) -> list[int]:
         commands = self._append_commands(batches, fields, group)
         if len(commands) == 2:
-            replies = await self._pipeline(commands, limited=False)
+            replies = await self._pipeline(commands, limited=False, refusable=True)
+            _raise_refused(replies[0])
             return [_xadd_code(replies[0])]
         _, name, keys, args = commands[0]
-        return [int(c) for c in await self._script(name, keys, args, limited=False)]
+        reply = await self._script(name, keys, args, limited=False, refusable=True)
+        return [int(c) for c in reply]
 
     async def _append_many(
         self,
@@ -448,11 +507,14 @@ class RedisBackend(RedisFanIn, Backend):
             starts.append(len(commands))
             commands += self._append_commands(batches, fields, group)
         targets = [fields[group[0]][0] for group in groups]
-        replies = await self._pipeline(commands + self._waits(targets), limited=False)
+        replies = await self._pipeline(
+            commands + self._waits(targets), limited=False, refusable=True
+        )
         self._check_waits(replies[len(commands) :])
         codes = [0] * len(batches)
         for group, at in zip(groups, starts, strict=True):
             reply = replies[at]
+            _raise_refused(reply)
             if len(group) == 1:
                 codes[group[0]] = _xadd_code(reply)
                 continue
@@ -533,7 +595,9 @@ class RedisBackend(RedisFanIn, Backend):
             if retention:
                 commands.append(("PEXPIRE", k.meta(sid), s.retention_ms))
                 commands.append(("PEXPIRE", k.log(sid), s.retention_ms))
-        replies = await self._pipeline(commands)
+        # Like the writer, the lease keeper (one call at a time) skips the queue of other
+        # calls: a burst of reads must not delay a renewal past the lease.
+        replies = await self._pipeline(commands, limited=False)
         step = 3 if retention else 1
         out: list[bool | Lost] = []
         missing: list[int] = []
@@ -692,26 +756,23 @@ class RedisBackend(RedisFanIn, Backend):
         return out
 
     async def read(self, session_id: str, after: tuple[int, int], count: int) -> ReadResult:
-        key = self.keys.log(session_id)
+        reply = await self._script("page", *self._page_args(session_id, after, count))
+        return _page(reply, after, count)
+
+    def _page_args(
+        self, session_id: str, after: tuple[int, int], count: int
+    ) -> tuple[list[str], list[Any]]:
+        """Keys and arguments of ``page.lua``: ``count`` entries, ``replay_batch_bytes``."""
         start = f"({after[0]}-{after[1]}"
-        client: Any = self.client
-        entries = await self._call(lambda: client.xrange(key, start, "+", count=count))
-        return _page(entries or [], after, count)
+        return [self.keys.log(session_id)], [start, count, self.settings.replay_batch_bytes]
 
     async def open(
         self, session_id: str, after: tuple[int, int], count: int
     ) -> tuple[SessionInfo | None, ReadResult | None]:
-        record, entries = await self._pipeline(
+        record, reply = await self._pipeline(
             [
                 ("EVALSHA", "info", self.keys.three(session_id), []),
-                (
-                    "XRANGE",
-                    self.keys.log(session_id),
-                    f"({after[0]}-{after[1]}",
-                    "+",
-                    "COUNT",
-                    count,
-                ),
+                ("EVALSHA", "page", *self._page_args(session_id, after, count)),
             ]
         )
         if isinstance(record, Exception):
@@ -719,16 +780,17 @@ class RedisBackend(RedisFanIn, Backend):
         info = _record(session_id, record, self.settings.lease_ms)
         if info is None:
             return None, None
-        if isinstance(entries, rexc.ResponseError):
+        if isinstance(reply, rexc.ResponseError):
             # A cursor Redis cannot read after (e.g. offset 2^64-1): the caller resets anyway.
             return info, None
-        if isinstance(entries, Exception):
-            raise BackendUnavailable(f"could not read session {session_id!r}: {entries}")
+        if isinstance(reply, Exception):
+            raise BackendUnavailable(f"could not read session {session_id!r}: {reply}")
+        entries = reply[1:]
         if info.state.finished and entries and _fields(entries[0][1]).keys() == {b"s"}:
             # A finished log still holding its start marker was never folded (compaction was
             # off, failed, or predates it): fold it now, for the next readers.
             self._compact_soon(session_id)
-        return info, _page(entries or [], after, count)
+        return info, _page(reply, after, count)
 
     # -- compaction ------------------------------------------------------------------------
 
@@ -802,8 +864,9 @@ class RedisBackend(RedisFanIn, Backend):
         return bool(int(await self._script("compact", [meta, key], args)))
 
 
-def _page(entries: list[Any], after: tuple[int, int], count: int) -> ReadResult:
-    """Chunks (and the end marker) of ``XRANGE`` entries read after ``after``."""
+def _page(reply: list[Any], after: tuple[int, int], count: int) -> ReadResult:
+    """Chunks (and the end marker) of a ``page.lua`` reply read after ``after``."""
+    cut, entries = int(reply[0]), reply[1:]
     chunks: list[Chunk] = []
     end: tuple[int, End] | None = None
     for entry_id, fields in entries:
@@ -826,7 +889,7 @@ def _page(entries: list[Any], after: tuple[int, int], count: int) -> ReadResult:
             end = (int(gen_s), End(state, reason))
             break
         # the start marker of a generation ('s') carries nothing
-    return ReadResult(chunks, end, end is None and len(entries) == count)
+    return ReadResult(chunks, end, end is None and (bool(cut) or len(entries) == count))
 
 
 def _fields(fields: Any) -> dict[bytes, bytes]:
