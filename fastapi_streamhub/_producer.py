@@ -140,7 +140,7 @@ class Writer:
         size = 0
         for producer in list(self._ready):
             room = min(budget - size, self._max_entry)
-            if batches and producer.next_size(room) > room:
+            if batches and producer.pending_bytes > room and producer.next_size(room) > room:
                 continue
             del self._ready[producer]
             batch = producer._take(room)
@@ -382,10 +382,10 @@ class Producer:
         n = self._fits(budget)
         batch = self._pending[:n]
         del self._pending[:n]
-        self._pending_bytes -= sum(len(p) for p, _ in batch)
         self._room.set()
         self._inflight = batch
         payloads = [p for p, _ in batch]
+        self._pending_bytes -= sum(map(len, payloads))
         if self._part is not None:
             self._seq += 1
             name, token = self._part
