@@ -24,11 +24,12 @@ from ._errors import LimitExceeded, SessionNotFound, StreamClosed
 from ._fanin import Grant, SubProducer, check_parts, join
 from ._fanout import QueueListener
 from ._outflow import Gauge, held_bytes
-from ._producer import CancelCallback, Producer, Writer
+from ._producer import CancelCallback, Producer
 from ._steering import MessageReceipt, send_message
 from ._subscriber import Subscription
 from ._telemetry import Telemetry
 from ._types import Cursor, SessionInfo, State, validate_session_id
+from ._writer import Writer
 from .backends.base import Backend, Lost
 from .backends.memory import MemoryBackend
 
@@ -140,7 +141,7 @@ class StreamHub:
         self.settings = Settings(**options)
         self.backend: Backend = _as_backend(backend)
         self._telemetry = Telemetry(self.settings.telemetry, tracer_provider, meter_provider)
-        self._writer = Writer(self)
+        self._writer = Writer(self.backend, self._telemetry, self.settings)
         self.out_bytes = Gauge()  # bytes in the output buffers of this hub's SSE responses
         self._owned: list[Any] = []  # clients from_url made, closed at exit
         self._tg: TaskGroup | None = None
@@ -504,7 +505,7 @@ class StreamHub:
         return await self._wait_finished(session_id, wait)
 
     async def _wait_finished(self, session_id: str, wait: float) -> State:
-        listener = QueueListener(64)
+        listener = QueueListener(64, self.settings.subscriber_buffer_bytes)
         state = State.ACTIVE
         with anyio.move_on_after(wait):
             async with self.backend.listen(session_id, listener):
@@ -582,7 +583,9 @@ class StreamHub:
 
     def buffered_bytes(self) -> int:
         """Bytes of chunks held here now for producers and readers (README, "Memory sizing")."""
-        return held_bytes(self._producers.values(), self._subscriptions, self.out_bytes)
+        queues = [p.pending_bytes for p in self._producers.values()]
+        queues += [s.listener.held_bytes for s in list(self._subscriptions)]
+        return held_bytes(queues, self.out_bytes)
 
     @asynccontextmanager
     async def _subscriber_slot(self, session_id: str) -> AsyncIterator[None]:

@@ -12,13 +12,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 import anyio
-
-if TYPE_CHECKING:
-    from ._producer import Producer
-    from ._subscriber import Subscription
 
 __all__ = ["WRITE_SIZE", "Gauge", "OutBuffer", "held_bytes"]
 
@@ -105,10 +100,6 @@ class OutBuffer:
                 return
 
 
-def held_bytes(
-    producers: Iterable[Producer], subscriptions: Iterable[Subscription], out: Gauge
-) -> int:
-    """Bytes of chunks queued by ``producers``, in the live queues of ``subscriptions`` and in
-    SSE output buffers."""
-    queued = sum(p.pending_bytes for p in producers)
-    return queued + sum(s.listener.held_bytes for s in list(subscriptions)) + out.value
+def held_bytes(queues: Iterable[int], out: Gauge) -> int:
+    """Bytes of ``queues`` (producers' and subscribers') and of SSE output buffers."""
+    return sum(queues) + out.value

@@ -38,7 +38,6 @@ from importlib import resources
 from typing import Any, TypeVar
 
 import anyio
-import orjson
 from anyio.abc import TaskGroup
 from redis import exceptions as rexc
 from redis.asyncio import Redis
@@ -47,22 +46,30 @@ from redis.asyncio.cluster import RedisCluster
 from .._codec import (
     ResyncMsg,
     chunks_head,
-    decode_chunks,
-    decode_end,
     decode_record,
     frame,
     records,
     stored_record,
-    unframe,
 )
 from .._config import Settings
 from .._errors import BackendUnavailable
 from .._fanout import Fanout, Listener
-from .._types import Chunk, End, SessionInfo, State
+from .._types import SessionInfo, State
 from ._bus import RETRYABLE, Bus, ShardedBus, SingleBus, lost_connection
 from ._compact import fold
 from ._fanin_redis import FANIN_SCRIPTS, RedisFanIn
 from ._keys import Keys, slot_of
+from ._replies import (
+    as_bytes,
+    as_str,
+    fields_of,
+    lost_of,
+    page_of,
+    raise_refused,
+    record_of,
+    refusal,
+    xadd_code,
+)
 from .base import (
     Append,
     Backend,
@@ -94,73 +101,6 @@ _COMPACT_CONCURRENCY = 2
 _COMPACT_PAGE = 1000
 _COMPACT_MAX_BYTES = 16 * 1024 * 1024
 _COMPACT_INLINE = 1000
-
-
-def _b(value: Any) -> bytes:
-    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
-
-
-def _s(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-def _lost(reply: list[Any]) -> Lost | None:
-    head = _s(reply[0]) if reply else ""
-    if head == "stale":
-        return Lost("stale")
-    if head == "gone":
-        return Lost("gone")
-    if head == "closed":
-        return Lost("closed", State(_s(reply[1])), _s(reply[2]) or None)
-    return None
-
-
-def _raise_refused(reply: Any) -> None:
-    """Redis' answer to an argument over its limits, as the writer's :class:`WriteRefused`."""
-    if isinstance(reply, rexc.ResponseError) and str(reply).startswith("Protocol error"):
-        raise WriteRefused(f"Redis refused the write: {reply}")
-
-
-def _xadd_code(reply: Any) -> int:
-    """1 appended, 0 log missing (``NOMKSTREAM``), -1 refused (id at or below the top)."""
-    if reply is None:
-        return 0
-    return -1 if isinstance(reply, Exception) else 1
-
-
-def _refusal(generation: int, m: list[Any]) -> Lost:
-    """Why a write of ``generation`` failed, from ``HMGET meta gen state reason``."""
-    gen, state, reason = m
-    if gen is None:
-        return Lost("gone")
-    if int(gen) != generation:
-        return Lost("stale")
-    if _s(state) != "active":
-        return Lost("closed", State(_s(state)), None if reason is None else (_s(reason) or None))
-    return Lost("closed", State.FAILED, "lease_expired")
-
-
-def _record(session_id: str, r: list[Any] | None, lease_ms: int) -> SessionInfo | None:
-    if not r or r[0] is None:
-        return None
-    gen, state, reason, n, md, created, updated, cancel, pttl, now = (list(r) + [None] * 10)[:10]
-    remaining = max(0, int(pttl or 0))
-    updated_ms = int(updated or 0)
-    if remaining:
-        # While active, the producer's last heartbeat counts as an update.
-        updated_ms = max(updated_ms, int(now) - max(0, lease_ms - remaining))
-    return SessionInfo(
-        session_id=session_id,
-        state=State(_s(state)),
-        generation=int(gen),
-        chunks=int(n or 0),
-        metadata=None if md is None else orjson.loads(_b(md)),
-        created_at=int(created or 0) / 1000,
-        updated_at=updated_ms / 1000,
-        reason=None if reason is None else (_s(reason) or None),
-        cancel_requested=cancel is not None,
-        lease_remaining=remaining / 1000,
-    )
 
 
 class RedisBackend(RedisFanIn, Backend):
@@ -253,7 +193,7 @@ class RedisBackend(RedisFanIn, Backend):
                 ) from exc
             except rexc.ResponseError as exc:
                 if refusable:
-                    _raise_refused(exc)
+                    raise_refused(exc)
                 raise
             except (*RETRYABLE, RuntimeError) as exc:
                 if not lost_connection(exc):
@@ -406,7 +346,7 @@ class RedisBackend(RedisFanIn, Backend):
                 ctl_ch,
             ],
         )
-        return ClaimResult(bool(int(r[0])), int(r[1]), State(_s(r[2])))
+        return ClaimResult(bool(int(r[0])), int(r[1]), State(as_str(r[2])))
 
     async def append(self, batches: Sequence[Append]) -> list[Lost | None]:
         k = self.keys
@@ -487,8 +427,8 @@ class RedisBackend(RedisFanIn, Backend):
         commands = self._append_commands(batches, fields, group)
         if len(commands) == 2:
             replies = await self._pipeline(commands, limited=False, refusable=True)
-            _raise_refused(replies[0])
-            return [_xadd_code(replies[0])]
+            raise_refused(replies[0])
+            return [xadd_code(replies[0])]
         _, name, keys, args = commands[0]
         reply = await self._script(name, keys, args, limited=False, refusable=True)
         return [int(c) for c in reply]
@@ -514,9 +454,9 @@ class RedisBackend(RedisFanIn, Backend):
         codes = [0] * len(batches)
         for group, at in zip(groups, starts, strict=True):
             reply = replies[at]
-            _raise_refused(reply)
+            raise_refused(reply)
             if len(group) == 1:
-                codes[group[0]] = _xadd_code(reply)
+                codes[group[0]] = xadd_code(reply)
                 continue
             if isinstance(reply, Exception):
                 raise BackendUnavailable(f"append failed: {reply}")
@@ -570,11 +510,11 @@ class RedisBackend(RedisFanIn, Backend):
             entries, meta = replies[2 * j], replies[2 * j + 1]
             if isinstance(entries, Exception) or isinstance(meta, Exception):
                 raise BackendUnavailable(f"could not check a refused append: {entries or meta}")
-            value = _fields(entries[0][1]).get(b"c") if entries else None
+            value = fields_of(entries[0][1]).get(b"c") if entries else None
             if value is not None and value == fields[i][4]:
                 out[i] = None
             else:
-                out[i] = _refusal(batches[i].generation, list(meta))
+                out[i] = refusal(batches[i].generation, list(meta))
 
     async def set_metadata(self, session_id: str, generation: int, blob: bytes) -> Lost | None:
         r = await self._script(
@@ -582,7 +522,7 @@ class RedisBackend(RedisFanIn, Backend):
             [self.keys.meta(session_id)],
             [session_id, generation, blob, self._pub, self.channels(session_id)[0]],
         )
-        return _lost(r)
+        return lost_of(r)
 
     async def renew(
         self, leases: Sequence[tuple[str, int]], *, retention: bool = False
@@ -605,7 +545,7 @@ class RedisBackend(RedisFanIn, Backend):
             reply = replies[i * step]
             if isinstance(reply, Exception):
                 raise BackendUnavailable(f"lease renewal failed: {reply}")
-            owner, _, flag = (b"" if reply is None else _b(reply)).partition(b":")
+            owner, _, flag = (b"" if reply is None else as_bytes(reply)).partition(b":")
             if owner != b"%d" % gen:
                 # Gone, or another generation's: find out why below. (A stale producer's GETEX
                 # lengthens the new generation's lease by one period at most, once: harmless.)
@@ -621,7 +561,7 @@ class RedisBackend(RedisFanIn, Backend):
                 [("HMGET", k.meta(sid), "gen", "state", "reason") for sid, _ in lapsed]
             )
             for i, (_, gen), meta in zip(missing, lapsed, metas, strict=True):
-                out[i] = _refusal(gen, list(meta))
+                out[i] = refusal(gen, list(meta))
         return out
 
     async def close(
@@ -645,11 +585,11 @@ class RedisBackend(RedisFanIn, Backend):
                 raise BackendUnavailable(f"could not close session {session_id!r}: {r}")
         else:
             r = await self._script("close", keys, args)
-        lost = _lost(r)
+        lost = lost_of(r)
         if lost is not None:
             return lost
         self._compact_soon(session_id)
-        return State(_s(r[1]))
+        return State(as_str(r[1]))
 
     async def expire(self, leases: Sequence[tuple[str, int]]) -> list[float | None]:
         s = self.settings
@@ -688,7 +628,7 @@ class RedisBackend(RedisFanIn, Backend):
             self.keys.three(session_id),
             [session_id, self.settings.retention_ms, self._pub, *self.channels(session_id)],
         )
-        info = _record(session_id, r, self.settings.lease_ms)
+        info = record_of(session_id, r, self.settings.lease_ms)
         if info is not None and info.state.finished:
             self._compact_soon(session_id)  # it may have failed a lapsed lease just now
         return info
@@ -722,9 +662,9 @@ class RedisBackend(RedisFanIn, Backend):
         if not r:
             return None
         generation = int(r[1])
-        if _s(r[0]) == "ok":
+        if as_str(r[0]) == "ok":
             return Sent(generation, State.ACTIVE, f"{generation}-{int(r[2])}", bool(int(r[3])))
-        return Sent(generation, State(_s(r[2])), None)
+        return Sent(generation, State(as_str(r[2])), None)
 
     async def read_messages(
         self, session_id: str, generation: int, after: int, count: int
@@ -736,7 +676,9 @@ class RedisBackend(RedisFanIn, Backend):
                 key, f"({generation}-{after}", f"{generation}-18446744073709551615", count=count
             )
         )
-        return [(int(_s(eid).partition("-")[2]), _fields(f)[b"d"]) for eid, f in entries or []]
+        return [
+            (int(as_str(eid).partition("-")[2]), fields_of(f)[b"d"]) for eid, f in entries or []
+        ]
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -744,7 +686,7 @@ class RedisBackend(RedisFanIn, Backend):
         lease_ms = self.settings.lease_ms
         if len(session_ids) == 1:
             sid = session_ids[0]
-            return [_record(sid, await self._script("info", self.keys.three(sid), []), lease_ms)]
+            return [record_of(sid, await self._script("info", self.keys.three(sid), []), lease_ms)]
         replies = await self._pipeline(
             [("EVALSHA", "info", self.keys.three(sid), []) for sid in session_ids]
         )
@@ -752,12 +694,12 @@ class RedisBackend(RedisFanIn, Backend):
         for sid, r in zip(session_ids, replies, strict=True):
             if isinstance(r, Exception):
                 raise BackendUnavailable(f"could not read session {sid!r}: {r}")
-            out.append(_record(sid, r, lease_ms))
+            out.append(record_of(sid, r, lease_ms))
         return out
 
     async def read(self, session_id: str, after: tuple[int, int], count: int) -> ReadResult:
         reply = await self._script("page", *self._page_args(session_id, after, count))
-        return _page(reply, after, count)
+        return page_of(reply, after, count)
 
     def _page_args(
         self, session_id: str, after: tuple[int, int], count: int
@@ -777,7 +719,7 @@ class RedisBackend(RedisFanIn, Backend):
         )
         if isinstance(record, Exception):
             raise BackendUnavailable(f"could not read session {session_id!r}: {record}")
-        info = _record(session_id, record, self.settings.lease_ms)
+        info = record_of(session_id, record, self.settings.lease_ms)
         if info is None:
             return None, None
         if isinstance(reply, rexc.ResponseError):
@@ -786,11 +728,11 @@ class RedisBackend(RedisFanIn, Backend):
         if isinstance(reply, Exception):
             raise BackendUnavailable(f"could not read session {session_id!r}: {reply}")
         entries = reply[1:]
-        if info.state.finished and entries and _fields(entries[0][1]).keys() == {b"s"}:
+        if info.state.finished and entries and fields_of(entries[0][1]).keys() == {b"s"}:
             # A finished log still holding its start marker was never folded (compaction was
             # off, failed, or predates it): fold it now, for the next readers.
             self._compact_soon(session_id)
-        return info, _page(reply, after, count)
+        return info, page_of(reply, after, count)
 
     # -- compaction ------------------------------------------------------------------------
 
@@ -832,15 +774,15 @@ class RedisBackend(RedisFanIn, Backend):
         if isinstance(m, Exception) or isinstance(page, Exception):
             raise BackendUnavailable(f"could not read session {session_id!r}: {m or page}")
         gen, state, done = m
-        if gen is None or state is None or _s(state) == "active" or done == gen:
+        if gen is None or state is None or as_str(state) == "active" or done == gen:
             return False
         client: Any = self.client
         entries: list[tuple[bytes, dict[bytes, bytes]]] = []
         size = 0
         while True:
             for entry_id, raw in page:
-                fields = _fields(raw)
-                entries.append((_b(entry_id), fields))
+                fields = fields_of(raw)
+                entries.append((as_bytes(entry_id), fields))
                 size += sum(map(len, fields.values()))
             if size > _COMPACT_MAX_BYTES:
                 return False
@@ -862,41 +804,3 @@ class RedisBackend(RedisFanIn, Backend):
         for entry_id, value in folded.slices:
             args += [entry_id, value]
         return bool(int(await self._script("compact", [meta, key], args)))
-
-
-def _page(reply: list[Any], after: tuple[int, int], count: int) -> ReadResult:
-    """Chunks (and the end marker) of a ``page.lua`` reply read after ``after``."""
-    cut, entries = int(reply[0]), reply[1:]
-    chunks: list[Chunk] = []
-    end: tuple[int, End] | None = None
-    for entry_id, fields in entries:
-        fields = _fields(fields)
-        gen_s, _, off_s = _s(entry_id).partition("-")
-        value = fields.get(b"c")
-        if value is not None:
-            generation, last = int(gen_s), int(off_s)
-            payloads = unframe(value)
-            first = last - len(payloads) + 1
-            if generation == after[0] and first <= after[1]:
-                # The cursor points inside this entry: skip what the reader already has.
-                payloads = payloads[after[1] - first + 1 :]
-                first = after[1] + 1
-            chunks.extend(decode_chunks(generation, first, payloads))
-            continue
-        marker = fields.get(b"e")
-        if marker is not None:
-            state, reason = decode_end(marker)
-            end = (int(gen_s), End(state, reason))
-            break
-        # the start marker of a generation ('s') carries nothing
-    return ReadResult(chunks, end, end is None and (bool(cut) or len(entries) == count))
-
-
-def _fields(fields: Any) -> dict[bytes, bytes]:
-    """An entry's fields as bytes, whatever the reply shape (a dict, or a flat list in a pipeline
-    without redis-py's response callbacks) and ``decode_responses``."""
-    if not fields:
-        return {}
-    if isinstance(fields, dict):
-        return {_b(k): _b(v) for k, v in fields.items()}
-    return {_b(fields[i]): _b(fields[i + 1]) for i in range(0, len(fields), 2)}
