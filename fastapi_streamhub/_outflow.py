@@ -43,7 +43,7 @@ class Gauge:
 class OutBuffer:
     """The byte budget between a response's feed and its writer, and its stall watchdog."""
 
-    __slots__ = ("_gauge", "_held", "_limit", "_room", "_since")
+    __slots__ = ("_busy", "_gauge", "_held", "_limit", "_room", "_since")
 
     def __init__(self, limit: int, gauge: Gauge) -> None:
         self._limit = limit
@@ -51,6 +51,7 @@ class OutBuffer:
         self._held = 0
         self._room = anyio.Event()
         self._since: float | None = None  # when the write in progress began
+        self._busy = anyio.Event()  # a write began since the watchdog last looked
 
     @property
     def held(self) -> int:
@@ -78,26 +79,34 @@ class OutBuffer:
     def writing(self) -> None:
         """A write to the client begins."""
         self._since = anyio.current_time()
+        self._busy.set()
 
     def written(self) -> None:
         """The write returned."""
         self._since = None
 
     async def watch(self, stalled_after: float, scope: anyio.CancelScope, session_id: str) -> None:
-        """Cancel ``scope`` once one write has been blocked for ``stalled_after`` seconds."""
-        period = min(stalled_after / 4, 1.0)
+        """Cancel ``scope`` once one write has been blocked for ``stalled_after`` seconds.
+
+        It sleeps until a write begins, then looks once per ``stalled_after`` while writes go
+        on: an idle response costs no timer, a busy one a wake-up per ``stalled_after``.
+        """
         while True:
-            await anyio.sleep(period)
-            since = self._since
-            if since is not None and anyio.current_time() - since >= stalled_after:
-                log.warning(
-                    "client of %r read nothing for %gs; its response ends (it resumes with "
-                    "its cursor)",
-                    session_id,
-                    stalled_after,
-                )
-                scope.cancel()
-                return
+            await self._busy.wait()
+            self._busy = anyio.Event()  # the next write after this look sets it
+            await anyio.sleep(stalled_after)
+            while (since := self._since) is not None:
+                overdue_in = since + stalled_after - anyio.current_time()
+                if overdue_in <= 0:
+                    log.warning(
+                        "client of %r read nothing for %gs; its response ends (it resumes "
+                        "with its cursor)",
+                        session_id,
+                        stalled_after,
+                    )
+                    scope.cancel()
+                    return
+                await anyio.sleep(overdue_in)
 
 
 def held_bytes(queues: Iterable[int], out: Gauge) -> int:

@@ -16,11 +16,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 import uvicorn
 from _redis import RedisServer
 from fastapi import FastAPI
-from sse_client import wait_until
+from sse_client import read_sse, wait_until
 
 from fastapi_streamhub import (
     BackendUnavailable,
@@ -348,6 +349,37 @@ async def test_a_reader_that_stops_reading_is_disconnected_and_holds_bounded_mem
             assert hub.buffered_bytes() == 0
         finally:
             sock.close()
+
+
+async def test_an_idle_reader_that_reads_is_never_taken_for_a_stalled_one(redis_url: str) -> None:
+    """The stall watchdog looks at blocked writes, not at silence: a client following a live
+    stream that pauses for twice ``stalled_reader_timeout`` (pings included, every 0.3 s)
+    gets every chunk and the end in one response."""
+    hub = StreamHub.from_url(
+        redis_url, stalled_reader_timeout=1, ping_interval=0.3, compact_finished=False
+    )
+    app = FastAPI(lifespan=hub.lifespan)
+    app.include_router(streamhub_router)
+    async with _serve(app) as port:
+        reg = await hub.register("pausing")
+        assert reg.producer is not None
+        producer = reg.producer
+        await producer.publish("before")
+
+        async def pause_then_finish() -> None:
+            await anyio.sleep(2.5)
+            await producer.publish("after")
+            await producer.close()
+
+        async with (
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(pause_then_finish)
+            res = await read_sse(client, "/streams/pausing", within=20)
+        assert res.eof and res.text == "beforeafter"
+        assert [e["state"] for e in res.ends] == ["done"]
+        assert len(res.comments) >= 3  # the pings went out meanwhile
 
 
 # --------------------------------------------------------------------------- lease renewals
