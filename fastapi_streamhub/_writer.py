@@ -110,7 +110,9 @@ class Writer:
         """Write ``batches``; each result is None (stored) or why that batch was not.
 
         When the store refuses the round trip as a whole (it closed the connection on it: too
-        big for it), each batch is tried alone, so only the session it refuses fails.
+        big for it), each batch is tried alone, so only the session it refuses fails; a
+        refused batch of several chunks is tried again in halves (several smaller log entries),
+        so a session fails only on a chunk the store refuses on its own.
         """
         try:
             if any(isinstance(b, SharedAppend) for b in batches):
@@ -118,7 +120,7 @@ class Writer:
             return list(await self._backend.append(batches))
         except WriteRefused as exc:
             if len(batches) == 1:
-                return [_refused(exc, batches[0])]
+                return [await self._halves(batches[0], exc)]
             log.warning("%s; writing its %d batches one by one", exc, len(batches))
             out: list[Lost | StreamHubError | None] = []
             for i, batch in enumerate(batches):
@@ -132,6 +134,23 @@ class Writer:
             # Anything unexpected must not take the hub down; it fails these streams.
             log.exception("append of %d batches failed", len(batches))
             return [BackendUnavailable(f"append failed: {describe(exc)}")] * len(batches)
+
+    async def _halves(self, batch: Append, exc: WriteRefused) -> StreamHubError | Lost | None:
+        """A refused batch written again as two (offsets fenced as ever), or why it cannot be."""
+        n = len(batch.payloads)
+        if n == 1 or isinstance(batch, SharedAppend):
+            # (A fan-in batch is numbered as a whole for its exactly-once check: not split.)
+            return _refused(exc, batch)
+        half = n // 2
+        for first, payloads in (
+            (batch.first, batch.payloads[:half]),
+            (batch.first + half, batch.payloads[half:]),
+        ):
+            part = Append(batch.session_id, batch.generation, first, payloads)
+            result = (await self._commit([part], [None]))[0]
+            if result is not None:
+                return result
+        return None
 
     async def _append_mixed(
         self, batches: Sequence[Append], firsts: list[int | None]

@@ -128,6 +128,22 @@ async def test_sessions_sharing_a_round_trip_survive_another_sessions_refused_wr
             assert await _stored(hub, sid) == chunks
 
 
+async def test_a_batch_redis_refuses_is_written_again_in_smaller_entries(
+    make_redis: MakeRedis,
+) -> None:
+    """The review's cheap reproduction: Redis limited to 1 MB per argument, default settings,
+    a fast producer of 20 x 300 kB. Its batches (up to 4 MiB) are refused; each is written
+    again in halves until the entries fit, so every chunk is stored, in order, in seconds
+    (before: retried for ``outage_timeout``, then every chunk lost)."""
+    server = make_redis(proto_max_bulk_len="1mb")
+    async with _hub(server.url, outage_timeout=20) as hub:
+        chunks = _blocks("h", 20, 300_000)
+        started = time.monotonic()
+        await _produce(hub, "halves", chunks)
+        assert time.monotonic() - started < 10
+        assert await _stored(hub, "halves") == chunks
+
+
 # --------------------------------------------------------------------------- live messages
 
 
