@@ -16,7 +16,8 @@ process skips records of sessions it does not follow without decoding them, and 
 others once for all its local subscribers. Tags: ``C`` chunks (``<gen>:<first>:<frames>``),
 ``E`` end (``<gen>:<offset>:<state>\n<reason>``), ``M`` metadata (``<gen>:<json>``), ``X``
 cancel (``<gen>``), ``L`` lost (``<gen>:stale|lease_expired``), ``D`` deleted (``<gen>``),
-``G`` steering message stored (``<gen>:<seq>``).
+``G`` steering message stored (``<gen>:<seq>``), ``S`` chunks stored up to an offset
+(``<gen>:<last>``), sent instead of ``C`` for a batch over ``max_publish_bytes``.
 Lengths are byte lengths.
 """
 
@@ -43,6 +44,7 @@ __all__ = [
     "MetadataMsg",
     "ResyncMsg",
     "SteerMsg",
+    "StoredMsg",
     "chunks_head",
     "decode_chunks",
     "decode_end",
@@ -52,6 +54,7 @@ __all__ = [
     "encode_chunk",
     "frame",
     "records",
+    "stored_record",
     "unframe",
 ]
 
@@ -173,6 +176,7 @@ class ChunksMsg:
 
     generation: int
     chunks: tuple[Chunk, ...]
+    size: int = 0  # bytes of the chunks' payloads (bounds a subscriber's queue in bytes)
 
     @property
     def first(self) -> int:
@@ -183,6 +187,14 @@ class ChunksMsg:
     def last(self) -> int:
         """Offset of the last chunk."""
         return self.chunks[-1].cursor.offset
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMsg:
+    """Chunks of ``generation`` up to ``last`` are stored but too big to send live: read them."""
+
+    generation: int
+    last: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +263,7 @@ Message = (
     | ResyncMsg
     | HubClosingMsg
     | SteerMsg
+    | StoredMsg
 )
 
 
@@ -285,6 +298,12 @@ def chunks_head(session_id: bytes, generation: int, first: int, size: int) -> by
     return b"C%d:%s%d:%s" % (len(session_id), session_id, len(numbers) + size, numbers)
 
 
+def stored_record(session_id: bytes, generation: int, last: int) -> bytes:
+    """The live record that says a batch up to ``last`` is stored (``S``, see above)."""
+    body = b"%d:%d" % (generation, last)
+    return b"S%d:%s%d:%s" % (len(session_id), session_id, len(body), body)
+
+
 def records(data: bytes) -> list[tuple[bytes, bytes, bytes]]:
     """Split a bus message into ``(tag, session id, body)`` records."""
     out = []
@@ -308,8 +327,13 @@ def decode_record(tag: bytes, body: bytes) -> Message:
         gen_s, first_s, framed = body.split(b":", 2)
         generation = int(gen_s)
         return ChunksMsg(
-            generation, tuple(decode_chunks(generation, int(first_s), unframe(framed)))
+            generation,
+            tuple(decode_chunks(generation, int(first_s), unframe(framed))),
+            len(framed),
         )
+    if tag == b"S":
+        gen_s, _, last_s = body.partition(b":")
+        return StoredMsg(int(gen_s), int(last_s))
     if tag == b"E":
         gen_s, offset_s, rest = body.split(b":", 2)
         state, reason = decode_end(rest)

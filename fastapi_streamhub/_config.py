@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 __all__ = ["Settings"]
 
+# Redis' defaults: a client's pub/sub output buffer (hard limit) and one bulk argument.
+_PUBSUB_HARD_LIMIT = 32 * 1024 * 1024
+_BULK_LIMIT = 512 * 1024 * 1024
 _PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
@@ -42,9 +45,16 @@ class Settings:
     max_messages_bytes: int = 1024 * 1024
     max_batch: int = 512
     max_pending: int = 4096
+    # Byte bounds (README, "Memory sizing"): counts alone let 1 MiB chunks add up to gigabytes.
+    max_pending_bytes: int = 16 * 1024 * 1024  # a producer's queued chunks; publish waits
+    max_write_bytes: int = 8 * 1024 * 1024  # one writer round trip (one chunk above goes alone)
+    max_publish_bytes: int = 1024 * 1024  # one live pub/sub message; bigger batches: a notice
     subscriber_buffer: int = 1024
+    subscriber_buffer_bytes: int = 4 * 1024 * 1024  # a reader's live queue, and its output
     max_subscribers: int = 1000
     replay_batch: int = 1000
+    replay_batch_bytes: int = 4 * 1024 * 1024  # one replay page (one entry above goes alone)
+    stalled_reader_timeout: float = 45.0  # an SSE write blocked this long ends the response
     ping_interval: float = 15.0
     retry_ms: int = 1000
     shutdown_grace: float = 5.0
@@ -73,6 +83,7 @@ class Settings:
         _positive("shutdown_grace", self.shutdown_grace)
         _positive("outage_timeout", self.outage_timeout)
         _positive("request_timeout", self.request_timeout)
+        _positive("stalled_reader_timeout", self.stalled_reader_timeout)
         _positive_int("maxlen", self.maxlen, allow_none=True)
         if isinstance(self.wait_replicas, bool) or not isinstance(self.wait_replicas, int):
             raise ValueError(f"wait_replicas must be an integer, got {self.wait_replicas!r}")
@@ -93,12 +104,28 @@ class Settings:
             "max_messages_bytes",
             "max_batch",
             "max_pending",
+            "max_pending_bytes",
+            "max_write_bytes",
+            "max_publish_bytes",
             "subscriber_buffer",
+            "subscriber_buffer_bytes",
             "max_subscribers",
             "replay_batch",
+            "replay_batch_bytes",
             "retry_ms",
         ):
             _positive_int(name, getattr(self, name))
+
+        if self.max_publish_bytes > _PUBSUB_HARD_LIMIT:
+            raise ValueError(
+                f"max_publish_bytes must be at most {_PUBSUB_HARD_LIMIT} bytes (Redis' default "
+                f"pub/sub output buffer limit is 32 MiB), got {self.max_publish_bytes}"
+            )
+        if self.max_write_bytes > _BULK_LIMIT:
+            raise ValueError(
+                f"max_write_bytes must be at most {_BULK_LIMIT} bytes (Redis refuses an "
+                f"argument over proto-max-bulk-len, 512 MiB by default), got {self.max_write_bytes}"
+            )
 
     @property
     def renew_every(self) -> float:

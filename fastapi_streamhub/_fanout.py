@@ -41,28 +41,44 @@ class CallbackListener(Listener):
 
 
 class QueueListener(Listener):
-    """A bounded queue of messages for one subscriber."""
+    """A bounded queue of messages for one subscriber: ``capacity`` chunks and, when given,
+    ``capacity_bytes`` bytes of chunks (one message over it is taken when the queue is empty)."""
 
-    __slots__ = ("_capacity", "_items", "_size", "_wake", "overflows")
+    __slots__ = ("_bytes", "_capacity", "_capacity_bytes", "_items", "_size", "_wake", "overflows")
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, capacity_bytes: int | None = None) -> None:
         self._capacity = capacity
+        self._capacity_bytes = capacity_bytes
         self._items: deque[Message] = deque()
         self._size = 0
+        self._bytes = 0
         self._wake: asyncio.Future[None] | anyio.Event | None = None
         self.overflows = 0
 
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of chunks queued now."""
+        return self._bytes
+
     def push(self, msg: Message) -> None:
-        weight = len(msg.chunks) if isinstance(msg, ChunksMsg) else 1
-        if self._size + weight > self._capacity:
+        if isinstance(msg, ChunksMsg):
+            weight, size = len(msg.chunks), msg.size
+        else:
+            weight, size = 1, 0
+        limit = self._capacity_bytes
+        if self._size + weight > self._capacity or (
+            limit is not None and self._bytes and self._bytes + size > limit
+        ):
             # Drop what is queued: the store holds it, the subscriber re-reads it from its cursor.
             self.overflows += 1
             self._items.clear()
             self._items.append(ResyncMsg())
             self._size = 1
+            self._bytes = 0
         else:
             self._items.append(msg)
             self._size += weight
+            self._bytes += size
         wake = self._wake
         if wake is not None:
             if isinstance(wake, asyncio.Future):
@@ -70,6 +86,14 @@ class QueueListener(Listener):
                     wake.set_result(None)
             else:
                 wake.set()
+
+    def _took(self, msg: Message) -> Message:
+        if isinstance(msg, ChunksMsg):
+            self._size -= len(msg.chunks)
+            self._bytes -= msg.size
+        else:
+            self._size -= 1
+        return msg
 
     async def get(self) -> Message:
         """Wait for the next message."""
@@ -90,17 +114,13 @@ class QueueListener(Listener):
                     await event.wait()
             finally:
                 self._wake = None
-        msg = self._items.popleft()
-        self._size -= len(msg.chunks) if isinstance(msg, ChunksMsg) else 1
-        return msg
+        return self._took(self._items.popleft())
 
     def get_nowait(self) -> Message | None:
         """The next message if one is queued."""
         if not self._items:
             return None
-        msg = self._items.popleft()
-        self._size -= len(msg.chunks) if isinstance(msg, ChunksMsg) else 1
-        return msg
+        return self._took(self._items.popleft())
 
 
 class Fanout:

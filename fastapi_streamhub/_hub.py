@@ -25,11 +25,13 @@ from ._config import Settings
 from ._errors import LimitExceeded, SessionNotFound, StreamClosed
 from ._fanin import Grant, SubProducer, check_parts, join
 from ._fanout import QueueListener
-from ._producer import CancelCallback, Producer, Writer
+from ._outflow import Gauge, held_bytes
+from ._producer import CancelCallback, Producer
 from ._steering import MessageReceipt, send_message
 from ._subscriber import Subscription
 from ._telemetry import Telemetry
 from ._types import Cursor, SessionInfo, State, validate_session_id
+from ._writer import Writer
 from .backends.base import Backend, Lost
 from .backends.memory import MemoryBackend
 
@@ -149,7 +151,8 @@ class StreamHub:
         self.settings = Settings(**options)
         self.backend: Backend = _as_backend(backend)
         self._telemetry = Telemetry(self.settings.telemetry, tracer_provider, meter_provider)
-        self._writer = Writer(self)
+        self._writer = Writer(self.backend, self._telemetry, self.settings)
+        self.out_bytes = Gauge()  # bytes in the output buffers of this hub's SSE responses
         self._owned: list[Any] = []  # clients from_url made, closed at exit
         self._tg: TaskGroup | None = None
         self._producers: dict[str, Producer] = {}
@@ -509,7 +512,7 @@ class StreamHub:
         return await self._wait_finished(session_id, wait)
 
     async def _wait_finished(self, session_id: str, wait: float) -> State:
-        listener = QueueListener(64)
+        listener = QueueListener(64, self.settings.subscriber_buffer_bytes)
         state = State.ACTIVE
         with anyio.move_on_after(wait):
             async with self.backend.listen(session_id, listener):
@@ -584,6 +587,12 @@ class StreamHub:
         return await self.backend.delete(session_id)
 
     # -- subscriber bookkeeping and the lease keeper ----------------------------------------
+
+    def buffered_bytes(self) -> int:
+        """Bytes of chunks held here now for producers and readers (README, "Memory sizing")."""
+        queues = [p.pending_bytes for p in self._producers.values()]
+        queues += [s.listener.held_bytes for s in list(self._subscriptions)]
+        return held_bytes(queues, self.out_bytes)
 
     @asynccontextmanager
     async def _subscriber_slot(self, session_id: str) -> AsyncIterator[None]:

@@ -1,10 +1,10 @@
-"""The producer handle: a group-committing writer, cancel delivery, and the close protocol."""
+"""The producer handle: its bounded buffer, cancel delivery, and the close protocol (the hub's
+writer, which commits the buffers, is in ``_writer.py``)."""
 
 from __future__ import annotations
 
 import inspect
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from types import TracebackType
@@ -16,7 +16,6 @@ import anyio.lowlevel
 from ._codec import CancelMsg, DeletedMsg, LostMsg, Message, SteerMsg, dumps_json, encode_chunk
 from ._ending import Exit, describe, final_state
 from ._errors import (
-    BackendUnavailable,
     LeaseExpired,
     LimitExceeded,
     OwnershipLost,
@@ -33,17 +32,11 @@ if TYPE_CHECKING:
     from ._fanin import Grant
     from ._hub import StreamHub
 
-__all__ = ["Producer", "Writer"]
+__all__ = ["Producer", "describe", "lost_error"]
 
 log = logging.getLogger("fastapi_streamhub")
 
 CancelCallback = Callable[["Producer"], Any]
-
-# The writer lingers this long before a round trip when the previous one carried at least
-# _BUSY producers' batches (a lone fast producer never waits: group commit needs no delay).
-_LINGER = 0.002
-_BUSY = 8
-
 
 # Refusals of a fan-in producer's own part (see backends/base.py Lost).
 _PART_REFUSALS = {
@@ -78,82 +71,6 @@ class _Ack:
         self.error: BaseException | None = None
 
 
-class Writer:
-    """One per hub: commits the pending batches of every local producer in one round trip.
-
-    While a round trip is in flight, chunks that arrive wait and go together in the next one
-    (group commit across all producers), so a busy hub costs one ``XADD`` per producer and
-    one ``PUBLISH`` per round trip (in one script call), not a round trip per chunk.
-    """
-
-    def __init__(self, hub: StreamHub) -> None:
-        self._backend = hub.backend
-        self._telemetry = hub._telemetry
-        self._ready: dict[Producer, None] = {}
-        self._wake = anyio.Event()
-
-    def ready(self, producer: Producer) -> None:
-        """``producer`` has chunks to write and none in flight."""
-        self._ready[producer] = None
-        self._wake.set()
-
-    async def run(self) -> None:
-        """The writer task (in the hub's task group)."""
-        busy = False
-        while True:
-            while not self._ready:
-                self._wake = anyio.Event()
-                await self._wake.wait()
-            if busy:
-                # Many producers wrote in the last round trip: gather a little longer, so a
-                # round trip (and the one PUBLISH all followers parse) carries more of them.
-                await anyio.sleep(_LINGER)
-            producers = list(self._ready)
-            busy = len(producers) >= _BUSY
-            self._ready.clear()
-            batches = [producer._take() for producer in producers]
-            telemetry = self._telemetry.enabled
-            start_ns = time.time_ns() if telemetry else 0
-            results: list[Lost | None] | None = None
-            firsts: list[int | None] = [None] * len(batches)
-            error: StreamHubError | None = None
-            try:
-                if any(isinstance(b, SharedAppend) for b in batches):
-                    results = await self._append_mixed(batches, firsts)
-                else:
-                    results = await self._backend.append(batches)
-            except StreamHubError as exc:
-                error = exc
-            except Exception as exc:
-                # Anything unexpected must not take the hub down; it fails these streams.
-                log.exception("append of %d batches failed", len(batches))
-                error = BackendUnavailable(f"append failed: {describe(exc)}")
-            if telemetry:
-                self._telemetry.published(batches, results, error, start_ns)
-            for i, producer in enumerate(producers):
-                producer._committed(error if results is None else results[i], firsts[i])
-
-    async def _append_mixed(
-        self, batches: Sequence[Append], firsts: list[int | None]
-    ) -> list[Lost | None]:
-        """A round trip that carries batches of fan-in producers (offsets assigned by the
-        store, reported in ``firsts``) besides plain ones."""
-        results: list[Lost | None] = [None] * len(batches)
-        plain = [i for i, b in enumerate(batches) if not isinstance(b, SharedAppend)]
-        shared = [(i, b) for i, b in enumerate(batches) if isinstance(b, SharedAppend)]
-        if plain:
-            appended = await self._backend.append([batches[i] for i in plain])
-            for i, lost in zip(plain, appended, strict=True):
-                results[i] = lost
-        replies = await self._backend.append_shared([b for _, b in shared])
-        for (i, _), reply in zip(shared, replies, strict=True):
-            if isinstance(reply, Lost):
-                results[i] = reply
-            else:
-                firsts[i] = reply
-        return results
-
-
 class Producer:
     """Writes one generation of a session. Obtain it from :meth:`StreamHub.register`.
 
@@ -181,6 +98,7 @@ class Producer:
         self._settings = hub.settings
         self._on_cancel: list[CancelCallback] = [on_cancel] if on_cancel else []
         self._pending: list[tuple[bytes, _Ack | None]] = []
+        self._pending_bytes = 0  # payload bytes in _pending (max_pending_bytes)
         self._inflight: list[tuple[bytes, _Ack | None]] | None = None
         self._queued = False
         self._next = 1
@@ -212,6 +130,11 @@ class Producer:
         return self._last
 
     @property
+    def pending_bytes(self) -> int:
+        """Bytes of the chunks queued and not yet handed to the writer (``max_pending_bytes``)."""
+        return self._pending_bytes
+
+    @property
     def closed(self) -> bool:
         """True once :meth:`close` finished."""
         return self._state is not None
@@ -239,12 +162,17 @@ class Producer:
             # scope is cancelled here, as at any await, rather than told "closed".
             await anyio.lowlevel.checkpoint()
         self._check_open()
-        while len(self._pending) >= self._settings.max_pending:
+        settings = self._settings
+        while len(self._pending) >= settings.max_pending or (
+            # A chunk bigger than the whole byte budget still goes, alone, once nothing waits.
+            self._pending_bytes and self._pending_bytes + len(payload) > settings.max_pending_bytes
+        ):
             self._room = anyio.Event()
             await self._room.wait()
             self._check_open()
         self._pending.append((payload, ack))
         self._sent += 1
+        self._pending_bytes += len(payload)
         if self._inflight is None and not self._queued:
             self._queued = True
             self._writer.ready(self)
@@ -304,15 +232,35 @@ class Producer:
             self._mark_lost(lost_error(lost, self.session_id))
             raise lost_error(lost, self.session_id)
 
-    def _take(self) -> Append:
-        """The next batch, for the hub's writer; it stays in flight until :meth:`_committed`."""
+    def _fits(self, budget: int) -> int:
+        """How many pending chunks the next batch takes: up to ``max_batch`` and ``budget``
+        bytes (one at least, whatever its size)."""
+        pending = self._pending
+        n = min(len(pending), self._settings.max_batch)
+        if self._pending_bytes <= budget:
+            return n
+        size = 0
+        for i in range(n):
+            size += len(pending[i][0])
+            if size > budget and i:
+                return i
+        return n
+
+    def next_size(self, budget: int) -> int:
+        """Bytes of the batch :meth:`_take` would build within ``budget``."""
+        return sum(len(p) for p, _ in self._pending[: self._fits(budget)])
+
+    def _take(self, budget: int) -> Append:
+        """The next batch (up to ``budget`` bytes, one chunk at least), for the hub's writer;
+        it stays in flight until :meth:`_committed`."""
         self._queued = False
-        max_batch = self._settings.max_batch
-        batch = self._pending[:max_batch]
-        del self._pending[:max_batch]
+        n = self._fits(budget)
+        batch = self._pending[:n]
+        del self._pending[:n]
         self._room.set()
         self._inflight = batch
         payloads = [p for p, _ in batch]
+        self._pending_bytes -= sum(map(len, payloads))
         if self._part is not None:
             self._seq += 1
             name, token = self._part
@@ -363,6 +311,7 @@ class Producer:
     def _fail_pending(self, error: StreamHubError) -> None:
         pending, self._pending = self._pending, []
         self._dropped += len(pending)
+        self._pending_bytes = 0
         for _, ack in pending:
             if ack is not None:
                 ack.error = error

@@ -32,6 +32,7 @@ from ._errors import (
 )
 from ._hub import StreamHub, get_hub_from
 from ._openapi import sse_responses
+from ._outflow import WRITE_SIZE, OutBuffer
 from ._producer import Producer
 from ._sse import PING, encode_item, encode_retry, parse_last_event_id
 from ._steering import StreamContext
@@ -218,14 +219,17 @@ class SessionStreamResponse(Response):
     ) -> None:
         ping = self.ping_interval or hub.settings.ping_interval
         sender, receiver = anyio.create_memory_object_stream[bytes](64)
+        out = OutBuffer(hub.settings.subscriber_buffer_bytes, hub.out_bytes)
         subscription = hub.subscribe(self.session_id, after=cursor, batch=True)
         ready = anyio.Event()  # the subscription is set up, or failed to be
         failed: list[StreamHubError] = []
         try:
             async with anyio.create_task_group() as tg:
+                timeout = hub.settings.stalled_reader_timeout
+                tg.start_soon(out.watch, timeout, tg.cancel_scope, self.session_id)
                 # Opening fails fast in an outage; once streaming, the reader waits it out.
                 with request_bound(hub.settings.request_timeout):
-                    tg.start_soon(self._feed, subscription, sender, ready, failed)
+                    tg.start_soon(self._feed, subscription, sender, ready, failed, out)
                     tg.start_soon(_set_when_opened, subscription, ready)
                     tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
                     await ready.wait()
@@ -255,7 +259,7 @@ class SessionStreamResponse(Response):
                         "more_body": True,
                     }
                 )
-                await _pump(receiver, send, ping)
+                await _pump(receiver, send, ping, out)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 tg.cancel_scope.cancel()
         except* OSError as group:
@@ -263,6 +267,8 @@ class SessionStreamResponse(Response):
             # send()), inside the task group's ExceptionGroup; the rest of the group is raised.
             # The producer runs in the hub and carries on; the client resumes with its cursor.
             log.debug("client of %r disconnected: %r", self.session_id, group.exceptions)
+        finally:
+            out.close()
 
     async def _feed(
         self,
@@ -270,6 +276,7 @@ class SessionStreamResponse(Response):
         sender: MemoryObjectSendStream[bytes],
         ready: anyio.Event,
         failed: list[StreamHubError],
+        out: OutBuffer,
     ) -> None:
         encoder: _Encoder = (
             UIMessageStreamEncoder(self.session_id) if self.protocol == "ai-sdk" else _SSEEncoder()
@@ -278,7 +285,9 @@ class SessionStreamResponse(Response):
             try:
                 async with subscription:
                     async for item in subscription:
-                        await sender.send(encoder.encode(item, subscription.generation))
+                        data = encoder.encode(item, subscription.generation)
+                        await out.reserve(len(data))
+                        await sender.send(data)
                         if encoder.finished:
                             return
             except StreamHubError as exc:
@@ -286,8 +295,9 @@ class SessionStreamResponse(Response):
                     failed.append(exc)
                     return
                 if isinstance(exc, SessionNotFound):
-                    end = End(State.FAILED, "session not found")
-                    await sender.send(encoder.encode(end, subscription.generation))
+                    data = encoder.encode(End(State.FAILED, "session not found"), 0)
+                    await out.reserve(len(data))
+                    await sender.send(data)
                     return
                 if isinstance(exc, BackendUnavailable):
                     log.warning("stream of %r interrupted: %s", self.session_id, exc)
@@ -299,6 +309,7 @@ class SessionStreamResponse(Response):
                 why = UNAVAILABLE if isinstance(exc, BackendUnavailable) else str(exc)
                 data = encoder.interrupted(why, subscription.generation)
                 if data:
+                    await out.reserve(len(data))
                     await sender.send(data)
             finally:
                 ready.set()
@@ -330,7 +341,9 @@ async def _set_when_opened(subscription: Subscription, ready: anyio.Event) -> No
     ready.set()
 
 
-async def _pump(receiver: MemoryObjectReceiveStream[bytes], send: Send, ping: float) -> None:
+async def _pump(
+    receiver: MemoryObjectReceiveStream[bytes], send: Send, ping: float, out: OutBuffer
+) -> None:
     """Forward encoded events to the client, coalescing what is ready; ping when idle.
 
     The ping timer (a cancel scope) is armed only when nothing is ready, so a busy stream
@@ -350,12 +363,12 @@ async def _pump(receiver: MemoryObjectReceiveStream[bytes], send: Send, ping: fl
                     except anyio.EndOfStream:
                         return
             if data is None:
-                await send({"type": "http.response.body", "body": PING, "more_body": True})
+                await _write(send, out, PING)
                 continue
             parts = [data]
             size = len(data)
             ended = False
-            while size < 65536:
+            while size < WRITE_SIZE:
                 try:
                     more = receiver.receive_nowait()
                 except anyio.WouldBlock:
@@ -366,9 +379,22 @@ async def _pump(receiver: MemoryObjectReceiveStream[bytes], send: Send, ping: fl
                 parts.append(more)
                 size += len(more)
             body = data if len(parts) == 1 else b"".join(parts)
-            await send({"type": "http.response.body", "body": body, "more_body": True})
+            if size <= WRITE_SIZE:
+                await _write(send, out, body)
+            else:
+                # In pieces: a client that stops reading leaves the rest in the bounded buffer.
+                view = memoryview(body)
+                for at in range(0, size, WRITE_SIZE):
+                    await _write(send, out, bytes(view[at : at + WRITE_SIZE]))
+            out.release(size)
             if ended:
                 return
+
+
+async def _write(send: Send, out: OutBuffer, body: bytes) -> None:
+    out.writing()
+    await send({"type": "http.response.body", "body": body, "more_body": True})
+    out.written()
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:

@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ._codec import ChunksMsg, DeletedMsg, EndMsg, HubClosingMsg, MetadataMsg, ResyncMsg
+from ._codec import (
+    ChunksMsg,
+    DeletedMsg,
+    EndMsg,
+    HubClosingMsg,
+    MetadataMsg,
+    ResyncMsg,
+    StoredMsg,
+)
 from ._errors import SessionNotFound, StreamClosed
 from ._fanout import QueueListener
 from ._types import Batch, Chunk, Cursor, End, Item, Metadata, Reset, SessionInfo, State
@@ -49,7 +57,7 @@ class Subscription:
         self._after = after
         self._batch_replay = batch_replay or batch
         self._batch_live = batch
-        self.listener = QueueListener(buffer)
+        self.listener = QueueListener(buffer, hub.settings.subscriber_buffer_bytes)
         self._generation = after.generation if after else 0
         self._pos = 0
         self._ended = False
@@ -183,6 +191,13 @@ class Subscription:
             self._pos = chunks[-1].cursor.offset
             for item in _items(chunks, self._batch_live):
                 yield item
+        elif isinstance(msg, StoredMsg):
+            # A batch too big for pub/sub: read it (and anything before it) from the store.
+            if msg.generation > self._generation or (
+                msg.generation == self._generation and msg.last > self._pos
+            ):
+                async for item in self._repair(check=msg.generation != self._generation):
+                    yield item
         elif isinstance(msg, EndMsg):
             if msg.generation == self._generation and msg.offset == self._pos + 1:
                 self._ended = True

@@ -59,7 +59,11 @@ class RedisFanIn:
             self, name: str, keys: list[str], args: list[Any], *, limited: bool = True
         ) -> Any: ...
         async def _pipeline(
-            self, commands: list[tuple[Any, ...]], *, limited: bool = True
+            self,
+            commands: list[tuple[Any, ...]],
+            *,
+            limited: bool = True,
+            refusable: bool = False,
         ) -> list[Any]: ...
         def _waits(self, keys: Sequence[bytes | str]) -> list[tuple[Any, ...]]: ...
         def _check_waits(self, replies: Sequence[Any]) -> None: ...
@@ -80,14 +84,15 @@ class RedisFanIn:
         # One script call per batch, all in one pipeline (a cluster sends each node its part).
         k = self.keys
         maxlen = self.settings.maxlen or 0
+        publish = self.settings.max_publish_bytes
         commands: list[tuple[Any, ...]] = []
         for b in batches:
             sid = b.session_id
             args = [sid, b.generation, b.name, b.token, b.seq, len(b.payloads)]
-            args += [frame(b.payloads), maxlen, self._pub, self.channels(sid)[0]]
+            args += [frame(b.payloads), maxlen, self._pub, self.channels(sid)[0], publish]
             commands.append(("EVALSHA", "append_shared", [k.meta(sid), k.log(sid)], args))
         waits = self._waits([k.log(b.session_id) for b in batches])
-        replies = await self._pipeline(commands + waits, limited=False)
+        replies = await self._pipeline(commands + waits, limited=False, refusable=True)
         self._check_waits(replies[len(commands) :])
         out: list[int | Lost] = []
         for r in replies[: len(commands)]:

@@ -1,38 +1,57 @@
-"""Decoding the Redis backend's replies: records, refusals and append codes (pure)."""
+"""Replies of Redis turned into the backend's values (pure: no I/O), whatever the reply shape
+(a pipeline without redis-py's response callbacks, ``decode_responses``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import orjson
+from redis import exceptions as rexc
 
+from .._codec import decode_chunks, decode_end, unframe
 from .._errors import BackendUnavailable
-from .._types import SessionInfo, State
-from .base import Lost
+from .._types import Chunk, End, SessionInfo, State
+from .base import Lost, ReadResult, WriteRefused
 
-__all__ = ["_b", "_lost", "_record", "_refusal", "_s", "_xadd_code"]
+__all__ = [
+    "as_bytes",
+    "as_str",
+    "fields_of",
+    "lost_of",
+    "page_of",
+    "raise_refused",
+    "record_of",
+    "refusal",
+    "xadd_code",
+]
 
 
-def _b(value: Any) -> bytes:
+def as_bytes(value: Any) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
 
-def _s(value: Any) -> str:
+def as_str(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def _lost(reply: list[Any]) -> Lost | None:
-    head = _s(reply[0]) if reply else ""
+def lost_of(reply: list[Any]) -> Lost | None:
+    head = as_str(reply[0]) if reply else ""
     if head == "stale":
         return Lost("stale")
     if head == "gone":
         return Lost("gone")
     if head == "closed":
-        return Lost("closed", State(_s(reply[1])), _s(reply[2]) or None)
+        return Lost("closed", State(as_str(reply[1])), as_str(reply[2]) or None)
     return None
 
 
-def _xadd_code(reply: Any) -> int:
+def raise_refused(reply: Any) -> None:
+    """Redis' answer to an argument over its limits, as the writer's :class:`WriteRefused`."""
+    if isinstance(reply, rexc.ResponseError) and str(reply).startswith("Protocol error"):
+        raise WriteRefused(f"Redis refused the write: {reply}")
+
+
+def xadd_code(reply: Any) -> int:
     """1 appended, 0 log missing (``NOMKSTREAM``), -1 refused (id at or below the top)."""
     if reply is None:
         return 0
@@ -42,19 +61,21 @@ def _xadd_code(reply: Any) -> int:
     return -1 if isinstance(reply, Exception) else 1
 
 
-def _refusal(generation: int, m: list[Any]) -> Lost:
+def refusal(generation: int, m: list[Any]) -> Lost:
     """Why a write of ``generation`` failed, from ``HMGET meta gen state reason``."""
     gen, state, reason = m
     if gen is None:
         return Lost("gone")
     if int(gen) != generation:
         return Lost("stale")
-    if _s(state) != "active":
-        return Lost("closed", State(_s(state)), None if reason is None else (_s(reason) or None))
+    if as_str(state) != "active":
+        return Lost(
+            "closed", State(as_str(state)), None if reason is None else (as_str(reason) or None)
+        )
     return Lost("closed", State.FAILED, "lease_expired")
 
 
-def _record(session_id: str, r: list[Any] | None, lease_ms: int) -> SessionInfo | None:
+def record_of(session_id: str, r: list[Any] | None, lease_ms: int) -> SessionInfo | None:
     if not r or r[0] is None:
         return None
     gen, state, reason, n, md, created, updated, cancel, pttl, now = (list(r) + [None] * 10)[:10]
@@ -65,13 +86,51 @@ def _record(session_id: str, r: list[Any] | None, lease_ms: int) -> SessionInfo 
         updated_ms = max(updated_ms, int(now) - max(0, lease_ms - remaining))
     return SessionInfo(
         session_id=session_id,
-        state=State(_s(state)),
+        state=State(as_str(state)),
         generation=int(gen),
         chunks=int(n or 0),
-        metadata=None if md is None else orjson.loads(_b(md)),
+        metadata=None if md is None else orjson.loads(as_bytes(md)),
         created_at=int(created or 0) / 1000,
         updated_at=updated_ms / 1000,
-        reason=None if reason is None else (_s(reason) or None),
+        reason=None if reason is None else (as_str(reason) or None),
         cancel_requested=cancel is not None,
         lease_remaining=remaining / 1000,
     )
+
+
+def page_of(reply: list[Any], after: tuple[int, int], count: int) -> ReadResult:
+    """Chunks (and the end marker) of a ``page.lua`` reply read after ``after``."""
+    cut, entries = int(reply[0]), reply[1:]
+    chunks: list[Chunk] = []
+    end: tuple[int, End] | None = None
+    for entry_id, fields in entries:
+        fields = fields_of(fields)
+        gen_s, _, off_s = as_str(entry_id).partition("-")
+        value = fields.get(b"c")
+        if value is not None:
+            generation, last = int(gen_s), int(off_s)
+            payloads = unframe(value)
+            first = last - len(payloads) + 1
+            if generation == after[0] and first <= after[1]:
+                # The cursor points inside this entry: skip what the reader already has.
+                payloads = payloads[after[1] - first + 1 :]
+                first = after[1] + 1
+            chunks.extend(decode_chunks(generation, first, payloads))
+            continue
+        marker = fields.get(b"e")
+        if marker is not None:
+            state, reason = decode_end(marker)
+            end = (int(gen_s), End(state, reason))
+            break
+        # the start marker of a generation ('s') carries nothing
+    return ReadResult(chunks, end, end is None and (bool(cut) or len(entries) == count))
+
+
+def fields_of(fields: Any) -> dict[bytes, bytes]:
+    """An entry's fields as bytes, whatever the reply shape (a dict, or a flat list in a pipeline
+    without redis-py's response callbacks) and ``decode_responses``."""
+    if not fields:
+        return {}
+    if isinstance(fields, dict):
+        return {as_bytes(k): as_bytes(v) for k, v in fields.items()}
+    return {as_bytes(fields[i]): as_bytes(fields[i + 1]) for i in range(0, len(fields), 2)}

@@ -16,6 +16,7 @@ from anyio.abc import TaskGroup
 
 from .._codec import Message
 from .._config import Settings
+from .._errors import BackendUnavailable
 from .._fanout import Listener
 from .._types import Chunk, End, SessionInfo, State
 
@@ -28,10 +29,17 @@ __all__ = [
     "ReadResult",
     "Sent",
     "SharedAppend",
+    "WriteRefused",
 ]
 
 ControlHandler = Callable[[str, Message], None]
 """Receives signals for producers (cancel, deleted) of every session: ``(session_id, message)``."""
+
+
+class WriteRefused(BackendUnavailable):
+    """The store refused a write itself while it kept answering other commands (Redis closes
+    the connection on an argument over its ``proto-max-bulk-len``): retrying it cannot help,
+    and the other batches of the same round trip may be fine alone."""
 
 
 @dataclass(frozen=True, slots=True)

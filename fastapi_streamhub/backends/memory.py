@@ -211,7 +211,8 @@ class MemoryBackend(MemoryFanIn, Backend):
             del rec.log[: len(rec.log) - maxlen]
         rec.updated = _now_ms()
         chunks = tuple(decode_chunks(batch.generation, first, payloads))
-        self._publish(batch.session_id, ChunksMsg(batch.generation, chunks))
+        size = sum(map(len, payloads))
+        self._publish(batch.session_id, ChunksMsg(batch.generation, chunks, size))
         return None
 
     async def set_metadata(self, session_id: str, generation: int, blob: bytes) -> Lost | None:
@@ -361,8 +362,15 @@ class MemoryBackend(MemoryFanIn, Backend):
         base = log[0][0] if log else rec.n + 1
         start = max(0, start_offset + 1 - base)
         page = log[start : start + count]
+        budget = self.settings.replay_batch_bytes
+        size = 0
+        for i, (_, payload) in enumerate(page):
+            size += len(payload)
+            if size > budget and i:
+                page = page[:i]  # a page holds about replay_batch_bytes (one chunk at least)
+                break
         chunks: list[Chunk] = [decode_payload(p, Cursor(generation, o)) for o, p in page]
-        more = start + count < len(log)
+        more = start + len(page) < len(log)
         end = None
         if not more and rec.end is not None and len(page) < count:
             end = (generation, rec.end)

@@ -47,23 +47,40 @@ from .._budget import retry_budget
 from .._codec import (
     ResyncMsg,
     chunks_head,
-    decode_chunks,
-    decode_end,
     decode_record,
     frame,
     records,
-    unframe,
+    stored_record,
 )
 from .._config import Settings
 from .._errors import BackendUnavailable
 from .._fanout import Fanout, Listener
-from .._types import Chunk, End, SessionInfo, State
+from .._types import SessionInfo, State
 from ._bus import RETRYABLE, Bus, ShardedBus, SingleBus, lost_connection, require_sharded_pubsub
 from ._compact import fold
 from ._fanin_redis import FANIN_SCRIPTS, RedisFanIn
 from ._keys import Keys, slot_of
-from ._replies import _b, _lost, _record, _refusal, _s, _xadd_code
-from .base import Append, Backend, ClaimResult, ControlHandler, Lost, ReadResult, Sent
+from ._replies import (
+    as_bytes,
+    as_str,
+    fields_of,
+    lost_of,
+    page_of,
+    raise_refused,
+    record_of,
+    refusal,
+    xadd_code,
+)
+from .base import (
+    Append,
+    Backend,
+    ClaimResult,
+    ControlHandler,
+    Lost,
+    ReadResult,
+    Sent,
+    WriteRefused,
+)
 
 __all__ = ["RedisBackend"]
 
@@ -72,7 +89,7 @@ T = TypeVar("T")
 
 _SCRIPTS = (
     *("claim", "append", "close", "metadata", "expire", "cancel", "delete", "info"),
-    *("message", "compact"),
+    *("message", "compact", "page"),
     *FANIN_SCRIPTS,
 )
 # Concurrent commands of one backend: callers queue here instead of exhausting the pool.
@@ -150,15 +167,22 @@ class RedisBackend(RedisFanIn, Backend):
             return self.keys.slot_channels(slot_of(session_id))
         return self.keys.data_channel, self.keys.ctl_channel
 
-    async def _call(self, fn: Callable[[], Awaitable[T]], *, limited: bool = True) -> T:
+    async def _call(
+        self, fn: Callable[[], Awaitable[T]], *, limited: bool = True, refusable: bool = False
+    ) -> T:
         """Run a Redis call, retrying connection errors with backoff for up to ``outage_timeout``.
 
         ``limited`` calls queue for one of a bounded number of slots; the hub's writer (one
         call in flight at most) skips the queue, so a burst of other calls never delays chunks.
+        A ``refusable`` call (a write) that loses its connection twice while Redis answers a
+        ``PING`` raises :class:`WriteRefused` at once: Redis closes the connection on an
+        argument over its ``proto-max-bulk-len``, and retrying that for ``outage_timeout``
+        would only hold up every other write.
         """
         budget = retry_budget(self.settings.outage_timeout)
         deadline = time.monotonic() + budget
         delay = 0.02
+        refusals = 0
         while True:
             try:
                 # Each attempt is bounded too: a stalled connection answers nothing, no error.
@@ -169,14 +193,36 @@ class RedisBackend(RedisFanIn, Backend):
                         return await fn()
             except TimeoutError as exc:
                 raise BackendUnavailable(f"Redis did not answer within {budget:g}s") from exc
+            except rexc.ResponseError as exc:
+                if refusable:
+                    raise_refused(exc)
+                raise
             except (*RETRYABLE, RuntimeError) as exc:
                 if not lost_connection(exc):
                     raise
+                if refusable and await self._answers(deadline):
+                    refusals += 1
+                    if refusals >= 2:
+                        raise WriteRefused(
+                            f"Redis closed the connection on this write {refusals} times while "
+                            "answering other commands (is it over proto-max-bulk-len?)"
+                        ) from exc
                 if time.monotonic() + delay >= deadline:
                     raise BackendUnavailable(f"Redis unreachable for {budget:g}s: {exc}") from exc
                 log.warning("redis call failed (%s); retrying in %.2fs", exc, delay)
                 await anyio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 1.0)
+
+    async def _answers(self, deadline: float) -> bool:
+        """True when Redis answers a ``PING`` (before ``deadline``, within a second)."""
+        client: Any = self.client
+        with anyio.move_on_after(min(1.0, max(deadline - time.monotonic(), 0.001))):
+            try:
+                await client.ping()
+            except (*RETRYABLE, RuntimeError, rexc.ResponseError):
+                return False
+            return True
+        return False
 
     async def _load(self) -> None:
         client: Any = self.client
@@ -184,7 +230,13 @@ class RedisBackend(RedisFanIn, Backend):
             await client.script_load(body)
 
     async def _script(
-        self, name: str, keys: list[str], args: list[Any], *, limited: bool = True
+        self,
+        name: str,
+        keys: list[str],
+        args: list[Any],
+        *,
+        limited: bool = True,
+        refusable: bool = False,
     ) -> Any:
         client: Any = self.client
         sha = self._shas[name]
@@ -196,10 +248,10 @@ class RedisBackend(RedisFanIn, Backend):
                 await self._load()
                 return await client.evalsha(sha, len(keys), *keys, *args)
 
-        return await self._call(run, limited=limited)
+        return await self._call(run, limited=limited, refusable=refusable)
 
     async def _pipeline(
-        self, commands: list[tuple[Any, ...]], *, limited: bool = True
+        self, commands: list[tuple[Any, ...]], *, limited: bool = True, refusable: bool = False
     ) -> list[Any]:
         """Commands in one round trip; replies in order, errors as exception objects.
 
@@ -231,7 +283,7 @@ class RedisBackend(RedisFanIn, Backend):
                     raise r
             return replies
 
-        return await self._call(run, limited=limited)
+        return await self._call(run, limited=limited, refusable=refusable)
 
     # -- pub/sub ---------------------------------------------------------------------------
 
@@ -294,11 +346,12 @@ class RedisBackend(RedisFanIn, Backend):
                 ctl_ch,
             ],
         )
-        return ClaimResult(bool(int(r[0])), int(r[1]), State(_s(r[2])))
+        return ClaimResult(bool(int(r[0])), int(r[1]), State(as_str(r[2])))
 
     async def append(self, batches: Sequence[Append]) -> list[Lost | None]:
         k = self.keys
         maxlen = self.settings.maxlen
+        publish = self.settings.max_publish_bytes
         # Per batch: log key, entry id, trim id (b"" = none), live record head, entry value.
         fields: list[tuple[bytes, bytes, bytes, bytes, bytes]] = []
         for b in batches:
@@ -306,7 +359,10 @@ class RedisBackend(RedisFanIn, Backend):
             last = b.first + len(b.payloads) - 1
             # With maxlen, keep the entries holding the last `maxlen` chunks (ids are offsets).
             trim = b"%d-%d" % (b.generation, last - maxlen + 1) if maxlen and last > maxlen else b""
-            head = chunks_head(b.session_id.encode(), b.generation, b.first, len(value))
+            sid = b.session_id.encode()
+            head = chunks_head(sid, b.generation, b.first, len(value))
+            if len(head) + len(value) > publish:
+                head = stored_record(sid, b.generation, last)  # readers fetch it from the log
             fields.append(
                 (k.log_bytes(b.session_id), b"%d-%d" % (b.generation, last), trim, head, value)
             )
@@ -350,7 +406,8 @@ class RedisBackend(RedisFanIn, Backend):
             xadd: tuple[Any, ...] = ("XADD", key, "NOMKSTREAM")
             if trim:
                 xadd += ("MINID", trim)
-            return [(*xadd, entry_id, "c", value), (self._pub, data_ch, head + value)]
+            live = head + value if head[:1] == b"C" else head
+            return [(*xadd, entry_id, "c", value), (self._pub, data_ch, live)]
         blob = b"".join(
             b"%d:%s%d:%s%d:%s%d:%s%d:%s"
             % (len(key), key, len(eid), eid, len(trim), trim, len(head), head, len(v), v)
@@ -358,7 +415,8 @@ class RedisBackend(RedisFanIn, Backend):
         )
         # A cluster routes (and redirects) a script by its KEYS: declare every log it writes.
         keys = [fields[i][0] for i in group] if self.cluster else [fields[group[0]][0]]
-        return [("EVALSHA", "append", keys, [self._pub, data_ch, blob])]
+        publish = self.settings.max_publish_bytes
+        return [("EVALSHA", "append", keys, [self._pub, data_ch, blob, publish])]
 
     async def _append_one(
         self,
@@ -368,10 +426,12 @@ class RedisBackend(RedisFanIn, Backend):
     ) -> list[int]:
         commands = self._append_commands(batches, fields, group)
         if len(commands) == 2:
-            replies = await self._pipeline(commands, limited=False)
-            return [_xadd_code(replies[0])]
+            replies = await self._pipeline(commands, limited=False, refusable=True)
+            raise_refused(replies[0])
+            return [xadd_code(replies[0])]
         _, name, keys, args = commands[0]
-        return [int(c) for c in await self._script(name, keys, args, limited=False)]
+        reply = await self._script(name, keys, args, limited=False, refusable=True)
+        return [int(c) for c in reply]
 
     async def _append_many(
         self,
@@ -387,13 +447,16 @@ class RedisBackend(RedisFanIn, Backend):
             starts.append(len(commands))
             commands += self._append_commands(batches, fields, group)
         targets = [fields[group[0]][0] for group in groups]
-        replies = await self._pipeline(commands + self._waits(targets), limited=False)
+        replies = await self._pipeline(
+            commands + self._waits(targets), limited=False, refusable=True
+        )
         self._check_waits(replies[len(commands) :])
         codes = [0] * len(batches)
         for group, at in zip(groups, starts, strict=True):
             reply = replies[at]
+            raise_refused(reply)
             if len(group) == 1:
-                codes[group[0]] = _xadd_code(reply)
+                codes[group[0]] = xadd_code(reply)
                 continue
             if isinstance(reply, Exception):
                 raise BackendUnavailable(f"append failed: {reply}")
@@ -447,11 +510,11 @@ class RedisBackend(RedisFanIn, Backend):
             entries, meta = replies[2 * j], replies[2 * j + 1]
             if isinstance(entries, Exception) or isinstance(meta, Exception):
                 raise BackendUnavailable(f"could not check a refused append: {entries or meta}")
-            value = _fields(entries[0][1]).get(b"c") if entries else None
+            value = fields_of(entries[0][1]).get(b"c") if entries else None
             if value is not None and value == fields[i][4]:
                 out[i] = None
             else:
-                out[i] = _refusal(batches[i].generation, list(meta))
+                out[i] = refusal(batches[i].generation, list(meta))
 
     async def set_metadata(self, session_id: str, generation: int, blob: bytes) -> Lost | None:
         r = await self._script(
@@ -459,7 +522,7 @@ class RedisBackend(RedisFanIn, Backend):
             [self.keys.meta(session_id)],
             [session_id, generation, blob, self._pub, self.channels(session_id)[0]],
         )
-        return _lost(r)
+        return lost_of(r)
 
     async def renew(
         self, leases: Sequence[tuple[str, int]], *, retention: bool = False
@@ -472,7 +535,9 @@ class RedisBackend(RedisFanIn, Backend):
             if retention:
                 commands.append(("PEXPIRE", k.meta(sid), s.retention_ms))
                 commands.append(("PEXPIRE", k.log(sid), s.retention_ms))
-        replies = await self._pipeline(commands)
+        # Like the writer, the lease keeper (one call at a time) skips the queue of other
+        # calls: a burst of reads must not delay a renewal past the lease.
+        replies = await self._pipeline(commands, limited=False)
         step = 3 if retention else 1
         out: list[bool | Lost] = []
         missing: list[int] = []
@@ -480,7 +545,7 @@ class RedisBackend(RedisFanIn, Backend):
             reply = replies[i * step]
             if isinstance(reply, Exception):
                 raise BackendUnavailable(f"lease renewal failed: {reply}")
-            owner, _, flag = (b"" if reply is None else _b(reply)).partition(b":")
+            owner, _, flag = (b"" if reply is None else as_bytes(reply)).partition(b":")
             if owner != b"%d" % gen:
                 # Gone, or another generation's: find out why below. (A stale producer's GETEX
                 # lengthens the new generation's lease by one period at most, once: harmless.)
@@ -496,7 +561,7 @@ class RedisBackend(RedisFanIn, Backend):
                 [("HMGET", k.meta(sid), "gen", "state", "reason") for sid, _ in lapsed]
             )
             for i, (_, gen), meta in zip(missing, lapsed, metas, strict=True):
-                out[i] = _refusal(gen, list(meta))
+                out[i] = refusal(gen, list(meta))
         return out
 
     async def close(
@@ -527,11 +592,11 @@ class RedisBackend(RedisFanIn, Backend):
                 raise BackendUnavailable(f"could not close session {session_id!r}: {r}")
         else:
             r = await self._script("close", keys, args)
-        lost = _lost(r)
+        lost = lost_of(r)
         if lost is not None:
             return lost
         self._compact_soon(session_id)
-        return State(_s(r[1]))
+        return State(as_str(r[1]))
 
     async def expire(self, leases: Sequence[tuple[str, int]]) -> list[float | None]:
         s = self.settings
@@ -570,7 +635,7 @@ class RedisBackend(RedisFanIn, Backend):
             self.keys.three(session_id),
             [session_id, self.settings.retention_ms, self._pub, *self.channels(session_id)],
         )
-        info = _record(session_id, r, self.settings.lease_ms)
+        info = record_of(session_id, r, self.settings.lease_ms)
         if info is not None and info.state.finished:
             self._compact_soon(session_id)  # it may have failed a lapsed lease just now
         return info
@@ -606,13 +671,13 @@ class RedisBackend(RedisFanIn, Backend):
         if not r:
             return None
         generation = int(r[1])
-        if _s(r[0]) == "ok":
+        if as_str(r[0]) == "ok":
             return Sent(generation, State.ACTIVE, f"{generation}-{int(r[2])}", bool(int(r[3])))
-        if _s(r[0]) == "full":
+        if as_str(r[0]) == "full":
             return Sent(
-                generation, State.ACTIVE, None, full="count" if _s(r[2]) == "count" else "bytes"
+                generation, State.ACTIVE, None, full="count" if as_str(r[2]) == "count" else "bytes"
             )
-        return Sent(generation, State(_s(r[2])), None)
+        return Sent(generation, State(as_str(r[2])), None)
 
     async def read_messages(
         self, session_id: str, generation: int, after: int, count: int
@@ -624,7 +689,9 @@ class RedisBackend(RedisFanIn, Backend):
                 key, f"({generation}-{after}", f"{generation}-18446744073709551615", count=count
             )
         )
-        return [(int(_s(eid).partition("-")[2]), _fields(f)[b"d"]) for eid, f in entries or []]
+        return [
+            (int(as_str(eid).partition("-")[2]), fields_of(f)[b"d"]) for eid, f in entries or []
+        ]
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -632,7 +699,7 @@ class RedisBackend(RedisFanIn, Backend):
         lease_ms = self.settings.lease_ms
         if len(session_ids) == 1:
             sid = session_ids[0]
-            return [_record(sid, await self._script("info", self.keys.three(sid), []), lease_ms)]
+            return [record_of(sid, await self._script("info", self.keys.three(sid), []), lease_ms)]
         replies = await self._pipeline(
             [("EVALSHA", "info", self.keys.three(sid), []) for sid in session_ids]
         )
@@ -640,47 +707,45 @@ class RedisBackend(RedisFanIn, Backend):
         for sid, r in zip(session_ids, replies, strict=True):
             if isinstance(r, Exception):
                 raise BackendUnavailable(f"could not read session {sid!r}: {r}")
-            out.append(_record(sid, r, lease_ms))
+            out.append(record_of(sid, r, lease_ms))
         return out
 
     async def read(self, session_id: str, after: tuple[int, int], count: int) -> ReadResult:
-        key = self.keys.log(session_id)
+        reply = await self._script("page", *self._page_args(session_id, after, count))
+        return page_of(reply, after, count)
+
+    def _page_args(
+        self, session_id: str, after: tuple[int, int], count: int
+    ) -> tuple[list[str], list[Any]]:
+        """Keys and arguments of ``page.lua``: ``count`` entries, ``replay_batch_bytes``."""
         start = f"({after[0]}-{after[1]}"
-        client: Any = self.client
-        entries = await self._call(lambda: client.xrange(key, start, "+", count=count))
-        return _page(entries or [], after, count)
+        return [self.keys.log(session_id)], [start, count, self.settings.replay_batch_bytes]
 
     async def open(
         self, session_id: str, after: tuple[int, int], count: int
     ) -> tuple[SessionInfo | None, ReadResult | None]:
-        record, entries = await self._pipeline(
+        record, reply = await self._pipeline(
             [
                 ("EVALSHA", "info", self.keys.three(session_id), []),
-                (
-                    "XRANGE",
-                    self.keys.log(session_id),
-                    f"({after[0]}-{after[1]}",
-                    "+",
-                    "COUNT",
-                    count,
-                ),
+                ("EVALSHA", "page", *self._page_args(session_id, after, count)),
             ]
         )
         if isinstance(record, Exception):
             raise BackendUnavailable(f"could not read session {session_id!r}: {record}")
-        info = _record(session_id, record, self.settings.lease_ms)
+        info = record_of(session_id, record, self.settings.lease_ms)
         if info is None:
             return None, None
-        if isinstance(entries, rexc.ResponseError):
+        if isinstance(reply, rexc.ResponseError):
             # A cursor Redis cannot read after (e.g. offset 2^64-1): the caller resets anyway.
             return info, None
-        if isinstance(entries, Exception):
-            raise BackendUnavailable(f"could not read session {session_id!r}: {entries}")
-        if info.state.finished and entries and _fields(entries[0][1]).keys() == {b"s"}:
+        if isinstance(reply, Exception):
+            raise BackendUnavailable(f"could not read session {session_id!r}: {reply}")
+        entries = reply[1:]
+        if info.state.finished and entries and fields_of(entries[0][1]).keys() == {b"s"}:
             # A finished log still holding its start marker was never folded (compaction was
             # off, failed, or predates it): fold it now, for the next readers.
             self._compact_soon(session_id)
-        return info, _page(entries or [], after, count)
+        return info, page_of(reply, after, count)
 
     # -- compaction ------------------------------------------------------------------------
 
@@ -722,15 +787,15 @@ class RedisBackend(RedisFanIn, Backend):
         if isinstance(m, Exception) or isinstance(page, Exception):
             raise BackendUnavailable(f"could not read session {session_id!r}: {m or page}")
         gen, state, done = m
-        if gen is None or state is None or _s(state) == "active" or done == gen:
+        if gen is None or state is None or as_str(state) == "active" or done == gen:
             return False
         client: Any = self.client
         entries: list[tuple[bytes, dict[bytes, bytes]]] = []
         size = 0
         while True:
             for entry_id, raw in page:
-                fields = _fields(raw)
-                entries.append((_b(entry_id), fields))
+                fields = fields_of(raw)
+                entries.append((as_bytes(entry_id), fields))
                 size += sum(map(len, fields.values()))
             if size > _COMPACT_MAX_BYTES:
                 return False
@@ -752,40 +817,3 @@ class RedisBackend(RedisFanIn, Backend):
         for entry_id, value in folded.slices:
             args += [entry_id, value]
         return bool(int(await self._script("compact", [meta, key], args)))
-
-
-def _page(entries: list[Any], after: tuple[int, int], count: int) -> ReadResult:
-    """Chunks (and the end marker) of ``XRANGE`` entries read after ``after``."""
-    chunks: list[Chunk] = []
-    end: tuple[int, End] | None = None
-    for entry_id, fields in entries:
-        fields = _fields(fields)
-        gen_s, _, off_s = _s(entry_id).partition("-")
-        value = fields.get(b"c")
-        if value is not None:
-            generation, last = int(gen_s), int(off_s)
-            payloads = unframe(value)
-            first = last - len(payloads) + 1
-            if generation == after[0] and first <= after[1]:
-                # The cursor points inside this entry: skip what the reader already has.
-                payloads = payloads[after[1] - first + 1 :]
-                first = after[1] + 1
-            chunks.extend(decode_chunks(generation, first, payloads))
-            continue
-        marker = fields.get(b"e")
-        if marker is not None:
-            state, reason = decode_end(marker)
-            end = (int(gen_s), End(state, reason))
-            break
-        # the start marker of a generation ('s') carries nothing
-    return ReadResult(chunks, end, end is None and len(entries) == count)
-
-
-def _fields(fields: Any) -> dict[bytes, bytes]:
-    """An entry's fields as bytes, whatever the reply shape (a dict, or a flat list in a pipeline
-    without redis-py's response callbacks) and ``decode_responses``."""
-    if not fields:
-        return {}
-    if isinstance(fields, dict):
-        return {_b(k): _b(v) for k, v in fields.items()}
-    return {_b(fields[i]): _b(fields[i + 1]) for i in range(0, len(fields), 2)}

@@ -16,6 +16,14 @@ local function record(tag, sid, body)
   return tag .. #sid .. ':' .. sid .. #body .. ':' .. body
 end
 
+-- The live record of a batch: its chunks ('C'), or when that is over `limit` bytes a notice
+-- that they are stored ('S', '<gen>:<last offset>'): readers fetch them from the log, so no
+-- pub/sub message outgrows Redis' output buffer limit of the instances that receive it.
+local function live_record(sid, gen, first, last, value, limit)
+  if #value + #sid + 64 > limit then return record('S', sid, gen .. ':' .. int(last)) end
+  return record('C', sid, gen .. ':' .. int(first) .. ':' .. value)
+end
+
 -- Offset of the last chunk of generation `gen` in the log (0 before the first chunk).
 -- Entry ids are '<gen>-<offset of the last chunk in the entry>'; the start marker is '<gen>-0'.
 local function last_offset(log, gen)

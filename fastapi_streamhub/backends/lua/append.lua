@@ -5,9 +5,11 @@
 -- The batches arrive as one argument, so the client packs a few arguments per round trip, not
 -- several per batch: per batch, five length-prefixed fields ('<len>:<bytes>'): the log key,
 -- the entry id, the trim id ('' = no trimming), the live record's head, the entry's value.
--- The live record of a batch is its head followed by its value.
+-- The live record of a batch is its head followed by its value ('C'), or its head alone: a
+-- notice ('S') the client sent instead for a batch over max_publish_bytes. Records go out in
+-- as few messages as fit max_publish_bytes each.
 -- KEYS: the logs written (on a cluster, all of them, in one slot; elsewhere the first, which is
--- enough to route the call)   ARGV: pub, data_ch, batches
+-- enough to route the call)   ARGV: pub, data_ch, batches, max_publish_bytes
 -- Returns per batch: 1 appended, 0 log missing (deleted or expired), -1 refused (id too low).
 local blob = ARGV[3]
 local pos = 1
@@ -20,6 +22,8 @@ local function field()
 end
 local out = {}
 local live = {}
+local size = 0
+local limit = tonumber(ARGV[4])
 local i = 0
 while pos <= #blob do
   i = i + 1
@@ -37,7 +41,15 @@ while pos <= #blob do
   else
     out[i] = 1
   end
-  live[i] = head .. value
+  local rec = head
+  if string.sub(head, 1, 1) == 'C' then rec = head .. value end
+  if size > 0 and size + #rec > limit then
+    redis.call(ARGV[1], ARGV[2], table.concat(live))
+    live = {}
+    size = 0
+  end
+  live[#live + 1] = rec
+  size = size + #rec
 end
-redis.call(ARGV[1], ARGV[2], table.concat(live))
+if size > 0 then redis.call(ARGV[1], ARGV[2], table.concat(live)) end
 return out

@@ -6,7 +6,8 @@
 -- same batch sent again (the client retried after a lost reply) is answered with its offset and
 -- not appended twice. (One batch per producer is in flight at a time, so the last is enough.)
 -- KEYS: meta, log
--- ARGV: sid, gen, name, token, seq, count, value, maxlen (0 = no trimming), pub, data_ch
+-- ARGV: sid, gen, name, token, seq, count, value, maxlen (0 = no trimming), pub, data_ch,
+-- max_publish_bytes
 -- Returns {'ok', first offset}, {'part', 'not_admitted' | 'replaced' | 'part_ended'}, {'gone'}
 -- or a refusal.
 local meta, log, gen = KEYS[1], KEYS[2], ARGV[2]
@@ -33,5 +34,6 @@ end
 if not added then return {'gone'} end
 redis.call('HSET', meta, field,
   'o:' .. ARGV[4] .. ':' .. ARGV[5] .. ':' .. int(first) .. ':' .. int(last))
-redis.call(ARGV[9], ARGV[10], record('C', ARGV[1], gen .. ':' .. int(first) .. ':' .. ARGV[7]))
+redis.call(ARGV[9], ARGV[10],
+  live_record(ARGV[1], gen, first, last, ARGV[7], tonumber(ARGV[11])))
 return {'ok', int(first)}
