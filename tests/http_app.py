@@ -220,8 +220,9 @@ def create_app() -> FastAPI:
         value = _float_env(name, None)
         if value is not None:
             options[name.lower()] = value
-    if os.environ.get("SUBSCRIBER_BUFFER"):
-        options["subscriber_buffer"] = int(os.environ["SUBSCRIBER_BUFFER"])
+    for name in ("SUBSCRIBER_BUFFER", "MAX_CHUNK_BYTES"):
+        if os.environ.get(name):
+            options[name.lower()] = int(os.environ[name])
     if os.environ.get("COMPACT") == "0":
         options["compact_finished"] = False
     hub = StreamHub.from_url(url, **options)
