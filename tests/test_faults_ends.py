@@ -4,8 +4,9 @@
 Hostile review H1 (reproduction B): Redis refuses the write that carries the last chunks (here
 chunks each over ``proto-max-bulk-len``: the writer splits a refused round trip down to single
 chunks, so only a chunk Redis refuses on its own fails), the generator has finished. The
-stream used to end ``done`` with the chunks stored before; every reader, on both instances, now gets ``failed`` with a
-``backend`` reason, and ``/status`` agrees. Fixtures and helpers: ``tests/test_faults.py``.
+stream used to end ``done`` with the chunks stored before; every reader, on both instances,
+now gets ``failed`` with a ``backend`` reason, and ``/status`` agrees. Fixtures and helpers:
+``tests/test_faults.py``.
 """
 
 from __future__ import annotations
