@@ -32,17 +32,51 @@ def _gate(model: str) -> anyio.Event:
     return _gates.setdefault(model, anyio.Event())
 
 
+def _chat_chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-standin",
+        "object": "chat.completion.chunk",
+        "created": 1765000000,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+    }
+
+
+def _chat_usage(model: str, prompt: int, completion: int) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-standin",
+        "object": "chat.completion.chunk",
+        "created": 1765000000,
+        "model": model,
+        "choices": [],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": 8},
+            "completion_tokens_details": {"reasoning_tokens": 11},
+        },
+    }
+
+
+TOOL_ANSWER = ["It is 18 °C ", "in Paris."]
+
+
+def chat_answer_stream(model: str) -> list[Any]:
+    """The second turn, once the conversation holds the tools' results: a plain answer."""
+    return [
+        _chat_chunk(model, {"role": "assistant", "content": ""}),
+        *(_chat_chunk(model, {"content": text}) for text in TOOL_ANSWER),
+        _chat_chunk(model, {}, "stop"),
+        _chat_usage(model, 60, 9),
+    ]
+
+
 def chat_stream(model: str) -> list[Any]:
     """``chat.completion.chunk`` objects, ``[DONE]`` excluded."""
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {
-            "id": "chatcmpl-standin",
-            "object": "chat.completion.chunk",
-            "created": 1765000000,
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-        }
+        return _chat_chunk(model, delta, finish)
 
     def call(index: int, arguments: str, head: tuple[str, str] | None = None) -> dict[str, Any]:
         fragment: dict[str, Any] = {"index": index, "function": {"arguments": arguments}}
@@ -65,20 +99,7 @@ def chat_stream(model: str) -> list[Any]:
         call(1, '{"tz": ', ("call_t2", "get_time")),
         call(1, '"Europe/Paris"}'),
         chunk({}, "tool_calls"),
-        {
-            "id": "chatcmpl-standin",
-            "object": "chat.completion.chunk",
-            "created": 1765000000,
-            "model": model,
-            "choices": [],
-            "usage": {
-                "prompt_tokens": 31,
-                "completion_tokens": 42,
-                "total_tokens": 73,
-                "prompt_tokens_details": {"cached_tokens": 8},
-                "completion_tokens_details": {"reasoning_tokens": 11},
-            },
-        },
+        _chat_usage(model, 31, 42),
     ]
 
 
@@ -283,8 +304,12 @@ def _sse(model: str, events: list[Any], named: bool) -> StreamingResponse:
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> StreamingResponse:
-    """Always streams (the adapters are the only callers)."""
-    model = str((await request.json())["model"])
+    """Always streams (the adapters are the only callers); answers in text once the
+    conversation holds tool results (agents call the model again after running the tools)."""
+    body = await request.json()
+    model = str(body["model"])
+    if any(message.get("role") == "tool" for message in body.get("messages", ())):
+        return _sse(model, chat_answer_stream(model), named=False)
     return _sse(model, chat_stream(model), named=False)
 
 

@@ -10,6 +10,7 @@ nothing leaves the machine.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import uuid
@@ -33,7 +34,8 @@ FAST = Backoff(cap=0.3, max_attempts=50, max_elapsed=20)
 CHAT_SDKS = ["openai_chat", "litellm"]
 RESPONSES_SDKS = ["openai_responses", "openai_responses_manager"]
 ANTHROPIC_SDKS = ["anthropic_stream", "anthropic_create"]
-ALL_SDKS = CHAT_SDKS + RESPONSES_SDKS + ANTHROPIC_SDKS
+AGENT_SDKS = ["pydantic_ai", "langgraph", "langchain_events"]
+ALL_SDKS = CHAT_SDKS + RESPONSES_SDKS + ANTHROPIC_SDKS + AGENT_SDKS
 
 WEATHER = {"city": "Paris", "unit": "celsius"}
 WEATHER_FRAGMENTS = ['{"city": "Pa', 'ris", "unit": ', '"celsius"}']
@@ -116,11 +118,75 @@ ANTHROPIC_CHUNKS: list[Any] = [
     },
     {"type": "finish", "finishReason": "tool-calls", "rawFinishReason": "tool_use"},
 ]
+# The agents (tests/adapters_app.py) run both tools and call the model again, which answers.
+TIME = {"tz": "Europe/Paris"}
+TOOL_CALLS: list[Any] = [
+    *tool_call("call_w1", "get_weather", WEATHER_FRAGMENTS),
+    available("call_w1", "get_weather", WEATHER),
+    *tool_call("call_t2", "get_time", ['{"tz": ', '"Europe/Paris"}']),
+    available("call_t2", "get_time", TIME),
+]
+WEATHER_OUT = {"city": "Paris", "temperature": 18, "unit": "celsius"}
+TIME_OUT = "14:00 in Europe/Paris"
+AGENT_END: list[Any] = [
+    "It is 18 °C ",
+    "in Paris.",
+    {
+        "type": "usage",
+        "inputTokens": 91,
+        "outputTokens": 51,
+        "totalTokens": 142,
+        "reasoningTokens": 22,
+        "cachedInputTokens": 16,
+    },
+    {"type": "finish", "finishReason": "stop", "rawFinishReason": "stop"},
+]
+
+
+def output(call_id: str, value: Any) -> dict[str, Any]:
+    return {"type": "tool-output-available", "toolCallId": call_id, "output": value}
+
+
+PYDANTIC_AI_CHUNKS: list[Any] = [
+    *reasoning("reasoning-0", ["The user wants the weather;", " one tool call."]),
+    "Let me check ",
+    "the weather\nin Paris.",
+    # pydantic-ai ends each part when the next one starts.
+    *TOOL_CALLS,
+    output("call_w1", WEATHER_OUT),
+    output("call_t2", TIME_OUT),
+    *AGENT_END,
+]
+# LangChain's ChatOpenAI reads no reasoning_content, and its ToolMessage holds a tool's dict
+# as JSON text.
+LANGGRAPH_CHUNKS: list[Any] = [
+    "Let me check ",
+    "the weather\nin Paris.",
+    *CHAT_CHUNKS[6:15],
+    output("call_w1", json.dumps(WEATHER_OUT)),
+    output("call_t2", TIME_OUT),
+    *AGENT_END,
+]
 EXPECTED = {
     **dict.fromkeys(CHAT_SDKS, CHAT_CHUNKS),
     **dict.fromkeys(RESPONSES_SDKS, RESPONSES_CHUNKS),
     **dict.fromkeys(ANTHROPIC_SDKS, ANTHROPIC_CHUNKS),
+    "pydantic_ai": PYDANTIC_AI_CHUNKS,
+    **dict.fromkeys(["langgraph", "langchain_events"], LANGGRAPH_CHUNKS),
 }
+
+
+def in_order(sdk: str, values: list[Any]) -> list[Any]:
+    """``values`` with the tools' results in call order: pydantic-ai and astream_events report
+    the tools of one step in the order they finish, and both run them concurrently."""
+    if sdk not in ("pydantic_ai", "langchain_events"):
+        return values
+    outputs = [v for v in values if isinstance(v, dict) and v["type"] == "tool-output-available"]
+    calls = [
+        v["toolCallId"] for v in values if isinstance(v, dict) and v["type"] == "tool-input-start"
+    ]
+    ordered = iter(sorted(outputs, key=lambda v: calls.index(v["toolCallId"])))
+    return [next(ordered) if v in outputs else v for v in values]
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +242,7 @@ async def test_adapter_chunks_through_the_python_client(app: str, sdk: str) -> N
         chunks, end = await read(client.start(f"/chat/{sid}", {"sdk": sdk}))
         snapshot = await client.snapshot(sid)
     assert end is not None and end.state is State.DONE, end
-    assert [value(c) for c in chunks] == EXPECTED[sdk]
+    assert in_order(sdk, [value(c) for c in chunks]) == EXPECTED[sdk]
     assert snapshot.text == "".join(x for x in EXPECTED[sdk] if isinstance(x, str))
     assert snapshot.last_event_id == chunks[-1].id
 
@@ -209,7 +275,8 @@ async def test_resume_in_the_middle_of_a_tool_call_rebuilds_the_same_message(
     assert whole_end == end
     resumed = first + rest
     assert [c.id for c in resumed] == [c.id for c in whole]
-    assert [value(c) for c in resumed] == [value(c) for c in whole] == EXPECTED[sdk]
+    assert [value(c) for c in resumed] == [value(c) for c in whole]
+    assert in_order(sdk, [value(c) for c in whole]) == EXPECTED[sdk]
     # The cut really was inside the tool call: its start went out, its end had not.
     kinds = [x["type"] for x in map(value, first) if isinstance(x, dict)]
     assert kinds[-2:] == ["tool-input-start", "tool-input-delta"]
@@ -244,10 +311,14 @@ def expected_parts(message_id: str, chunks: list[Any], usage: dict[str, Any]) ->
             open_run = False
             parts.append({"type": "text-end", "id": f"text-{run}"})
         parts.append(chunk)
-    return [*parts, {"type": "finish", "finishReason": "tool-calls"}]
+    if open_run:
+        parts.append({"type": "text-end", "id": f"text-{run}"})
+    return [*parts, {"type": "finish", "finishReason": chunks[-1]["finishReason"]}]
 
 
-@pytest.mark.parametrize("sdk", ["openai_chat", "openai_responses", "anthropic_stream"])
+@pytest.mark.parametrize(
+    "sdk", ["openai_chat", "openai_responses", "anthropic_stream", "pydantic_ai", "langgraph"]
+)
 async def test_protocol_ai_sdk_maps_the_chunks_to_ui_message_parts(app: str, sdk: str) -> None:
     """With protocol="ai-sdk", tool and reasoning chunks are the SDK's own parts, the usage
     arrives as message metadata and the finish part carries the adapter's finish reason."""
@@ -257,9 +328,10 @@ async def test_protocol_ai_sdk_maps_the_chunks_to_ui_message_parts(app: str, sdk
     assert response.status_code == 200
     parts = ui_parts(response.content)
     usage = {k: v for k, v in EXPECTED[sdk][-2].items() if k != "type"}
+    assert EXPECTED[sdk][-2]["type"] == "usage"
     message_id = parts[0]["messageId"]
     assert message_id.startswith(f"{sid}-")
-    assert parts == expected_parts(message_id, EXPECTED[sdk], usage)
+    assert in_order(sdk, parts) == expected_parts(message_id, EXPECTED[sdk], usage)
     # The Anthropic signature is where the AI SDK's Anthropic provider looks for it.
     if sdk.startswith("anthropic"):
         ends = [p for p in parts if p["type"] == "reasoning-end"]
@@ -285,7 +357,8 @@ def test_importing_the_adapters_imports_no_sdk() -> None:
     """The core and the adapters stay free of SDKs: each is an extra, imported by the app."""
     code = (
         "import sys, fastapi_streamhub, fastapi_streamhub.adapters\n"
-        "loaded = [m for m in ('openai', 'anthropic', 'litellm') if m in sys.modules]\n"
+        "sdks = ('openai', 'anthropic', 'litellm', 'pydantic_ai', 'langchain_core', 'langgraph')\n"
+        "loaded = [m for m in sdks if m in sys.modules]\n"
         "print(loaded)\n"
     )
     out = subprocess.run(
@@ -325,8 +398,11 @@ def test_adapters_export_exactly_the_documented_names() -> None:
         "FINISH_REASONS",
         "UpstreamError",
         "anthropic_messages",
+        "langchain_events",
+        "langgraph_messages",
         "openai_chat",
         "openai_responses",
+        "pydantic_ai_events",
     ]
     assert adapters.__all__ == documented
     assert issubclass(adapters.UpstreamError, StreamHubError)

@@ -3,7 +3,8 @@
 Each adapter is an async generator over the objects one SDK yields; return it from a producer
 (``ResumableStreamingResponse(sid, openai_chat(stream))``, or ``async for`` it and publish).
 Importing this package imports no SDK: each one is an optional extra
-(``fastapi-streamhub[openai]``, ``[anthropic]``, ``[litellm]``) and the adapters only read the
+(``fastapi-streamhub[openai]``, ``[anthropic]``, ``[litellm]``, ``[pydantic-ai]``,
+``[langgraph]``) and the adapters only read the
 attributes of the objects they are given.
 
 Chunks. Text is a plain ``str`` chunk. Everything else is a JSON chunk: a ``dict`` with a string
@@ -18,6 +19,9 @@ Chunks. Text is a plain ``str`` chunk. Everything else is a JSON chunk: a ``dict
 ``tool-input-available`` ``toolCallId``, ``toolName``, ``input``: the whole input, parsed
 ``tool-input-error``   ``toolCallId``, ``toolName``, ``input`` (the raw text), ``errorText``:
                        the model's input was not valid JSON
+``tool-output-available`` ``toolCallId``, ``output``: the result of a tool the framework ran
+                       (pydantic-ai, LangGraph)
+``tool-output-error``  ``toolCallId``, ``errorText``: that tool failed or was retried
 ``reasoning-start``    ``id``: a reasoning (thinking, or reasoning summary) block begins
 ``reasoning-delta``    ``id``, ``delta``: its text
 ``reasoning-end``      ``id``, optional ``providerMetadata`` (Anthropic's
@@ -41,13 +45,18 @@ ends ``failed`` with the provider's message as the reason.
 
 from ._anthropic import anthropic_messages
 from ._chunks import FINISH_REASONS, UpstreamError
+from ._langchain import langchain_events, langgraph_messages
 from ._openai_chat import openai_chat
 from ._openai_responses import openai_responses
+from ._pydantic_ai import pydantic_ai_events
 
 __all__ = [
     "FINISH_REASONS",
     "UpstreamError",
     "anthropic_messages",
+    "langchain_events",
+    "langgraph_messages",
     "openai_chat",
     "openai_responses",
+    "pydantic_ai_events",
 ]

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from typing import Any
 
 import orjson
+from pydantic_core import to_jsonable_python
 
 from .._errors import StreamHubError
 
@@ -16,12 +17,16 @@ __all__ = [
     "count",
     "events_of",
     "finish",
+    "jsonable",
     "reasoning_delta",
     "reasoning_end",
     "reasoning_start",
     "tool_input_available",
     "tool_input_delta",
+    "tool_input_parsed",
     "tool_input_start",
+    "tool_output_available",
+    "tool_output_error",
     "usage",
 ]
 
@@ -56,6 +61,32 @@ def tool_input_available(tool_call_id: str, tool_name: str, raw_input: str) -> d
         error = f"the input of tool {tool_name!r} is not valid JSON: {exc}"
         return {"type": "tool-input-error", **part, "input": raw_input, "errorText": error}
     return {"type": "tool-input-available", **part, "input": parsed}
+
+
+def tool_input_parsed(tool_call_id: str, tool_name: str, value: Any) -> dict[str, Any]:
+    """``tool-input-available`` for an input the SDK already parsed."""
+    return {
+        "type": "tool-input-available",
+        "toolCallId": tool_call_id,
+        "toolName": tool_name,
+        "input": jsonable(value),
+    }
+
+
+def tool_output_available(tool_call_id: str, output: Any) -> dict[str, Any]:
+    """The result of a tool the framework ran (pydantic-ai, LangGraph), as JSON."""
+    return {"type": "tool-output-available", "toolCallId": tool_call_id, "output": jsonable(output)}
+
+
+def tool_output_error(tool_call_id: str, error_text: str) -> dict[str, Any]:
+    """A tool the framework ran failed, or its input was refused (the model is asked again)."""
+    return {"type": "tool-output-error", "toolCallId": tool_call_id, "errorText": error_text}
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON values: tools return models, dataclasses, datetimes... and a
+    chunk must be JSON. Anything pydantic cannot convert becomes its ``str``."""
+    return to_jsonable_python(value, fallback=str)
 
 
 def reasoning_start(part_id: str) -> dict[str, Any]:

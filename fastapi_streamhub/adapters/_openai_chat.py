@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import _chunks as c
+from ._tools import ToolCalls
 
 __all__ = ["openai_chat"]
 
@@ -17,14 +17,6 @@ _FINISH = {
     "function_call": "tool-calls",
     "content_filter": "content-filter",
 }
-
-
-@dataclass
-class _ToolCall:
-    id: str = ""
-    name: str = ""
-    arguments: list[str] = field(default_factory=list)
-    started: bool = False
 
 
 def chat_usage(raw: Any) -> dict[str, Any]:
@@ -51,7 +43,7 @@ async def openai_chat(stream: Any) -> AsyncIterator[str | dict[str, Any]]:
     (``stream_options={"include_usage": True}``), and ``finish`` is always the last chunk.
     Only the first choice (``index`` 0) is read: an answer is one message.
     """
-    tools: dict[int, _ToolCall] = {}
+    tools = ToolCalls()
     reasoning_open = False
     reasons = 0
     raw_reason: str | None = None
@@ -80,56 +72,26 @@ async def openai_chat(stream: Any) -> AsyncIterator[str | dict[str, Any]]:
                     yield part
             if choice.finish_reason is not None:
                 raw_reason = str(choice.finish_reason)
-                for part in _finish_tools(tools):
+                for part in tools.finish():
                     yield part
         if raw_usage is not None:
             yield chat_usage(raw_usage)
     if reasoning_open:
         yield c.reasoning_end(f"reasoning-{reasons}")
     # A stream cut before its finish_reason still hands over the calls it carried.
-    for part in _finish_tools(tools):
+    for part in tools.finish():
         yield part
     reason = "other" if raw_reason is None else _FINISH.get(raw_reason, "other")
     yield c.finish(reason, raw_reason)
 
 
-def _tool_fragment(tools: dict[int, _ToolCall], fragment: Any) -> list[dict[str, Any]]:
+def _tool_fragment(tools: ToolCalls, fragment: Any) -> list[dict[str, Any]]:
     """Chunks for one ``delta.tool_calls[j]`` fragment (the id and name come once, first)."""
     index = getattr(fragment, "index", None)
-    if not isinstance(index, int):
-        index = len(tools)
-    call = tools.setdefault(index, _ToolCall())
-    out: list[dict[str, Any]] = []
     function = getattr(fragment, "function", None)
-    if getattr(fragment, "id", None):
-        call.id = fragment.id
-    name = getattr(function, "name", None)
-    if name:
-        call.name = name
-    if not call.started and call.id and call.name:
-        call.started = True
-        out.append(c.tool_input_start(call.id, call.name))
-        # Fragments that came before the id and the name were held back until now.
-        out.extend(c.tool_input_delta(call.id, a) for a in call.arguments if a)
-    arguments = getattr(function, "arguments", None)
-    if isinstance(arguments, str) and arguments:
-        call.arguments.append(arguments)
-        if call.started:
-            out.append(c.tool_input_delta(call.id, arguments))
-    return out
-
-
-def _finish_tools(tools: dict[int, _ToolCall]) -> list[dict[str, Any]]:
-    """``tool-input-available`` for every open call, in index order; the calls are closed."""
-    out = []
-    for index in sorted(tools):
-        call = tools.pop(index)
-        if not call.started:
-            # A call that never got both an id and a name cannot be announced under them:
-            # say so rather than drop it.
-            raise c.UpstreamError(
-                f"tool call #{index} ended without an id and a name "
-                f"(id={call.id!r}, name={call.name!r})"
-            )
-        out.append(c.tool_input_available(call.id, call.name, "".join(call.arguments)))
-    return out
+    return tools.fragment(
+        index if isinstance(index, int) else len(tools),
+        getattr(fragment, "id", None),
+        getattr(function, "name", None),
+        getattr(function, "arguments", None),
+    )
