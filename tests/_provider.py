@@ -5,8 +5,10 @@ Each stream holds text, a tool call whose input arrives in fragments, reasoning 
 has it) and usage, shaped as the providers send them on the wire. A request whose ``model``
 starts with ``hold-`` stops right after the first fragment of the tool call's input and waits
 until ``POST /release/{model}``: a test can then read up to the middle of a tool call, cut its
-connection and resume, while the answer is still being produced. A Responses stream for a
-``model`` starting with ``fail-`` ends with ``response.failed``.
+connection and resume, while the answer is still being produced. A Responses stream ends
+with ``response.failed`` for a ``fail-`` model and with ``response.incomplete`` for an
+``incomplete-`` one; a Chat Completions stream for a ``badjson-`` model breaks the JSON of its
+first tool call. ``POST /closed/{model}`` tells whether a client closed its stream early.
 
 ``router`` is mounted by ``tests/adapters_app.py`` under ``/provider``; the SDKs get that URL as
 their ``base_url``.
@@ -26,10 +28,15 @@ HOLD = object()  # where a held stream waits for its release
 
 router = APIRouter()
 _gates: dict[str, anyio.Event] = {}
+_closed: dict[str, anyio.Event] = {}
 
 
 def _gate(model: str) -> anyio.Event:
     return _gates.setdefault(model, anyio.Event())
+
+
+def _closed_early(model: str) -> anyio.Event:
+    return _closed.setdefault(model, anyio.Event())
 
 
 def _chat_chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
@@ -95,7 +102,8 @@ def chat_stream(model: str) -> list[Any]:
         call(0, '{"city": "Pa'),
         HOLD,
         call(0, 'ris", "unit": '),
-        call(0, '"celsius"}'),
+        # A model that breaks its JSON: the stand-in's "badjson-" models.
+        call(0, '"celsius"' if model.startswith("badjson-") else '"celsius"}'),
         call(1, '{"tz": ', ("call_t2", "get_time")),
         call(1, '"Europe/Paris"}'),
         chunk({}, "tool_calls"),
@@ -213,6 +221,10 @@ def responses_stream(model: str) -> list[Any]:
     if model.startswith("fail-"):
         failed = {"code": "server_error", "message": "the stand-in failed on purpose"}
         events.append({"type": "response.failed", "response": {**response, "error": failed}})
+    elif model.startswith("incomplete-"):
+        details = {"reason": "max_output_tokens"}
+        incomplete = {**response, "status": "incomplete", "incomplete_details": details}
+        events.append({"type": "response.incomplete", "response": incomplete})
     else:
         events.append(
             {
@@ -283,15 +295,22 @@ def anthropic_stream(model: str) -> list[Any]:
 
 
 async def _replay(model: str, events: list[Any], named: bool) -> AsyncIterator[bytes]:
-    for event in events:
-        if event is HOLD:
-            if model.startswith("hold-"):
-                await _gate(model).wait()
-            continue
-        head = f"event: {event['type']}\n".encode() if named else b""
-        yield head + b"data: " + orjson.dumps(event) + b"\n\n"
-    if not named:
-        yield b"data: [DONE]\n\n"
+    finished = False
+    try:
+        for event in events:
+            if event is HOLD:
+                if model.startswith("hold-"):
+                    await _gate(model).wait()
+                continue
+            head = f"event: {event['type']}\n".encode() if named else b""
+            yield head + b"data: " + orjson.dumps(event) + b"\n\n"
+        if not named:
+            yield b"data: [DONE]\n\n"
+        finished = True
+    finally:
+        if not finished:
+            # The client went away mid-stream (its SDK closed the response).
+            _closed_early(model).set()
 
 
 def _sse(model: str, events: list[Any], named: bool) -> StreamingResponse:
@@ -323,6 +342,15 @@ async def responses(request: Request) -> StreamingResponse:
 async def messages(request: Request) -> StreamingResponse:
     model = str((await request.json())["model"])
     return _sse(model, anthropic_stream(model), named=True)
+
+
+@router.post("/closed/{model}")
+async def closed(model: str) -> dict[str, bool]:
+    """Whether the stream of ``model`` was closed by its client before its end (waits up to
+    10 s for it)."""
+    with anyio.move_on_after(10):
+        await _closed_early(model).wait()
+    return {"closed": _closed_early(model).is_set()}
 
 
 @router.post("/release/{model}")

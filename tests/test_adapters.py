@@ -233,6 +233,18 @@ async def read(stream: Any) -> tuple[list[Chunk], End | None]:
     return chunks, stream.end
 
 
+async def read_into_a_tool_call(stream: Any) -> list[Chunk]:
+    """The chunks up to the first fragment of a tool call's input; then the stream is closed."""
+    chunks: list[Chunk] = []
+    async for item in stream:
+        if isinstance(item, Chunk):
+            chunks.append(item)
+            if isinstance(item.data, dict) and item.data["type"] == "tool-input-delta":
+                break
+    await stream.aclose()
+    return chunks
+
+
 @pytest.mark.parametrize("sdk", ALL_SDKS)
 async def test_adapter_chunks_through_the_python_client(app: str, sdk: str) -> None:
     """Every SDK's stream becomes exactly the documented chunks, text as text chunks, the
@@ -257,14 +269,9 @@ async def test_resume_in_the_middle_of_a_tool_call_rebuilds_the_same_message(
     sid = new_sid(sdk)
     model = f"hold-{sid}"
     async with StreamClient(app, backoff=FAST) as client:
-        first: list[Chunk] = []
-        stream = client.start(f"/chat/{sid}", {"sdk": sdk, "model": model})
-        async for item in stream:
-            if isinstance(item, Chunk):
-                first.append(item)
-                if isinstance(item.data, dict) and item.data["type"] == "tool-input-delta":
-                    break
-        await stream.aclose()
+        first = await read_into_a_tool_call(
+            client.start(f"/chat/{sid}", {"sdk": sdk, "model": model})
+        )
         cursor = first[-1].id
         assert (await client.status(sid)).state is State.ACTIVE
         async with httpx.AsyncClient(base_url=app) as http:
@@ -406,3 +413,49 @@ def test_adapters_export_exactly_the_documented_names() -> None:
     ]
     assert adapters.__all__ == documented
     assert issubclass(adapters.UpstreamError, StreamHubError)
+
+
+@pytest.mark.parametrize("sdk", ["openai_chat", "openai_responses_manager", "anthropic_stream"])
+async def test_a_cancel_closes_the_providers_stream(app: str, sdk: str) -> None:
+    """Cancelling the session mid-answer closes the SDK's stream, so the provider sees its
+    client go (and stops billing tokens nobody reads), instead of a response left open."""
+    sid = new_sid(sdk)
+    model = f"hold-{sid}"
+    async with StreamClient(app, backoff=FAST) as client:
+        await read_into_a_tool_call(client.start(f"/chat/{sid}", {"sdk": sdk, "model": model}))
+        assert await client.cancel(sid, wait=10) is State.CANCELLED
+    async with httpx.AsyncClient(base_url=app, timeout=20) as http:
+        answer = await http.post(f"/provider/closed/{model}")
+    assert answer.json() == {"closed": True}
+
+
+async def test_a_tool_input_that_is_not_json_is_a_tool_input_error(app: str) -> None:
+    """Malformed tool arguments from the model do not fail the answer: the call ends with
+    ``tool-input-error`` holding the raw text, a part the AI SDK knows."""
+    sid = new_sid("badjson")
+    async with StreamClient(app, backoff=FAST) as client:
+        chunks, end = await read(
+            client.start(f"/chat/{sid}", {"sdk": "openai_chat", "model": f"badjson-{sid}"})
+        )
+    assert end is not None and end.state is State.DONE
+    errors = [c.data for c in chunks if isinstance(c.data, dict) and "errorText" in c.data]
+    assert len(errors) == 1
+    assert errors[0]["type"] == "tool-input-error"
+    assert errors[0]["toolCallId"] == "call_w1"
+    assert errors[0]["input"] == '{"city": "Paris", "unit": "celsius"'
+    assert "not valid JSON" in errors[0]["errorText"]
+    assert available("call_t2", "get_time", TIME) in [c.data for c in chunks]
+
+
+async def test_an_incomplete_response_is_done_with_finish_reason_length(app: str) -> None:
+    sid = new_sid("incomplete")
+    async with StreamClient(app, backoff=FAST) as client:
+        chunks, end = await read(
+            client.start(f"/chat/{sid}", {"sdk": "openai_responses", "model": f"incomplete-{sid}"})
+        )
+    assert end is not None and end.state is State.DONE
+    assert chunks[-1].data == {
+        "type": "finish",
+        "finishReason": "length",
+        "rawFinishReason": "max_output_tokens",
+    }
