@@ -6,7 +6,9 @@ the adapter of ``sdk`` (``openai_chat``, ``litellm``, ``openai_responses``,
 ``langgraph``, ``langchain_events``), whose real SDK client calls the stand-in provider
 (``tests/_provider.py``) mounted in this same app under ``/provider``. ``model=hold-<x>``
 makes the provider stop in the middle of the tool call until ``POST /provider/release/hold-<x>``.
-The hub's backend is ``REDIS_URL`` (default ``memory://``).
+``POST /api/chat`` is the same for the AI SDK's ``DefaultChatTransport`` (the body's ``sdk``
+and ``model`` choose), resumed at ``GET /api/chat/{id}/stream``. The hub's backend is
+``REDIS_URL`` (default ``memory://``).
 
 No SDK may reach the internet: every client gets the stand-in's URL, a dummy key and no retries,
 and LiteLLM is told to use its bundled cost map and to send no telemetry (set before it is
@@ -28,7 +30,12 @@ os.environ["LANGCHAIN_TRACING_V2"] = "false"
 from _provider import router as provider_router
 from fastapi import FastAPI, HTTPException, Request
 
-from fastapi_streamhub import ResumableStreamingResponse, StreamHub, streamhub_router
+from fastapi_streamhub import (
+    ResumableStreamingResponse,
+    StreamHub,
+    create_router,
+    streamhub_router,
+)
 from fastapi_streamhub.adapters import (
     anthropic_messages,
     langchain_events,
@@ -148,6 +155,21 @@ def build() -> FastAPI:
     app = FastAPI(lifespan=lifespan, title="streamhub adapter tests")
     app.include_router(streamhub_router)
     app.include_router(provider_router, prefix="/provider")
+
+    # The AI SDK's DefaultChatTransport: POST /api/chat (the body names the SDK and the model),
+    # and GET /api/chat/{id}/stream to resume.
+    app.include_router(create_router(prefix="/api/chat", ai_sdk=True))
+
+    @app.post("/api/chat")
+    async def ai_chat(request: Request) -> ResumableStreamingResponse:
+        body = await request.json()
+        base = str(request.base_url).rstrip("/") + "/provider"
+        return ResumableStreamingResponse(
+            str(body["id"]),
+            chunks(str(body["sdk"]), str(body["model"]), base),
+            restart=True,
+            protocol="ai-sdk",
+        )
 
     @app.get("/healthz")
     async def healthz() -> dict[str, bool]:

@@ -15,12 +15,14 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 from _apps import AppServer, start_servers
+from _node import NODE, node_modules, run_node
 from _redis import RedisServer
 
 from fastapi_streamhub import Chunk as HubChunk
@@ -459,3 +461,51 @@ async def test_an_incomplete_response_is_done_with_finish_reason_length(app: str
         "finishReason": "length",
         "rawFinishReason": "max_output_tokens",
     }
+
+
+NODE_DIR = Path(__file__).resolve().parent / "node"
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed (Node 18+ needed)")
+@pytest.mark.parametrize("sdk", ["openai_chat", "anthropic_stream", "pydantic_ai"])
+def test_the_ai_sdk_resumes_in_the_middle_of_a_tool_call(
+    app: str, sdk: str, tmp_path: Path
+) -> None:
+    """The real AI SDK (``ai`` in Node, DefaultChatTransport): a chat dropped after the first
+    fragment of a tool call's input and resumed with reconnectToStream ends with the same
+    message as an uninterrupted chat: the same reasoning (with its signature), tool and text
+    parts, and the usage in the metadata. The SDK validates every part it reads."""
+    node_modules(NODE_DIR, "ai")
+    chat_id = new_sid(sdk)
+    model = f"hold-{chat_id}"
+    config = {
+        "base": app,
+        "chat_id": chat_id,
+        "other_chat_id": new_sid(sdk),
+        "prompt": "Weather in Paris?",
+        "sdk": sdk,
+        "model": model,
+        "release_url": f"{app}/provider/release/{model}",
+    }
+    result = run_node(NODE_DIR, "ai_sdk.mjs", "tool_resume", config, tmp_path / "node.log")
+    assert result["firstTypes"][-2:] == ["tool-input-start", "tool-input-delta"]
+    # A resume replays the generation from its start.
+    assert result["resumedParts"][0]["type"] == "start"
+    resumed, whole = result["resumed"], result["whole"]
+    assert in_order(sdk, resumed["parts"]) == in_order(sdk, whole["parts"])
+    assert resumed["metadata"] == whole["metadata"]
+    usage = {k: v for k, v in EXPECTED[sdk][-2].items() if k != "type"}
+    assert resumed["metadata"] == {"usage": usage}
+    tools = [p for p in resumed["parts"] if p["type"] == "tool-get_weather"]
+    assert len(tools) == 1
+    assert tools[0]["toolCallId"] in ("call_w1", "toolu_w1")
+    assert tools[0]["input"] == WEATHER
+    if sdk == "pydantic_ai":
+        assert tools[0]["state"] == "output-available"
+        assert tools[0]["output"] == {"city": "Paris", "temperature": 18, "unit": "celsius"}
+    else:
+        assert tools[0]["state"] == "input-available"
+    if sdk == "anthropic_stream":
+        thinking = [p for p in resumed["parts"] if p["type"] == "reasoning"]
+        assert thinking[0]["text"] == "The user wants the weather."
+        assert thinking[0]["providerMetadata"] == SIGNATURE
