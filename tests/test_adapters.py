@@ -11,6 +11,7 @@ nothing leaves the machine.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -24,6 +25,7 @@ import pytest
 from _apps import AppServer, start_servers
 from _node import NODE, node_modules, run_node
 from _redis import RedisServer
+from test_browser import BROWSER_DIR, CHROMIUM, _expected_chunk, run_chat
 
 from fastapi_streamhub import Chunk as HubChunk
 from fastapi_streamhub import Cursor, End, State
@@ -509,3 +511,23 @@ def test_the_ai_sdk_resumes_in_the_middle_of_a_tool_call(
         thinking = [p for p in resumed["parts"] if p["type"] == "reasoning"]
         assert thinking[0]["text"] == "The user wants the weather."
         assert thinking[0]["providerMetadata"] == SIGNATURE
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed (Node 18+ needed)")
+@pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"{CHROMIUM} is missing")
+def test_the_browser_helper_rebuilds_every_adapter_chunk(app: str, tmp_path: Path) -> None:
+    """The browser helper (``streamhub.js`` in Chromium) reports every chunk of an adapter
+    exactly (JSON chunks as JSON, the text with its NUL as text), and rebuilds the same chunks
+    after the server reset its stale cursor."""
+    node_modules(BROWSER_DIR, "playwright-core")
+    sid = new_sid("browser")
+    url = f"/chat/{sid}?sdk=anthropic_stream"
+    result = run_chat("module", {"base": app, "sid": sid, "url": url}, tmp_path / "node.log")
+    first, second = result["first"], result["second"]
+    assert [{k: c[k] for k in ("event", "kind", "data")} for c in first["chunks"]] == [
+        _expected_chunk(x) for x in ANTHROPIC_CHUNKS
+    ]
+    assert first["text"] == "Let me check the weather\x00."
+    assert first["end"] == {"state": "done", "reason": None}
+    assert len(second["resets"]) == 1 and second["chunks"] == first["chunks"]
+    assert result["pageErrors"] == []

@@ -6,7 +6,19 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _chunks as c
+from ._chunks import (
+    UpstreamError,
+    count,
+    events_of,
+    finish,
+    reasoning_delta,
+    reasoning_end,
+    reasoning_start,
+    tool_input_available,
+    tool_input_delta,
+    tool_input_start,
+    usage,
+)
 
 __all__ = ["anthropic_messages"]
 
@@ -49,13 +61,13 @@ async def anthropic_messages(stream: Any) -> AsyncIterator[str | dict[str, Any]]
     cached: int | None = None
     output_tokens: int | None = None
     raw_reason: str | None = None
-    async for event in c.events_of(stream):
+    async for event in events_of(stream):
         kind = getattr(event, "type", None)
         if kind == "message_start":
             raw = getattr(event.message, "usage", None)
-            input_tokens = c.count(getattr(raw, "input_tokens", None))
-            cached = c.count(getattr(raw, "cache_read_input_tokens", None))
-            output_tokens = c.count(getattr(raw, "output_tokens", None))
+            input_tokens = count(getattr(raw, "input_tokens", None))
+            cached = count(getattr(raw, "cache_read_input_tokens", None))
+            output_tokens = count(getattr(raw, "output_tokens", None))
         elif kind == "content_block_start":
             for part in _start(blocks, event.index, event.content_block):
                 yield part
@@ -73,21 +85,21 @@ async def anthropic_messages(stream: Any) -> AsyncIterator[str | dict[str, Any]]
             raw_reason = getattr(event.delta, "stop_reason", None) or raw_reason
             raw = getattr(event, "usage", None)
             # message_delta's counts are cumulative and replace message_start's.
-            output_tokens = c.count(getattr(raw, "output_tokens", None)) or output_tokens
-            input_tokens = c.count(getattr(raw, "input_tokens", None)) or input_tokens
+            output_tokens = count(getattr(raw, "output_tokens", None)) or output_tokens
+            input_tokens = count(getattr(raw, "input_tokens", None)) or input_tokens
         elif kind == "error":
             error = getattr(event, "error", None)
             message = getattr(error, "message", None) or str(error)
-            raise c.UpstreamError(f"the Anthropic stream reported an error: {message}")
+            raise UpstreamError(f"the Anthropic stream reported an error: {message}")
     for index in sorted(blocks):
         # A stream cut short still closes what it opened, so no part is left half-open.
         end = _stop(blocks.pop(index))
         if end is not None:
             yield end
     if input_tokens is not None or output_tokens is not None:
-        yield c.usage(input_tokens, output_tokens, cached_input_tokens=cached)
+        yield usage(input_tokens, output_tokens, cached_input_tokens=cached)
     reason = "other" if raw_reason is None else _FINISH.get(raw_reason, "other")
-    yield c.finish(reason, raw_reason)
+    yield finish(reason, raw_reason)
 
 
 def _start(blocks: dict[int, _Block], index: int, block: Any) -> list[str | dict[str, Any]]:
@@ -98,19 +110,19 @@ def _start(blocks: dict[int, _Block], index: int, block: Any) -> list[str | dict
         return [text] if text else []
     if kind in _TOOL_BLOCKS:
         blocks[index] = _Block("tool", block.id, block.name)
-        return [c.tool_input_start(block.id, block.name)]
+        return [tool_input_start(block.id, block.name)]
     if kind == "thinking":
         part_id = f"reasoning-{index}"
         blocks[index] = _Block("thinking", part_id, signature=getattr(block, "signature", None))
-        out: list[str | dict[str, Any]] = [c.reasoning_start(part_id)]
+        out: list[str | dict[str, Any]] = [reasoning_start(part_id)]
         thinking = getattr(block, "thinking", "")
         if thinking:
-            out.append(c.reasoning_delta(part_id, thinking))
+            out.append(reasoning_delta(part_id, thinking))
         return out
     if kind == "redacted_thinking":
         part_id = f"reasoning-{index}"
         meta = {"anthropic": {"redactedData": block.data}}
-        return [c.reasoning_start(part_id), c.reasoning_end(part_id, meta)]
+        return [reasoning_start(part_id), reasoning_end(part_id, meta)]
     # Blocks without a chunk type of their own (server tool results, ...) are left out.
     return []
 
@@ -123,9 +135,9 @@ def _delta(block: _Block | None, delta: Any) -> str | dict[str, Any] | None:
         return str(delta.text) or None
     if kind == "input_json_delta":
         block.parts.append(delta.partial_json)
-        return c.tool_input_delta(block.id, delta.partial_json) if delta.partial_json else None
+        return tool_input_delta(block.id, delta.partial_json) if delta.partial_json else None
     if kind == "thinking_delta":
-        return c.reasoning_delta(block.id, delta.thinking) if delta.thinking else None
+        return reasoning_delta(block.id, delta.thinking) if delta.thinking else None
     if kind == "signature_delta":
         block.signature = delta.signature
     return None
@@ -133,8 +145,8 @@ def _delta(block: _Block | None, delta: Any) -> str | dict[str, Any] | None:
 
 def _stop(block: _Block) -> dict[str, Any] | None:
     if block.kind == "tool":
-        return c.tool_input_available(block.id, block.name, "".join(block.parts))
+        return tool_input_available(block.id, block.name, "".join(block.parts))
     if block.kind == "thinking":
         meta = {"anthropic": {"signature": block.signature}} if block.signature else None
-        return c.reasoning_end(block.id, meta)
+        return reasoning_end(block.id, meta)
     return None

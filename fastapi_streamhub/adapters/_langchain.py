@@ -6,7 +6,19 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _chunks as c
+from ._chunks import (
+    count,
+    events_of,
+    finish,
+    reasoning_delta,
+    reasoning_end,
+    reasoning_start,
+    tool_input_parsed,
+    tool_input_start,
+    tool_output_available,
+    tool_output_error,
+    usage,
+)
 from ._tools import ToolCalls
 
 __all__ = ["langchain_events", "langgraph_messages"]
@@ -49,9 +61,9 @@ class _Run:
         """A ToolMessage: the tool ran, so every call before it is complete."""
         yield from self.flush(None)
         if getattr(message, "status", "success") == "error":
-            yield c.tool_output_error(message.tool_call_id, str(message.content))
+            yield tool_output_error(message.tool_call_id, str(message.content))
         else:
-            yield c.tool_output_available(message.tool_call_id, message.content)
+            yield tool_output_available(message.tool_call_id, message.content)
 
     def _ai_chunk(self, chunk: Any) -> Iterator[str | dict[str, Any]]:
         message_id = str(getattr(chunk, "id", None) or "")
@@ -60,11 +72,11 @@ class _Run:
             if self.reasoning is None:
                 self.reasoning = f"reasoning-{self.reasonings}"
                 self.reasonings += 1
-                yield c.reasoning_start(self.reasoning)
-            yield c.reasoning_delta(self.reasoning, thought)
+                yield reasoning_start(self.reasoning)
+            yield reasoning_delta(self.reasoning, thought)
         fragments = getattr(chunk, "tool_call_chunks", None) or ()
         if self.reasoning is not None and (texts or fragments):
-            yield c.reasoning_end(self.reasoning)
+            yield reasoning_end(self.reasoning)
             self.reasoning = None
         yield from texts
         for fragment in fragments:
@@ -83,13 +95,13 @@ class _Run:
         if thoughts:
             part_id = f"reasoning-{self.reasonings}"
             self.reasonings += 1
-            yield c.reasoning_start(part_id)
-            yield c.reasoning_delta(part_id, "".join(thoughts))
-            yield c.reasoning_end(part_id)
+            yield reasoning_start(part_id)
+            yield reasoning_delta(part_id, "".join(thoughts))
+            yield reasoning_end(part_id)
         yield from texts
         for call in getattr(message, "tool_calls", None) or ():
-            yield c.tool_input_start(call["id"], call["name"])
-            yield c.tool_input_parsed(call["id"], call["name"], call["args"])
+            yield tool_input_start(call["id"], call["name"])
+            yield tool_input_parsed(call["id"], call["name"], call["args"])
         self._count(getattr(message, "usage_metadata", None))
         metadata = getattr(message, "response_metadata", None) or {}
         reason = metadata.get("finish_reason") or metadata.get("stop_reason")
@@ -105,14 +117,14 @@ class _Run:
     def flush(self, message_id: str | None) -> Iterator[str | dict[str, Any]]:
         """Close the open reasoning block and the tool calls of ``message_id`` (all: ``None``)."""
         if self.reasoning is not None:
-            yield c.reasoning_end(self.reasoning)
+            yield reasoning_end(self.reasoning)
             self.reasoning = None
         yield from self.calls.finish(lambda key: message_id is None or key[0] == message_id)
 
     def finish(self) -> Iterator[str | dict[str, Any]]:
         yield from self.flush(None)
         if self.tokens:
-            yield c.usage(
+            yield usage(
                 self.tokens.get("input_tokens"),
                 self.tokens.get("output_tokens"),
                 self.tokens.get("total_tokens"),
@@ -120,17 +132,17 @@ class _Run:
                 cached_input_tokens=self.tokens.get("cache_read"),
             )
         reason = "other" if self.raw_reason is None else _FINISH.get(self.raw_reason, "other")
-        yield c.finish(reason, self.raw_reason)
+        yield finish(reason, self.raw_reason)
 
-    def _count(self, usage: Any) -> None:
+    def _count(self, reported: Any) -> None:
         # Each chunk carries its own share (LangChain adds them up the same way).
-        if not usage:
+        if not reported:
             return
-        counts = {k: usage.get(k) for k in ("input_tokens", "output_tokens", "total_tokens")}
-        counts["reasoning"] = (usage.get("output_token_details") or {}).get("reasoning")
-        counts["cache_read"] = (usage.get("input_token_details") or {}).get("cache_read")
+        counts = {k: reported.get(k) for k in ("input_tokens", "output_tokens", "total_tokens")}
+        counts["reasoning"] = (reported.get("output_token_details") or {}).get("reasoning")
+        counts["cache_read"] = (reported.get("input_token_details") or {}).get("cache_read")
         for key, value in counts.items():
-            number = c.count(value)
+            number = count(value)
             if number is not None:
                 self.tokens[key] = self.tokens.get(key, 0) + number
 
@@ -173,7 +185,7 @@ async def langgraph_messages(stream: Any) -> AsyncIterator[str | dict[str, Any]]
     adds up every call's ``usage_metadata``; ``finish`` has the last call's reason.
     """
     run = _Run()
-    async for item in c.events_of(stream):
+    async for item in events_of(stream):
         # stream_mode="messages" yields (message, metadata); a model's own astream, chunks;
         # version="v2" stream parts are dicts holding the pair under "data".
         if isinstance(item, dict) and "data" in item:
@@ -193,7 +205,7 @@ async def langchain_events(stream: Any) -> AsyncIterator[str | dict[str, Any]]:
     calls. Other events (chains, retrievers, custom events) are left out.
     """
     run = _Run()
-    async for event in c.events_of(stream):
+    async for event in events_of(stream):
         name = event.get("event")
         data = event.get("data") or {}
         if name == "on_chat_model_stream":

@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from . import _chunks as c
+from ._chunks import (
+    count,
+    events_of,
+    finish,
+    reasoning_delta,
+    reasoning_end,
+    reasoning_start,
+    usage,
+)
 from ._tools import ToolCalls
 
 __all__ = ["openai_chat"]
@@ -23,12 +31,12 @@ def chat_usage(raw: Any) -> dict[str, Any]:
     """Our ``usage`` chunk from a Chat Completions ``usage`` object."""
     completion = getattr(raw, "completion_tokens_details", None)
     prompt = getattr(raw, "prompt_tokens_details", None)
-    return c.usage(
-        c.count(getattr(raw, "prompt_tokens", None)),
-        c.count(getattr(raw, "completion_tokens", None)),
-        c.count(getattr(raw, "total_tokens", None)),
-        reasoning_tokens=c.count(getattr(completion, "reasoning_tokens", None)),
-        cached_input_tokens=c.count(getattr(prompt, "cached_tokens", None)),
+    return usage(
+        count(getattr(raw, "prompt_tokens", None)),
+        count(getattr(raw, "completion_tokens", None)),
+        count(getattr(raw, "total_tokens", None)),
+        reasoning_tokens=count(getattr(completion, "reasoning_tokens", None)),
+        cached_input_tokens=count(getattr(prompt, "cached_tokens", None)),
     )
 
 
@@ -47,7 +55,7 @@ async def openai_chat(stream: Any) -> AsyncIterator[str | dict[str, Any]]:
     reasoning_open = False
     reasons = 0
     raw_reason: str | None = None
-    async for chunk in c.events_of(stream):
+    async for chunk in events_of(stream):
         raw_usage = getattr(chunk, "usage", None)
         for choice in getattr(chunk, "choices", None) or ():
             if getattr(choice, "index", 0) != 0:
@@ -57,13 +65,13 @@ async def openai_chat(stream: Any) -> AsyncIterator[str | dict[str, Any]]:
             if isinstance(thought, str) and thought:
                 if not reasoning_open:
                     reasoning_open = True
-                    yield c.reasoning_start(f"reasoning-{reasons}")
-                yield c.reasoning_delta(f"reasoning-{reasons}", thought)
+                    yield reasoning_start(f"reasoning-{reasons}")
+                yield reasoning_delta(f"reasoning-{reasons}", thought)
             text = getattr(delta, "content", None)
             calls = getattr(delta, "tool_calls", None) or ()
             if reasoning_open and (text or calls or choice.finish_reason):
                 reasoning_open = False
-                yield c.reasoning_end(f"reasoning-{reasons}")
+                yield reasoning_end(f"reasoning-{reasons}")
                 reasons += 1
             if isinstance(text, str) and text:
                 yield text
@@ -77,12 +85,12 @@ async def openai_chat(stream: Any) -> AsyncIterator[str | dict[str, Any]]:
         if raw_usage is not None:
             yield chat_usage(raw_usage)
     if reasoning_open:
-        yield c.reasoning_end(f"reasoning-{reasons}")
+        yield reasoning_end(f"reasoning-{reasons}")
     # A stream cut before its finish_reason still hands over the calls it carried.
     for part in tools.finish():
         yield part
     reason = "other" if raw_reason is None else _FINISH.get(raw_reason, "other")
-    yield c.finish(reason, raw_reason)
+    yield finish(reason, raw_reason)
 
 
 def _tool_fragment(tools: ToolCalls, fragment: Any) -> list[dict[str, Any]]:

@@ -8,7 +8,21 @@ from typing import Any
 
 import orjson
 
-from . import _chunks as c
+from ._chunks import (
+    count,
+    events_of,
+    finish,
+    jsonable,
+    reasoning_delta,
+    reasoning_end,
+    reasoning_start,
+    tool_input_available,
+    tool_input_delta,
+    tool_input_start,
+    tool_output_available,
+    tool_output_error,
+    usage,
+)
 
 __all__ = ["pydantic_ai_events"]
 
@@ -34,7 +48,7 @@ class _Part:
 def _args_text(args: Any) -> str:
     if args is None:
         return ""
-    return args if isinstance(args, str) else orjson.dumps(c.jsonable(args)).decode()
+    return args if isinstance(args, str) else orjson.dumps(jsonable(args)).decode()
 
 
 async def pydantic_ai_events(stream: Any) -> AsyncIterator[str | dict[str, Any]]:
@@ -52,7 +66,7 @@ async def pydantic_ai_events(stream: Any) -> AsyncIterator[str | dict[str, Any]]
     latest: dict[tuple[str, int], Any] = {}  # (run_id, run_step) -> the newest origin seen
     reasonings = 0
     raw_reason: str | None = None
-    async for event in c.events_of(stream):
+    async for event in events_of(stream):
         kind = getattr(event, "event_kind", None)
         if kind in ("part_start", "part_delta", "part_end"):
             key = _key(event, latest)
@@ -71,16 +85,16 @@ async def pydantic_ai_events(stream: Any) -> AsyncIterator[str | dict[str, Any]]
                     provider=part.provider_name,
                 )
                 reasonings += 1
-                yield c.reasoning_start(parts[key].id)
+                yield reasoning_start(parts[key].id)
                 if part.content:
-                    yield c.reasoning_delta(parts[key].id, part.content)
+                    yield reasoning_delta(parts[key].id, part.content)
             elif part.part_kind == "tool-call":
                 text = _args_text(part.args)
                 parts[key] = _Part("tool-call", part.tool_call_id, part.tool_name)
-                yield c.tool_input_start(part.tool_call_id, part.tool_name)
+                yield tool_input_start(part.tool_call_id, part.tool_name)
                 if text:
                     parts[key].args.append(text)
-                    yield c.tool_input_delta(part.tool_call_id, text)
+                    yield tool_input_delta(part.tool_call_id, text)
         elif kind == "part_delta":
             for piece in _delta(parts.get(key), event.delta):
                 yield piece
@@ -91,21 +105,21 @@ async def pydantic_ai_events(stream: Any) -> AsyncIterator[str | dict[str, Any]]
         elif kind == "function_tool_result":
             result = event.part
             if result.part_kind == "retry-prompt":
-                yield c.tool_output_error(result.tool_call_id, result.model_response())
+                yield tool_output_error(result.tool_call_id, result.model_response())
             else:
-                yield c.tool_output_available(result.tool_call_id, result.content)
+                yield tool_output_available(result.tool_call_id, result.content)
         elif kind == "agent_run_result":
             response = getattr(event.result, "response", None)
             raw_reason = getattr(response, "finish_reason", None) or raw_reason
             run_usage = event.result.usage
-            yield c.usage(
-                c.count(run_usage.input_tokens),
-                c.count(run_usage.output_tokens),
-                reasoning_tokens=c.count(getattr(run_usage, "output_reasoning_tokens", None)),
-                cached_input_tokens=c.count(run_usage.cache_read_tokens),
+            yield usage(
+                count(run_usage.input_tokens),
+                count(run_usage.output_tokens),
+                reasoning_tokens=count(getattr(run_usage, "output_reasoning_tokens", None)),
+                cached_input_tokens=count(run_usage.cache_read_tokens),
             )
     reason = "other" if raw_reason is None else _FINISH.get(raw_reason, "other")
-    yield c.finish(reason, raw_reason)
+    yield finish(reason, raw_reason)
 
 
 def _key(event: Any, latest: dict[tuple[str, int], Any]) -> Any:
@@ -135,12 +149,12 @@ def _delta(part: _Part | None, delta: Any) -> list[str | dict[str, Any]]:
         if delta.signature_delta:
             part.signature = (part.signature or "") + delta.signature_delta
         part.provider = delta.provider_name or part.provider
-        return [c.reasoning_delta(part.id, delta.content_delta)] if delta.content_delta else []
+        return [reasoning_delta(part.id, delta.content_delta)] if delta.content_delta else []
     if kind == "tool_call":
         text = _args_text(delta.args_delta)
         if text:
             part.args.append(text)
-            return [c.tool_input_delta(part.id, text)]
+            return [tool_input_delta(part.id, text)]
     return []
 
 
@@ -149,6 +163,6 @@ def _end(part: _Part, final: Any) -> dict[str, Any]:
         signature = getattr(final, "signature", None) or part.signature
         provider = getattr(final, "provider_name", None) or part.provider or "unknown"
         meta = {provider: {"signature": signature}} if signature else None
-        return c.reasoning_end(part.id, meta)
+        return reasoning_end(part.id, meta)
     # The final part holds the whole input; the fragments are only what was streamed.
-    return c.tool_input_available(part.id, part.name, _args_text(final.args))
+    return tool_input_available(part.id, part.name, _args_text(final.args))

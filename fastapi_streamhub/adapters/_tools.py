@@ -7,7 +7,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _chunks as c
+from ._chunks import UpstreamError, tool_input_available, tool_input_delta, tool_input_start
 
 __all__ = ["ToolCalls"]
 
@@ -40,12 +40,12 @@ class ToolCalls:
         out: list[dict[str, Any]] = []
         if not call.started and call.id and call.name:
             call.started = True
-            out.append(c.tool_input_start(call.id, call.name))
-            out.extend(c.tool_input_delta(call.id, a) for a in call.args)
+            out.append(tool_input_start(call.id, call.name))
+            out.extend(tool_input_delta(call.id, a) for a in call.args)
         if isinstance(args, str) and args:
             call.args.append(args)
             if call.started:
-                out.append(c.tool_input_delta(call.id, args))
+                out.append(tool_input_delta(call.id, args))
         return out
 
     def finish(self, which: Callable[[Any], bool] = lambda key: True) -> list[dict[str, Any]]:
@@ -57,9 +57,9 @@ class ToolCalls:
             if not call.started:
                 # A call that never got both an id and a name cannot be announced under them:
                 # say so rather than drop it.
-                raise c.UpstreamError(
+                raise UpstreamError(
                     f"a tool call ended without an id and a name (id={call.id!r}, "
                     f"name={call.name!r})"
                 )
-            out.append(c.tool_input_available(call.id, call.name, "".join(call.args)))
+            out.append(tool_input_available(call.id, call.name, "".join(call.args)))
         return out
