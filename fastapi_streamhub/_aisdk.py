@@ -16,8 +16,14 @@ Mapping, in the order the parts go out:
   ``{"type": "data-json", "data": <value>}``; a chunk sent under an event name ``name``:
   ``{"type": "data-<name>", "data": <data>}``. Each of these first closes the open text run
   (``text-end``), so text and other parts keep their order in the message;
+- the two chunk types of ``fastapi_streamhub.adapters`` the SDK has no part for: ``usage``
+  becomes ``{"type": "message-metadata", "messageMetadata": {"usage": <counts>}}`` (the SDK
+  merges it into the message's metadata), and ``finish`` sends nothing by itself: its
+  ``finishReason`` goes on the ``finish`` part that ends a ``done`` generation (a second
+  ``finish`` part in the middle of a message would end it early);
 - metadata: ``{"type": "message-metadata", "messageMetadata": <value>}``;
-- the end: ``text-end`` if a text run is open, then ``finish`` (``done``), ``abort`` with the
+- the end: ``text-end`` if a text run is open, then ``finish`` (``done``; ``finishReason`` is
+  the last ``finish`` chunk's, else ``stop``), ``abort`` with the
   reason (``cancelled``) or ``error`` with the reason as ``errorText`` (``failed``), then
   ``[DONE]``;
 - a reset (the session restarted while this client followed it, or stored data was lost):
@@ -42,6 +48,8 @@ __all__ = ["DONE", "UI_MESSAGE_STREAM_HEADERS", "UIMessageStreamEncoder", "encod
 # The header the SDK's own server helpers send; clients may use it to tell the protocol apart.
 UI_MESSAGE_STREAM_HEADERS = {"x-vercel-ai-ui-message-stream": "v1"}
 DONE: bytes = b"data: [DONE]\n\n"
+# The SDK's finish reasons (its schema refuses any other on a finish part).
+_FINISH_REASONS = frozenset({"stop", "length", "content-filter", "tool-calls", "error", "other"})
 
 
 def encode_part(part: dict[str, Any]) -> bytes:
@@ -63,6 +71,7 @@ class UIMessageStreamEncoder:
         self.finished = False
         self._text_runs = 0
         self._text_open = False
+        self._finish_reason = "stop"
 
     def encode(self, item: Chunk | Batch | Metadata | Reset | End, generation: int) -> bytes:
         """The parts for ``item``; ``generation`` names the message in ``start``."""
@@ -81,7 +90,7 @@ class UIMessageStreamEncoder:
         elif isinstance(item, End):
             self._close_text(parts)
             if item.state is State.DONE:
-                parts.append({"type": "finish", "finishReason": "stop"})
+                parts.append({"type": "finish", "finishReason": self._finish_reason})
             elif item.state is State.CANCELLED:
                 parts.append({"type": "abort", "reason": item.reason or "cancelled"})
             else:
@@ -109,8 +118,18 @@ class UIMessageStreamEncoder:
                 parts.append({"type": "text-start", "id": self._text_id})
             parts.append({"type": "text-delta", "id": self._text_id, "delta": chunk.data})
             return
-        self._close_text(parts)
         data = chunk.data
+        if chunk.event is None and isinstance(data, dict):
+            kind = data.get("type")
+            if kind == "finish":
+                if data.get("finishReason") in _FINISH_REASONS:
+                    self._finish_reason = data["finishReason"]
+                return
+            if kind == "usage":
+                counts = {k: v for k, v in data.items() if k != "type"}
+                parts.append({"type": "message-metadata", "messageMetadata": {"usage": counts}})
+                return
+        self._close_text(parts)
         if chunk.event is not None:
             parts.append({"type": f"data-{chunk.event}", "data": data})
         elif isinstance(data, dict) and isinstance(data.get("type"), str):

@@ -15,7 +15,8 @@ Every error the library raises on purpose derives from one root, so callers can 
     │   └── SessionDeleted                  the session was deleted while the producer ran
     ├── StreamClosed                        the producer already closed the stream
     ├── SessionFinished                     a steering message for a session that is not running
-    └── BackendUnavailable (ConnectionError) the store could not be reached within the retry budget
+    ├── BackendUnavailable (ConnectionError) the store could not be reached within the retry budget
+    └── adapters.UpstreamError              an LLM provider reported an error inside its stream
 
 Domain errors stay free of HTTP; the router maps them to status codes.
 """

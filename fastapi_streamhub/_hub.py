@@ -194,6 +194,7 @@ class StreamHub:
             raise RuntimeError("this StreamHub is already running")
         self._phase = _Phase.RUNNING
         self._shutdown_done = anyio.Event()
+        self._shutdown_asked = anyio.Event()
         self._telemetry.start()
         tg = anyio.create_task_group()
         await tg.__aenter__()
@@ -202,6 +203,7 @@ class StreamHub:
             await self.backend.start(self.settings, tg, self._on_control)
             tg.start_soon(self._writer.run)
             tg.start_soon(self._keeper)
+            tg.start_soon(self._shutdown_when_asked)
         except BaseException as exc:
             tg.cancel_scope.cancel()
             self._tg = None
@@ -249,7 +251,13 @@ class StreamHub:
         """
         if self._tg is not None and self._phase is _Phase.RUNNING:
             self._phase = _Phase.CLOSING
-            self._tg.start_soon(self._shutdown)
+            # Only sets an event: the signal handler calls this outside any task, where anyio
+            # cannot start one once sniffio is installed (it raises NoEventLoopError).
+            self._shutdown_asked.set()
+
+    async def _shutdown_when_asked(self) -> None:
+        await self._shutdown_asked.wait()
+        await self._shutdown()
 
     async def _shutdown(self) -> None:
         if self._phase is _Phase.SHUTTING_DOWN:

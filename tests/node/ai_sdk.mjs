@@ -13,6 +13,10 @@
 // - "turns": two messages in one chat, each read to the end.
 // - "cancel": the app's Stop (POST /api/chat/{id}/cancel) after `cancel_after_deltas` deltas;
 //   the stream must end with an "abort" part.
+// - "tool_resume": against tests/adapters_app.py (an SDK adapter behind the chat route; the
+//   request body names the SDK and the stand-in model): read until the first tool-input-delta,
+//   drop the connection, reconnectToStream, release the held provider (POST `release_url`) and
+//   read to the end; then one uninterrupted answer in another chat, for comparison.
 // Prints one line "RESULT {json}", or "ERROR {json}" and exits with status 1. The assertions
 // are left to tests/test_ai_sdk.py.
 
@@ -26,7 +30,7 @@ function emit(kind, value) {
   process.stdout.write(`${kind} ${JSON.stringify(value)}\n`);
 }
 
-const transport = () => new DefaultChatTransport({ api: `${config.base}/api/chat` });
+const transport = (body) => new DefaultChatTransport({ api: `${config.base}/api/chat`, body });
 
 function userMessage(text, id = "u1") {
   return { id, role: "user", parts: [{ type: "text", text }] };
@@ -194,6 +198,36 @@ const scenarios = {
     }
     const text = parts.filter((p) => p.type === "text-delta").map((p) => p.delta).join("");
     return { cancel: await cancel, types: summary(parts), lastParts: parts.slice(-2), text };
+  },
+
+  async tool_resume(cfg) {
+    const controller = new AbortController();
+    const held = transport({ sdk: cfg.sdk, model: cfg.model });
+    const first = await send(held, cfg.chat_id, cfg.prompt, controller.signal);
+    const reader = first.getReader();
+    const firstParts = [];
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) throw new Error("the first stream ended before a tool-input-delta");
+      firstParts.push(value);
+      if (value.type === "tool-input-delta") break;
+    }
+    controller.abort();
+    await reader.cancel().catch(() => {});
+    // Reconnect while the provider still holds the answer (once it ends, the route says 204).
+    const resumedStream = await held.reconnectToStream({ chatId: cfg.chat_id });
+    if (resumedStream === null) throw new Error("reconnectToStream answered 204 mid-answer");
+    const released = await fetch(cfg.release_url, { method: "POST" });
+    if (!released.ok) throw new Error(`release answered ${released.status}`);
+    const resumed = await readAll(resumedStream);
+    const plain = transport({ sdk: cfg.sdk, model: "standin-1" });
+    const whole = await readAll(await send(plain, cfg.other_chat_id, cfg.prompt));
+    return {
+      firstTypes: firstParts.map((p) => p.type),
+      resumedParts: resumed.parts,
+      resumed: { parts: resumed.message.parts, metadata: resumed.message.metadata },
+      whole: { parts: whole.message.parts, metadata: whole.message.metadata },
+    };
   },
 
   async idle(cfg) {
