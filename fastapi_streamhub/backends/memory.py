@@ -214,11 +214,9 @@ class MemoryBackend(Backend):
         return [self._append(b) for b in batches]
 
     def _append(self, batch: Append) -> Lost | None:
-        rec = self._get(batch.session_id)
-        lost = self._check(rec, batch.generation)
-        if lost is not None:
-            return lost
-        assert rec is not None  # for mypy: _check returned None
+        rec = self._active(batch.session_id, batch.generation)
+        if isinstance(rec, Lost):
+            return rec
         first = rec.n + 1
         if batch.first != first:
             raise RuntimeError(f"batch at offset {batch.first} does not follow offset {rec.n}")
@@ -236,11 +234,9 @@ class MemoryBackend(Backend):
         return None
 
     async def set_metadata(self, session_id: str, generation: int, blob: bytes) -> Lost | None:
-        rec = self._get(session_id)
-        lost = self._check(rec, generation)
-        if lost is not None:
-            return lost
-        assert rec is not None
+        rec = self._active(session_id, generation)
+        if isinstance(rec, Lost):
+            return rec
         rec.metadata = blob
         rec.updated = _now_ms()
         self._publish(session_id, MetadataMsg(generation, orjson.loads(blob)))
@@ -251,12 +247,10 @@ class MemoryBackend(Backend):
     ) -> list[bool | Lost]:
         results: list[bool | Lost] = []
         for session_id, generation in leases:
-            rec = self._get(session_id)
-            lost = self._check(rec, generation)
-            if lost is not None:
-                results.append(lost)
+            rec = self._active(session_id, generation)
+            if isinstance(rec, Lost):
+                results.append(rec)
                 continue
-            assert rec is not None
             rec.lease_until = time.monotonic() + self.settings.lease_ttl
             self._touch(rec)
             results.append(rec.cancel)
