@@ -28,6 +28,7 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
 from .._errors import BackendUnavailable
+from ._replies import as_bytes, as_str
 
 __all__ = ["Bus", "ShardedBus", "SingleBus", "lost_connection", "require_sharded_pubsub"]
 
@@ -57,14 +58,6 @@ def lost_connection(exc: BaseException) -> bool:
     if isinstance(exc, RETRYABLE):
         return True
     return isinstance(exc, RuntimeError) and "handler is closed" in str(exc)
-
-
-def _s(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-def _b(value: Any) -> bytes:
-    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
 
 OnMessage = Callable[[str, bytes], None]
@@ -117,17 +110,17 @@ class Bus:
 
     def _dispatch(self, msg: dict[str, Any]) -> str | None:
         """Hand a data message on; returns the channel of a subscription confirmation."""
-        kind = _s(msg["type"])
+        kind = as_str(msg["type"])
         if kind in ("message", "smessage"):
             try:
-                self._on_message(_s(msg["channel"]), _b(msg["data"]))
+                self._on_message(as_str(msg["channel"]), as_bytes(msg["data"]))
             except Exception:
                 # A message we cannot decode is a bug or a foreign publisher on our channel;
                 # report it and keep serving everyone else.
                 log.exception("could not handle pub/sub message %r", msg)
             return None
         if kind in ("subscribe", "ssubscribe"):
-            return _s(msg["channel"])
+            return as_str(msg["channel"])
         return None
 
 
@@ -290,9 +283,9 @@ class ShardedBus(Bus):
                     event = self._confirmed.get(channel)
                     if event is not None and self._where.get(channel) is shard:
                         event.set()
-                elif _s(msg["type"]) == "sunsubscribe":
+                elif as_str(msg["type"]) == "sunsubscribe":
                     # We never unsubscribe: Redis moved this channel's slot to another node.
-                    channel = _s(msg["channel"])
+                    channel = as_str(msg["channel"])
                     log.warning(
                         "cluster moved pub/sub channel %r away from %s", channel, shard.name
                     )

@@ -4,16 +4,14 @@ atomic under the event loop)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from .base import Append, Lost, SharedAppend
+from .._types import State
+from .base import PART_REFUSALS, Append, Lost, Reason, SharedAppend
 
-if TYPE_CHECKING:
-    from .memory import _Record
-
-__all__ = ["MemoryFanIn", "Part"]
+__all__ = ["FanInRecord", "MemoryFanIn", "Part"]
 
 
 @dataclass(slots=True)
@@ -26,31 +24,42 @@ class Part:
     ended: bool = False
 
 
+class FanInRecord(Protocol):
+    """What fan-in reads and writes of a memory session record."""
+
+    generation: int
+    state: State
+    n: int
+    parts: dict[str, Part]
+    """The admitted producers of this generation by name (``""``: the owner)."""
+    short: str | None
+    """The first producer whose part ended short of its batches (see ``end_part.lua``)."""
+
+
 class MemoryFanIn:
-    """The fan-in methods of :class:`MemoryBackend`."""
+    """The fan-in transitions that :class:`MemoryBackend` delegates to.
 
-    if TYPE_CHECKING:
+    ``active(session_id, generation)`` is the backend's record of that generation while it is
+    active, else why a write is refused; ``append`` stores a batch as the backend's own append.
+    """
 
-        def _get(self, session_id: str) -> _Record | None: ...
-        def _check(self, rec: _Record | None, generation: int) -> Lost | None: ...
-        def _append(self, batch: Append) -> Lost | None: ...
+    def __init__(
+        self,
+        active: Callable[[str, int], FanInRecord | Lost],
+        append: Callable[[Append], Lost | None],
+    ) -> None:
+        self._active = active
+        self._append = append
 
-    def _active(self, session_id: str, generation: int) -> _Record | Lost:
-        rec = self._get(session_id)
-        lost = self._check(rec, generation)
-        if lost is not None:
-            return lost
-        assert rec is not None  # for mypy: _check returned None
-        return rec
-
-    def _part(self, session_id: str, generation: int, name: str) -> tuple[_Record, Part] | Lost:
+    def _part(self, session_id: str, generation: int, name: str) -> tuple[FanInRecord, Part] | Lost:
         rec = self._active(session_id, generation)
         if isinstance(rec, Lost):
             return rec
         part = rec.parts.get(name)
-        return Lost("gone", reason="not_admitted") if part is None else (rec, part)
+        return PART_REFUSALS[Reason.NOT_ADMITTED] if part is None else (rec, part)
 
-    async def admit(self, session_id: str, generation: int, name: str) -> Lost | None:
+    def admit(self, session_id: str, generation: int, name: str) -> Lost | None:
+        """See :meth:`Backend.admit`."""
         rec = self._active(session_id, generation)
         if isinstance(rec, Lost):
             return rec
@@ -58,48 +67,45 @@ class MemoryFanIn:
         rec.parts.setdefault("", Part())
         return None
 
-    async def join(self, session_id: str, generation: int, name: str, token: str) -> Lost | None:
+    def join(self, session_id: str, generation: int, name: str, token: str) -> Lost | None:
+        """See :meth:`Backend.join`."""
         found = self._part(session_id, generation, name)
         if isinstance(found, Lost):
             return found
         rec, part = found
         if part.ended:
-            return Lost("closed", reason="part_ended")
+            return PART_REFUSALS[Reason.PART_ENDED]
         if part.token != token:
             rec.parts[name] = Part(token)
         return None
 
-    async def append_shared(self, batches: Sequence[SharedAppend]) -> list[int | Lost]:
-        return [self._append_shared(b) for b in batches]
-
-    def _append_shared(self, b: SharedAppend) -> int | Lost:
+    def append_shared(self, b: SharedAppend) -> int | Lost:
+        """One batch of :meth:`Backend.append_shared`."""
         found = self._part(b.session_id, b.generation, b.name)
         if isinstance(found, Lost):
             return found
         rec, part = found
         if part.token != b.token:
-            return Lost("stale", reason="replaced")
+            return PART_REFUSALS[Reason.REPLACED]
         if part.seq == b.seq:
             return part.first  # the same batch again: applied once already
         if part.ended:
-            return Lost("closed", reason="part_ended")
+            return PART_REFUSALS[Reason.PART_ENDED]
         first = rec.n + 1
         self._append(Append(b.session_id, b.generation, first, b.payloads))
         part.seq, part.first = b.seq, first
         return first
 
-    async def end_part(
-        self, session_id: str, generation: int, name: str, token: str, *, last: int | None = None
+    def end_part(
+        self, session_id: str, generation: int, name: str, token: str, last: int | None
     ) -> Lost | None:
-        rec = self._get(session_id)
-        if rec is not None and rec.generation == generation and rec.state.finished:
-            return None
+        """See :meth:`Backend.end_part` (the caller answers for a finished generation)."""
         found = self._part(session_id, generation, name)
         if isinstance(found, Lost):
             return found
         rec, part = found
         if part.token != token:
-            return Lost("stale", reason="replaced")
+            return PART_REFUSALS[Reason.REPLACED]
         if not part.ended and last is not None and last != part.seq and rec.short is None:
             rec.short = name  # the first part that ended short of its batches (end_part.lua)
         part.ended = True

@@ -3,107 +3,74 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
 
 from .._codec import frame
 from .._errors import BackendUnavailable
-from .._types import State
+from ._keys import Keys
+from ._redis_exec import Command, RedisExecutor
+from ._replies import lost_of
 from .base import Lost, SharedAppend
 
-if TYPE_CHECKING:
-    from .._config import Settings
-    from ._bus import Bus
-    from ._keys import Keys
-
-__all__ = ["FANIN_SCRIPTS", "RedisFanIn", "part_lost"]
+__all__ = ["FANIN_SCRIPTS", "RedisFanIn"]
 
 FANIN_SCRIPTS = ("admit", "join", "append_shared", "end_part")
 
-# A part's own refusals ({'part', <reason>}) as the refusal of the write they stop.
-_PART: dict[str, Lost] = {
-    "replaced": Lost("stale", reason="replaced"),
-    "part_ended": Lost("closed", reason="part_ended"),
-    "not_admitted": Lost("gone", reason="not_admitted"),
-}
-
-
-def _s(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-def part_lost(reply: Sequence[Any]) -> Lost | None:
-    """The refusal in a fan-in script's reply, or None for ``{'ok', ...}``."""
-    head = _s(reply[0])
-    if head == "ok":
-        return None
-    if head == "part":
-        return _PART[_s(reply[1])]
-    if head == "closed":
-        return Lost("closed", State(_s(reply[1])), _s(reply[2]) or None)
-    return Lost("stale" if head == "stale" else "gone")
-
 
 class RedisFanIn:
-    """The fan-in methods of :class:`RedisBackend`."""
+    """The fan-in transitions that :class:`RedisBackend` delegates to."""
 
-    if TYPE_CHECKING:
-        keys: Keys
-        settings: Settings
-        cluster: bool
-        _pub: str
-        _bus: Bus | None
-
-        def channels(self, session_id: str) -> tuple[str, str]: ...
-        async def _script(
-            self, name: str, keys: list[str], args: list[Any], *, limited: bool = True
-        ) -> Any: ...
-        async def _pipeline(
-            self,
-            commands: list[tuple[Any, ...]],
-            *,
-            limited: bool = True,
-            refusable: bool = False,
-        ) -> list[Any]: ...
-        def _waits(self, keys: Sequence[bytes | str]) -> list[tuple[Any, ...]]: ...
-        def _check_waits(self, replies: Sequence[Any]) -> None: ...
+    def __init__(
+        self,
+        executor: RedisExecutor,
+        keys: Keys,
+        channels: Callable[[str], tuple[str, str]],
+        subscribe: Callable[[str], Awaitable[None]],
+    ) -> None:
+        self._exec = executor
+        self._keys = keys
+        self._channels = channels
+        self._subscribe = subscribe
 
     async def admit(self, session_id: str, generation: int, name: str) -> Lost | None:
-        r = await self._script("admit", [self.keys.meta(session_id)], [generation, name])
-        return part_lost(r)
+        """See :meth:`Backend.admit`."""
+        r = await self._exec.script("admit", [self._keys.meta(session_id)], [generation, name])
+        return lost_of(r)
 
     async def join(self, session_id: str, generation: int, name: str, token: str) -> Lost | None:
-        if self.cluster:
+        """See :meth:`Backend.join`."""
+        if self._exec.cluster:
             # Cancels reach this producer on its slot's control channel: listen before writing.
-            assert self._bus is not None, "start() first"
-            await self._bus.subscribe(self.channels(session_id)[1])
-        r = await self._script("join", [self.keys.meta(session_id)], [generation, name, token])
-        return part_lost(r)
+            await self._subscribe(self._channels(session_id)[1])
+        args = [generation, name, token]
+        return lost_of(await self._exec.script("join", [self._keys.meta(session_id)], args))
 
     async def append_shared(self, batches: Sequence[SharedAppend]) -> list[int | Lost]:
+        """See :meth:`Backend.append_shared`."""
         # One script call per batch, all in one pipeline (a cluster sends each node its part).
-        k = self.keys
-        maxlen = self.settings.maxlen or 0
-        publish = self.settings.max_publish_bytes
-        commands: list[tuple[Any, ...]] = []
+        k = self._keys
+        settings = self._exec.settings
+        maxlen = settings.maxlen or 0
+        commands: list[Command] = []
         for b in batches:
             sid = b.session_id
-            args = [sid, b.generation, b.name, b.token, b.seq, len(b.payloads)]
-            args += [frame(b.payloads), maxlen, self._pub, self.channels(sid)[0], publish]
+            args = [sid, b.generation, b.name, b.token, b.seq, len(b.payloads), frame(b.payloads)]
+            args += [maxlen, self._exec.pub, self._channels(sid)[0], settings.max_publish_bytes]
             commands.append(("EVALSHA", "append_shared", [k.meta(sid), k.log(sid)], args))
-        waits = self._waits([k.log(b.session_id) for b in batches])
-        replies = await self._pipeline(commands + waits, limited=False, refusable=True)
-        self._check_waits(replies[len(commands) :])
+        waits = self._exec.waits([k.log(b.session_id) for b in batches])
+        replies = await self._exec.pipeline(commands + waits, limited=False, refusable=True)
+        self._exec.check_waits(replies[len(commands) :])
         out: list[int | Lost] = []
         for r in replies[: len(commands)]:
             if isinstance(r, Exception):
                 raise BackendUnavailable(f"append failed: {r}")
-            lost = part_lost(r)
+            lost = lost_of(r)
             out.append(int(r[1]) if lost is None else lost)
         return out
 
     async def end_part(
         self, session_id: str, generation: int, name: str, token: str, *, last: int | None = None
     ) -> Lost | None:
+        """See :meth:`Backend.end_part`."""
         args = [generation, name, token, "" if last is None else last]
-        return part_lost(await self._script("end_part", [self.keys.meta(session_id)], args))
+        return lost_of(await self._exec.script("end_part", [self._keys.meta(session_id)], args))

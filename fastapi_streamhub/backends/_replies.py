@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -11,7 +12,7 @@ from redis import exceptions as rexc
 from .._codec import decode_chunks, decode_end, unframe
 from .._errors import BackendUnavailable
 from .._types import Chunk, End, SessionInfo, State
-from .base import Lost, ReadResult, WriteRefused
+from .base import PART_REFUSALS, Lost, ReadResult, Reason, WriteRefused
 
 __all__ = [
     "as_bytes",
@@ -27,14 +28,22 @@ __all__ = [
 
 
 def as_bytes(value: Any) -> bytes:
+    """A reply value as bytes, whether the client decodes responses or not."""
     return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
 
 def as_str(value: Any) -> str:
+    """A reply value as text, whether the client decodes responses or not."""
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def lost_of(reply: list[Any]) -> Lost | None:
+def lost_of(reply: Sequence[Any]) -> Lost | None:
+    """The refusal in a script's reply, or None when the write went ahead.
+
+    The one decoder of the fencing rule: ``{'stale'}``, ``{'gone'}``, ``{'closed', state,
+    reason}`` (``_lib.lua``'s ``refusal``), and a fan-in part's own ``{'part', reason}``.
+    Any other reply (``{'ok', ...}``, a count) is not a refusal.
+    """
     head = as_str(reply[0]) if reply else ""
     if head == "stale":
         return Lost("stale")
@@ -42,7 +51,26 @@ def lost_of(reply: list[Any]) -> Lost | None:
         return Lost("gone")
     if head == "closed":
         return Lost("closed", State(as_str(reply[1])), as_str(reply[2]) or None)
+    if head == "part":
+        return PART_REFUSALS[as_str(reply[1])]
     return None
+
+
+def refusal(generation: int, meta: Sequence[Any]) -> Lost:
+    """Why a write of ``generation`` failed, from ``HMGET meta gen state reason``: the checks of
+    ``_lib.lua``'s ``refusal`` (decoded by :func:`lost_of`); if they pass, the lease lapsed."""
+    gen, state, reason = meta
+    if gen is None:
+        reply: list[Any] = ["gone"]
+    elif int(gen) != generation:
+        reply = ["stale"]
+    elif as_str(state) != "active":
+        reply = ["closed", state, reason or ""]
+    else:
+        return Lost("closed", State.FAILED, Reason.LEASE_EXPIRED)
+    lost = lost_of(reply)
+    assert lost is not None  # every reply built above is a refusal
+    return lost
 
 
 def raise_refused(reply: Any) -> None:
@@ -61,21 +89,8 @@ def xadd_code(reply: Any) -> int:
     return -1 if isinstance(reply, Exception) else 1
 
 
-def refusal(generation: int, m: list[Any]) -> Lost:
-    """Why a write of ``generation`` failed, from ``HMGET meta gen state reason``."""
-    gen, state, reason = m
-    if gen is None:
-        return Lost("gone")
-    if int(gen) != generation:
-        return Lost("stale")
-    if as_str(state) != "active":
-        return Lost(
-            "closed", State(as_str(state)), None if reason is None else (as_str(reason) or None)
-        )
-    return Lost("closed", State.FAILED, "lease_expired")
-
-
 def record_of(session_id: str, r: list[Any] | None, lease_ms: int) -> SessionInfo | None:
+    """The record of ``_lib.lua``'s ``describe`` (None: no such session)."""
     if not r or r[0] is None:
         return None
     gen, state, reason, n, md, created, updated, cancel, pttl, now = (list(r) + [None] * 10)[:10]

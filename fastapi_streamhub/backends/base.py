@@ -10,6 +10,7 @@ import abc
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Literal
 
 from anyio.abc import TaskGroup
@@ -21,12 +22,14 @@ from .._fanout import Listener
 from .._types import Chunk, End, SessionInfo, State
 
 __all__ = [
+    "PART_REFUSALS",
     "Append",
     "Backend",
     "ClaimResult",
     "ControlHandler",
     "Lost",
     "ReadResult",
+    "Reason",
     "Sent",
     "SharedAppend",
     "WriteRefused",
@@ -84,17 +87,50 @@ class ReadResult:
     more: bool
 
 
+class Reason(StrEnum):
+    """Reasons the store itself gives when it ends a generation or refuses a producer's write.
+
+    Defined once for Python; the Lua scripts write the same strings (Lua has no import):
+
+    - ``lease_expired``: the generation failed because its lease lapsed. Stored as the end
+      reason by ``claim.lua``, ``cancel.lua``, ``expire.lua`` and ``message.lua`` (each fails a
+      lapsed lease before it acts), published by ``expire.lua`` on the data bus
+      (``<gen>:lease_expired``), and by the memory backend's ``_expire_if_lapsed``.
+    - ``replaced``, ``part_ended``, ``not_admitted``: a fan-in part's own refusal, returned
+      as ``{'part', <reason>}`` by ``join.lua`` (``not_admitted``, ``part_ended``),
+      ``append_shared.lua`` (all three) and ``end_part.lua`` (``replaced``, ``not_admitted``);
+      the memory backend's fan-in returns the same.
+    """
+
+    LEASE_EXPIRED = "lease_expired"
+    REPLACED = "replaced"
+    """Stale: another handle joined under the part's name."""
+    PART_ENDED = "part_ended"
+    """Closed: the part already ended."""
+    NOT_ADMITTED = "not_admitted"
+    """Gone: no producer of that name was admitted into the current generation."""
+
+
 @dataclass(frozen=True, slots=True)
 class Lost:
     """Why a producer's write was refused: ``stale``, ``closed``, ``gone``.
 
-    For a fan-in producer, ``reason`` may name its part's own refusal: ``replaced`` (stale:
-    another handle joined under its name), ``part_ended`` (closed) or ``not_admitted`` (gone).
+    For a fan-in producer, ``reason`` may name its part's own refusal (a :class:`Reason`):
+    ``replaced`` (stale), ``part_ended`` (closed) or ``not_admitted`` (gone). For ``closed``
+    it is otherwise the stored end reason of the generation.
     """
 
     why: Literal["stale", "closed", "gone"]
     state: State | None = None
     reason: str | None = None
+
+
+PART_REFUSALS: dict[str, Lost] = {
+    Reason.REPLACED: Lost("stale", reason=Reason.REPLACED),
+    Reason.PART_ENDED: Lost("closed", reason=Reason.PART_ENDED),
+    Reason.NOT_ADMITTED: Lost("gone", reason=Reason.NOT_ADMITTED),
+}
+"""A fan-in part's own refusal as the refusal of the write it stops (both backends)."""
 
 
 @dataclass(frozen=True, slots=True)

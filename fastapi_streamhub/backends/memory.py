@@ -32,7 +32,17 @@ from .._fanout import Fanout, Listener
 from .._types import Chunk, Cursor, End, SessionInfo, State
 from ._compact import PackedLog
 from ._fanin_memory import MemoryFanIn, Part
-from .base import Append, Backend, ClaimResult, ControlHandler, Lost, ReadResult, Sent
+from .base import (
+    Append,
+    Backend,
+    ClaimResult,
+    ControlHandler,
+    Lost,
+    ReadResult,
+    Reason,
+    Sent,
+    SharedAppend,
+)
 
 __all__ = ["MemoryBackend"]
 
@@ -88,7 +98,7 @@ def _unexpired(entries: dict[str, _Expiring], session_id: str) -> _Expiring | No
     return entry
 
 
-class MemoryBackend(MemoryFanIn, Backend):
+class MemoryBackend(Backend):
     """Sessions in a dict of this process; live delivery by direct dispatch."""
 
     def __init__(self) -> None:
@@ -96,6 +106,7 @@ class MemoryBackend(MemoryFanIn, Backend):
         self._inboxes: dict[str, _Inbox] = {}
         self._fanout = Fanout()
         self._controls: list[ControlHandler] = []
+        self._fanin = MemoryFanIn(self._active, self._append)
         self.settings = Settings()
 
     async def start(
@@ -136,7 +147,7 @@ class MemoryBackend(MemoryFanIn, Backend):
 
     def _expire_if_lapsed(self, session_id: str, rec: _Record) -> None:
         if rec.state is State.ACTIVE and rec.lease_until <= time.monotonic():
-            self._finish(session_id, rec, State.FAILED, "lease_expired")
+            self._finish(session_id, rec, State.FAILED, Reason.LEASE_EXPIRED.value)
 
     def _check(self, rec: _Record | None, generation: int) -> Lost | None:
         if rec is None:
@@ -146,6 +157,15 @@ class MemoryBackend(MemoryFanIn, Backend):
         if rec.state is not State.ACTIVE:
             return Lost("closed", rec.state, rec.reason)
         return None
+
+    def _active(self, session_id: str, generation: int) -> _Record | Lost:
+        """The session's record while ``generation`` is active, else why it may not write."""
+        rec = self._get(session_id)
+        lost = self._check(rec, generation)
+        if lost is not None:
+            return lost
+        assert rec is not None  # for mypy: _check returned None
+        return rec
 
     def _info(self, session_id: str, rec: _Record) -> SessionInfo:
         return SessionInfo(
@@ -194,11 +214,9 @@ class MemoryBackend(MemoryFanIn, Backend):
         return [self._append(b) for b in batches]
 
     def _append(self, batch: Append) -> Lost | None:
-        rec = self._get(batch.session_id)
-        lost = self._check(rec, batch.generation)
-        if lost is not None:
-            return lost
-        assert rec is not None  # for mypy: _check returned None
+        rec = self._active(batch.session_id, batch.generation)
+        if isinstance(rec, Lost):
+            return rec
         first = rec.n + 1
         if batch.first != first:
             raise RuntimeError(f"batch at offset {batch.first} does not follow offset {rec.n}")
@@ -216,11 +234,9 @@ class MemoryBackend(MemoryFanIn, Backend):
         return None
 
     async def set_metadata(self, session_id: str, generation: int, blob: bytes) -> Lost | None:
-        rec = self._get(session_id)
-        lost = self._check(rec, generation)
-        if lost is not None:
-            return lost
-        assert rec is not None
+        rec = self._active(session_id, generation)
+        if isinstance(rec, Lost):
+            return rec
         rec.metadata = blob
         rec.updated = _now_ms()
         self._publish(session_id, MetadataMsg(generation, orjson.loads(blob)))
@@ -231,12 +247,10 @@ class MemoryBackend(MemoryFanIn, Backend):
     ) -> list[bool | Lost]:
         results: list[bool | Lost] = []
         for session_id, generation in leases:
-            rec = self._get(session_id)
-            lost = self._check(rec, generation)
-            if lost is not None:
-                results.append(lost)
+            rec = self._active(session_id, generation)
+            if isinstance(rec, Lost):
+                results.append(rec)
                 continue
-            assert rec is not None
             rec.lease_until = time.monotonic() + self.settings.lease_ttl
             self._touch(rec)
             results.append(rec.cancel)
@@ -341,6 +355,25 @@ class MemoryBackend(MemoryFanIn, Backend):
             return []
         page = inbox.messages[after : after + count]
         return [(after + 1 + i, blob) for i, blob in enumerate(page)]
+
+    # -- fan-in ----------------------------------------------------------------------------
+
+    async def admit(self, session_id: str, generation: int, name: str) -> Lost | None:
+        return self._fanin.admit(session_id, generation, name)
+
+    async def join(self, session_id: str, generation: int, name: str, token: str) -> Lost | None:
+        return self._fanin.join(session_id, generation, name, token)
+
+    async def append_shared(self, batches: Sequence[SharedAppend]) -> list[int | Lost]:
+        return [self._fanin.append_shared(b) for b in batches]
+
+    async def end_part(
+        self, session_id: str, generation: int, name: str, token: str, *, last: int | None = None
+    ) -> Lost | None:
+        rec = self._get(session_id)
+        if rec is not None and rec.generation == generation and rec.state.finished:
+            return None  # a part may end after its session did (as in end_part.lua)
+        return self._fanin.end_part(session_id, generation, name, token, last)
 
     # -- reads -----------------------------------------------------------------------------
 

@@ -1,0 +1,178 @@
+"""The append hot path of the Redis backend: the writer's batches as fenced ``XADD``s.
+
+One batch of a round trip is one ``XADD <log> NOMKSTREAM <gen>-<last offset>`` and one
+``PUBLISH``; more batches of one slot are one call of ``append.lua`` with a single packed
+argument (one reply to parse instead of one per ``XADD``). On a cluster the batches are grouped
+per slot and sent in one pipeline (each node gets its part at once). Redis refuses an explicit
+id at or below the stream's top: such a refusal is settled afterwards (a retry of our own
+applied batch is fine, anything else is the generation's :class:`Lost`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+from .._codec import chunks_head, frame, stored_record
+from .._errors import BackendUnavailable
+from ._keys import Keys, slot_of
+from ._redis_exec import Command, RedisExecutor
+from ._replies import fields_of, raise_refused, refusal, xadd_code
+from .base import Append, Lost
+
+__all__ = ["Entry", "RedisAppender"]
+
+
+class Entry(NamedTuple):
+    """One batch as the log and the data bus receive it."""
+
+    key: bytes
+    """The session's log."""
+    entry_id: bytes
+    """``<generation>-<last offset>``: the fence (Redis refuses an id at or below the top)."""
+    trim: bytes
+    """``MINID`` for ``maxlen`` (b"": no trimming)."""
+    head: bytes
+    """The live record's head; alone, a notice that readers fetch the chunks from the log."""
+    value: bytes
+    """The framed payloads, stored as the entry's field ``c``."""
+
+
+class RedisAppender:
+    """Appends the writer's batches (:meth:`RedisBackend.append`)."""
+
+    def __init__(
+        self, executor: RedisExecutor, keys: Keys, channels: Callable[[str], tuple[str, str]]
+    ) -> None:
+        self._exec = executor
+        self._keys = keys
+        self._channels = channels
+
+    async def append(self, batches: Sequence[Append]) -> list[Lost | None]:
+        """Store every batch; per batch None, or why its producer may not write."""
+        settings = self._exec.settings
+        entries = [self._entry(b, settings.maxlen, settings.max_publish_bytes) for b in batches]
+        groups = _by_slot(batches) if self._exec.cluster else [list(range(len(batches)))]
+        if len(groups) == 1 and not settings.wait_replicas:
+            # The common case on one Redis: one round trip, no reply to sort out.
+            codes = await self._append_one(batches, entries, groups[0])
+        else:
+            codes = await self._append_many(batches, entries, groups)
+        out: list[Lost | None] = []
+        doubtful: list[int] = []
+        for i, code in enumerate(codes):
+            if code == 0:
+                out.append(Lost("gone"))  # NOMKSTREAM: the log was deleted or expired
+            else:
+                out.append(None)
+                if code < 0:
+                    doubtful.append(i)
+        if doubtful:
+            await self._settle(batches, entries, doubtful, out)
+        return out
+
+    def _entry(self, b: Append, maxlen: int | None, publish: int) -> Entry:
+        value = frame(b.payloads)
+        last = b.first + len(b.payloads) - 1
+        # With maxlen, keep the entries holding the last `maxlen` chunks (ids are offsets).
+        trim = b"%d-%d" % (b.generation, last - maxlen + 1) if maxlen and last > maxlen else b""
+        sid = b.session_id.encode()
+        head = chunks_head(sid, b.generation, b.first, len(value))
+        if len(head) + len(value) > publish:
+            head = stored_record(sid, b.generation, last)  # readers fetch it from the log
+        return Entry(
+            self._keys.log_bytes(b.session_id), b"%d-%d" % (b.generation, last), trim, head, value
+        )
+
+    def _commands(
+        self, batches: Sequence[Append], entries: list[Entry], group: list[int]
+    ) -> list[Command]:
+        """One batch: ``XADD`` + ``PUBLISH`` (the script would add itself as a third command);
+        more: one script call with one argument for them all."""
+        pub = self._exec.pub
+        data_ch = self._channels(batches[group[0]].session_id)[0]
+        if len(group) == 1:
+            e = entries[group[0]]
+            xadd: Command = ("XADD", e.key, "NOMKSTREAM")
+            if e.trim:
+                xadd += ("MINID", e.trim)
+            live = e.head + e.value if e.head[:1] == b"C" else e.head
+            return [(*xadd, e.entry_id, "c", e.value), (pub, data_ch, live)]
+        blob = b"".join(
+            b"%d:%s%d:%s%d:%s%d:%s%d:%s"
+            % (len(key), key, len(eid), eid, len(trim), trim, len(head), head, len(v), v)
+            for key, eid, trim, head, v in (entries[i] for i in group)
+        )
+        # A cluster routes (and redirects) a script by its KEYS: declare every log it writes.
+        keys = [entries[i].key for i in group] if self._exec.cluster else [entries[group[0]].key]
+        publish = self._exec.settings.max_publish_bytes
+        return [("EVALSHA", "append", keys, [pub, data_ch, blob, publish])]
+
+    async def _append_one(
+        self, batches: Sequence[Append], entries: list[Entry], group: list[int]
+    ) -> list[int]:
+        commands = self._commands(batches, entries, group)
+        if len(commands) == 2:
+            replies = await self._exec.pipeline(commands, limited=False, refusable=True)
+            raise_refused(replies[0])
+            return [xadd_code(replies[0])]
+        _, name, keys, args = commands[0]
+        reply = await self._exec.script(name, keys, args, limited=False, refusable=True)
+        return [int(c) for c in reply]
+
+    async def _append_many(
+        self, batches: Sequence[Append], entries: list[Entry], groups: list[list[int]]
+    ) -> list[int]:
+        """Every group in one pipeline (a cluster sends each node its part at once), then
+        ``WAIT`` when replicas must acknowledge."""
+        commands: list[Command] = []
+        starts: list[int] = []
+        for group in groups:
+            starts.append(len(commands))
+            commands += self._commands(batches, entries, group)
+        targets = [entries[group[0]].key for group in groups]
+        replies = await self._exec.pipeline(
+            commands + self._exec.waits(targets), limited=False, refusable=True
+        )
+        self._exec.check_waits(replies[len(commands) :])
+        codes = [0] * len(batches)
+        for group, at in zip(groups, starts, strict=True):
+            reply = replies[at]
+            raise_refused(reply)
+            if len(group) == 1:
+                codes[group[0]] = xadd_code(reply)
+                continue
+            if isinstance(reply, Exception):
+                raise BackendUnavailable(f"append failed: {reply}")
+            for i, code in zip(group, reply, strict=True):
+                codes[i] = int(code)
+        return codes
+
+    async def _settle(
+        self, batches: Sequence[Append], entries: list[Entry], doubtful: list[int], out: list[Any]
+    ) -> None:
+        """Refused ``XADD``s: a retry of our own applied batch is fine, anything else is lost."""
+        commands: list[Command] = []
+        for i in doubtful:
+            e = entries[i]
+            commands.append(("XRANGE", e.key, e.entry_id, e.entry_id))
+            meta = self._keys.meta(batches[i].session_id)
+            commands.append(("HMGET", meta, "gen", "state", "reason"))
+        replies = await self._exec.pipeline(commands)
+        for j, i in enumerate(doubtful):
+            stored, meta = replies[2 * j], replies[2 * j + 1]
+            if isinstance(stored, Exception) or isinstance(meta, Exception):
+                raise BackendUnavailable(f"could not check a refused append: {stored or meta}")
+            value = fields_of(stored[0][1]).get(b"c") if stored else None
+            if value is not None and value == entries[i].value:
+                out[i] = None
+            else:
+                out[i] = refusal(batches[i].generation, list(meta))
+
+
+def _by_slot(batches: Sequence[Append]) -> list[list[int]]:
+    """Indices of ``batches`` grouped by cluster slot (a script touches one slot only)."""
+    groups: dict[int, list[int]] = {}
+    for i, b in enumerate(batches):
+        groups.setdefault(slot_of(b.session_id), []).append(i)
+    return list(groups.values())
