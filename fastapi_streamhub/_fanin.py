@@ -44,7 +44,7 @@ class SubProducer(Producer):
         super().__init__(host, grant.session_id, grant.generation, on_cancel=on_cancel)
         self.grant = grant
         self.name = grant.name
-        self._part = (grant.name, token)
+        self._buffer.part = (grant.name, token)
 
     def __repr__(self) -> str:
         return f"<SubProducer {self.name!r} of {self.session_id!r} generation={self.generation}>"
@@ -57,9 +57,9 @@ class SubProducer(Producer):
 
     async def _finish(self, state: State, reason: str | None) -> State | Lost:
         # Same rule as the owner's close; only the store's transition differs: the part ends.
-        name, token = self._part or ("", "")
+        name, token = self._buffer.part or ("", "")
         sid, gen = self.session_id, self.generation
-        lost = await self._backend.end_part(sid, gen, name, token, last=self._claim())
+        lost = await self._backend.end_part(sid, gen, name, token, last=self._buffer.claim())
         return state if lost is None else lost
 
 

@@ -15,7 +15,7 @@ import anyio
 from anyio.abc import TaskGroup
 from starlette.requests import HTTPConnection, Request
 
-from ._adapt import as_backend
+from ._adapt import as_backend, open_url
 from ._budget import detached
 from ._codec import HubClosingMsg, Message, ResyncMsg, dumps_json
 from ._config import Settings
@@ -33,7 +33,6 @@ from ._telemetry import Telemetry
 from ._types import Cursor, SessionInfo, State, validate_session_id
 from ._writer import Writer
 from .backends.base import Backend
-from .backends.memory import MemoryBackend
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -73,11 +72,12 @@ class StreamHub:
         **options: Any,
     ) -> None:
         self.settings = Settings(**options)
-        self.backend: Backend = as_backend(backend)
+        # (and the clients from_url made, closed at exit)
+        self.backend: Backend
+        self.backend, self._owned = as_backend(backend)
         self._telemetry = Telemetry(self.settings.telemetry, tracer_provider, meter_provider)
         self._writer = Writer(self.backend, self._telemetry, self.settings)
         self.out_bytes = Gauge()  # bytes in the output buffers of this hub's SSE responses
-        self._owned: list[Any] = []  # clients from_url made, closed at exit
         self._tg: TaskGroup | None = None
         self._producers: dict[str, Producer] = {}
         self._parts: dict[str, set[SubProducer]] = {}  # fan-in producers joined here
@@ -109,15 +109,7 @@ class StreamHub:
         ``redis+cluster://host:port[,host:port...]`` or
         ``redis+sentinel://host:port[,host:port...]/service_name[/db]``; options as for the
         constructor."""
-        scheme = url.partition("://")[0].lower() if "://" in url else ""
-        if scheme == "memory":
-            return cls(MemoryBackend(), **options)
-        from .backends._urls import redis_client
-
-        client, owned = redis_client(url)
-        hub = cls(client, **options)
-        hub._owned = owned
-        return hub
+        return cls(open_url(url), **options)
 
     def __repr__(self) -> str:
         return f"<StreamHub {type(self.backend).__name__} prefix={self.settings.key_prefix!r}>"
@@ -235,7 +227,7 @@ class StreamHub:
         if app is not None:
             app.state.streamhub = self
         async with self:
-            restore = chain_signals(self.begin_shutdown) if handle_signals else _nothing
+            restore = chain_signals(self.begin_shutdown, enabled=handle_signals)
             try:
                 yield {"streamhub": self}
             finally:
@@ -488,10 +480,6 @@ class StreamHub:
 
 
 _HUB_CLOSING = HubClosingMsg()
-
-
-def _nothing() -> None:
-    return None
 
 
 def get_hub_from(connection: HTTPConnection) -> StreamHub:

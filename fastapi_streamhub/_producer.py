@@ -1,5 +1,6 @@
-"""The producer handle: its bounded buffer, cancel delivery, and the close protocol (the hub's
-writer, which commits the buffers, is in ``_writer.py``)."""
+"""The producer handle: what it accepts, cancel delivery, fan-in admission, and the close
+protocol (its bounded buffer is in ``_buffer.py``; the hub's writer, which commits the buffers,
+in ``_writer.py``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Self
 import anyio
 import anyio.lowlevel
 
+from ._buffer import Ack, ChunkBuffer, Entry
 from ._codec import (
     CancelMsg,
     DeletedMsg,
@@ -37,7 +39,7 @@ from ._errors import (
 from ._grant import Grant, check_name
 from ._steering import Inbox, SteeringMessage
 from ._types import Cursor, State
-from .backends.base import Append, Backend, Lost, SharedAppend
+from .backends.base import Backend, Lost
 
 if TYPE_CHECKING:
     from ._config import Settings
@@ -104,15 +106,6 @@ class _Phase(enum.Enum):
     CLOSED = "closed"  # the end is decided; ``_state`` holds the state stored
 
 
-class _Ack:
-    __slots__ = ("cursor", "error", "event")
-
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.cursor: Cursor | None = None
-        self.error: BaseException | None = None
-
-
 class Producer:
     """Writes one generation of a session. Obtain it from :meth:`StreamHub.register`.
 
@@ -136,35 +129,23 @@ class Producer:
         self.lost: OwnershipLost | None = None
         self._host = host
         self._backend = host.backend
-        self._writer = host.writer
         self._settings = host.settings
         self._telemetry = host.telemetry
         self._on_cancel: list[CancelCallback] = [on_cancel] if on_cancel else []
-        self._pending: list[tuple[bytes, _Ack | None]] = []
-        self._pending_bytes = 0  # payload bytes in _pending (max_pending_bytes)
-        self._inflight: list[tuple[bytes, _Ack | None]] | None = None
-        self._queued = False
-        self._next = 1
-        # Chunks this producer accepted (send/publish), and those dropped unwritten: what its
-        # close claims is stored, for the store to check (see _claim).
-        self._sent = 0
-        self._dropped = 0
-        self._room = anyio.Event()
+        self._buffer = ChunkBuffer(
+            session_id, generation, host.settings, host.writer, self._write_failed
+        )
         self._phase = _Phase.OPEN
-        self._idle = anyio.Event()
         self._error: StreamHubError | None = None
         self._state: State | None = None  # the state stored, once CLOSED
-        self._last = Cursor(generation, 0)
         self._scope: anyio.CancelScope | None = None
         # The hub's shutdown grace ran out: an input to the ending rule, not a phase (the
         # producer may still be open, or already stopping, when it happens).
         self._shutdown = False
         self._inbox: Inbox | None = None
-        # Fan-in (see _fanin.py): the name its chunks carry (sub-producers), and once several
-        # producers write the session, its part (name, token): the store assigns the offsets.
+        # Fan-in (see _fanin.py): the name its chunks carry (sub-producers); its part is the
+        # buffer's (the store assigns the offsets of its batches).
         self.name: str | None = None
-        self._part: tuple[str, str] | None = None
-        self._seq = 0
 
     def __repr__(self) -> str:
         return f"<Producer {self.session_id!r} generation={self.generation}>"
@@ -172,12 +153,12 @@ class Producer:
     @property
     def cursor(self) -> Cursor:
         """Cursor of the last persisted chunk (offset 0 before the first)."""
-        return self._last
+        return self._buffer.last
 
     @property
     def pending_bytes(self) -> int:
         """Bytes of the chunks queued and not yet handed to the writer (``max_pending_bytes``)."""
-        return self._pending_bytes
+        return self._buffer.pending_bytes
 
     @property
     def closed(self) -> bool:
@@ -201,31 +182,18 @@ class Producer:
         if self._phase is not _Phase.OPEN:
             raise StreamClosed(f"the producer of {self.session_id!r} is closed")
 
-    async def _enqueue(self, payload: bytes, ack: _Ack | None) -> None:
+    async def _enqueue(self, payload: bytes, ack: Ack | None) -> None:
         if self.cancelled.is_set() and self._phase is not _Phase.OPEN:
             # Cancelled and closing (e.g. at shutdown): a caller inside the producer's cancel
             # scope is cancelled here, as at any await, rather than told "closed".
             await anyio.lowlevel.checkpoint()
         self._check_open()
-        settings = self._settings
-        while len(self._pending) >= settings.max_pending or (
-            # A chunk bigger than the whole byte budget still goes, alone, once nothing waits.
-            self._pending_bytes and self._pending_bytes + len(payload) > settings.max_pending_bytes
-        ):
-            self._room = anyio.Event()
-            await self._room.wait()
-            self._check_open()
-        self._pending.append((payload, ack))
-        self._sent += 1
-        self._pending_bytes += len(payload)
-        if self._inflight is None and not self._queued:
-            self._queued = True
-            self._writer.ready(self)
+        await self._buffer.put(payload, ack, self._check_open)
 
     async def publish(self, chunk: object) -> Cursor:
         """Persist one chunk and return its cursor; raises if it was not persisted."""
         payload = self._encode(chunk)
-        ack = _Ack()
+        ack = Ack()
         await self._enqueue(payload, ack)
         await ack.event.wait()
         if ack.error is not None:
@@ -239,16 +207,15 @@ class Producer:
 
     async def _drain(self) -> None:
         """Until nothing is queued or in flight, or the producer failed."""
-        while (self._pending or self._inflight is not None) and self._error is None:
-            self._idle = anyio.Event()
-            await self._idle.wait()
+        while self._buffer.busy and self._error is None:
+            await self._buffer.wait_idle()
 
     async def flush(self) -> Cursor:
         """Wait until every queued chunk is persisted; return the last cursor."""
         await self._drain()
         if self._error is not None:
             raise self._error
-        return self._last
+        return self._buffer.last
 
     async def admit(self, name: str) -> Grant:
         """Let another producer, ``name``, write into this generation (fan-in).
@@ -264,10 +231,10 @@ class Producer:
             error = lost_error(lost, self.session_id)
             self.mark_lost(error)
             raise error
-        if self._part is None:
+        if self._buffer.part is None:
             # The owner's part ("", no token: one owner per generation) exists now; batches
             # taken from here on get their offsets from the store.
-            self._part = ("", "")
+            self._buffer.part = ("", "")
         # One batch taken before may be in flight with offsets of its own: wait for it (and
         # the rest) before anyone can hold the grant.
         await self.flush()
@@ -289,92 +256,17 @@ class Producer:
             self.mark_lost(lost)
             raise lost_error(lost, self.session_id)
 
-    def _fits(self, budget: int) -> int:
-        """How many pending chunks the next batch takes: up to ``max_batch`` and ``budget``
-        bytes (one at least, whatever its size)."""
-        pending = self._pending
-        n = min(len(pending), self._settings.max_batch)
-        if self._pending_bytes <= budget:
-            return n
-        size = 0
-        for i in range(n):
-            size += len(pending[i][0])
-            if size > budget and i:
-                return i
-        return n
-
-    def next_size(self, budget: int) -> int:
-        """Bytes of the batch :meth:`take_batch` would build within ``budget`` (for the hub's
-        writer)."""
-        return sum(len(p) for p, _ in self._pending[: self._fits(budget)])
-
-    def take_batch(self, budget: int) -> Append:
-        """The next batch (up to ``budget`` bytes, one chunk at least), for the hub's writer;
-        it stays in flight until :meth:`on_committed`."""
-        self._queued = False
-        n = self._fits(budget)
-        batch = self._pending[:n]
-        del self._pending[:n]
-        self._room.set()
-        self._inflight = batch
-        payloads = [p for p, _ in batch]
-        self._pending_bytes -= sum(map(len, payloads))
-        if self._part is not None:
-            self._seq += 1
-            name, token = self._part
-            return SharedAppend(
-                self.session_id, self.generation, 0, payloads, name, token, self._seq
-            )
-        first = self._next
-        self._next += len(batch)
-        return Append(self.session_id, self.generation, first, payloads)
-
-    def on_committed(self, result: Lost | StreamHubError | None, first: int | None = None) -> None:
-        """The hub's writer reports on the batch in flight (``first``: its offset, when the
-        store assigned it)."""
-        batch, self._inflight = self._inflight or [], None
-        if result is not None:
-            error = lost_error(result, self.session_id) if isinstance(result, Lost) else result
-            if isinstance(error, OwnershipLost):
-                self.mark_lost(error)
-            self._fail(error, batch)
-            return
-        if first is None:
-            first = self._next - len(batch)
-        generation = self.generation
-        for i, (_, ack) in enumerate(batch):
-            if ack is not None:
-                ack.cursor = Cursor(generation, first + i)
-                ack.event.set()
-        self._last = Cursor(generation, first + len(batch) - 1)
-        if self._pending:
-            self._queued = True
-            self._writer.ready(self)
-        else:
-            self._idle.set()
-
-    def _fail(self, error: StreamHubError, batch: Sequence[tuple[bytes, _Ack | None]] = ()) -> None:
+    def _write_failed(self, result: Lost | StreamHubError, batch: Sequence[Entry]) -> None:
+        """The buffer's batch in flight was not stored."""
+        error = lost_error(result, self.session_id) if isinstance(result, Lost) else result
+        if isinstance(error, OwnershipLost):
+            self.mark_lost(error)
         if self._error is None:
             self._error = error
             self._telemetry.failure("backend")
             log.warning("producer of %r failed: %s", self.session_id, error)
-        for _, ack in batch:
-            if ack is not None:
-                ack.error = error
-                ack.event.set()
-        self._fail_pending(error)
-        self._idle.set()
+        self._buffer.fail(error, batch)
         self.request_cancel("error")
-
-    def _fail_pending(self, error: StreamHubError) -> None:
-        pending, self._pending = self._pending, []
-        self._dropped += len(pending)
-        self._pending_bytes = 0
-        for _, ack in pending:
-            if ack is not None:
-                ack.error = error
-                ack.event.set()
-        self._room.set()
 
     # -- cancel ----------------------------------------------------------------------------
 
@@ -515,25 +407,17 @@ class Producer:
         self._state = state
         return state
 
-    def _claim(self) -> int:
-        """What this producer wrote, for the store to check: its chunk count or, once offsets
-        are store-assigned (fan-in), its batch count (one more if chunks were dropped unsent,
-        a count the store can never match)."""
-        if self._part is None:
-            return self._sent
-        return self._seq + (1 if self._dropped else 0)
-
     async def _finish(self, state: State, reason: str | None) -> State | Lost:
         """Record the end; the store checks that it holds everything this producer sent."""
         sid, gen = self.session_id, self.generation
-        return await self._backend.close(sid, gen, state, reason, last=self._claim())
+        return await self._backend.close(sid, gen, state, reason, last=self._buffer.claim())
 
     async def _stop(self) -> bool:
         """Flush and take no more chunks; True when the session was lost (closed as failed)."""
         self._phase = _Phase.STOPPING
         self._poke_inbox()
         await self._drain()
-        self._fail_pending(StreamClosed(f"the producer of {self.session_id!r} stopped"))
+        self._buffer.fail_pending(StreamClosed(f"the producer of {self.session_id!r} stopped"))
         self._host.forget(self)
         if self.lost is not None:
             self._closed_as(State.FAILED)

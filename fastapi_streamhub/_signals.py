@@ -15,16 +15,16 @@ def _nothing() -> None:
     return None
 
 
-def chain_signals(on_signal: Callable[[], None]) -> Callable[[], None]:
+def chain_signals(on_signal: Callable[[], None], *, enabled: bool = True) -> Callable[[], None]:
     """Call ``on_signal`` in the running loop on SIGTERM/SIGINT, then the previous handler;
     returns the function that puts the previous handlers back.
 
     Servers such as uvicorn wait for open responses to finish before running the lifespan
     shutdown; SSE responses only finish once the hub starts shutting down, so the hub must
-    hear the signal first. Signals can only be hooked from the main thread: elsewhere this
-    does nothing.
+    hear the signal first. Signals can only be hooked from the main thread: elsewhere (or when
+    not ``enabled``) this does nothing.
     """
-    if threading.current_thread() is not threading.main_thread():
+    if not enabled or threading.current_thread() is not threading.main_thread():
         return _nothing
     loop = asyncio.get_running_loop()
     previous: dict[int, Any] = {}
