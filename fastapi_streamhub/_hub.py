@@ -1,17 +1,13 @@
-"""StreamHub: lifecycle, the low-level producer/consumer API, and the lease keeper."""
+"""StreamHub: lifecycle, the producer registry, and the low-level producer/consumer API."""
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
-import signal
-import threading
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVarTuple
 
@@ -19,21 +15,24 @@ import anyio
 from anyio.abc import TaskGroup
 from starlette.requests import HTTPConnection, Request
 
+from ._adapt import as_backend, open_url
 from ._budget import detached
-from ._codec import DeletedMsg, EndMsg, HubClosingMsg, Message, ResyncMsg, dumps_json
+from ._codec import HubClosingMsg, Message, ResyncMsg, dumps_json
 from ._config import Settings
 from ._errors import LimitExceeded, SessionNotFound, StreamClosed
-from ._fanin import Grant, SubProducer, check_parts, join
-from ._fanout import QueueListener
+from ._fanin import Grant, SubProducer, join
+from ._keeper import LeaseKeeper
 from ._outflow import Gauge, held_bytes
 from ._producer import CancelCallback, Producer
+from ._services import Services
+from ._session import Registration, Session, as_cursor
+from ._signals import chain_signals
 from ._steering import MessageReceipt, send_message
-from ._subscriber import Subscription
+from ._subscriber import Subscription, read_snapshot
 from ._telemetry import Telemetry
 from ._types import Cursor, SessionInfo, State, validate_session_id
 from ._writer import Writer
-from .backends.base import Backend, Lost
-from .backends.memory import MemoryBackend
+from .backends.base import Backend
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -55,82 +54,6 @@ class _Phase(enum.Enum):
     SHUTTING_DOWN = "shutting down"  # producers get their grace, then are closed as failed
 
 
-@dataclass(frozen=True, slots=True)
-class Registration:
-    """Result of :meth:`StreamHub.register`; unpacks as ``producer, created``."""
-
-    producer: Producer | None
-    created: bool
-    generation: int
-    state: State
-
-    def __iter__(self) -> Iterator[Any]:
-        yield self.producer
-        yield self.created
-
-
-@dataclass(slots=True)
-class _Watch:
-    deadline: float
-    generation: int
-    listeners: set[QueueListener] = field(default_factory=set)
-
-
-def _cursor(after: Cursor | str | None) -> Cursor | None:
-    if after is None or isinstance(after, Cursor):
-        return after
-    return Cursor.parse(after)
-
-
-class Session:
-    """A consumer's handle on one session (from :meth:`StreamHub.get`)."""
-
-    def __init__(self, hub: StreamHub, info: SessionInfo) -> None:
-        self.hub = hub
-        self.session_id = info.session_id
-        self.info = info
-
-    def __repr__(self) -> str:
-        return f"<Session {self.session_id!r} {self.info.state.value}>"
-
-    def subscribe(
-        self,
-        after: Cursor | str | None = None,
-        *,
-        buffer: int | None = None,
-        batch_replay: bool = False,
-        batch: bool = False,
-    ) -> Subscription:
-        """Replay from ``after`` (exclusive; None = from the start), then follow live."""
-        return self.hub.subscribe(
-            self.session_id, after=after, buffer=buffer, batch_replay=batch_replay, batch=batch
-        )
-
-    async def refresh(self) -> SessionInfo:
-        """Re-read the record."""
-        info = await self.hub.status(self.session_id)
-        if info is None:
-            raise SessionNotFound(f"session {self.session_id!r} not found")
-        self.info = info
-        return info
-
-    async def metadata(self) -> Any:
-        """The current metadata (None if never set)."""
-        return (await self.refresh()).metadata
-
-    async def state(self) -> State:
-        """The current state."""
-        return (await self.refresh()).state
-
-    async def done(self) -> bool:
-        """True once the session finished (done, cancelled or failed)."""
-        return (await self.state()).finished
-
-    async def cancel(self, wait: float | None = None) -> State:
-        """Ask the producer to stop; see :meth:`StreamHub.cancel`."""
-        return await self.hub.cancel(self.session_id, wait=wait)
-
-
 class StreamHub:
     """Registry of resumable streams on one backend (memory, Redis, Redis Cluster).
 
@@ -149,23 +72,35 @@ class StreamHub:
         **options: Any,
     ) -> None:
         self.settings = Settings(**options)
-        self.backend: Backend = _as_backend(backend)
+        # (and the clients from_url made, closed at exit)
+        self.backend: Backend
+        self.backend, self._owned = as_backend(backend)
         self._telemetry = Telemetry(self.settings.telemetry, tracer_provider, meter_provider)
         self._writer = Writer(self.backend, self._telemetry, self.settings)
         self.out_bytes = Gauge()  # bytes in the output buffers of this hub's SSE responses
-        self._owned: list[Any] = []  # clients from_url made, closed at exit
         self._tg: TaskGroup | None = None
         self._producers: dict[str, Producer] = {}
         self._parts: dict[str, set[SubProducer]] = {}  # fan-in producers joined here
-        self._watched: dict[str, _Watch] = {}
+        self._leases = LeaseKeeper(
+            self.backend, self.settings, self._telemetry, self._producers, self._parts
+        )
+        self._services = Services(
+            backend=self.backend,
+            settings=self.settings,
+            telemetry=self._telemetry,
+            writer=self._writer,
+            spawn=self.spawn,
+            forget=self._forget,
+            subscriber_slot=self._subscriber_slot,
+            watch=self._leases.watch,
+            unwatch=self._leases.unwatch,
+        )
         self._subscribers: dict[str, int] = {}
         # Subscriptions not yet collected: told when the hub shuts down, and closed at exit if
         # abandoned (a loop left with break).
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._phase = _Phase.RUNNING
         self._shutdown_done = anyio.Event()
-        self._keeper_wake = anyio.Event()
-        self._renew_now = False
         self._producers_changed = anyio.Event()
 
     @classmethod
@@ -174,15 +109,7 @@ class StreamHub:
         ``redis+cluster://host:port[,host:port...]`` or
         ``redis+sentinel://host:port[,host:port...]/service_name[/db]``; options as for the
         constructor."""
-        scheme = url.partition("://")[0].lower() if "://" in url else ""
-        if scheme == "memory":
-            return cls(MemoryBackend(), **options)
-        from .backends._urls import redis_client
-
-        client, owned = redis_client(url)
-        hub = cls(client, **options)
-        hub._owned = owned
-        return hub
+        return cls(open_url(url), **options)
 
     def __repr__(self) -> str:
         return f"<StreamHub {type(self.backend).__name__} prefix={self.settings.key_prefix!r}>"
@@ -202,7 +129,7 @@ class StreamHub:
         try:
             await self.backend.start(self.settings, tg, self._on_control)
             tg.start_soon(self._writer.run)
-            tg.start_soon(self._keeper)
+            tg.start_soon(self._leases.run)
             tg.start_soon(self._shutdown_when_asked)
         except BaseException as exc:
             tg.cancel_scope.cancel()
@@ -308,42 +235,11 @@ class StreamHub:
         if app is not None:
             app.state.streamhub = self
         async with self:
-            restore = self._hook_signals() if handle_signals else _nothing
+            restore = chain_signals(self.begin_shutdown, enabled=handle_signals)
             try:
                 yield {"streamhub": self}
             finally:
                 restore()
-
-    def _hook_signals(self) -> Callable[[], None]:
-        """Chain SIGTERM/SIGINT to :meth:`begin_shutdown`, keeping the server's own handler.
-
-        Servers such as uvicorn wait for open responses to finish before running the lifespan
-        shutdown; SSE responses only finish once the hub starts shutting down, so the hub must
-        hear the signal first.
-        """
-        if threading.current_thread() is not threading.main_thread():
-            return _nothing
-        loop = asyncio.get_running_loop()
-        previous: dict[int, Any] = {}
-
-        def handler(signum: int, frame: Any) -> None:
-            loop.call_soon_threadsafe(self.begin_shutdown)
-            chained = previous.get(signum)
-            if callable(chained):
-                chained(signum, frame)
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            current = signal.getsignal(sig)
-            if callable(current):
-                previous[sig] = current
-                signal.signal(sig, handler)
-
-        def restore() -> None:
-            for sig, original in previous.items():
-                if signal.getsignal(sig) is handler:
-                    signal.signal(sig, original)
-
-        return restore
 
     def spawn(self, fn: Callable[[*Ts], Coroutine[Any, Any, Any]], *args: *Ts) -> None:
         """Run ``fn(*args)`` in the hub's task group."""
@@ -387,12 +283,12 @@ class StreamHub:
         result = await claiming
         if not result.created:
             return Registration(None, False, result.generation, result.state)
-        producer = Producer(self, session_id, result.generation, on_cancel=on_cancel)
+        producer = Producer(self._services, session_id, result.generation, on_cancel=on_cancel)
         previous = self._producers.get(session_id)
         if previous is not None:
-            previous._mark_lost_stale()
+            previous.mark_stale()
         self._producers[session_id] = producer
-        self._keeper_wake.set()
+        self._leases.wake()
         return Registration(producer, True, result.generation, State.ACTIVE)
 
     def _forget(self, producer: Producer) -> None:
@@ -416,8 +312,12 @@ class StreamHub:
         over or the name was not admitted, :class:`StreamClosed` when that producer ended its
         part.
         """
+        if isinstance(grant, str):
+            grant = Grant.parse(grant)
         self._require_running()
-        return await join(self, grant, on_cancel)
+        part = await join(self._services, grant, on_cancel)
+        self._parts.setdefault(grant.session_id, set()).add(part)
+        return part
 
     # -- consumers -------------------------------------------------------------------------
 
@@ -485,9 +385,9 @@ class StreamHub:
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
             raise ValueError("buffer must be a positive integer")
         subscription = Subscription(
-            self,
+            self._services,
             session_id,
-            after=_cursor(after),
+            after=as_cursor(after),
             buffer=size,
             batch_replay=batch_replay,
             batch=batch,
@@ -517,63 +417,14 @@ class StreamHub:
             local.request_cancel("cancelled")
         if info.state.finished or not wait:
             return info.state
-        return await self._wait_finished(session_id, wait)
-
-    async def _wait_finished(self, session_id: str, wait: float) -> State:
-        listener = QueueListener(64, self.settings.subscriber_buffer_bytes)
-        state = State.ACTIVE
-        with anyio.move_on_after(wait):
-            async with self.backend.listen(session_id, listener):
-                info = await self.status(session_id)
-                if info is None:
-                    return State.CANCELLED
-                state = info.state
-                if state.finished:
-                    return state
-                self._watch(session_id, info.generation, info.lease_remaining, listener)
-                try:
-                    while True:
-                        msg = await listener.get()
-                        if isinstance(msg, EndMsg) and msg.generation == info.generation:
-                            return msg.state
-                        if isinstance(msg, DeletedMsg):
-                            return State.CANCELLED
-                        if isinstance(msg, ResyncMsg):
-                            fresh = await self.status(session_id)
-                            if fresh is None:
-                                return State.CANCELLED
-                            if fresh.state.finished or fresh.generation != info.generation:
-                                return fresh.state
-                finally:
-                    self._unwatch(session_id, listener)
-        return state
+        return await self._leases.wait_finished(session_id, wait)
 
     async def snapshot(self, session_id: str) -> dict[str, Any]:
         """The whole output so far in one value: ``text`` joins the text chunks."""
         info = await self.status(session_id)
         if info is None:
             raise SessionNotFound(f"session {session_id!r} not found")
-        parts: list[str] = []
-        last: Cursor | None = None
-        position = (info.generation, 0)
-        while True:
-            page = await self.backend.read(session_id, position, self.settings.replay_batch)
-            for chunk in page.chunks:
-                if chunk.cursor.generation != info.generation:
-                    break
-                if chunk.kind == "text" and chunk.event is None:
-                    parts.append(chunk.data)
-                last = chunk.cursor
-                position = (last.generation, last.offset)
-            if page.end is not None or not page.more:
-                break
-        return {
-            "session_id": session_id,
-            "state": info.state.value,
-            "text": "".join(parts),
-            "last_event_id": None if last is None else str(last),
-            "metadata": info.metadata,
-        }
+        return await read_snapshot(self.backend, self.settings.replay_batch, info)
 
     async def send_message(
         self, session_id: str, data: Any, *, key: str | None = None
@@ -594,7 +445,7 @@ class StreamHub:
         validate_session_id(session_id)
         return await self.backend.delete(session_id)
 
-    # -- subscriber bookkeeping and the lease keeper ----------------------------------------
+    # -- subscriber bookkeeping -------------------------------------------------------
 
     def buffered_bytes(self) -> int:
         """Bytes of chunks held here now for producers and readers (README, "Memory sizing")."""
@@ -625,10 +476,9 @@ class StreamHub:
         """A signal from the control bus: route it to the local producer of the session."""
         if isinstance(msg, ResyncMsg):
             # Signals may have been missed: renew now, which also reads the durable cancel flags.
-            self._renew_now = True
-            self._keeper_wake.set()
+            self._leases.renew_soon()
             for local in self._producers.values():
-                local._poke_inbox()  # and read the steering messages again
+                local.on_control(msg)  # and read the steering messages again
             return
         producer = self._producers.get(session_id)
         if producer is not None:
@@ -636,110 +486,8 @@ class StreamHub:
         for part in tuple(self._parts.get(session_id, ())):
             part.on_control(msg)
 
-    def _watch(
-        self, session_id: str, generation: int, lease_remaining: float, listener: QueueListener
-    ) -> None:
-        """Have the keeper check the lease of a session followed here.
-
-        Sessions produced here are watched too: while their producer lives here the check is
-        skipped, but a producer that vanishes without an end (its close failed, its log was
-        lost) must not leave local followers waiting forever.
-        """
-        watch = self._watched.get(session_id)
-        deadline = anyio.current_time() + lease_remaining
-        if watch is None or watch.generation != generation:
-            watch = self._watched[session_id] = _Watch(deadline, generation)
-        else:
-            watch.deadline = min(watch.deadline, deadline)
-        watch.listeners.add(listener)
-        self._keeper_wake.set()
-
-    def _unwatch(self, session_id: str, listener: QueueListener) -> None:
-        watch = self._watched.get(session_id)
-        if watch is not None:
-            watch.listeners.discard(listener)
-            if not watch.listeners:
-                del self._watched[session_id]
-
-    async def _keeper(self) -> None:
-        """Renew the leases of local producers and expire lapsed leases of followed sessions."""
-        period = self.settings.renew_every
-        # Retention TTLs are pushed forward well before they could run out mid-stream.
-        retention_period = min(self.settings.retention / 4, 3600.0)
-        next_renew = anyio.current_time() + period
-        next_retention = anyio.current_time() + retention_period
-        while True:
-            now = anyio.current_time()
-            next_expiry = min((w.deadline for w in self._watched.values()), default=now + period)
-            with anyio.move_on_after(max(0.0, min(next_renew, next_expiry) - now)):
-                self._keeper_wake = anyio.Event()
-                await self._keeper_wake.wait()
-            now = anyio.current_time()
-            try:
-                if now >= next_renew or self._renew_now:
-                    self._renew_now = False
-                    next_renew = now + period
-                    retention = now >= next_retention
-                    if retention:
-                        next_retention = now + retention_period
-                    await self._renew_all(retention)
-                    if self._parts:
-                        await check_parts(self)
-                await self._expire_due(now)
-            except Exception:
-                log.exception("lease keeper round failed; retrying next round")
-
-    async def _renew_all(self, retention: bool) -> None:
-        producers = list(self._producers.values())
-        if not producers:
-            return
-        results = await self.backend.renew(
-            [(p.session_id, p.generation) for p in producers], retention=retention
-        )
-        for producer, result in zip(producers, results, strict=True):
-            if isinstance(result, Lost):
-                producer._mark_lost_from(result)
-            elif result:
-                producer.request_cancel("cancelled")
-
-    async def _expire_due(self, now: float) -> None:
-        due = []
-        for sid, w in self._watched.items():
-            if w.deadline > now:
-                continue
-            local = self._producers.get(sid)
-            if local is not None and local.generation == w.generation:
-                w.deadline = now + self.settings.renew_every  # produced here, and alive
-            else:
-                due.append((sid, w.generation))
-        if not due:
-            return
-        remaining = await self.backend.expire(due)
-        ended: list[tuple[str, int]] = []
-        for (sid, generation), left in zip(due, remaining, strict=True):
-            if left is None:
-                # Even when unwatched meanwhile: its subscribers may have received the end.
-                ended.append((sid, generation))
-            watch = self._watched.get(sid)
-            if watch is None or watch.generation != generation:
-                continue
-            if left is None:
-                # The end is also published; the resync covers a lost pub/sub message.
-                for listener in tuple(watch.listeners):
-                    listener.push(ResyncMsg())
-                del self._watched[sid]
-            else:
-                # A little slack: the producer renews before its lease runs out.
-                watch.deadline = anyio.current_time() + max(left, 0.01) + 0.05
-        if ended and self._telemetry.enabled:
-            await self._telemetry.leases_lapsed(self.backend, ended)
-
 
 _HUB_CLOSING = HubClosingMsg()
-
-
-def _nothing() -> None:
-    return None
 
 
 def get_hub_from(connection: HTTPConnection) -> StreamHub:
@@ -758,20 +506,3 @@ def get_hub_from(connection: HTTPConnection) -> StreamHub:
 def get_hub(request: Request) -> StreamHub:
     """FastAPI dependency: ``hub: StreamHub = Depends(get_hub)``."""
     return get_hub_from(request)
-
-
-def _as_backend(backend: Any) -> Backend:
-    if backend is None:
-        return MemoryBackend()
-    if isinstance(backend, Backend):
-        return backend
-    from redis.asyncio import Redis, RedisCluster
-
-    if isinstance(backend, (Redis, RedisCluster)):
-        from .backends.redis import RedisBackend
-
-        return RedisBackend(backend)
-    raise TypeError(
-        "StreamHub takes a redis.asyncio.Redis or RedisCluster client or a Backend instance "
-        f"(got {type(backend).__name__}); use StreamHub.from_url for URLs"
-    )

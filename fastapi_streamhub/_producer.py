@@ -1,19 +1,31 @@
-"""The producer handle: its bounded buffer, cancel delivery, and the close protocol (the hub's
-writer, which commits the buffers, is in ``_writer.py``)."""
+"""The producer handle: what it accepts, cancel delivery, fan-in admission, and the close
+protocol (its bounded buffer is in ``_buffer.py``; the hub's writer, which commits the buffers,
+in ``_writer.py``)."""
 
 from __future__ import annotations
 
+import enum
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import anyio
 import anyio.lowlevel
 
-from ._codec import CancelMsg, DeletedMsg, LostMsg, Message, SteerMsg, dumps_json, encode_chunk
+from ._buffer import Ack, ChunkBuffer, Entry
+from ._codec import (
+    CancelMsg,
+    DeletedMsg,
+    LostMsg,
+    Message,
+    ResyncMsg,
+    SteerMsg,
+    dumps_json,
+    encode_chunk,
+)
 from ._ending import Exit, describe, final_state
 from ._errors import (
     LeaseExpired,
@@ -24,15 +36,17 @@ from ._errors import (
     StreamClosed,
     StreamHubError,
 )
+from ._grant import Grant, check_name
 from ._steering import Inbox, SteeringMessage
 from ._types import Cursor, State
-from .backends.base import Append, Lost, SharedAppend
+from .backends.base import Backend, Lost
 
 if TYPE_CHECKING:
-    from ._fanin import Grant
-    from ._hub import StreamHub
+    from ._config import Settings
+    from ._telemetry import Telemetry
+    from ._writer import Writer
 
-__all__ = ["Producer", "describe", "lost_error"]
+__all__ = ["Producer", "ProducerHost", "describe", "lost_error"]
 
 log = logging.getLogger("fastapi_streamhub")
 
@@ -62,13 +76,34 @@ def lost_error(lost: Lost, session_id: str) -> OwnershipLost:
     return OwnershipLost(f"session {session_id!r} was already closed as {state}")
 
 
-class _Ack:
-    __slots__ = ("cursor", "error", "event")
+class ProducerHost(Protocol):
+    """What a producer uses of the hub that registered it (the hub passes its services)."""
 
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.cursor: Cursor | None = None
-        self.error: BaseException | None = None
+    @property
+    def backend(self) -> Backend: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def telemetry(self) -> Telemetry: ...
+
+    @property
+    def writer(self) -> Writer: ...
+
+    def spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        """Run ``fn(*args)`` in the hub's task group."""
+
+    def forget(self, producer: Producer) -> None:
+        """Stop renewing ``producer`` and routing signals to it (it stopped or was lost)."""
+
+
+class _Phase(enum.Enum):
+    """Where a producer is in its life: one value rather than flags that must agree."""
+
+    OPEN = "open"  # takes chunks
+    STOPPING = "stopping"  # closing: flushing what it took, takes no more
+    CLOSED = "closed"  # the end is decided; ``_state`` holds the state stored
 
 
 class Producer:
@@ -81,7 +116,7 @@ class Producer:
 
     def __init__(
         self,
-        hub: StreamHub,
+        host: ProducerHost,
         session_id: str,
         generation: int,
         *,
@@ -92,34 +127,25 @@ class Producer:
         self.cancelled = anyio.Event()
         self.cancel_reason: str | None = None
         self.lost: OwnershipLost | None = None
-        self._hub = hub
-        self._backend = hub.backend
-        self._writer = hub._writer
-        self._settings = hub.settings
+        self._host = host
+        self._backend = host.backend
+        self._settings = host.settings
+        self._telemetry = host.telemetry
         self._on_cancel: list[CancelCallback] = [on_cancel] if on_cancel else []
-        self._pending: list[tuple[bytes, _Ack | None]] = []
-        self._pending_bytes = 0  # payload bytes in _pending (max_pending_bytes)
-        self._inflight: list[tuple[bytes, _Ack | None]] | None = None
-        self._queued = False
-        self._next = 1
-        # Chunks this producer accepted (send/publish), and those dropped unwritten: what its
-        # close claims is stored, for the store to check (see _claim).
-        self._sent = 0
-        self._dropped = 0
-        self._room = anyio.Event()
-        self._stopping = False
-        self._idle = anyio.Event()
+        self._buffer = ChunkBuffer(
+            session_id, generation, host.settings, host.writer, self._write_failed
+        )
+        self._phase = _Phase.OPEN
         self._error: StreamHubError | None = None
-        self._state: State | None = None
-        self._last = Cursor(generation, 0)
+        self._state: State | None = None  # the state stored, once CLOSED
         self._scope: anyio.CancelScope | None = None
+        # The hub's shutdown grace ran out: an input to the ending rule, not a phase (the
+        # producer may still be open, or already stopping, when it happens).
         self._shutdown = False
         self._inbox: Inbox | None = None
-        # Fan-in (see _fanin.py): the name its chunks carry (sub-producers), and once several
-        # producers write the session, its part (name, token): the store assigns the offsets.
+        # Fan-in (see _fanin.py): the name its chunks carry (sub-producers); its part is the
+        # buffer's (the store assigns the offsets of its batches).
         self.name: str | None = None
-        self._part: tuple[str, str] | None = None
-        self._seq = 0
 
     def __repr__(self) -> str:
         return f"<Producer {self.session_id!r} generation={self.generation}>"
@@ -127,17 +153,17 @@ class Producer:
     @property
     def cursor(self) -> Cursor:
         """Cursor of the last persisted chunk (offset 0 before the first)."""
-        return self._last
+        return self._buffer.last
 
     @property
     def pending_bytes(self) -> int:
         """Bytes of the chunks queued and not yet handed to the writer (``max_pending_bytes``)."""
-        return self._pending_bytes
+        return self._buffer.pending_bytes
 
     @property
     def closed(self) -> bool:
         """True once :meth:`close` finished."""
-        return self._state is not None
+        return self._phase is _Phase.CLOSED
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -153,34 +179,21 @@ class Producer:
     def _check_open(self) -> None:
         if self._error is not None:
             raise self._error
-        if self._stopping or self._state is not None:
+        if self._phase is not _Phase.OPEN:
             raise StreamClosed(f"the producer of {self.session_id!r} is closed")
 
-    async def _enqueue(self, payload: bytes, ack: _Ack | None) -> None:
-        if self.cancelled.is_set() and (self._stopping or self._state is not None):
+    async def _enqueue(self, payload: bytes, ack: Ack | None) -> None:
+        if self.cancelled.is_set() and self._phase is not _Phase.OPEN:
             # Cancelled and closing (e.g. at shutdown): a caller inside the producer's cancel
             # scope is cancelled here, as at any await, rather than told "closed".
             await anyio.lowlevel.checkpoint()
         self._check_open()
-        settings = self._settings
-        while len(self._pending) >= settings.max_pending or (
-            # A chunk bigger than the whole byte budget still goes, alone, once nothing waits.
-            self._pending_bytes and self._pending_bytes + len(payload) > settings.max_pending_bytes
-        ):
-            self._room = anyio.Event()
-            await self._room.wait()
-            self._check_open()
-        self._pending.append((payload, ack))
-        self._sent += 1
-        self._pending_bytes += len(payload)
-        if self._inflight is None and not self._queued:
-            self._queued = True
-            self._writer.ready(self)
+        await self._buffer.put(payload, ack, self._check_open)
 
     async def publish(self, chunk: object) -> Cursor:
         """Persist one chunk and return its cursor; raises if it was not persisted."""
         payload = self._encode(chunk)
-        ack = _Ack()
+        ack = Ack()
         await self._enqueue(payload, ack)
         await ack.event.wait()
         if ack.error is not None:
@@ -194,16 +207,15 @@ class Producer:
 
     async def _drain(self) -> None:
         """Until nothing is queued or in flight, or the producer failed."""
-        while (self._pending or self._inflight is not None) and self._error is None:
-            self._idle = anyio.Event()
-            await self._idle.wait()
+        while self._buffer.busy and self._error is None:
+            await self._buffer.wait_idle()
 
     async def flush(self) -> Cursor:
         """Wait until every queued chunk is persisted; return the last cursor."""
         await self._drain()
         if self._error is not None:
             raise self._error
-        return self._last
+        return self._buffer.last
 
     async def admit(self, name: str) -> Grant:
         """Let another producer, ``name``, write into this generation (fan-in).
@@ -212,9 +224,21 @@ class Producer:
         chunks are flushed first; from then on every producer's chunks, this one's included,
         get their offsets from the store, so all of them are totally ordered by the cursor.
         """
-        from ._fanin import admit
-
-        return await admit(self, name)
+        check_name(name)
+        self._check_open()
+        lost = await self._backend.admit(self.session_id, self.generation, name)
+        if lost is not None:
+            error = lost_error(lost, self.session_id)
+            self.mark_lost(error)
+            raise error
+        if self._buffer.part is None:
+            # The owner's part ("", no token: one owner per generation) exists now; batches
+            # taken from here on get their offsets from the store.
+            self._buffer.part = ("", "")
+        # One batch taken before may be in flight with offsets of its own: wait for it (and
+        # the rest) before anyone can hold the grant.
+        await self.flush()
+        return Grant(self.session_id, self.generation, name)
 
     async def set_metadata(self, value: Any) -> None:
         """Replace the session's metadata (any JSON value); subscribers receive it live."""
@@ -229,127 +253,57 @@ class Producer:
         await self.flush()
         lost = await self._backend.set_metadata(self.session_id, self.generation, blob)
         if lost is not None:
-            self._mark_lost(lost_error(lost, self.session_id))
+            self.mark_lost(lost)
             raise lost_error(lost, self.session_id)
 
-    def _fits(self, budget: int) -> int:
-        """How many pending chunks the next batch takes: up to ``max_batch`` and ``budget``
-        bytes (one at least, whatever its size)."""
-        pending = self._pending
-        n = min(len(pending), self._settings.max_batch)
-        if self._pending_bytes <= budget:
-            return n
-        size = 0
-        for i in range(n):
-            size += len(pending[i][0])
-            if size > budget and i:
-                return i
-        return n
-
-    def next_size(self, budget: int) -> int:
-        """Bytes of the batch :meth:`_take` would build within ``budget``."""
-        return sum(len(p) for p, _ in self._pending[: self._fits(budget)])
-
-    def _take(self, budget: int) -> Append:
-        """The next batch (up to ``budget`` bytes, one chunk at least), for the hub's writer;
-        it stays in flight until :meth:`_committed`."""
-        self._queued = False
-        n = self._fits(budget)
-        batch = self._pending[:n]
-        del self._pending[:n]
-        self._room.set()
-        self._inflight = batch
-        payloads = [p for p, _ in batch]
-        self._pending_bytes -= sum(map(len, payloads))
-        if self._part is not None:
-            self._seq += 1
-            name, token = self._part
-            return SharedAppend(
-                self.session_id, self.generation, 0, payloads, name, token, self._seq
-            )
-        first = self._next
-        self._next += len(batch)
-        return Append(self.session_id, self.generation, first, payloads)
-
-    def _committed(self, result: Lost | StreamHubError | None, first: int | None = None) -> None:
-        """The writer's report on the batch in flight (``first``: its offset, when the store
-        assigned it)."""
-        batch, self._inflight = self._inflight or [], None
-        if result is not None:
-            error = lost_error(result, self.session_id) if isinstance(result, Lost) else result
-            if isinstance(error, OwnershipLost):
-                self._mark_lost(error)
-            self._fail(error, batch)
-            return
-        if first is None:
-            first = self._next - len(batch)
-        generation = self.generation
-        for i, (_, ack) in enumerate(batch):
-            if ack is not None:
-                ack.cursor = Cursor(generation, first + i)
-                ack.event.set()
-        self._last = Cursor(generation, first + len(batch) - 1)
-        if self._pending:
-            self._queued = True
-            self._writer.ready(self)
-        else:
-            self._idle.set()
-
-    def _fail(self, error: StreamHubError, batch: Sequence[tuple[bytes, _Ack | None]] = ()) -> None:
+    def _write_failed(self, result: Lost | StreamHubError, batch: Sequence[Entry]) -> None:
+        """The buffer's batch in flight was not stored."""
+        error = lost_error(result, self.session_id) if isinstance(result, Lost) else result
+        if isinstance(error, OwnershipLost):
+            self.mark_lost(error)
         if self._error is None:
             self._error = error
-            self._hub._telemetry.failure("backend")
+            self._telemetry.failure("backend")
             log.warning("producer of %r failed: %s", self.session_id, error)
-        for _, ack in batch:
-            if ack is not None:
-                ack.error = error
-                ack.event.set()
-        self._fail_pending(error)
-        self._idle.set()
+        self._buffer.fail(error, batch)
         self.request_cancel("error")
-
-    def _fail_pending(self, error: StreamHubError) -> None:
-        pending, self._pending = self._pending, []
-        self._dropped += len(pending)
-        self._pending_bytes = 0
-        for _, ack in pending:
-            if ack is not None:
-                ack.error = error
-                ack.event.set()
-        self._room.set()
 
     # -- cancel ----------------------------------------------------------------------------
 
     def on_control(self, msg: Message) -> None:
-        """A signal for this session from the control bus (cancel, deleted)."""
+        """A signal for this session from the control bus (cancel, lost, deleted, a steering
+        message; a resync after a reconnect)."""
         if isinstance(msg, CancelMsg) and msg.generation == self.generation:
             self.request_cancel("cancelled")
         elif isinstance(msg, LostMsg) and msg.generation == self.generation:
             if msg.why == "stale":
-                self._mark_lost_stale()
+                self.mark_stale()
             else:
-                self._mark_lost(lost_error(Lost("closed", State.FAILED, msg.why), self.session_id))
+                self.mark_lost(Lost("closed", State.FAILED, msg.why))
         elif isinstance(msg, DeletedMsg):
-            self._mark_lost(SessionDeleted(f"session {self.session_id!r} was deleted"))
-        elif isinstance(msg, SteerMsg) and msg.generation == self.generation:
-            self._poke_inbox()
+            self.mark_lost(SessionDeleted(f"session {self.session_id!r} was deleted"))
+        elif (isinstance(msg, SteerMsg) and msg.generation == self.generation) or isinstance(
+            msg, ResyncMsg
+        ):
+            self._poke_inbox()  # a message was stored, or signals may have been missed
 
-    def _mark_lost(self, error: OwnershipLost) -> None:
+    def mark_lost(self, lost: OwnershipLost | Lost) -> None:
+        """The session is not this producer's any more (the store refused it, or the hub
+        learnt so): no more writes, and the cancel fires."""
+        error = lost_error(lost, self.session_id) if isinstance(lost, Lost) else lost
         if self.lost is None:
             self.lost = error
             self._error = error
             if not isinstance(error, SessionDeleted):
-                self._hub._telemetry.failure("lost")
+                self._telemetry.failure("lost")
             # Not ours any more: no renewal, and local followers fall back to the lease check.
-            self._hub._forget(self)
+            self._host.forget(self)
         reason = "deleted" if isinstance(error, SessionDeleted) else "ownership_lost"
         self.request_cancel(reason)
 
-    def _mark_lost_from(self, lost: Lost) -> None:
-        self._mark_lost(lost_error(lost, self.session_id))
-
-    def _mark_lost_stale(self) -> None:
-        self._mark_lost(StaleGeneration(f"session {self.session_id!r} was claimed again"))
+    def mark_stale(self) -> None:
+        """The session was claimed again: a newer generation owns it."""
+        self.mark_lost(StaleGeneration(f"session {self.session_id!r} was claimed again"))
 
     def request_cancel(self, reason: str = "cancelled") -> None:
         """Fire this producer's cancel: ``cancelled`` is set, callbacks run, the scope is cancelled."""
@@ -367,7 +321,7 @@ class Producer:
                 log.exception("on_cancel callback of %r raised", self.session_id)
                 continue
             if inspect.isawaitable(result):
-                self._hub.spawn(_await, result)
+                self._host.spawn(_await, result)
 
     def add_cancel_callback(self, callback: CancelCallback) -> None:
         """Also call ``callback(producer)`` when a cancel arrives (at once if one already has)."""
@@ -375,7 +329,7 @@ class Producer:
         if self.cancelled.is_set():
             result = callback(self)
             if inspect.isawaitable(result):
-                self._hub.spawn(_await, result)
+                self._host.spawn(_await, result)
 
     # -- steering messages -----------------------------------------------------------------
 
@@ -395,8 +349,12 @@ class Producer:
 
     def _get_inbox(self) -> Inbox:
         if self._inbox is None:
-            self._inbox = Inbox(self)
+            self._inbox = Inbox(self._host, self.session_id, self.generation, self._inbox_over)
         return self._inbox
+
+    def _inbox_over(self) -> bool:
+        """The inbox stops reading once this producer is cancelled or stops."""
+        return self.cancelled.is_set() or self._phase is not _Phase.OPEN
 
     def _poke_inbox(self) -> None:
         """A message was stored, signals may have been missed, or this producer stops."""
@@ -415,7 +373,8 @@ class Producer:
 
     async def _end(self, requested: Exit) -> State:
         """The one close path: flush, apply the ending rule, record it in the store."""
-        if self._state is not None:
+        if self._phase is _Phase.CLOSED:
+            assert self._state is not None  # set with the phase
             return self._state
         # Flushed first: a write that fails during the flush decides the state too.
         if await self._stop():
@@ -428,45 +387,40 @@ class Producer:
         )
         state, reason = final_state(seen)
         if state is None:
-            self._state = State.FAILED
-            return self._state
+            return self._closed_as(State.FAILED)
         if state is State.FAILED and self._error is None and not self._shutdown:
-            self._hub._telemetry.failure("generator_error")
+            self._telemetry.failure("generator_error")
         result = await self._finish(state, reason)
         if isinstance(result, Lost):
             error = lost_error(result, self.session_id)
-            self._mark_lost(error)
-            self._state = State.FAILED
+            self.mark_lost(error)
+            self._closed_as(State.FAILED)
             raise error
         if result is not state:
             # The store decided otherwise: it holds fewer chunks than this producer accepted,
             # or the generation had ended already (its lease lapsed).
             log.warning("session %r ended %s in the store, not %s", self.session_id, result, state)
-        self._state = result
-        return result
+        return self._closed_as(result)
 
-    def _claim(self) -> int:
-        """What this producer wrote, for the store to check: its chunk count or, once offsets
-        are store-assigned (fan-in), its batch count (one more if chunks were dropped unsent,
-        a count the store can never match)."""
-        if self._part is None:
-            return self._sent
-        return self._seq + (1 if self._dropped else 0)
+    def _closed_as(self, state: State) -> State:
+        self._phase = _Phase.CLOSED
+        self._state = state
+        return state
 
     async def _finish(self, state: State, reason: str | None) -> State | Lost:
         """Record the end; the store checks that it holds everything this producer sent."""
         sid, gen = self.session_id, self.generation
-        return await self._backend.close(sid, gen, state, reason, last=self._claim())
+        return await self._backend.close(sid, gen, state, reason, last=self._buffer.claim())
 
     async def _stop(self) -> bool:
         """Flush and take no more chunks; True when the session was lost (closed as failed)."""
-        self._stopping = True
+        self._phase = _Phase.STOPPING
         self._poke_inbox()
         await self._drain()
-        self._fail_pending(StreamClosed(f"the producer of {self.session_id!r} stopped"))
-        self._hub._forget(self)
+        self._buffer.fail_pending(StreamClosed(f"the producer of {self.session_id!r} stopped"))
+        self._host.forget(self)
         if self.lost is not None:
-            self._state = State.FAILED
+            self._closed_as(State.FAILED)
         return self.lost is not None
 
     async def __aenter__(self) -> Self:
@@ -502,7 +456,7 @@ class Producer:
     def shutdown(self) -> None:
         """Called by the hub when its grace period ran out: cancel, and close as failed."""
         self._shutdown = True
-        self._hub._telemetry.failure("shutdown")
+        self._telemetry.failure("shutdown")
         self.request_cancel("shutdown")
 
 

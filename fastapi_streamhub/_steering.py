@@ -14,9 +14,9 @@ import logging
 import re
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import orjson
@@ -26,12 +26,13 @@ from ._errors import LimitExceeded, SessionFinished, SessionNotFound, StreamHubE
 from ._types import validate_session_id
 
 if TYPE_CHECKING:
-    from ._hub import StreamHub
-    from ._producer import Producer
+    from ._config import Settings
+    from .backends.base import Backend
 
 __all__ = [
     "Inbox",
     "MessageReceipt",
+    "MessageStore",
     "SteeringMessage",
     "StreamContext",
     "send_message",
@@ -65,6 +66,36 @@ class MessageReceipt:
     """True when the idempotency key was seen before: this is the first message's receipt."""
 
 
+class MessageStore(Protocol):
+    """Where messages are sent to and read from: the hub's backend and settings."""
+
+    @property
+    def backend(self) -> Backend: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+
+class _InboxHost(MessageStore, Protocol):
+    def spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None: ...
+
+
+class _Producing(Protocol):
+    """The producer a :class:`StreamContext` stands for."""
+
+    session_id: str
+    generation: int
+
+    @property
+    def cancelled(self) -> anyio.Event: ...
+
+    def messages(self) -> AsyncIterator[SteeringMessage]: ...
+
+    def messages_nowait(self) -> list[SteeringMessage]: ...
+
+    async def set_metadata(self, value: Any) -> None: ...
+
+
 def validate_message_key(key: str) -> str:
     """An idempotency key: 1-200 characters of ``[A-Za-z0-9._:-]`` (a UUID fits)."""
     if not isinstance(key, str) or _MESSAGE_KEY.fullmatch(key) is None:
@@ -73,7 +104,7 @@ def validate_message_key(key: str) -> str:
 
 
 async def send_message(
-    hub: StreamHub, session_id: str, data: Any, key: str | None
+    hub: MessageStore, session_id: str, data: Any, key: str | None
 ) -> MessageReceipt:
     """:meth:`StreamHub.send_message`."""
     validate_session_id(session_id)
@@ -107,10 +138,16 @@ async def send_message(
 
 class Inbox:
     """A producer's steering messages: one task (started on first use) reads the store after
-    the last message read into a local queue, which the consumers empty."""
+    the last message read into a local queue, which the consumers empty. ``over()`` says when
+    the producer no longer takes messages (cancelled or stopping)."""
 
-    def __init__(self, producer: Producer) -> None:
-        self._producer = producer
+    def __init__(
+        self, host: _InboxHost, session_id: str, generation: int, over: Callable[[], bool]
+    ) -> None:
+        self._host = host
+        self._session_id = session_id
+        self._generation = generation
+        self._over = over
         self._queue: deque[SteeringMessage] = deque()
         self._after = 0
         self._poke = anyio.Event()
@@ -127,24 +164,20 @@ class Inbox:
     def _start(self) -> None:
         if not self._started:
             self._started = True
-            self._producer._hub.spawn(self._fetch)
+            self._host.spawn(self._fetch)
 
     def _notify(self) -> None:
         self._changed.set()
 
-    def _over(self) -> bool:
-        p = self._producer
-        return p.cancelled.is_set() or p._stopping or p.closed
-
     async def _fetch(self) -> None:
-        p = self._producer
-        wait = p._settings.renew_every
+        sid, generation = self._session_id, self._generation
+        wait = self._host.settings.renew_every
         try:
             while not self._over():
                 self._poke = anyio.Event()
                 try:
-                    page = await p._backend.read_messages(
-                        p.session_id, p.generation, self._after, _PAGE
+                    page = await self._host.backend.read_messages(
+                        sid, generation, self._after, _PAGE
                     )
                 except NotImplementedError as exc:
                     self._error = exc
@@ -152,13 +185,11 @@ class Inbox:
                 except Exception as exc:
                     # The messages stay in the store: the next read picks them up.
                     if not isinstance(exc, StreamHubError):
-                        log.exception("reading the messages of %r failed", p.session_id)
+                        log.exception("reading the messages of %r failed", sid)
                     else:
-                        log.warning("reading the messages of %r failed: %s", p.session_id, exc)
+                        log.warning("reading the messages of %r failed: %s", sid, exc)
                     page = []
-                for seq, blob in page:
-                    self._after = seq
-                    self._queue.append(SteeringMessage(f"{p.generation}-{seq}", orjson.loads(blob)))
+                self._take(page)
                 if page:
                     self._notify()
                     if len(page) == _PAGE:
@@ -188,20 +219,23 @@ class Inbox:
     async def prime(self) -> None:
         """Read the messages already stored, before the generator runs, so that its first
         ``messages_nowait()`` returns them (the listening task starts after them)."""
-        p = self._producer
         if self._started or self._after:
             return
+        sid = self._session_id
         try:
-            page = await p._backend.read_messages(p.session_id, p.generation, 0, _PAGE)
+            page = await self._host.backend.read_messages(sid, self._generation, 0, _PAGE)
         except NotImplementedError:
             return  # a backend without messages: ctx.messages() says so when used
         except StreamHubError as exc:
             # Not lost: the listening task reads the store again from here.
-            log.warning("reading the messages of %r failed: %s", p.session_id, exc)
+            log.warning("reading the messages of %r failed: %s", sid, exc)
             return
+        self._take(page)
+
+    def _take(self, page: list[tuple[int, bytes]]) -> None:
         for seq, blob in page:
             self._after = seq
-            self._queue.append(SteeringMessage(f"{p.generation}-{seq}", orjson.loads(blob)))
+            self._queue.append(SteeringMessage(f"{self._generation}-{seq}", orjson.loads(blob)))
 
     def messages_nowait(self) -> list[SteeringMessage]:
         """The messages received and not yet taken, without waiting."""
@@ -219,7 +253,7 @@ class StreamContext:
     ``POST {prefix}/{sid}/messages``; ``ctx.messages_nowait()`` takes those already here.
     """
 
-    def __init__(self, producer: Producer) -> None:
+    def __init__(self, producer: _Producing) -> None:
         self._producer = producer
 
     def __repr__(self) -> str:

@@ -10,8 +10,9 @@ by reading the store from the last delivered offset.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
@@ -27,12 +28,37 @@ from ._codec import (
 from ._errors import SessionNotFound, StreamClosed
 from ._fanout import QueueListener
 from ._types import Batch, Chunk, Cursor, End, Item, Metadata, Reset, SessionInfo, State
-from .backends.base import ReadResult
+from .backends.base import Backend, ReadResult
 
 if TYPE_CHECKING:
-    from ._hub import StreamHub
+    from ._config import Settings
+    from ._telemetry import Telemetry
 
-__all__ = ["Subscription"]
+__all__ = ["SubscriberHost", "Subscription", "read_snapshot"]
+
+
+class SubscriberHost(Protocol):
+    """What a subscription uses of its hub (the hub passes its services)."""
+
+    @property
+    def backend(self) -> Backend: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def telemetry(self) -> Telemetry: ...
+
+    def subscriber_slot(self, session_id: str) -> AbstractAsyncContextManager[None]:
+        """Hold one of the session's ``max_subscribers`` places on this instance."""
+
+    def watch(
+        self, session_id: str, generation: int, lease_remaining: float, listener: QueueListener
+    ) -> None:
+        """Have the lease keeper check the lease of a session followed here."""
+
+    def unwatch(self, session_id: str, listener: QueueListener) -> None:
+        """Stop the check :meth:`watch` asked for ``listener``."""
 
 
 class Subscription:
@@ -44,7 +70,7 @@ class Subscription:
 
     def __init__(
         self,
-        hub: StreamHub,
+        hub: SubscriberHost,
         session_id: str,
         *,
         after: Cursor | None,
@@ -99,7 +125,7 @@ class Subscription:
         hub = self._hub
         listener = self.listener
         async with (
-            hub._subscriber_slot(self.session_id),
+            hub.subscriber_slot(self.session_id),
             hub.backend.listen(self.session_id, listener),
         ):
             # The record and, optimistically, the first page after the cursor in one round trip.
@@ -110,8 +136,8 @@ class Subscription:
                 first += 1  # from a generation's start: its start marker is an entry too
             size = min(first or hub.settings.replay_batch, hub.settings.replay_batch)
             opening = hub.backend.open(self.session_id, guess, size)
-            if after is not None and hub._telemetry.enabled:
-                opening = hub._telemetry.resume(self.session_id, after, opening)
+            if after is not None and hub.telemetry.enabled:
+                opening = hub.telemetry.resume(self.session_id, after, opening)
             info, page = await opening
             if info is None:
                 raise SessionNotFound(f"session {self.session_id!r} not found")
@@ -138,7 +164,7 @@ class Subscription:
                 yield Metadata(info.metadata)
             watched = info.state is State.ACTIVE
             if watched:
-                hub._watch(self.session_id, info.generation, info.lease_remaining, listener)
+                hub.watch(self.session_id, info.generation, info.lease_remaining, listener)
             if after is None and info.state.finished:
                 # A full replay of a finished log: the page read from its first entry is the
                 # start of the generation in the record, whatever its number (a page of a newer
@@ -171,7 +197,7 @@ class Subscription:
                         yield item
             finally:
                 if watched:
-                    hub._unwatch(self.session_id, listener)
+                    hub.unwatch(self.session_id, listener)
 
     async def _on_live(self, msg: object) -> AsyncGenerator[Item, None]:
         if isinstance(msg, HubClosingMsg):
@@ -218,7 +244,7 @@ class Subscription:
 
     def _reset(self, cause: str, reason: str, generation: int) -> Reset:
         """A reset for the consumer, counted by cause (``generation`` or ``lost``)."""
-        self._hub._telemetry.reset(cause)
+        self._hub.telemetry.reset(cause)
         return Reset(reason, generation)
 
     def _restarted(self, generation: int) -> Reset:
@@ -327,3 +353,30 @@ def _items(chunks: Sequence[Chunk], batch: bool) -> Sequence[Item]:
     if batch:
         return (Batch(tuple(chunks), chunks[-1].cursor),)
     return chunks
+
+
+async def read_snapshot(backend: Backend, page_size: int, info: SessionInfo) -> dict[str, Any]:
+    """:meth:`StreamHub.snapshot` of the session ``info`` describes: its generation's chunks
+    read page by page, the text chunks joined."""
+    session_id = info.session_id
+    parts: list[str] = []
+    last: Cursor | None = None
+    position = (info.generation, 0)
+    while True:
+        page = await backend.read(session_id, position, page_size)
+        for chunk in page.chunks:
+            if chunk.cursor.generation != info.generation:
+                break
+            if chunk.kind == "text" and chunk.event is None:
+                parts.append(chunk.data)
+            last = chunk.cursor
+            position = (last.generation, last.offset)
+        if page.end is not None or not page.more:
+            break
+    return {
+        "session_id": session_id,
+        "state": info.state.value,
+        "text": "".join(parts),
+        "last_event_id": None if last is None else str(last),
+        "metadata": info.metadata,
+    }

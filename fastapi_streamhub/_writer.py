@@ -5,21 +5,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import anyio
 
 from ._config import Settings
+from ._ending import describe
 from ._errors import BackendUnavailable, StreamHubError
-from ._producer import describe
 from .backends.base import Append, Lost, SharedAppend, WriteRefused
 
 if TYPE_CHECKING:
-    from ._producer import Producer
     from ._telemetry import Telemetry
     from .backends.base import Backend
 
-__all__ = ["Writer"]
+__all__ = ["Batcher", "Writer"]
 
 log = logging.getLogger("fastapi_streamhub")
 
@@ -27,6 +26,22 @@ log = logging.getLogger("fastapi_streamhub")
 # _BUSY producers' batches (a lone fast producer never waits: group commit needs no delay).
 _LINGER = 0.002
 _BUSY = 8
+
+
+class Batcher(Protocol):
+    """What the writer needs of a producer: its queued chunks, taken one batch at a time."""
+
+    @property
+    def pending_bytes(self) -> int: ...
+
+    def next_size(self, budget: int) -> int:
+        """Bytes of the batch :meth:`take_batch` would build within ``budget``."""
+
+    def take_batch(self, budget: int) -> Append:
+        """The next batch, in flight until :meth:`on_committed`."""
+
+    def on_committed(self, result: Lost | StreamHubError | None, first: int | None = None) -> None:
+        """The batch in flight was stored (``result`` None) or not."""
 
 
 class Writer:
@@ -40,14 +55,14 @@ class Writer:
     def __init__(self, backend: Backend, telemetry: Telemetry, settings: Settings) -> None:
         self._backend = backend
         self._telemetry = telemetry
-        self._ready: dict[Producer, None] = {}
+        self._ready: dict[Batcher, None] = {}
         self._max_write = settings.max_write_bytes
         # One batch is one log entry, and a replay page holds one entry at least: an entry
         # bigger than replay_batch_bytes would make every reader of it hold that much.
         self._max_entry = min(self._max_write, settings.replay_batch_bytes)
         self._wake = anyio.Event()
 
-    def ready(self, producer: Producer) -> None:
+    def ready(self, producer: Batcher) -> None:
         """``producer`` has chunks to write and none in flight."""
         self._ready[producer] = None
         self._wake.set()
@@ -78,9 +93,9 @@ class Writer:
                     start_ns,
                 )
             for i, producer in enumerate(producers):
-                producer._committed(results[i], firsts[i])
+                producer.on_committed(results[i], firsts[i])
 
-    def _gather(self) -> tuple[list[Producer], list[Append]]:
+    def _gather(self) -> tuple[list[Batcher], list[Append]]:
         """The next round trip: ready producers' batches up to ``max_write_bytes`` in all,
         each up to ``replay_batch_bytes``.
 
@@ -88,7 +103,7 @@ class Writer:
         trip; the first batch of a round trip always goes (a chunk over the bound goes alone).
         """
         budget = self._max_write
-        producers: list[Producer] = []
+        producers: list[Batcher] = []
         batches: list[Append] = []
         size = 0
         for producer in list(self._ready):
@@ -96,7 +111,7 @@ class Writer:
             if batches and producer.pending_bytes > room and producer.next_size(room) > room:
                 continue
             del self._ready[producer]
-            batch = producer._take(room)
+            batch = producer.take_batch(room)
             producers.append(producer)
             batches.append(batch)
             size += sum(map(len, batch.payloads))

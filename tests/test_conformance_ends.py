@@ -213,7 +213,7 @@ async def test_the_store_checks_a_fan_in_owner_by_its_batches(make_hub: HubFacto
     await owner.admit("helper")
     await owner.publish("a")
     await owner.publish("b")
-    assert owner._seq == 2
+    assert owner._buffer.seq == 2
     state = await hub.backend.close("fan-claims", owner.generation, State.DONE, None, last=3)
     reason = "backend: the store holds 2 of 3 batches"
     assert state is State.FAILED
@@ -236,7 +236,7 @@ async def test_a_sub_producer_part_ended_short_fails_the_session(make_hub: HubFa
     part = await hub_b.join(await owner.admit("helper"))
     await part.publish("h1")
     # The helper's producer counted one batch more than the store holds (a lost write).
-    name, token = "helper", part._part[1] if part._part else ""
+    name, token = "helper", part._buffer.part[1] if part._buffer.part else ""
     assert await hub_b.backend.end_part("fan-short", owner.generation, name, token, last=2) is None
     await owner.publish("o1")
     assert await owner.close() is State.FAILED

@@ -297,7 +297,7 @@ async def test_a_retried_shared_batch_is_applied_once(make_hub: HubFactory) -> N
     sub = await hub.join(await owner.admit("worker"))
     await owner.publish("o0")
     backend = hub.backend
-    name, token = "worker", sub._part[1] if sub._part else ""
+    name, token = "worker", sub._buffer.part[1] if sub._buffer.part else ""
     sid, gen = "retry", owner.generation
 
     def batch(seq: int, *texts: str) -> SharedAppend:

@@ -1,0 +1,194 @@
+"""A producer's write buffer: queued chunks bounded in count and bytes, and the batch in flight
+that the hub's writer takes from it (group commit)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import anyio
+
+from ._errors import StreamHubError
+from ._types import Cursor
+from .backends.base import Append, Lost, SharedAppend
+
+if TYPE_CHECKING:
+    from ._config import Settings
+    from ._writer import Writer
+
+__all__ = ["Ack", "ChunkBuffer"]
+
+Entry = tuple[bytes, "Ack | None"]
+
+
+class Ack:
+    """Where :meth:`Producer.publish` waits for its chunk: stored at ``cursor``, or ``error``."""
+
+    __slots__ = ("cursor", "error", "event")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.cursor: Cursor | None = None
+        self.error: BaseException | None = None
+
+
+def _fail_acks(entries: Sequence[Entry], error: StreamHubError) -> None:
+    for _, ack in entries:
+        if ack is not None:
+            ack.error = error
+            ack.event.set()
+
+
+class ChunkBuffer:
+    """One producer's queue, the writer's view of it (``pending_bytes``, ``next_size``,
+    ``take_batch``, ``on_committed``).
+
+    ``on_failed(result, batch)`` is the producer's: the batch in flight was not stored
+    (``result`` says why); it decides what that means for the producer and calls :meth:`fail`.
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        generation: int,
+        settings: Settings,
+        writer: Writer,
+        on_failed: Callable[[Lost | StreamHubError, Sequence[Entry]], None],
+    ) -> None:
+        self._session_id = session_id
+        self._generation = generation
+        self._settings = settings
+        self._writer = writer
+        self._on_failed = on_failed
+        self._pending: list[Entry] = []
+        self._pending_bytes = 0  # payload bytes in _pending (max_pending_bytes)
+        self._inflight: list[Entry] | None = None
+        self._queued = False
+        self._next = 1
+        self._room = anyio.Event()
+        self._idle = anyio.Event()
+        self.last = Cursor(generation, 0)
+        """Cursor of the last stored chunk (offset 0 before the first)."""
+        # Chunks accepted (put), and those dropped unwritten: what the producer's close claims
+        # is stored, for the store to check (see claim).
+        self.sent = 0
+        self.dropped = 0
+        self.part: tuple[str, str] | None = None
+        """Once several producers write the session (fan-in): this one's part (name, token);
+        the store assigns the offsets of its batches from then on."""
+        self.seq = 0
+        """Batches taken as a part: the number of the last one (the store's exactly-once check)."""
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of the chunks queued and not yet taken by the writer."""
+        return self._pending_bytes
+
+    @property
+    def busy(self) -> bool:
+        """Chunks are queued or in flight."""
+        return bool(self._pending) or self._inflight is not None
+
+    async def put(self, payload: bytes, ack: Ack | None, check_open: Callable[[], None]) -> None:
+        """Queue one chunk once there is room (``check_open`` again after each wait)."""
+        settings = self._settings
+        while len(self._pending) >= settings.max_pending or (
+            # A chunk bigger than the whole byte budget still goes, alone, once nothing waits.
+            self._pending_bytes and self._pending_bytes + len(payload) > settings.max_pending_bytes
+        ):
+            self._room = anyio.Event()
+            await self._room.wait()
+            check_open()
+        self._pending.append((payload, ack))
+        self.sent += 1
+        self._pending_bytes += len(payload)
+        if self._inflight is None and not self._queued:
+            self._queued = True
+            self._writer.ready(self)
+
+    async def wait_idle(self) -> None:
+        """Until the next change: a batch stored, or the buffer failed."""
+        self._idle = anyio.Event()
+        await self._idle.wait()
+
+    def _fits(self, budget: int) -> int:
+        """How many pending chunks the next batch takes: up to ``max_batch`` and ``budget``
+        bytes (one at least, whatever its size)."""
+        pending = self._pending
+        n = min(len(pending), self._settings.max_batch)
+        if self._pending_bytes <= budget:
+            return n
+        size = 0
+        for i in range(n):
+            size += len(pending[i][0])
+            if size > budget and i:
+                return i
+        return n
+
+    def next_size(self, budget: int) -> int:
+        """Bytes of the batch :meth:`take_batch` would build within ``budget``."""
+        return sum(len(p) for p, _ in self._pending[: self._fits(budget)])
+
+    def take_batch(self, budget: int) -> Append:
+        """The next batch (up to ``budget`` bytes, one chunk at least), for the hub's writer;
+        it stays in flight until :meth:`on_committed`."""
+        self._queued = False
+        n = self._fits(budget)
+        batch = self._pending[:n]
+        del self._pending[:n]
+        self._room.set()
+        self._inflight = batch
+        payloads = [p for p, _ in batch]
+        self._pending_bytes -= sum(map(len, payloads))
+        if self.part is not None:
+            self.seq += 1
+            name, token = self.part
+            return SharedAppend(
+                self._session_id, self._generation, 0, payloads, name, token, self.seq
+            )
+        first = self._next
+        self._next += len(batch)
+        return Append(self._session_id, self._generation, first, payloads)
+
+    def on_committed(self, result: Lost | StreamHubError | None, first: int | None = None) -> None:
+        """The writer's report on the batch in flight (``first``: its offset, when the store
+        assigned it)."""
+        batch, self._inflight = self._inflight or [], None
+        if result is not None:
+            self._on_failed(result, batch)
+            return
+        if first is None:
+            first = self._next - len(batch)
+        generation = self._generation
+        for i, (_, ack) in enumerate(batch):
+            if ack is not None:
+                ack.cursor = Cursor(generation, first + i)
+                ack.event.set()
+        self.last = Cursor(generation, first + len(batch) - 1)
+        if self._pending:
+            self._queued = True
+            self._writer.ready(self)
+        else:
+            self._idle.set()
+
+    def fail(self, error: StreamHubError, batch: Sequence[Entry] = ()) -> None:
+        """Fail ``batch`` (taken, not stored) and everything queued with ``error``."""
+        _fail_acks(batch, error)
+        self.fail_pending(error)
+        self._idle.set()
+
+    def fail_pending(self, error: StreamHubError) -> None:
+        """Drop the queued chunks (they fail with ``error``); the batch in flight goes on."""
+        pending, self._pending = self._pending, []
+        self.dropped += len(pending)
+        self._pending_bytes = 0
+        _fail_acks(pending, error)
+        self._room.set()
+
+    def claim(self) -> int:
+        """What was written, for the store to check: the chunk count or, once offsets are
+        store-assigned (fan-in), the batch count (one more if chunks were dropped unsent, a
+        count the store can never match)."""
+        if self.part is None:
+            return self.sent
+        return self.seq + (1 if self.dropped else 0)
