@@ -220,7 +220,7 @@ def create_app() -> FastAPI:
         value = _float_env(name, None)
         if value is not None:
             options[name.lower()] = value
-    for name in ("SUBSCRIBER_BUFFER", "MAX_CHUNK_BYTES"):
+    for name in ("SUBSCRIBER_BUFFER", "SUBSCRIBER_BUFFER_BYTES", "MAX_CHUNK_BYTES"):
         if os.environ.get(name):
             options[name.lower()] = int(os.environ[name])
     if os.environ.get("COMPACT") == "0":

@@ -941,7 +941,11 @@ async def test_slow_consumer_blocks_nobody_and_costs_bounded_memory(
     exact rest."""
     server = make_redis()
     buffer = 128  # live chunks queued per subscriber before it falls back to the store
-    (a,) = await launch(["A"], redis=server.url, SUBSCRIBER_BUFFER=buffer)
+    # Bytes a subscriber's queue, and its response's output buffer, may hold each.
+    buffer_bytes = 1024 * 1024
+    (a,) = await launch(
+        ["A"], redis=server.url, SUBSCRIBER_BUFFER=buffer, SUBSCRIBER_BUFFER_BYTES=buffer_bytes
+    )
     sid = new_sid("slow")
     n, pad = 4000, 8192
     written = n * (pad + 8)
@@ -995,10 +999,13 @@ async def test_slow_consumer_blocks_nobody_and_costs_bounded_memory(
         f"(+{growth / mib:.1f} MiB); slow readers paused after {paused} chunks, "
         f"the second resumed from chunk {k + 1}"
     )
-    # What a slow subscriber may hold: its queue of `buffer` chunks, the response's queue of 64
-    # encoded events and the server's socket buffer; the rest is re-read from the store. Allow
-    # the same again for allocator noise: far below the 32 MiB written.
-    bound = 2 * 2 * (buffer + 64) * (pad + 64) + 4 * mib
+    # What a slow subscriber may hold: its queue (`buffer` chunks, at most `buffer_bytes`) and its
+    # response's output buffer (`buffer_bytes`), besides the server's socket buffer; the rest is
+    # re-read from the store. Allow the same again, plus 8 MiB of interpreter and allocator
+    # growth (measured +9-11 MiB in all, with 1 MiB or 4 MiB buffers alike): half the 32 MiB
+    # written, where an unbounded buffer would hold all of it per reader.
+    queue = min(buffer * (pad + 64), buffer_bytes)
+    bound = 2 * 2 * (queue + buffer_bytes) + 8 * mib
     assert growth < bound, (growth, bound)
     # The kernel cannot have absorbed the stream for the paused clients: most of it had to wait
     # on the server side (and be dropped there and re-read from the store).
