@@ -24,8 +24,8 @@ from typing import Any, Literal
 
 import orjson
 
-from ._errors import InvalidCursor, StreamHubError
-from ._types import Chunk, Cursor, End, Metadata, Reset, State
+from .._errors import InvalidCursor, StreamHubError
+from .._types import Chunk, Cursor, End, Metadata, Reset, State
 
 __all__ = ["EventParser", "ProtocolError", "SSEEvent", "rebuild"]
 

@@ -13,9 +13,9 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
-from ._client_core import Backoff, Follow, Retrier, Target
-from ._sse_decode import ProtocolError
-from ._types import SessionInfo, State, validate_session_id
+from .._types import SessionInfo, State, validate_session_id
+from .follow import Backoff, Follow, Retrier, Target
+from .sse_decode import ProtocolError
 
 __all__ = ["Call", "Options", "Snapshot", "info_from", "snapshot_from"]
 

@@ -18,8 +18,8 @@ from typing import Any, TextIO
 
 import anyio
 
-from ._hub import StreamHub
-from ._types import SessionInfo, State
+from .._hub import StreamHub
+from .._types import SessionInfo, State
 
 __all__ = ["Row", "Sample", "render", "rows", "sample", "scan_session_ids", "top"]
 
