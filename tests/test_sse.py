@@ -2,7 +2,7 @@
 
 The parser below follows the WHATWG "parse an event stream" / "interpret an event stream"
 algorithm (https://html.spec.whatwg.org/multipage/server-sent-events.html); ``rebuild`` then
-applies the client rules documented in ``fastapi_streamhub._sse``. The property tests check that
+applies the client rules documented in ``fastapi_streamhub._http.sse``. The property tests check that
 what a standard client sees is exactly what the producer sent.
 """
 
@@ -23,7 +23,7 @@ from fastapi_streamhub._client.sse_decode import SSEEvent as DecodedEvent
 from fastapi_streamhub._client.sse_decode import rebuild as rebuild_item
 from fastapi_streamhub._codec import RESERVED_EVENTS
 from fastapi_streamhub._errors import InvalidChunk, InvalidCursor
-from fastapi_streamhub._sse import (
+from fastapi_streamhub._http.sse import (
     PING,
     encode_chunk,
     encode_end,
