@@ -29,7 +29,7 @@ from ._producer import CancelCallback, Producer
 from ._steering import MessageReceipt, send_message
 from ._subscriber import Subscription
 from ._telemetry import Telemetry
-from ._types import Cursor, SessionInfo, State, validate_session_id
+from ._types import Cursor, SessionInfo, Snapshot, State, validate_session_id
 from ._writer import Writer
 from .backends.base import Backend, Lost
 from .backends.memory import MemoryBackend
@@ -558,13 +558,13 @@ class StreamHub:
                 position = (last.generation, last.offset)
             if page.end is not None or not page.more:
                 break
-        return {
-            "session_id": session_id,
-            "state": info.state.value,
-            "text": "".join(parts),
-            "last_event_id": None if last is None else str(last),
-            "metadata": info.metadata,
-        }
+        return Snapshot(
+            session_id=session_id,
+            state=info.state,
+            text="".join(parts),
+            last_event_id=None if last is None else str(last),
+            metadata=info.metadata,
+        ).as_dict()
 
     async def send_message(
         self, session_id: str, data: Any, *, key: str | None = None

@@ -21,8 +21,8 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
         "fastapi_streamhub.client needs httpx: pip install 'fastapi-streamhub[client]'"
     ) from exc
 
-from .._types import End, SessionInfo, State
-from .api import Call, Options, Snapshot
+from .._types import End, SessionInfo, Snapshot, State
+from .api import Call, Options
 from .follow import Backoff, Follow
 from .sse_decode import Item
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
 from .._steering import MESSAGE_KEY_PATTERN
-from .._types import SESSION_ID_PATTERN
+from .._types import SESSION_ID_PATTERN, SNAPSHOT_SHAPE, STATUS_SHAPE, WireField
 
 __all__ = [
     "ActiveIn",
@@ -24,28 +24,15 @@ __all__ = [
 SessionIdItem = Annotated[str, StringConstraints(pattern=SESSION_ID_PATTERN)]
 
 
-class StatusOut(BaseModel):
-    """``GET /{sid}/status``."""
-
-    session_id: str
-    state: str
-    generation: int
-    chunks: int
-    last_event_id: str | None
-    metadata: Any = None
-    created_at: float
-    updated_at: float
-    reason: str | None = None
+def _wire_model(name: str, doc: str, shape: tuple[WireField, ...]) -> type[BaseModel]:
+    """A response model built from a kernel wire shape, so the documented answer cannot drift
+    from what the engine writes and the client reads."""
+    fields: dict[str, Any] = {f.name: (f.type, None if f.optional else ...) for f in shape}
+    return create_model(name, __doc__=doc, **fields)
 
 
-class SnapshotOut(BaseModel):
-    """``GET /{sid}/snapshot``."""
-
-    session_id: str
-    state: str
-    text: str
-    last_event_id: str | None
-    metadata: Any = None
+StatusOut = _wire_model("StatusOut", "``GET /{sid}/status``.", STATUS_SHAPE)
+SnapshotOut = _wire_model("SnapshotOut", "``GET /{sid}/snapshot``.", SNAPSHOT_SHAPE)
 
 
 class StateOut(BaseModel):
