@@ -144,7 +144,8 @@ def violations(package_dir: Path = PACKAGE_DIR) -> list[str]:
                 top = edge.target.split(".")[0]
                 if top in FORBIDDEN_THIRD_PARTY[layer]:
                     found.append(f"{where}: {layer} may not import {top}")
-    return found
+    # One line per offence, not per imported name (``from x import a, b`` is one import).
+    return list(dict.fromkeys(found))
 
 
 def test_every_import_goes_in_an_allowed_direction() -> None:
