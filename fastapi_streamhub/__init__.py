@@ -17,10 +17,11 @@ from ._errors import (
     StreamHubError,
 )
 from ._fanin import Grant, SubProducer
-from ._hub import Registration, Session, StreamHub, get_hub
+from ._http.deps import get_hub
+from ._http.response import ResumableStreamingResponse, SessionStreamResponse
+from ._http.router import create_router, streamhub_router
+from ._hub import Registration, Session, StreamHub
 from ._producer import Producer
-from ._response import ResumableStreamingResponse, SessionStreamResponse
-from ._router import create_router, streamhub_router
 from ._steering import MessageReceipt, SteeringMessage, StreamContext
 from ._subscriber import Subscription
 from ._types import Batch, Chunk, Cursor, End, Event, Metadata, Reset, SessionInfo, State

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, TypeVarTuple
 
 import anyio
 from anyio.abc import TaskGroup
-from starlette.requests import HTTPConnection, Request
 
 from ._adapt import as_backend, open_url
 from ._budget import detached
@@ -38,7 +37,7 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
 
-__all__ = ["Registration", "Session", "StreamHub", "get_hub", "get_hub_from"]
+__all__ = ["Registration", "Session", "StreamHub"]
 
 log = logging.getLogger("fastapi_streamhub")
 Ts = TypeVarTuple("Ts")
@@ -488,21 +487,3 @@ class StreamHub:
 
 
 _HUB_CLOSING = HubClosingMsg()
-
-
-def get_hub_from(connection: HTTPConnection) -> StreamHub:
-    """The hub of the app serving ``connection`` (``app.state.streamhub``)."""
-    hub = getattr(connection.app.state, "streamhub", None)
-    if hub is None:
-        hub = getattr(connection.state, "streamhub", None)
-    if not isinstance(hub, StreamHub):
-        raise RuntimeError(
-            "no StreamHub on this app: create it with FastAPI(lifespan=hub.lifespan) "
-            "or set app.state.streamhub = hub"
-        )
-    return hub
-
-
-def get_hub(request: Request) -> StreamHub:
-    """FastAPI dependency: ``hub: StreamHub = Depends(get_hub)``."""
-    return get_hub_from(request)

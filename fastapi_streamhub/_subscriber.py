@@ -27,7 +27,18 @@ from ._codec import (
 )
 from ._errors import SessionNotFound, StreamClosed
 from ._fanout import QueueListener
-from ._types import Batch, Chunk, Cursor, End, Item, Metadata, Reset, SessionInfo, State
+from ._types import (
+    Batch,
+    Chunk,
+    Cursor,
+    End,
+    Item,
+    Metadata,
+    Reset,
+    SessionInfo,
+    Snapshot,
+    State,
+)
 from .backends.base import Backend, ReadResult
 
 if TYPE_CHECKING:
@@ -373,10 +384,10 @@ async def read_snapshot(backend: Backend, page_size: int, info: SessionInfo) -> 
             position = (last.generation, last.offset)
         if page.end is not None or not page.more:
             break
-    return {
-        "session_id": session_id,
-        "state": info.state.value,
-        "text": "".join(parts),
-        "last_event_id": None if last is None else str(last),
-        "metadata": info.metadata,
-    }
+    return Snapshot(
+        session_id=session_id,
+        state=info.state,
+        text="".join(parts),
+        last_event_id=None if last is None else str(last),
+        metadata=info.metadata,
+    ).as_dict()

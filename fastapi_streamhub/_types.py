@@ -12,6 +12,8 @@ from ._errors import InvalidCursor, InvalidSessionId
 __all__ = [
     "SESSION_ID_PATTERN",
     "SESSION_ID_RULE",
+    "SNAPSHOT_SHAPE",
+    "STATUS_SHAPE",
     "Batch",
     "Chunk",
     "Cursor",
@@ -21,7 +23,9 @@ __all__ = [
     "Metadata",
     "Reset",
     "SessionInfo",
+    "Snapshot",
     "State",
+    "WireField",
     "validate_session_id",
 ]
 
@@ -180,15 +184,94 @@ class SessionInfo:
         return str(Cursor(self.generation, self.chunks)) if self.chunks else None
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON shape of ``GET /{sid}/status``."""
-        return {
-            "session_id": self.session_id,
-            "state": self.state.value,
-            "generation": self.generation,
-            "chunks": self.chunks,
-            "last_event_id": self.last_event_id,
-            "metadata": self.metadata,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "reason": self.reason,
-        }
+        """The JSON shape of ``GET /{sid}/status`` (the fields of :data:`STATUS_SHAPE`)."""
+        return _as_dict(self, STATUS_SHAPE)
+
+    @classmethod
+    def from_dict(cls, body: Any) -> SessionInfo:
+        """The inverse of :meth:`as_dict`, for clients: KeyError names a missing field,
+        ValueError or TypeError a malformed one."""
+        return cls(
+            session_id=validate_session_id(_field(body, "session_id")),
+            state=State(_field(body, "state")),
+            generation=int(_field(body, "generation")),
+            chunks=int(_field(body, "chunks")),
+            metadata=body.get("metadata"),
+            created_at=float(_field(body, "created_at")),
+            updated_at=float(_field(body, "updated_at")),
+            reason=body.get("reason"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The whole output of the current generation so far in one value (``GET /{sid}/snapshot``):
+    ``text`` joins its text chunks."""
+
+    session_id: str
+    state: State
+    text: str
+    last_event_id: str | None
+    metadata: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape of ``GET /{sid}/snapshot`` (the fields of :data:`SNAPSHOT_SHAPE`)."""
+        return _as_dict(self, SNAPSHOT_SHAPE)
+
+    @classmethod
+    def from_dict(cls, body: Any) -> Snapshot:
+        """The inverse of :meth:`as_dict`, for clients (errors as :meth:`SessionInfo.from_dict`)."""
+        return cls(
+            session_id=str(_field(body, "session_id")),
+            state=State(_field(body, "state")),
+            text=str(_field(body, "text")),
+            last_event_id=body.get("last_event_id"),
+            metadata=body.get("metadata"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WireField:
+    """One field of a JSON answer: its name, its JSON type, and whether the documented schema
+    lets it be absent (``optional``: a default of None)."""
+
+    name: str
+    type: Any
+    optional: bool = False
+
+
+# The JSON answers of the status and snapshot endpoints, defined once: the engine's ``as_dict``
+# writes these fields in this order, the router's pydantic models (``_http/models.py``) are built
+# from them, and ``from_dict`` beside each class reads them back for the HTTP client.
+STATUS_SHAPE: tuple[WireField, ...] = (
+    WireField("session_id", str),
+    WireField("state", str),
+    WireField("generation", int),
+    WireField("chunks", int),
+    WireField("last_event_id", str | None),
+    WireField("metadata", Any, optional=True),
+    WireField("created_at", float),
+    WireField("updated_at", float),
+    WireField("reason", str | None, optional=True),
+)
+SNAPSHOT_SHAPE: tuple[WireField, ...] = (
+    WireField("session_id", str),
+    WireField("state", str),
+    WireField("text", str),
+    WireField("last_event_id", str | None),
+    WireField("metadata", Any, optional=True),
+)
+
+
+def _as_dict(value: SessionInfo | Snapshot, shape: tuple[WireField, ...]) -> dict[str, Any]:
+    out = {f.name: getattr(value, f.name) for f in shape}
+    out["state"] = value.state.value
+    return out
+
+
+def _field(body: Any, name: str) -> Any:
+    try:
+        return body[name]
+    except (KeyError, TypeError):
+        # A body that is not an object lacks every field, as far as a client can tell.
+        raise KeyError(name) from None

@@ -18,12 +18,11 @@ last cursor after network errors and server restarts. :class:`SyncStreamClient` 
 for synchronous code.
 """
 
-from ._client import ClientStream, StreamClient, SyncClientStream, SyncStreamClient
-from ._client_api import Snapshot
-from ._client_core import Backoff, ReconnectFailed, ResponseError
+from ._client.clients import ClientStream, StreamClient, SyncClientStream, SyncStreamClient
+from ._client.follow import Backoff, ReconnectFailed, ResponseError
+from ._client.sse_decode import ProtocolError
 from ._errors import SessionNotFound
-from ._sse_decode import ProtocolError
-from ._types import Chunk, End, Metadata, Reset, SessionInfo, State
+from ._types import Chunk, End, Metadata, Reset, SessionInfo, Snapshot, State
 
 __all__ = [
     "Backoff",

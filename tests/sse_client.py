@@ -11,7 +11,7 @@ empty data buffer dispatches nothing, and an unterminated event at EOF is discar
 httpx's ``aiter_lines`` is not used on purpose: it splits lines its own way. Bytes are fed to
 the parser as they arrive.
 
-:func:`rebuild` then applies the client rules documented in ``fastapi_streamhub._sse`` to turn
+:func:`rebuild` then applies the client rules documented in ``fastapi_streamhub._http.sse`` to turn
 events back into the chunks the producer yielded.
 """
 

@@ -29,7 +29,7 @@ from test_browser import BROWSER_DIR, CHROMIUM, _expected_chunk, run_chat
 
 from fastapi_streamhub import Chunk as HubChunk
 from fastapi_streamhub import Cursor, End, State
-from fastapi_streamhub._aisdk import UIMessageStreamEncoder
+from fastapi_streamhub._http.aisdk import UIMessageStreamEncoder
 from fastapi_streamhub.client import Backoff, Chunk, StreamClient
 
 pytestmark = pytest.mark.anyio

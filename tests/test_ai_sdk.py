@@ -37,7 +37,7 @@ from fastapi_streamhub import (
     State,
     StreamHub,
 )
-from fastapi_streamhub._aisdk import UIMessageStreamEncoder
+from fastapi_streamhub._http.aisdk import UIMessageStreamEncoder
 
 NODE_DIR = ROOT / "tests" / "node"
 DELAY = "0.02"  # seconds per token: 3-6 s per answer, long enough to act mid-answer

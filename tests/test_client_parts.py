@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from test_sse import chunks, json_values, states, texts
 
 from fastapi_streamhub import Chunk, Cursor, End, Metadata, Reset
-from fastapi_streamhub._client_core import Backoff, Retrier
-from fastapi_streamhub._sse import PING, encode_item, encode_retry
-from fastapi_streamhub._sse_decode import EventParser, SSEEvent, rebuild
+from fastapi_streamhub._client.follow import Backoff, Retrier
+from fastapi_streamhub._client.sse_decode import EventParser, SSEEvent, rebuild
+from fastapi_streamhub._http.sse import PING, encode_item, encode_retry
 from fastapi_streamhub.client import ProtocolError, ReconnectFailed
 
 _SETTINGS = settings(deadline=None, max_examples=100)

@@ -22,7 +22,7 @@ from sse_client import SSEResult, read_sse, wait_until
 
 from fastapi_streamhub import InvalidSessionId, StreamHub, create_router
 from fastapi_streamhub._budget import request_bound, retry_budget
-from fastapi_streamhub._response import run_factory
+from fastapi_streamhub._runner import run_factory
 from fastapi_streamhub._steering import StreamContext
 from fastapi_streamhub._types import validate_session_id
 

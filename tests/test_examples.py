@@ -53,7 +53,7 @@ def is_chunk(event: SSEEvent) -> bool:
 
 @dataclass
 class Rebuilt:
-    """What a client rebuilds from events, by the rules documented in ``_sse.py``."""
+    """What a client rebuilds from events, by the rules documented in ``_http/sse.py``."""
 
     text: str = ""
     chunks: list[str] = field(default_factory=list)

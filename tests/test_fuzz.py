@@ -35,7 +35,7 @@ from test_http import check_log
 
 from fastapi_streamhub import Cursor, Event, InvalidChunk, InvalidCursor
 from fastapi_streamhub._codec import RESERVED_EVENTS, decode_payload, encode_chunk
-from fastapi_streamhub._sse import encode_chunk as sse_encode_chunk
+from fastapi_streamhub._http.sse import encode_chunk as sse_encode_chunk
 
 _U64 = 2**64 - 1
 

@@ -2,7 +2,7 @@
 
 The parser below follows the WHATWG "parse an event stream" / "interpret an event stream"
 algorithm (https://html.spec.whatwg.org/multipage/server-sent-events.html); ``rebuild`` then
-applies the client rules documented in ``fastapi_streamhub._sse``. The property tests check that
+applies the client rules documented in ``fastapi_streamhub._http.sse``. The property tests check that
 what a standard client sees is exactly what the producer sent.
 """
 
@@ -18,9 +18,12 @@ from fastapi.sse import KEEPALIVE_COMMENT
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from fastapi_streamhub._client.sse_decode import EventParser, ProtocolError
+from fastapi_streamhub._client.sse_decode import SSEEvent as DecodedEvent
+from fastapi_streamhub._client.sse_decode import rebuild as rebuild_item
 from fastapi_streamhub._codec import RESERVED_EVENTS
 from fastapi_streamhub._errors import InvalidChunk, InvalidCursor
-from fastapi_streamhub._sse import (
+from fastapi_streamhub._http.sse import (
     PING,
     encode_chunk,
     encode_end,
@@ -30,9 +33,6 @@ from fastapi_streamhub._sse import (
     encode_retry,
     parse_last_event_id,
 )
-from fastapi_streamhub._sse_decode import EventParser, ProtocolError
-from fastapi_streamhub._sse_decode import SSEEvent as DecodedEvent
-from fastapi_streamhub._sse_decode import rebuild as rebuild_item
 from fastapi_streamhub._types import Batch, Chunk, Cursor, End, Metadata, Reset, State
 
 # --------------------------------------------------------------------------- reference parser
@@ -583,7 +583,7 @@ def test_parse_last_event_id_never_fails_otherwise(header: str | None, query: st
 @_SETTINGS
 @given(chunk=chunks)
 def test_library_client_rebuilds_every_chunk_with_its_producer(chunk: Chunk) -> None:
-    """``_sse_decode.rebuild`` (the Python client's) gives back the very chunk, producer too."""
+    """``_client.sse_decode.rebuild`` (the Python client's) gives back the very chunk, producer too."""
     (event,) = EventParser().feed(encode_chunk(chunk))
     # The codec stores every str as text, so a string is text whatever kind the strategy drew.
     kind: Literal["text", "json"] = "text" if isinstance(chunk.data, str) else "json"

@@ -70,6 +70,16 @@ class Keys:
         chunk count once the generation finished."""
         return self._base(session_id) + ":meta"
 
+    @property
+    def meta_pattern(self) -> str:
+        """``SCAN ... MATCH`` pattern of every session's :meth:`meta` key under this prefix."""
+        return f"{self.prefix}:{{*}}:meta"
+
+    def session_of_meta(self, key: str) -> str | None:
+        """The session id a :meth:`meta` key names, or None for any other key."""
+        head, tail = f"{self.prefix}:{{", "}:meta"
+        return key[len(head) : -len(tail)] if key.startswith(head) and key.endswith(tail) else None
+
     def log(self, session_id: str) -> str:
         """Stream: one entry per appended batch with id ``<generation>-<last offset>``."""
         return self._base(session_id) + ":log"

@@ -11,7 +11,7 @@
 // ?last_event_id=<cursor> (EventSource cannot send a header on its first request) and appends
 // only what is missing. Its own reconnects (a dropped connection) send Last-Event-ID.
 //
-// Chunks are decoded by the rules of fastapi_streamhub/_sse.py: a "message" event is text; a
+// Chunks are decoded by the rules of fastapi_streamhub/_http/sse.py: a "message" event is text; a
 // "json" event whose value is a string is text (it held CR or NUL), any other "json" value is
 // a JSON chunk; "metadata", "reset" and "end" are control events; any other name is a chunk
 // the producer named (EventSource only reports names it listens to: list them in `events`).

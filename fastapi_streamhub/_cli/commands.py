@@ -3,7 +3,7 @@
 Commands: ``status SID``, ``tail SID [--from CURSOR]``, ``cancel SID [--wait S]``, ``delete SID``
 and ``top``. Each builds a :class:`StreamHub` on ``--redis`` (default ``$STREAMHUB_REDIS_URL``,
 else ``redis://127.0.0.1:6379/0``) under ``--prefix`` and uses its public API inside ``async
-with hub``; ``top`` also scans the keyspace (see :mod:`._cli_top`). httpx is not needed.
+with hub``; ``top`` also scans the keyspace (see :mod:`.top`). httpx is not needed.
 
 Errors are one line on stderr, never a traceback. Exit codes: see :data:`EXIT_CODES`.
 """
@@ -21,9 +21,9 @@ import anyio
 import orjson
 from redis.exceptions import RedisError
 
-from ._errors import BackendUnavailable, SessionNotFound, StreamHubError
-from ._hub import StreamHub
-from ._types import Batch, Chunk, Cursor, End, Metadata, Reset, State
+from .._errors import BackendUnavailable, SessionNotFound, StreamHubError
+from .._hub import StreamHub
+from .._types import Batch, Chunk, Cursor, End, Metadata, Reset, State
 
 __all__ = ["EXIT_CODES", "main"]
 
@@ -155,7 +155,7 @@ def _error(message: str) -> None:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from .backends._urls import redis_client
+    from ..backends._urls import redis_client
 
     try:
         # redis://, rediss://, unix://, redis+cluster://, redis+sentinel://
@@ -222,7 +222,7 @@ async def _command(hub: StreamHub, client: Any, args: argparse.Namespace) -> int
             raise SessionNotFound(args.session_id)
         print("deleted", flush=True)
         return OK
-    from ._cli_top import top
+    from .top import top
 
     return await top(hub, client, args, sys.stdout)
 

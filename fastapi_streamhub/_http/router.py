@@ -10,22 +10,34 @@ import orjson
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from fastapi.params import Depends as DependsParam
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from ._browser import MODULE_PATH, module_response
-from ._budget import request_bound
-from ._errors import LimitExceeded, StreamHubError
-from ._http_guard import OriginCheck, check_message_value, read_body, require_json
-from ._hub import StreamHub, get_hub
-from ._openapi import json_error, sse_responses
-from ._response import Authorize, SessionStreamResponse, authorize_or_raise, error_answer
-from ._sse import parse_last_event_id
-from ._steering import MESSAGE_KEY_PATTERN
-from ._types import SESSION_ID_PATTERN, SESSION_ID_RULE
+from .._budget import request_bound
+from .._errors import LimitExceeded, StreamHubError
+from .._hub import StreamHub
+from .._steering import MESSAGE_KEY_PATTERN
+from .._types import SESSION_ID_PATTERN, SESSION_ID_RULE
+from .browser import MODULE_PATH, module_response
+from .deps import get_hub
+from .errors import Authorize, authorize_or_raise, error_answer
+from .guard import OriginCheck, check_message_value, read_body, require_json
+from .models import (
+    ActiveIn,
+    ActiveOut,
+    ErrorOut,
+    MessageIn,
+    MessageOut,
+    SnapshotOut,
+    StateOut,
+    StatusOut,
+)
+from .openapi import json_error, sse_responses
+from .response import SessionStreamResponse
+from .sse import parse_last_event_id
 
 __all__ = ["create_router", "streamhub_router"]
 
-# What the edge guard (_http_guard) answers on the endpoints that change something.
+# What the edge guard (guard.py) answers on the endpoints that change something.
 _CROSS_SITE: dict[int | str, dict[str, Any]] = {
     403: json_error("A browser request from another origin, or refused by authorize")
 }
@@ -43,7 +55,6 @@ SessionId = Annotated[
         description="1-200 characters of letters, digits and `. _ : -`, not `.` or `..`.",
     ),
 ]
-SessionIdItem = Annotated[str, StringConstraints(pattern=SESSION_ID_PATTERN)]
 _SESSION_ID = re.compile(SESSION_ID_PATTERN)
 # What follows "/{sid}" in each endpoint's path, and the methods it answers.
 _ENDPOINT_METHODS = {
@@ -79,75 +90,6 @@ Events:
 
 Resume by sending the last `id` back as the `Last-Event-ID` header (or `?last_event_id=`).
 """
-
-
-class StatusOut(BaseModel):
-    """``GET /{sid}/status``."""
-
-    session_id: str
-    state: str
-    generation: int
-    chunks: int
-    last_event_id: str | None
-    metadata: Any = None
-    created_at: float
-    updated_at: float
-    reason: str | None = None
-
-
-class SnapshotOut(BaseModel):
-    """``GET /{sid}/snapshot``."""
-
-    session_id: str
-    state: str
-    text: str
-    last_event_id: str | None
-    metadata: Any = None
-
-
-class StateOut(BaseModel):
-    """The state after a cancel."""
-
-    state: str
-
-
-class ActiveIn(BaseModel):
-    """``POST /active`` body."""
-
-    model_config = ConfigDict(extra="forbid")
-    session_ids: Annotated[list[SessionIdItem], Field(max_length=1000)]
-
-
-class ActiveOut(BaseModel):
-    """``POST /active`` answer."""
-
-    active: list[str]
-
-
-class MessageIn(BaseModel):
-    """``POST /{sid}/messages`` body."""
-
-    model_config = ConfigDict(extra="forbid")
-    message: Any = Field(description="Any JSON value; the producer receives it as is.")
-    id: Annotated[str, StringConstraints(pattern=MESSAGE_KEY_PATTERN)] | None = Field(
-        None,
-        description="Idempotency key (or the `Idempotency-Key` header): a retry with the same "
-        "key is answered with the first message's receipt instead of sending it again.",
-    )
-
-
-class MessageOut(BaseModel):
-    """``POST /{sid}/messages`` answer."""
-
-    id: str
-    generation: int
-    duplicate: bool
-
-
-class ErrorOut(BaseModel):
-    """An error answer."""
-
-    detail: Any
 
 
 async def _domain(call: Awaitable[T]) -> T:

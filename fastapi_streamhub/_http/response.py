@@ -2,51 +2,43 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import typing
-from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, Mapping
 from typing import Any, ClassVar, Literal
 
 import anyio
-import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from fastapi import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from ._aisdk import UI_MESSAGE_STREAM_HEADERS, UIMessageStreamEncoder
-from ._budget import request_bound
-from ._ending import describe
-from ._errors import (
+from .._budget import request_bound
+from .._errors import (
     BackendUnavailable,
-    InvalidChunk,
-    InvalidCursor,
-    InvalidSessionId,
-    LimitExceeded,
-    OwnershipLost,
     SessionNotFound,
     StreamClosed,
     StreamHubError,
 )
-from ._hub import StreamHub, get_hub_from
-from ._openapi import sse_responses
-from ._outflow import WRITE_SIZE, OutBuffer
-from ._producer import Producer
-from ._sse import PING, encode_item, encode_retry, parse_last_event_id
-from ._steering import StreamContext
-from ._subscriber import Subscription
-from ._types import Cursor, End, Item, State, validate_session_id
+from .._hub import StreamHub
+from .._outflow import WRITE_SIZE, OutBuffer
+from .._producer import Producer
+from .._runner import GeneratorFactory, close_unused, run_factory, run_generator
+from .._subscriber import Subscription
+from .._types import Cursor, End, Item, State, validate_session_id
+from .aisdk import UI_MESSAGE_STREAM_HEADERS, UIMessageStreamEncoder
+from .deps import get_hub_from
+from .errors import (
+    UNAVAILABLE,
+    Authorize,
+    authorize_or_raise,
+    json_error,
+)
+from .openapi import sse_responses
+from .sse import PING, encode_item, encode_retry, parse_last_event_id
 
-__all__ = [
-    "Authorize",
-    "ResumableStreamingResponse",
-    "SessionStreamResponse",
-    "StreamProtocol",
-    "error_answer",
-    "error_status",
-]
+__all__ = ["ResumableStreamingResponse", "SessionStreamResponse", "StreamProtocol"]
 
 log = logging.getLogger("fastapi_streamhub")
 
@@ -55,32 +47,12 @@ SSE_HEADERS = {
     "x-accel-buffering": "no",
 }
 
-Authorize = Callable[[Request, str, str], Any]
-# A generator factory: called with the producer's context once this instance is the producer.
-GeneratorFactory = Callable[[StreamContext], AsyncIterable[Any]]
-# "sse": the wire format of ``_sse.py``; "ai-sdk": the Vercel AI SDK's UI message stream.
+# "sse": the wire format of ``sse.py``; "ai-sdk": the Vercel AI SDK's UI message stream.
 StreamProtocol = Literal["sse", "ai-sdk"]
 PROTOCOLS: tuple[StreamProtocol, ...] = ("sse", "ai-sdk")
 
 
 _STREAM_STATUSES = frozenset(range(200, 300)) - {204, 205}
-
-
-def error_status(exc: StreamHubError) -> int:
-    """The HTTP status a domain error maps to."""
-    if isinstance(exc, SessionNotFound):
-        return 404
-    if isinstance(exc, InvalidSessionId | InvalidChunk):
-        # InvalidChunk here is a steering message that cannot be stored (too deep, say): bad
-        # input, not the 409 that tells a client the session is finished.
-        return 422
-    if isinstance(exc, InvalidCursor):
-        return 400
-    if isinstance(exc, LimitExceeded):
-        return 429
-    if isinstance(exc, BackendUnavailable | StreamClosed):
-        return 503
-    return 409
 
 
 def _check_status_code(status_code: object) -> None:
@@ -92,46 +64,13 @@ def _check_status_code(status_code: object) -> None:
         )
 
 
-# What a client learns of a store outage: not the address or the driver's text (they are logged).
-UNAVAILABLE = "the store is unavailable; retry later"
-RETRY_AFTER = "2"
-
-
-def error_answer(exc: StreamHubError) -> tuple[int, str, dict[str, str]]:
-    """Status, detail and headers of the JSON answer to a domain error."""
-    if isinstance(exc, BackendUnavailable):
-        log.warning("answered 503: %s", exc)
-        return 503, UNAVAILABLE, {"retry-after": RETRY_AFTER}
-    return error_status(exc), str(exc), {}
-
-
-async def _json_error(send: Send, exc: StreamHubError | HTTPException) -> None:
-    if isinstance(exc, HTTPException):
-        status, detail, headers = exc.status_code, str(exc.detail), dict(exc.headers or {})
-    else:
-        status, detail, headers = error_answer(exc)
-    body = orjson.dumps({"detail": detail})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
 class SessionStreamResponse(Response):
     """Streams one session to one client as SSE: replay from its cursor, then live, then ``end``.
 
     The subscription runs in a task of this response; a disconnect cancels only that task.
     Idle periods carry ``: ping`` comments; ``retry:`` is sent once at the start.
     ``protocol="ai-sdk"`` speaks the Vercel AI SDK's UI message stream instead (see
-    ``_aisdk.py``): always from the beginning of the generation, whatever the cursor.
+    ``aisdk.py``): always from the beginning of the generation, whatever the cursor.
     """
 
     # FastAPI documents a route's ``response_class`` with this media type, and its status
@@ -207,7 +146,7 @@ class SessionStreamResponse(Response):
             with request_bound(hub.settings.request_timeout):
                 await self.prepare(hub, scope)
         except (StreamHubError, HTTPException) as exc:
-            await _json_error(send, exc)
+            await json_error(send, exc)
             return
         await self._stream(hub, cursor, receive, send, head=scope.get("method") == "HEAD")
 
@@ -236,7 +175,7 @@ class SessionStreamResponse(Response):
                 if failed:
                     # Before any header: an unknown session is a plain 404, and so on.
                     receiver.close()  # _pump, which owns it otherwise, never runs
-                    await _json_error(send, failed[0])
+                    await json_error(send, failed[0])
                     tg.cancel_scope.cancel()
                     return
                 await send(
@@ -324,7 +263,7 @@ class _Encoder(typing.Protocol):
 
 
 class _SSEEncoder:
-    """The wire format of ``_sse.py``; an interrupted response just ends (clients reconnect)."""
+    """The wire format of ``sse.py``; an interrupted response just ends (clients reconnect)."""
 
     finished = False
 
@@ -474,75 +413,14 @@ class ResumableStreamingResponse(SessionStreamResponse):
                 self.session_id, metadata=self.metadata, restart=self.restart
             )
         except BaseException:
-            await _close_unused(self.generator)
+            await close_unused(self.generator)
             raise
         self.created = registration.created
         if registration.producer is None:
-            await _close_unused(self.generator)
+            await close_unused(self.generator)
             return
         self.producer = registration.producer
         if hasattr(self.generator, "__aiter__"):
             hub.spawn(run_generator, registration.producer, self.generator)
         else:
             hub.spawn(run_factory, registration.producer, self.generator)
-
-
-async def authorize_or_raise(
-    authorize: Authorize, request: Request, session_id: str, action: str
-) -> None:
-    """Call ``authorize`` (sync or async); False means 403, an HTTPException passes through."""
-    result = authorize(request, session_id, action)
-    if inspect.isawaitable(result):
-        result = await result
-    if result is False:
-        raise HTTPException(status_code=403, detail=f"not allowed to {action} this session")
-
-
-async def run_generator(producer: Producer, generator: AsyncIterable[Any]) -> None:
-    """Drive ``generator`` into ``producer`` until it ends, raises, or is cancelled."""
-    iterator = generator.__aiter__()
-    try:
-        async with producer:
-            try:
-                async for item in iterator:
-                    await producer.send(item)
-            finally:
-                # The generator's own cleanup runs before the end is recorded (which may take
-                # up to outage_timeout when Redis is gone).
-                await _close_unused(iterator)
-    except OwnershipLost as exc:
-        # Deleted or taken over: the generator is stopped on purpose, nothing to record.
-        log.info("generator of session %r stopped: %s", producer.session_id, exc)
-    except Exception as exc:
-        # The producer already recorded the session as failed with this reason.
-        log.warning(
-            "generator of session %r failed: %s", producer.session_id, describe(exc), exc_info=exc
-        )
-    finally:
-        await _close_unused(iterator)
-
-
-async def run_factory(producer: Producer, factory: GeneratorFactory) -> None:
-    """Build the generator with the producer's context, then :func:`run_generator`."""
-    try:
-        generator = factory(StreamContext(producer))
-        if not hasattr(generator, "__aiter__"):
-            raise TypeError(
-                f"the generator factory returned {type(generator).__name__}, not an async iterable"
-            )
-    except Exception as exc:
-        log.warning("generator factory of session %r failed: %s", producer.session_id, exc)
-        await producer._close_quietly(exc)
-        return
-    await producer._prime_inbox()
-    await run_generator(producer, generator)
-
-
-async def _close_unused(generator: Any) -> None:
-    aclose: Callable[[], Awaitable[None]] | None = getattr(generator, "aclose", None)
-    if aclose is not None:
-        with anyio.CancelScope(shield=True):
-            try:
-                await aclose()
-            except Exception as exc:
-                log.warning("closing a generator raised: %s", describe(exc))

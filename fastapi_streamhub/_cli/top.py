@@ -18,8 +18,9 @@ from typing import Any, TextIO
 
 import anyio
 
-from ._hub import StreamHub
-from ._types import SessionInfo, State
+from .._hub import StreamHub
+from .._types import SessionInfo, State
+from ..backends._keys import Keys
 
 __all__ = ["Row", "Sample", "render", "rows", "sample", "scan_session_ids", "top"]
 
@@ -43,7 +44,7 @@ async def scan_session_ids(client: Any, prefix: str, max_keys: int) -> tuple[lis
     At most about ``max_keys`` keys are examined in all (``SCAN ... COUNT`` calls); on a cluster
     the budget is shared by the primaries.
     """
-    head, tail = f"{prefix}:{{", "}:meta"
+    keys = Keys(prefix)
     found: dict[str, None] = {}
     budget = max_keys
     partial = False
@@ -56,14 +57,14 @@ async def scan_session_ids(client: Any, prefix: str, max_keys: int) -> tuple[lis
                 break
             count = min(_SCAN_COUNT, budget)
             budget -= count
-            reply = await client.scan(cursor, match=f"{head}*{tail}", count=count, **kwargs)
-            cursor, keys = reply
+            reply = await client.scan(cursor, match=keys.meta_pattern, count=count, **kwargs)
+            cursor, names = reply
             if isinstance(cursor, dict):  # a cluster gives the cursor per node, even for one
                 (cursor,) = cursor.values()
-            for key in keys:
-                name = _text(key)
-                if name.startswith(head) and name.endswith(tail):
-                    found[name[len(head) : -len(tail)]] = None
+            for key in names:
+                session_id = keys.session_of_meta(_text(key))
+                if session_id is not None:
+                    found[session_id] = None
             if int(cursor) == 0:
                 break
     return list(found), partial

@@ -50,9 +50,9 @@ from typing import Any
 
 import orjson
 
-from ._codec import RESERVED_EVENTS
-from ._errors import InvalidChunk, InvalidCursor
-from ._types import Batch, Chunk, Cursor, End, Metadata, Reset, State
+from .._codec import RESERVED_EVENTS
+from .._errors import InvalidChunk, InvalidCursor
+from .._types import Batch, Chunk, Cursor, End, Metadata, Reset, State
 
 __all__ = [
     "PING",

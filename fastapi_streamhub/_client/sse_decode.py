@@ -1,4 +1,4 @@
-"""Reading server-sent events back: the client side of :mod:`._sse`.
+"""Reading server-sent events back: the client side of :mod:`.._http.sse`.
 
 :class:`EventParser` is an incremental ``text/event-stream`` parser that follows the WHATWG
 algorithm (https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation):
@@ -12,7 +12,7 @@ Lines are split on bytes, before decoding: CR and LF never occur inside a multi-
 sequence, so a character split across two network reads is decoded whole.
 
 :func:`rebuild` turns a dispatched event into the item the server encoded, by the rules written
-in :mod:`._sse`: the same :class:`Chunk`, :class:`Metadata`, :class:`Reset` and :class:`End`
+in :mod:`.._http.sse`: the same :class:`Chunk`, :class:`Metadata`, :class:`Reset` and :class:`End`
 types that :meth:`StreamHub.subscribe` yields in-process.
 """
 
@@ -24,8 +24,8 @@ from typing import Any, Literal
 
 import orjson
 
-from ._errors import InvalidCursor, StreamHubError
-from ._types import Chunk, Cursor, End, Metadata, Reset, State
+from .._errors import InvalidCursor, StreamHubError
+from .._types import Chunk, Cursor, End, Metadata, Reset, State
 
 __all__ = ["EventParser", "ProtocolError", "SSEEvent", "rebuild"]
 
@@ -138,7 +138,7 @@ def _cursor(event: SSEEvent) -> Cursor:
 
 
 def rebuild(event: SSEEvent) -> Item:
-    """The item ``event`` carries (see :mod:`._sse` for the rules); raises ProtocolError."""
+    """The item ``event`` carries (see :mod:`.._http.sse` for the rules); raises ProtocolError."""
     if event.type == "message":
         return Chunk(_cursor(event), event.data, "text")
     value = _json(event)

@@ -1,6 +1,6 @@
 """What the async and the sync HTTP clients share, free of I/O.
 
-The two clients in :mod:`._client` only open requests, read bytes and sleep; every decision is
+The two clients in :mod:`.clients` only open requests, read bytes and sleep; every decision is
 made here, once: which URL and cursor to ask for, what an answer means (final error, retry, or
 an event stream), what the bytes of a stream mean, and how long to wait before the next attempt.
 """
@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
-from ._errors import SessionNotFound, StreamHubError
-from ._sse_decode import EventParser, Item, ProtocolError, rebuild
-from ._types import Chunk, End, Metadata, Reset
+from .._errors import SessionNotFound, StreamHubError
+from .._types import Chunk, End, Metadata, Reset
+from .sse_decode import EventParser, Item, ProtocolError, rebuild
 
 __all__ = [
     "Backoff",

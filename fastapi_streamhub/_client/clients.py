@@ -3,7 +3,7 @@
 Both follow a session's event stream and reconnect by themselves with their last cursor; both
 call the router's status, snapshot, cancel, delete and active endpoints. They only do I/O: the
 decisions (URLs, cursors, what an answer or a byte means, how long to wait) are made in
-:mod:`._client_core` and :mod:`._client_api`, so the two behave the same by construction.
+:mod:`.follow` and :mod:`.api`, so the two behave the same by construction.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
         "fastapi_streamhub.client needs httpx: pip install 'fastapi-streamhub[client]'"
     ) from exc
 
-from ._client_api import Call, Options, Snapshot
-from ._client_core import Backoff, Follow
-from ._sse_decode import Item
-from ._types import End, SessionInfo, State
+from .._types import End, SessionInfo, Snapshot, State
+from .api import Call, Options
+from .follow import Backoff, Follow
+from .sse_decode import Item
 
 __all__ = ["ClientStream", "StreamClient", "SyncClientStream", "SyncStreamClient"]
 

@@ -13,11 +13,11 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
-from ._client_core import Backoff, Follow, Retrier, Target
-from ._sse_decode import ProtocolError
-from ._types import SessionInfo, State, validate_session_id
+from .._types import SessionInfo, Snapshot, State, validate_session_id
+from .follow import Backoff, Follow, Retrier, Target
+from .sse_decode import ProtocolError
 
-__all__ = ["Call", "Options", "Snapshot", "info_from", "snapshot_from"]
+__all__ = ["Call", "Options", "info_from", "snapshot_from"]
 
 T = TypeVar("T")
 
@@ -140,50 +140,21 @@ def _active(body: Any) -> list[str]:
     return active
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """``GET {prefix}/{sid}/snapshot``: the whole output so far in one answer."""
-
-    session_id: str
-    state: State
-    text: str
-    last_event_id: str | None
-    metadata: Any = None
-
-
-def _field(body: Any, name: str) -> Any:
-    try:
-        return body[name]
-    except (KeyError, TypeError):
-        raise ProtocolError(f"the answer has no {name!r} field") from None
-
-
 def info_from(body: Any) -> SessionInfo:
     """A :class:`SessionInfo` from the JSON of ``GET {prefix}/{sid}/status``."""
-    try:
-        return SessionInfo(
-            session_id=validate_session_id(_field(body, "session_id")),
-            state=State(_field(body, "state")),
-            generation=int(_field(body, "generation")),
-            chunks=int(_field(body, "chunks")),
-            metadata=body.get("metadata"),
-            created_at=float(_field(body, "created_at")),
-            updated_at=float(_field(body, "updated_at")),
-            reason=body.get("reason"),
-        )
-    except (ValueError, TypeError) as exc:
-        raise ProtocolError(f"malformed status answer: {exc}") from None
+    return _parse(SessionInfo.from_dict, body, "status")
 
 
 def snapshot_from(body: Any) -> Snapshot:
     """A :class:`Snapshot` from the JSON of ``GET {prefix}/{sid}/snapshot``."""
+    return _parse(Snapshot.from_dict, body, "snapshot")
+
+
+def _parse(read: Callable[[Any], T], body: Any, answer: str) -> T:
+    # The shapes are the kernel's (_types); only the error the client raises is decided here.
     try:
-        return Snapshot(
-            session_id=str(_field(body, "session_id")),
-            state=State(_field(body, "state")),
-            text=str(_field(body, "text")),
-            last_event_id=body.get("last_event_id"),
-            metadata=body.get("metadata"),
-        )
-    except ValueError as exc:
-        raise ProtocolError(f"malformed snapshot answer: {exc}") from None
+        return read(body)
+    except KeyError as exc:
+        raise ProtocolError(f"the answer has no {exc.args[0]!r} field") from None
+    except (ValueError, TypeError) as exc:
+        raise ProtocolError(f"malformed {answer} answer: {exc}") from None

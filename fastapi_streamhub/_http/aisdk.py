@@ -1,6 +1,6 @@
 """The Vercel AI SDK's UI message stream protocol (v1): a session's items as the SDK's parts.
 
-Pure, like ``_sse.py``: :class:`UIMessageStreamEncoder` turns subscription items into the bytes
+Pure, like ``sse.py``: :class:`UIMessageStreamEncoder` turns subscription items into the bytes
 of one ``text/event-stream`` that the ``ai`` package's ``DefaultChatTransport`` reads. Every
 event is a single ``data:`` line holding one JSON part (the SDK ignores event names and ids, so
 none are sent), and the stream ends with ``data: [DONE]``.
@@ -41,7 +41,7 @@ from typing import Any
 
 import orjson
 
-from ._types import Batch, Chunk, End, Metadata, Reset, State
+from .._types import Batch, Chunk, End, Metadata, Reset, State
 
 __all__ = ["DONE", "UI_MESSAGE_STREAM_HEADERS", "UIMessageStreamEncoder", "encode_part"]
 
