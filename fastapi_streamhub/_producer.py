@@ -343,8 +343,9 @@ class Producer:
         """Steering messages that arrived and were not taken yet, without waiting."""
         return self._get_inbox().messages_nowait()
 
-    async def _prime_inbox(self) -> None:
-        """Read the steering messages already stored (before a generator with a context runs)."""
+    async def load_stored_messages(self) -> None:
+        """Read the steering messages stored before this generation listened, so the first
+        ``messages_nowait()`` returns them (the runner calls it before a factory's generator)."""
         await self._get_inbox().prime()
 
     def _get_inbox(self) -> Inbox:
@@ -439,12 +440,13 @@ class Producer:
         scope, self._scope = self._scope, None
         assert scope is not None, "__aexit__ without __aenter__"
         swallowed = bool(scope.__exit__(exc_type, exc, tb))
-        await self._close_quietly(None if swallowed else exc)
+        await self.close_after(None if swallowed else exc)
         return swallowed
 
-    async def _close_quietly(self, exc: BaseException | None) -> None:
-        """Close after the body ended (raising ``exc``); a failed close is logged, not raised:
-        the record stays ``active`` until its lease lapses, and then reads ``failed``."""
+    async def close_after(self, exc: BaseException | None) -> None:
+        """Close after the producing code ended (raising ``exc``, or None), by the one ending
+        rule; a failed close is logged, not raised: the record stays ``active`` until its lease
+        lapses, and then reads ``failed``."""
         with anyio.CancelScope(shield=True):
             try:
                 await self._end(Exit(exc=exc))

@@ -59,9 +59,9 @@ async def run_factory(producer: Producer, factory: GeneratorFactory) -> None:
             )
     except Exception as exc:
         log.warning("generator factory of session %r failed: %s", producer.session_id, exc)
-        await producer._close_quietly(exc)
+        await producer.close_after(exc)
         return
-    await producer._prime_inbox()
+    await producer.load_stored_messages()
     await run_generator(producer, generator)
 
 
