@@ -4,34 +4,26 @@ The hand-off works because the live listener is registered *before* the store is
 chunk is either already in the store when the replay reads it, or arrives on the listener
 afterwards, or both. Offsets are consecutive within a generation, so a duplicate is dropped by
 comparing offsets and a gap (a lost or overflowed live message) is noticed at once and repaired
-by reading the store from the last delivered offset.
+by reading the store from the last delivered offset. Those decisions are made by the pure
+:class:`~._position.Position`; a Subscription does the reads and yields.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
-from ._codec import (
-    ChunksMsg,
-    DeletedMsg,
-    EndMsg,
-    HubClosingMsg,
-    MetadataMsg,
-    ResyncMsg,
-    StoredMsg,
-)
 from ._errors import SessionNotFound, StreamClosed
 from ._fanout import QueueListener
+from ._position import Closing, Decision, Deliver, Finish, Gap, Position, Repair, Step, runs
 from ._types import (
     Batch,
     Chunk,
     Cursor,
-    End,
     Item,
     Metadata,
     Reset,
@@ -95,21 +87,19 @@ class Subscription:
         self._batch_replay = batch_replay or batch
         self._batch_live = batch
         self.listener = QueueListener(buffer, hub.settings.subscriber_buffer_bytes)
-        self._generation = after.generation if after else 0
-        self._pos = 0
-        self._ended = False
+        self._position = Position(after.generation if after else 0)
         self.opened = anyio.Event()  # set once the session is found and followed live
         self._iter = self._run()
 
     @property
     def generation(self) -> int:
         """The generation being followed (known once ``opened`` is set; 0 before)."""
-        return self._generation
+        return self._position.generation
 
     @property
     def cursor(self) -> Cursor | None:
         """Cursor of the last chunk delivered (None before the first)."""
-        return Cursor(self._generation, self._pos) if self._pos else None
+        return self._position.cursor
 
     def __aiter__(self) -> AsyncIterator[Item]:
         return self
@@ -135,6 +125,7 @@ class Subscription:
     async def _run(self) -> AsyncGenerator[Item, None]:
         hub = self._hub
         listener = self.listener
+        position = self._position
         async with (
             hub.subscriber_slot(self.session_id),
             hub.backend.listen(self.session_id, listener),
@@ -152,25 +143,10 @@ class Subscription:
             info, page = await opening
             if info is None:
                 raise SessionNotFound(f"session {self.session_id!r} not found")
-            self._generation = info.generation
+            gap = position.open(after, info)
             self.opened.set()
-            if after is not None:
-                if after.generation != info.generation:
-                    yield self._reset(
-                        "generation",
-                        f"cursor {after} belongs to generation {after.generation}; "
-                        f"the session is at generation {info.generation}",
-                        info.generation,
-                    )
-                elif after.offset > info.chunks:
-                    yield self._reset(
-                        "lost",
-                        f"cursor {after} is ahead of the stored stream ({info.chunks} chunks); "
-                        "data was lost",
-                        info.generation,
-                    )
-                else:
-                    self._pos = after.offset
+            if gap is not None:
+                yield self._reset(gap)
             if info.metadata is not None:
                 yield Metadata(info.metadata)
             watched = info.state is State.ACTIVE
@@ -179,91 +155,48 @@ class Subscription:
             if after is None and info.state.finished:
                 # A full replay of a finished log: the page read from its first entry is the
                 # start of the generation in the record, whatever its number (a page of a newer
-                # one is dropped just below). An active session's first page is read again,
+                # one is dropped by keeps()). An active session's first page is read again,
                 # whole, before it goes live (a 2-entry page would need a second read anyway).
-                guess = (self._generation, 0)
-            if page is not None and guess != (self._generation, self._pos):
-                page = None  # read from a position the cursor check did not keep
-            if page is not None and any(
-                c.cursor.generation != self._generation for c in page.chunks
-            ):
-                page = None  # another generation's data: the replay reads it again and resets
+                guess = (position.generation, 0)
+            if page is not None and not position.keeps(guess, page.chunks):
+                page = None
             try:
                 replay = self._repair(check=False, first_page=size, prefetched=page, info=info)
                 async for item in replay:
                     yield item
-                while not self._ended:
-                    msg = await listener.get()
-                    if (
-                        type(msg) is ChunksMsg
-                        and msg.generation == self._generation
-                        and msg.first == self._pos + 1
-                    ):
-                        # The common case, without the generator below: the next chunks.
-                        self._pos = msg.chunks[-1].cursor.offset
-                        for item in _items(msg.chunks, self._batch_live):
+                while not position.ended:
+                    decision = position.live(await listener.get())
+                    if type(decision) is Deliver:
+                        for item in _items(decision.chunks, self._batch_live):
                             yield item
-                        continue
-                    async for item in self._on_live(msg):
-                        yield item
+                    elif decision is not None:
+                        async for item in self._act(decision):
+                            yield item
             finally:
                 if watched:
                     hub.unwatch(self.session_id, listener)
 
-    async def _on_live(self, msg: object) -> AsyncGenerator[Item, None]:
-        if isinstance(msg, HubClosingMsg):
+    async def _act(self, decision: Decision) -> AsyncGenerator[Item, None]:
+        """Carry out what :meth:`Position.live` decided, other than a plain delivery."""
+        if isinstance(decision, Repair):
+            async for item in self._repair(check=decision.check):
+                yield item
+        elif isinstance(decision, Finish):
+            yield decision.end
+        elif isinstance(decision, Metadata):
+            yield decision
+        elif isinstance(decision, Closing):
             raise StreamClosed("the hub is shutting down; resume from the last cursor elsewhere")
-        if isinstance(msg, ChunksMsg):
-            if msg.generation < self._generation:
-                return  # a stale producer's late message: its appends were refused
-            if msg.generation != self._generation or msg.first > self._pos + 1:
-                async for item in self._repair(check=True):
-                    yield item
-                return
-            chunks = msg.chunks
-            if chunks[0].cursor.offset <= self._pos:
-                chunks = tuple(c for c in chunks if c.cursor.offset > self._pos)
-                if not chunks:
-                    return
-            self._pos = chunks[-1].cursor.offset
-            for item in _items(chunks, self._batch_live):
-                yield item
-        elif isinstance(msg, StoredMsg):
-            # A batch too big for pub/sub: read it (and anything before it) from the store.
-            if msg.generation > self._generation or (
-                msg.generation == self._generation and msg.last > self._pos
-            ):
-                async for item in self._repair(check=msg.generation != self._generation):
-                    yield item
-        elif isinstance(msg, EndMsg):
-            if msg.generation == self._generation and msg.offset == self._pos + 1:
-                self._ended = True
-                yield End(msg.state, msg.reason)
-            elif msg.generation >= self._generation:
-                # Chunks before the end are still on their way (or were missed): read them.
-                async for item in self._repair(check=True):
-                    yield item
-        elif isinstance(msg, MetadataMsg):
-            if msg.generation == self._generation:
-                yield Metadata(msg.value)
-        elif isinstance(msg, DeletedMsg):
-            self._ended = True
-            yield End(State.CANCELLED, "deleted")
-        elif isinstance(msg, ResyncMsg):
-            async for item in self._repair(check=True):
-                yield item
 
-    def _reset(self, cause: str, reason: str, generation: int) -> Reset:
+    def _reset(self, gap: Gap) -> Reset:
         """A reset for the consumer, counted by cause (``generation`` or ``lost``)."""
-        self._hub.telemetry.reset(cause)
-        return Reset(reason, generation)
+        self._hub.telemetry.reset(gap.cause)
+        return Reset(gap.reason, gap.generation)
 
-    def _restarted(self, generation: int) -> Reset:
-        """The session restarted as ``generation``: follow that one from its start."""
-        self._generation, self._pos = generation, 0
-        return self._reset(
-            "generation", f"the session restarted as generation {generation}", generation
-        )
+    def _steps(self, steps: list[Step]) -> Iterator[Item]:
+        """The items of what the record or a page asked for: resets counted, ends as they are."""
+        for step in steps:
+            yield self._reset(step) if isinstance(step, Gap) else step
 
     async def _repair(
         self,
@@ -283,16 +216,13 @@ class Subscription:
         here instead of waiting live for nothing.
         """
         hub = self._hub
+        position = self._position
         if check:
             info = (await hub.backend.info([self.session_id]))[0]
-            if info is None:
-                self._ended = True
-                yield End(
-                    State.FAILED, "the session is no longer stored (deleted, expired or lost)"
-                )
+            for item in self._steps(position.checked(info)):
+                yield item
+            if position.ended:
                 return
-            if info.generation != self._generation:
-                yield self._restarted(info.generation)
         page_size = hub.settings.replay_batch
         # A small first page when resuming, so the first bytes go out before the big reads.
         size = min(first_page or page_size, page_size)
@@ -300,63 +230,22 @@ class Subscription:
             if prefetched is not None:
                 page, prefetched = prefetched, None
             else:
-                page = await hub.backend.read(self.session_id, (self._generation, self._pos), size)
+                read_from = (position.generation, position.offset)
+                page = await hub.backend.read(self.session_id, read_from, size)
             size = page_size
-            for run in _runs(page.chunks):
-                head = run[0].cursor
-                if head.generation != self._generation:
-                    yield self._restarted(head.generation)
-                if head.offset != self._pos + 1:
-                    # Trimmed by maxlen, or lost (e.g. written to a primary that failed before
-                    # its replica had it): said, never skipped silently.
-                    yield self._reset(
-                        "lost",
-                        f"chunks {self._pos + 1}-{head.offset - 1} are no longer stored "
-                        "(trimmed or lost)",
-                        self._generation,
-                    )
-                self._pos = run[-1].cursor.offset
+            for run in runs(page.chunks):
+                for gap in position.run(run):
+                    yield self._reset(gap)
                 for item in _items(run, self._batch_replay):
                     yield item
             if page.end is not None:
-                generation, end = page.end
-                if generation != self._generation:
-                    yield self._restarted(generation)
-                self._ended = True
-                yield end
+                for item in self._steps(position.stored_end(*page.end)):
+                    yield item
                 return
             if not page.more:
                 break
-        if info is None or info.generation != self._generation:
-            return
-        if info.chunks > self._pos:
-            yield self._reset(
-                "lost",
-                f"chunks {self._pos + 1}-{info.chunks} are no longer stored (data lost)",
-                self._generation,
-            )
-            self._pos = info.chunks
-        if info.state.finished:
-            self._ended = True
-            yield End(info.state, info.reason)
-
-
-def _runs(chunks: Sequence[Chunk]) -> list[Sequence[Chunk]]:
-    """Chunks of a page split where offsets jump (a hole in the log), usually just one run."""
-    if not chunks:
-        return []
-    first, last = chunks[0].cursor, chunks[-1].cursor
-    if last.generation == first.generation and last.offset - first.offset + 1 == len(chunks):
-        return [chunks]
-    runs: list[Sequence[Chunk]] = []
-    start = 0
-    for i in range(1, len(chunks)):
-        a, b = chunks[i - 1].cursor, chunks[i].cursor
-        if b.generation != a.generation or b.offset != a.offset + 1:
-            runs.append(chunks[start:i])
-            start = i
-    runs.append(chunks[start:])
-    return runs
+        for item in self._steps(position.settle(info)):
+            yield item
 
 
 def _items(chunks: Sequence[Chunk], batch: bool) -> Sequence[Item]:
