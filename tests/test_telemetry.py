@@ -15,21 +15,22 @@ from typing import Any
 
 import anyio
 import pytest
-import test_conformance
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
-from test_conformance import (
+from support.conformance import (
     BASE_OPTIONS,
+    STORE_KINDS,
     MemoryStore,
     RedisStore,
     Store,
     chunks_of,
     collect,
     follow,
+    make_store,
     start,
 )
 
@@ -104,8 +105,10 @@ class Recorder:
 HubMaker = Callable[..., Any]
 
 
-# The conformance suite's stores: memory and a real Redis (flushed before each test).
-store = test_conformance.store
+@pytest.fixture(params=STORE_KINDS)
+def store(request: pytest.FixtureRequest) -> Store:
+    """The conformance suite's stores: memory, a real Redis and a Redis Cluster (flushed first)."""
+    return make_store(request)
 
 
 @pytest.fixture
