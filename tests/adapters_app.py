@@ -4,7 +4,7 @@
 the adapter of ``sdk`` (``openai_chat``, ``litellm``, ``openai_responses``,
 ``openai_responses_manager``, ``anthropic_stream``, ``anthropic_create``, ``pydantic_ai``,
 ``langgraph``, ``langchain_events``), whose real SDK client calls the stand-in provider
-(``tests/_provider.py``) mounted in this same app under ``/provider``. ``model=hold-<x>``
+(``tests/support/provider.py``) mounted in this same app under ``/provider``. ``model=hold-<x>``
 makes the provider stop in the middle of the tool call until ``POST /provider/release/hold-<x>``.
 ``POST /api/chat`` is the same for the AI SDK's ``DefaultChatTransport`` (the body's ``sdk``
 and ``model`` choose), resumed at ``GET /api/chat/{id}/stream``. The hub's backend is
@@ -27,8 +27,8 @@ os.environ.setdefault("LITELLM_TELEMETRY", "False")
 os.environ["LANGSMITH_TRACING"] = "false"  # LangChain would otherwise trace to LangSmith
 os.environ["LANGCHAIN_TRACING_V2"] = "false"
 
-from _provider import router as provider_router
 from fastapi import FastAPI, HTTPException, Request
+from support.provider import router as provider_router
 
 from fastapi_streamhub import (
     ResumableStreamingResponse,

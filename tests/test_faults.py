@@ -1,10 +1,10 @@
 """Fault injection (issue 4: "nothing is lost and nothing hangs"), with real processes only.
 
-Every test starts its own app instances (``tests/http_app.py`` under uvicorn, see ``_apps.py``)
+Every test starts its own app instances (``tests/http_app.py`` under uvicorn, see ``support/apps.py``)
 on real redis-server processes, and breaks something for real: SIGKILL, SIGSTOP/SIGCONT and
 SIGTERM of an instance, a Redis restart (with and without persistence), FLUSHALL, connections
-reset or stalled by a TCP proxy between the apps and Redis (``_proxy.py``), a client that stops
-reading. Clients are httpx; SSE bodies are parsed by ``sse_client.py``.
+reset or stalled by a TCP proxy between the apps and Redis (``support/proxy.py``), a client that stops
+reading. Clients are httpx; SSE bodies are parsed by ``support/sse_client.py``.
 
 The generator of the test app records what it did (runs, produced, exit, finally) in a Redis
 that the faults do not touch (the session's shared ``redis_server``, through ``REC_URL``), once
@@ -21,7 +21,6 @@ import itertools
 import json
 import random
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -32,11 +31,12 @@ import anyio
 import httpx
 import pytest
 import redis
-from _apps import App, start_apps
-from _proxy import TCPProxy
-from _redis import RedisServer
 from http_app import RECORD_PREFIX, expected_items
-from sse_client import (
+from support.apps import App, start_apps
+from support.proxy import TCPProxy
+from support.redis_server import RedisServer
+from support.sids import new_sid
+from support.sse_client import (
     CONTROL_EVENTS,
     SSEEvent,
     SSEParser,
@@ -135,10 +135,6 @@ async def clients(*apps: App) -> AsyncIterator[list[httpx.AsyncClient]]:
 
 
 # --------------------------------------------------------------------------- readers
-
-
-def new_sid(tag: str = "s") -> str:
-    return f"{tag}-{uuid.uuid4().hex[:12]}"
 
 
 def expected(n: int, kind: str = "text", pad: int = 0) -> list[tuple[str, Any]]:

@@ -2,7 +2,7 @@
 
 Two app instances, A and B (``tests/http_app.py`` in uvicorn subprocesses), share one real
 redis-server; a third one, C, builds its router with ``create_router(authorize=...)``. Clients
-are real httpx clients; SSE bodies are parsed by the spec-faithful parser of ``sse_client.py``.
+are real httpx clients; SSE bodies are parsed by the spec-faithful parser of ``support/sse_client.py``.
 The servers live for the whole module (starting them per test would dominate the run time);
 every test uses its own session ids, and ``redis_url`` flushes the shared server before each.
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 import itertools
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +26,12 @@ import anyio
 import httpx
 import pytest
 import redis
-from _apps import AppServer, start_servers
-from _redis import RedisServer
 from anyio.abc import TaskGroup
 from http_app import RECORD_PREFIX, expected_items
-from sse_client import (
+from support.apps import AppServer, start_servers
+from support.redis_server import RedisServer
+from support.sids import new_sid
+from support.sse_client import (
     SSEParser,
     SSEResult,
     as_rebuilt,
@@ -204,10 +204,6 @@ def check_log(name: str, text: str) -> None:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def new_sid(tag: str = "s") -> str:
-    return f"{tag}-{uuid.uuid4().hex[:12]}"
 
 
 def expected(n: int, kind: str = "text") -> list[tuple[str, Any]]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from _redis import RedisServer
 from support.conformance import STORE_KINDS, HubFactory, RedisStore, Store, make_store, open_hubs
+from support.redis_server import RedisServer
 
 
 @pytest.fixture(params=STORE_KINDS)

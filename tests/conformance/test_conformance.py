@@ -19,7 +19,6 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from _redis import RedisServer
 from support.conformance import (
     Follower,
     HubFactory,
@@ -34,6 +33,7 @@ from support.conformance import (
     texts,
     tok,
 )
+from support.redis_server import RedisServer
 
 from fastapi_streamhub import (
     Batch,

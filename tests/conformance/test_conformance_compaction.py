@@ -15,7 +15,6 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from _redis import RedisServer
 from support.conformance import (
     HubFactory,
     Item,
@@ -29,6 +28,7 @@ from support.conformance import (
     start,
     until_compacted,
 )
+from support.redis_server import RedisServer
 
 from fastapi_streamhub import Batch, Chunk, Cursor, End, Event, Producer, State, StreamHub
 from fastapi_streamhub.backends._compact import SLICE_CHUNKS

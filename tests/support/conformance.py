@@ -17,8 +17,6 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
-from _cluster import Cluster
-from _redis import RedisServer
 
 from fastapi_streamhub import (
     Batch,
@@ -34,6 +32,8 @@ from fastapi_streamhub import (
 )
 from fastapi_streamhub.backends._compact import PackedLog
 from fastapi_streamhub.backends._keys import slot_of
+from support.cluster import Cluster
+from support.redis_server import RedisServer
 
 Item = Chunk | Batch | Metadata | Reset | End
 HubFactory = Callable[..., Awaitable[StreamHub]]

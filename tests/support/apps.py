@@ -17,9 +17,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import httpx
-from _redis import free_port
 
-TESTS_DIR = Path(__file__).resolve().parent
+from support.process import read_log, terminate
+from support.redis_server import free_port
+
+TESTS_DIR = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 READY_TIMEOUT = 30.0
 
@@ -98,10 +100,7 @@ class AppServer:
         raise AssertionError(f"app {self.name} not ready in {READY_TIMEOUT}s:\n{self.log()}")
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return "<no log>"
+        return read_log(self.log_path)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -109,14 +108,8 @@ class AppServer:
     def stop(self) -> None:
         """Terminate (then kill after 10 s); a no-op when not running."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            terminate(proc, timeout=10)
 
 
 def start_servers(servers: Sequence[AppServer]) -> None:

@@ -1,4 +1,4 @@
-"""A real Redis Cluster on loopback ports, built from ``tests/_redis.py`` servers.
+"""A real Redis Cluster on loopback ports, built from ``tests/support/redis_server.py`` servers.
 
 ``Cluster(primaries=3, replicas=0).start()`` starts ``primaries * (1 + replicas)`` servers with
 ``--cluster-enabled yes`` and joins them with ``redis-cli --cluster create``; it returns once
@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import subprocess
 import time
-from types import TracebackType
 
-from _redis import HOST, RedisServer, RedisServerError, free_cluster_port
+from support.process import Started
+from support.redis_server import HOST, RedisServer, RedisServerError, free_cluster_port
 
 READY_TIMEOUT = 30.0
 
 
-class Cluster:
+class Cluster(Started):
     """``primaries`` shards of one primary and ``replicas`` replicas each."""
 
     def __init__(self, primaries: int = 3, replicas: int = 0, **config: str | int) -> None:
@@ -73,17 +73,6 @@ class Cluster:
     def close(self) -> None:
         for node in self.nodes:
             node.close()
-
-    def __enter__(self) -> Cluster:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- introspection -----------------------------------------------------
 
