@@ -46,8 +46,9 @@ from fastapi_streamhub.adapters import (
 )
 
 KEY = "sk-standin-not-a-real-key"
-MESSAGES = [{"role": "user", "content": "What is the weather in Paris?"}]
-TOOLS = [
+# Plain data, typed Any: each SDK has its own request types, and they differ between releases.
+MESSAGES: Any = [{"role": "user", "content": "What is the weather in Paris?"}]
+TOOLS: Any = [
     {
         "type": "function",
         "function": {
@@ -68,8 +69,8 @@ async def chunks(sdk: str, model: str, base: str) -> AsyncIterator[Any]:
             if sdk == "openai_chat":
                 stream: Any = await client.chat.completions.create(
                     model=model,
-                    messages=MESSAGES,  # type: ignore[arg-type]
-                    tools=TOOLS,  # type: ignore[arg-type]
+                    messages=MESSAGES,
+                    tools=TOOLS,
                     stream=True,
                     stream_options={"include_usage": True},
                 )
@@ -224,7 +225,7 @@ async def langgraph_chunks(sdk: str, model: str, base: str) -> AsyncIterator[Any
     builder.add_conditional_edges("agent", tools_condition)
     builder.add_edge("tools", "agent")
     graph = builder.compile()
-    question = {"messages": [("user", "Weather in Paris?")]}
+    question: Any = {"messages": [("user", "Weather in Paris?")]}
     if sdk == "langgraph":
         source = langgraph_messages(graph.astream(question, stream_mode="messages"))
     else:

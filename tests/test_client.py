@@ -152,6 +152,7 @@ async def test_resume_across_kills_and_restarts_of_the_subscriber_instance(
     await anyio.to_thread.run_sync(start_apps, [b])
     sid, n = new_sid("cl"), 400
     states_at_kill: list[State] = []
+    proxy: TCPProxy  # bound by the with below; restart() runs inside it
 
     def restart() -> None:
         b.spawn()

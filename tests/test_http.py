@@ -28,7 +28,7 @@ import pytest
 import redis
 from anyio.abc import TaskGroup
 from http_app import RECORD_PREFIX, expected_items
-from support.apps import AppServer, start_servers
+from support.apps import AppServer, decode_record, start_servers
 from support.redis_server import RedisServer
 from support.sids import new_sid
 from support.sse_client import (
@@ -147,8 +147,7 @@ class Env:
 
     def rec(self, sid: str) -> dict[str, Any]:
         """What the generator of ``sid`` recorded (numbers as int)."""
-        raw = self.store.hgetall(RECORD_PREFIX + sid)
-        return {k: int(v) if v.isdigit() else v for k, v in raw.items()}
+        return decode_record(self.store.hgetall(RECORD_PREFIX + sid))
 
     def data_commands(self) -> dict[str, int]:
         """Redis command counters, without INFO (our own probe) and pub/sub housekeeping."""
@@ -432,7 +431,7 @@ async def test_cancel_answers(env: Env) -> None:
 
         async def finished() -> bool:
             body = (await env.cb.get(f"/streams/{sid}/status")).json()
-            return body["state"] == "cancelled"
+            return bool(body["state"] == "cancelled")
 
         await wait_until(finished, within=10, what="the cancel to take effect")
         await wait_until(lambda: env.rec(sid).get("finally") == 1, within=5, what="finally")
@@ -696,10 +695,11 @@ async def test_cursor_of_an_older_generation_gets_reset(env: Env) -> None:
     assert env.rec(sid)["runs"] == 2
 
     # Following the finished session with the old cursor, header or query, on A or B.
-    for client, kwargs in (
+    cases: list[tuple[httpx.AsyncClient, dict[str, Any]]] = [
         (env.ca, {"headers": {"Last-Event-ID": old_cursor}}),
         (env.cb, {"params": {"last_event_id": old_cursor}}),
-    ):
+    ]
+    for client, kwargs in cases:
         res = await read_sse(client, f"/streams/{sid}", **kwargs)
         assert_complete(res, "done")
         assert res.events[0].type == "reset"
@@ -740,6 +740,7 @@ async def test_status_and_snapshot_shapes_and_values(env: Env) -> None:
     assert STATUS_KEYS <= set(status) <= STATUS_KEYS | STATUS_EXTRA_KEYS, set(status)
     assert status["session_id"] == sid
     assert status["state"] == "done"
+    assert live.last_id is not None
     assert status["generation"] == cursor_key(live.last_id)[0]
     assert status["chunks"] == n
     assert status["last_event_id"] == live.last_id

@@ -6,6 +6,7 @@ import inspect
 import re
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -94,7 +95,7 @@ def test_every_error_derives_from_the_root() -> None:
         ({"max_chunk_bytes": True}, "max_chunk_bytes"),
     ],
 )
-def test_settings_are_validated_at_construction(options: dict[str, object], message: str) -> None:
+def test_settings_are_validated_at_construction(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         StreamHub(**options)
 

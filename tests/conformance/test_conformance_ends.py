@@ -76,6 +76,8 @@ class FaultyMemory(MemoryBackend):
 
 
 class FaultyMemoryStore(MemoryStore):
+    backend: FaultyMemory
+
     def __init__(self) -> None:
         super().__init__()
         self.backend = FaultyMemory()

@@ -85,6 +85,7 @@ async def store_silently(store: Store, sid: str, data: Any) -> None:
     gen = store.execute(sid, "HGET", meta, "gen")
     assert isinstance(gen, bytes)
     seq = store.execute(sid, "HINCRBY", meta, "q", 1)
+    assert isinstance(seq, int)
     store.execute(sid, "XADD", f"streamhub:{{{sid}}}:msgs", b"%s-%d" % (gen, seq), "d", blob)
 
 

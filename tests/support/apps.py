@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -214,3 +215,14 @@ class App(AppServer):
 def start_apps(apps: list[App]) -> None:
     """Start several apps in parallel; retry one whose port was taken meanwhile."""
     start_servers(apps)
+
+
+def decode_record(raw: object) -> dict[str, Any]:
+    """What an app's generator recorded in its Redis hash (read with decode_responses), numbers
+    as int."""
+    assert isinstance(raw, dict)
+    record: dict[str, Any] = {}
+    for key, value in raw.items():
+        assert isinstance(key, str) and isinstance(value, str)
+        record[key] = int(value) if value.isdigit() else value
+    return record

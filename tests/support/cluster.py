@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from typing import Any, cast
 
 from support.process import Started
 from support.redis_server import HOST, RedisServer, RedisServerError, free_cluster_port
@@ -32,7 +33,7 @@ class Cluster(Started):
                 # A replica may take over however far behind it is (the failover tests want it).
                 cluster_replica_validity_factor=0,
                 repl_diskless_sync_delay=0,  # replicas sync at once (default: wait 5 s)
-                **config,
+                **cast("dict[str, Any]", config),
             )
             for _ in range(primaries * (1 + replicas))
         ]
@@ -92,10 +93,7 @@ class Cluster(Started):
             except (OSError, RedisServerError):
                 continue
             assert isinstance(reply, list)
-            return {
-                int(r[0]): (int(r[1]), [int(n[1]) for n in r[2:]])  # type: ignore[index]
-                for r in reply
-            }
+            return {int(r[0]): (int(r[1]), [int(n[1]) for n in r[2:]]) for r in reply}
         raise RedisServerError("no cluster node answers")
 
     def owner(self, slot: int) -> RedisServer:
@@ -156,7 +154,7 @@ class Cluster(Started):
     def _slot_map(node: RedisServer) -> list[tuple[int, int, int]]:
         reply = node.execute("CLUSTER", "SLOTS")
         assert isinstance(reply, list)
-        return [(int(r[0]), int(r[1]), int(r[2][1])) for r in reply]  # type: ignore[index]
+        return [(int(r[0]), int(r[1]), int(r[2][1])) for r in reply]
 
     # -- topology changes ----------------------------------------------------
 
@@ -175,7 +173,7 @@ class Cluster(Started):
             assert isinstance(keys, list)
             if not keys:
                 break
-            source.execute("MIGRATE", HOST, target.port, "", 0, 5000, "KEYS", *keys)  # type: ignore[arg-type]
+            source.execute("MIGRATE", HOST, target.port, "", 0, 5000, "KEYS", *keys)
             moved += len(keys)
         for node in self.running_nodes():
             if b"role:master" in node.execute("INFO", "replication"):  # type: ignore[operator]
