@@ -4,7 +4,7 @@
 the adapter of ``sdk`` (``openai_chat``, ``litellm``, ``openai_responses``,
 ``openai_responses_manager``, ``anthropic_stream``, ``anthropic_create``, ``pydantic_ai``,
 ``langgraph``, ``langchain_events``), whose real SDK client calls the stand-in provider
-(``tests/_provider.py``) mounted in this same app under ``/provider``. ``model=hold-<x>``
+(``tests/support/provider.py``) mounted in this same app under ``/provider``. ``model=hold-<x>``
 makes the provider stop in the middle of the tool call until ``POST /provider/release/hold-<x>``.
 ``POST /api/chat`` is the same for the AI SDK's ``DefaultChatTransport`` (the body's ``sdk``
 and ``model`` choose), resumed at ``GET /api/chat/{id}/stream``. The hub's backend is
@@ -27,8 +27,8 @@ os.environ.setdefault("LITELLM_TELEMETRY", "False")
 os.environ["LANGSMITH_TRACING"] = "false"  # LangChain would otherwise trace to LangSmith
 os.environ["LANGCHAIN_TRACING_V2"] = "false"
 
-from _provider import router as provider_router
 from fastapi import FastAPI, HTTPException, Request
+from support.provider import router as provider_router
 
 from fastapi_streamhub import (
     ResumableStreamingResponse,
@@ -46,8 +46,9 @@ from fastapi_streamhub.adapters import (
 )
 
 KEY = "sk-standin-not-a-real-key"
-MESSAGES = [{"role": "user", "content": "What is the weather in Paris?"}]
-TOOLS = [
+# Plain data, typed Any: each SDK has its own request types, and they differ between releases.
+MESSAGES: Any = [{"role": "user", "content": "What is the weather in Paris?"}]
+TOOLS: Any = [
     {
         "type": "function",
         "function": {
@@ -68,8 +69,8 @@ async def chunks(sdk: str, model: str, base: str) -> AsyncIterator[Any]:
             if sdk == "openai_chat":
                 stream: Any = await client.chat.completions.create(
                     model=model,
-                    messages=MESSAGES,  # type: ignore[arg-type]
-                    tools=TOOLS,  # type: ignore[arg-type]
+                    messages=MESSAGES,
+                    tools=TOOLS,
                     stream=True,
                     stream_options={"include_usage": True},
                 )
@@ -224,7 +225,7 @@ async def langgraph_chunks(sdk: str, model: str, base: str) -> AsyncIterator[Any
     builder.add_conditional_edges("agent", tools_condition)
     builder.add_edge("tools", "agent")
     graph = builder.compile()
-    question = {"messages": [("user", "Weather in Paris?")]}
+    question: Any = {"messages": [("user", "Weather in Paris?")]}
     if sdk == "langgraph":
         source = langgraph_messages(graph.astream(question, stream_mode="messages"))
     else:

@@ -1,4 +1,4 @@
-"""Shared fixtures: real redis-server processes (see tests/_redis.py).
+"""Shared fixtures: real redis-server processes (see tests/support/redis_server.py).
 
 - ``redis_server`` (session): one server shared by the whole run.
 - ``redis_url`` (function): that server's URL, FLUSHALLed and with zeroed
@@ -6,7 +6,7 @@
 - ``fresh_redis`` (function): a private server a test may kill, pause or restart.
 - ``make_redis`` (function): factory for private servers with custom settings,
   e.g. ``make_redis(appendonly=True)``; all are closed after the test.
-- ``redis_cluster`` (session): a 3-primary Redis Cluster (see tests/_cluster.py) shared by the
+- ``redis_cluster`` (session): a 3-primary Redis Cluster (see tests/support/cluster.py) shared by the
   run; ``cluster_url`` (function): its ``redis+cluster://`` URL, every primary flushed first.
 - ``make_cluster`` (function): factory for private clusters a test may reshape or break.
 
@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import redis
-from _cluster import Cluster
-from _redis import RedisServer
+from support.cluster import Cluster
+from support.redis_server import RedisServer
 
 from fastapi_streamhub.backends._bus import require_sharded_pubsub
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from fastapi import FastAPI, HTTPException, Request
@@ -122,7 +122,7 @@ def bad_items(max_chunk_bytes: int) -> dict[str, Any]:
         "event-newline": Event("x", "a\nid: 1-1"),
         "event-empty": Event("x", ""),
         "event-long": Event("x", "a" * 65),
-        "event-not-str": Event("x", 5),
+        "event-not-str": Event("x", cast(str, 5)),  # deliberately not a str
         "sse-with-id": ServerSentEvent(data="x", id="1-1"),
         "sse-with-retry": ServerSentEvent(data="x", retry=1),
         "int-over-64-bits": 2**64,

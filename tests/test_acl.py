@@ -13,9 +13,8 @@ from pathlib import Path
 
 import anyio
 import pytest
-from _redis import RedisServer
-from test_conformance import RedisStore
-from test_conformance_compaction import until_compacted
+from support.conformance import RedisStore, until_compacted
+from support.redis_server import RedisServer
 
 from fastapi_streamhub import Chunk, End, State, StreamHub
 

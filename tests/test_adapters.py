@@ -2,7 +2,7 @@
 
 ``tests/adapters_app.py`` runs under uvicorn on a real Redis; its routes call the real
 ``openai``, ``litellm`` and ``anthropic`` clients, pointed at the stand-in provider
-(``tests/_provider.py``, mounted in the same app) over real loopback HTTP, and stream the
+(``tests/support/provider.py``, mounted in the same app) over real loopback HTTP, and stream the
 adapters' chunks with ``ResumableStreamingResponse``. The tests read them back through the
 Python client (``StreamClient``) and as the AI SDK's UI message stream. Nothing is mocked and
 nothing leaves the machine.
@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,10 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from _apps import AppServer, start_servers
-from _node import NODE, node_modules, run_node
-from _redis import RedisServer
+from support.apps import AppServer, start_servers
+from support.node import NODE, node_modules, run_node
+from support.redis_server import RedisServer
+from support.sids import new_sid
 from test_browser import BROWSER_DIR, CHROMIUM, _expected_chunk, run_chat
 
 from fastapi_streamhub import Chunk as HubChunk
@@ -71,7 +71,7 @@ def reasoning(part_id: str, deltas: list[str], meta: Any = None) -> list[Any]:
     ]
 
 
-# What each adapter makes of the stand-in's recorded stream (tests/_provider.py).
+# What each adapter makes of the stand-in's recorded stream (tests/support/provider.py).
 CHAT_CHUNKS: list[Any] = [
     *reasoning("reasoning-0", ["The user wants the weather;", " one tool call."]),
     "Let me check ",
@@ -215,10 +215,6 @@ def app(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> 
         server.stop()
 
 
-def new_sid(sdk: str) -> str:
-    return f"ad-{sdk}-{uuid.uuid4().hex[:8]}"
-
-
 def value(chunk: Chunk) -> Any:
     """A chunk as the adapter yielded it: text as ``str``, JSON as the value."""
     assert chunk.event is None, chunk
@@ -253,7 +249,7 @@ async def read_into_a_tool_call(stream: Any) -> list[Chunk]:
 async def test_adapter_chunks_through_the_python_client(app: str, sdk: str) -> None:
     """Every SDK's stream becomes exactly the documented chunks, text as text chunks, the
     rest as JSON chunks; the snapshot joins the text chunks and only those."""
-    sid = new_sid(sdk)
+    sid = new_sid(f"ad-{sdk}")
     async with StreamClient(app, backoff=FAST) as client:
         chunks, end = await read(client.start(f"/chat/{sid}", {"sdk": sdk}))
         snapshot = await client.snapshot(sid)
@@ -270,7 +266,7 @@ async def test_resume_in_the_middle_of_a_tool_call_rebuilds_the_same_message(
     """A client cut after the first fragment of a tool call's input, while the provider is
     still holding the rest back, resumes with its cursor and ends with exactly the chunks of an
     uninterrupted read: nothing lost, nothing twice."""
-    sid = new_sid(sdk)
+    sid = new_sid(f"ad-{sdk}")
     model = f"hold-{sid}"
     async with StreamClient(app, backoff=FAST) as client:
         first = await read_into_a_tool_call(
@@ -333,7 +329,7 @@ def expected_parts(message_id: str, chunks: list[Any], usage: dict[str, Any]) ->
 async def test_protocol_ai_sdk_maps_the_chunks_to_ui_message_parts(app: str, sdk: str) -> None:
     """With protocol="ai-sdk", tool and reasoning chunks are the SDK's own parts, the usage
     arrives as message metadata and the finish part carries the adapter's finish reason."""
-    sid = new_sid(sdk)
+    sid = new_sid(f"ad-{sdk}")
     async with httpx.AsyncClient(base_url=app, timeout=20) as http:
         response = await http.get(f"/chat/{sid}", params={"sdk": sdk, "protocol": "ai-sdk"})
     assert response.status_code == 200
@@ -353,7 +349,7 @@ async def test_a_failed_response_fails_the_generation_with_the_providers_message
     app: str,
 ) -> None:
     """``response.failed`` is not swallowed: the session ends failed, saying why."""
-    sid = new_sid("fail")
+    sid = new_sid("ad-fail")
     async with StreamClient(app, backoff=FAST) as client:
         chunks, end = await read(
             client.start(f"/chat/{sid}", {"sdk": "openai_responses", "model": f"fail-{sid}"})
@@ -423,7 +419,7 @@ def test_adapters_export_exactly_the_documented_names() -> None:
 async def test_a_cancel_closes_the_providers_stream(app: str, sdk: str) -> None:
     """Cancelling the session mid-answer closes the SDK's stream, so the provider sees its
     client go (and stops billing tokens nobody reads), instead of a response left open."""
-    sid = new_sid(sdk)
+    sid = new_sid(f"ad-{sdk}")
     model = f"hold-{sid}"
     async with StreamClient(app, backoff=FAST) as client:
         await read_into_a_tool_call(client.start(f"/chat/{sid}", {"sdk": sdk, "model": model}))
@@ -436,7 +432,7 @@ async def test_a_cancel_closes_the_providers_stream(app: str, sdk: str) -> None:
 async def test_a_tool_input_that_is_not_json_is_a_tool_input_error(app: str) -> None:
     """Malformed tool arguments from the model do not fail the answer: the call ends with
     ``tool-input-error`` holding the raw text, a part the AI SDK knows."""
-    sid = new_sid("badjson")
+    sid = new_sid("ad-badjson")
     async with StreamClient(app, backoff=FAST) as client:
         chunks, end = await read(
             client.start(f"/chat/{sid}", {"sdk": "openai_chat", "model": f"badjson-{sid}"})
@@ -452,7 +448,7 @@ async def test_a_tool_input_that_is_not_json_is_a_tool_input_error(app: str) -> 
 
 
 async def test_an_incomplete_response_is_done_with_finish_reason_length(app: str) -> None:
-    sid = new_sid("incomplete")
+    sid = new_sid("ad-incomplete")
     async with StreamClient(app, backoff=FAST) as client:
         chunks, end = await read(
             client.start(f"/chat/{sid}", {"sdk": "openai_responses", "model": f"incomplete-{sid}"})
@@ -478,12 +474,12 @@ def test_the_ai_sdk_resumes_in_the_middle_of_a_tool_call(
     message as an uninterrupted chat: the same reasoning (with its signature), tool and text
     parts, and the usage in the metadata. The SDK validates every part it reads."""
     node_modules(NODE_DIR, "ai")
-    chat_id = new_sid(sdk)
+    chat_id = new_sid(f"ad-{sdk}")
     model = f"hold-{chat_id}"
     config = {
         "base": app,
         "chat_id": chat_id,
-        "other_chat_id": new_sid(sdk),
+        "other_chat_id": new_sid(f"ad-{sdk}"),
         "prompt": "Weather in Paris?",
         "sdk": sdk,
         "model": model,
@@ -520,7 +516,7 @@ def test_the_browser_helper_rebuilds_every_adapter_chunk(app: str, tmp_path: Pat
     exactly (JSON chunks as JSON, the text with its NUL as text), and rebuilds the same chunks
     after the server reset its stale cursor."""
     node_modules(BROWSER_DIR, "playwright-core")
-    sid = new_sid("browser")
+    sid = new_sid("ad-browser")
     url = f"/chat/{sid}?sdk=anthropic_stream"
     result = run_chat("module", {"base": app, "sid": sid, "url": url}, tmp_path / "node.log")
     first, second = result["first"], result["second"]

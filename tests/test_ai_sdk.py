@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import httpx
 import pytest
-from _node import NODE, node_modules, run_node
+from support.node import NODE, node_modules, run_node
 from test_examples import ROOT, AppProcess
 
 from examples.chat.app import fake_answer, fake_tokens

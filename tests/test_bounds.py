@@ -19,9 +19,9 @@ import anyio
 import httpx
 import pytest
 import uvicorn
-from _redis import RedisServer
 from fastapi import FastAPI
-from sse_client import read_sse, wait_until
+from support.redis_server import RedisServer
+from support.sse_client import read_sse, wait_until
 
 from fastapi_streamhub import (
     BackendUnavailable,

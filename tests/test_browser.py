@@ -24,9 +24,9 @@ from typing import Any
 
 import httpx
 import pytest
-from _apps import AppServer, start_servers
-from _node import NODE, node_modules, run_node
 from http_app import expected_items
+from support.apps import AppServer, start_servers
+from support.node import NODE, node_modules, run_node
 from test_examples import ROOT, AppProcess, chat_env, run_apps
 
 from examples._common import instruction_text

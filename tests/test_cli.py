@@ -9,24 +9,20 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anyio
 import orjson
 import pytest
-from _redis import free_port
+from support.redis_server import free_port
+from support.sids import new_sid
 
 from fastapi_streamhub import Producer, State, StreamHub
 
 pytestmark = pytest.mark.anyio
 
 CLI = [sys.executable, "-m", "fastapi_streamhub"]
-
-
-def new_sid() -> str:
-    return f"cli-{uuid.uuid4().hex[:10]}"
 
 
 async def cli(
@@ -68,7 +64,7 @@ async def producing(hub: StreamHub, sid: str, *chunks: Any, metadata: Any = None
 
 
 async def test_status_prints_the_record_as_json(hub: StreamHub, redis_url: str) -> None:
-    sid = new_sid()
+    sid = new_sid("cli")
     producer = await producing(hub, sid, "a", "b", metadata={"model": "m"})
     done = await cli("status", sid, redis=redis_url)
     assert done.returncode == 0 and done.stderr == ""
@@ -86,7 +82,7 @@ async def test_status_prints_the_record_as_json(hub: StreamHub, redis_url: str) 
 async def test_tail_follows_live_and_exits_by_the_final_state(
     hub: StreamHub, redis_url: str
 ) -> None:
-    sid = new_sid()
+    sid = new_sid("cli")
     producer = await producing(hub, sid, "hello ", "wor")
     argv = [*CLI, "--redis", redis_url, "tail", sid]
     with anyio.fail_after(30):
@@ -111,9 +107,9 @@ async def test_tail_follows_live_and_exits_by_the_final_state(
     after = await cli("tail", sid, "--from", cursor, redis=redis_url)
     assert (after.returncode, after.stdout) == (0, 'ld\n{"tool":1}\nend')
     assert_one_line_error(await cli("tail", sid, "--from", "x", redis=redis_url), 2, "cursor")
-    assert_one_line_error(await cli("tail", new_sid(), redis=redis_url), 3, "not found")
+    assert_one_line_error(await cli("tail", new_sid("cli"), redis=redis_url), 3, "not found")
 
-    failed = new_sid()
+    failed = new_sid("cli")
     broken = await producing(hub, failed, "partial")
     await broken.close(State.FAILED, "model error")
     done = await cli("tail", failed, redis=redis_url)
@@ -122,7 +118,7 @@ async def test_tail_follows_live_and_exits_by_the_final_state(
 
 
 async def test_cancel_waits_for_the_end_and_delete_removes(hub: StreamHub, redis_url: str) -> None:
-    sid = new_sid()
+    sid = new_sid("cli")
     producer = await producing(hub, sid, "x")
 
     async def run() -> None:
@@ -139,7 +135,7 @@ async def test_cancel_waits_for_the_end_and_delete_removes(hub: StreamHub, redis
     assert (again.returncode, again.stdout) == (0, "cancelled\n")
 
     # A producer that ignores the cancel: still active when the wait runs out.
-    stubborn_sid = new_sid()
+    stubborn_sid = new_sid("cli")
     stubborn = await producing(hub, stubborn_sid, "x")
     late = await cli("cancel", stubborn_sid, "--wait", "0.3", redis=redis_url)
     assert (late.returncode, late.stdout) == (1, "active\n")
@@ -160,7 +156,7 @@ def table(stdout: str) -> tuple[str, dict[str, list[str]]]:
 async def test_top_once_shows_active_sessions_with_chunk_rates(
     hub: StreamHub, redis_url: str
 ) -> None:
-    busy, idle, finished = new_sid(), new_sid(), new_sid()
+    busy, idle, finished = new_sid("cli"), new_sid("cli"), new_sid("cli")
     await (await producing(hub, finished, "done")).close()
     idle_producer = await producing(hub, idle, "a", "b", "c")
     busy_producer = await producing(hub, busy)
@@ -192,7 +188,7 @@ async def test_top_once_shows_active_sessions_with_chunk_rates(
 
 async def test_top_scans_a_bounded_number_of_keys(hub: StreamHub, redis_url: str) -> None:
     for _ in range(30):
-        await (await producing(hub, new_sid(), "x")).close()
+        await (await producing(hub, new_sid("cli"), "x")).close()
     whole = await cli("top", "--once", "--all", "--interval", "0.1", redis=redis_url)
     cut = await cli(
         "top", "--once", "--all", "--interval", "0.1", "--max-keys", "5", redis=redis_url
@@ -220,7 +216,7 @@ async def test_usage_errors_exit_2() -> None:
 
 
 async def test_redis_commands_work_without_httpx(hub: StreamHub, redis_url: str) -> None:
-    sid = new_sid()
+    sid = new_sid("cli")
     await (await producing(hub, sid, "x")).close()
     code = (
         "import sys; sys.modules['httpx'] = None; from fastapi_streamhub._cli import main; "
@@ -234,7 +230,7 @@ async def test_redis_commands_work_without_httpx(hub: StreamHub, redis_url: str)
 async def test_cluster_url_status_tail_and_top(cluster_url: str) -> None:
     """``redis+cluster://``: records read by slot, ``top`` scans every primary."""
     async with StreamHub.from_url(cluster_url, lease_ttl=5) as on_cluster:
-        sids = [new_sid() for _ in range(6)]
+        sids = [new_sid("cli") for _ in range(6)]
         producers = [await producing(on_cluster, sid, "a", "b") for sid in sids]
         await producers[0].close()
         shown = await cli("top", "--once", "--interval", "0.2", redis=cluster_url)

@@ -2,7 +2,7 @@
 
 Two uvicorn instances of ``tests/http_app.py`` share the session's redis-server: the producer
 runs on A (``GET /gen/{sid}`` starts it, detached from the request), the client under test
-reads from B, most often through a TCP proxy (``tests/_proxy.py``) that gives B a fixed
+reads from B, most often through a TCP proxy (``tests/support/proxy.py``) that gives B a fixed
 address, so a test can cut the network or kill B and bring it back on another port while the
 client keeps its URL. Nothing is mocked.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,12 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _apps import HOST, App, start_apps
-from _proxy import TCPProxy
-from _redis import RedisServer
 from http_app import expected_items
-from sse_client import as_rebuilt, cursor_key
+from support.apps import HOST, App, start_apps
+from support.proxy import TCPProxy
+from support.redis_server import RedisServer
+from support.sids import new_sid
+from support.sse_client import as_rebuilt, cursor_key
 
 from fastapi_streamhub import InvalidSessionId
 from fastapi_streamhub.client import (
@@ -45,10 +45,6 @@ pytestmark = pytest.mark.anyio
 
 # Quick retries: the server's retry: (1 s) is the base; the cap keeps waits short.
 FAST = Backoff(cap=0.3, max_attempts=200, max_elapsed=40)
-
-
-def new_sid() -> str:
-    return f"cl-{uuid.uuid4().hex[:12]}"
 
 
 def pair(chunk: Chunk) -> tuple[str, Any]:
@@ -129,7 +125,7 @@ async def test_start_then_replay_on_another_instance_rebuilds_every_chunk(
     apps: tuple[App, App],
 ) -> None:
     a, b = apps
-    sid = new_sid()
+    sid = new_sid("cl")
     with anyio.fail_after(30):
         async with StreamClient(a.url) as client:
             stream = client.start(f"/gen/{sid}", {"n": 42, "kind": "mixed", "meta": "true"})
@@ -154,8 +150,9 @@ async def test_resume_across_kills_and_restarts_of_the_subscriber_instance(
     env = {"REDIS_URL": redis_server.url, "LEASE_TTL": "5", "PING_INTERVAL": "0.5"}
     b = App("B-killed", env, tmp_path)
     await anyio.to_thread.run_sync(start_apps, [b])
-    sid, n = new_sid(), 400
+    sid, n = new_sid("cl"), 400
     states_at_kill: list[State] = []
+    proxy: TCPProxy  # bound by the with below; restart() runs inside it
 
     def restart() -> None:
         b.spawn()
@@ -197,7 +194,7 @@ async def test_network_drop_reconnects_with_last_event_id(
     apps: tuple[App, App], proxy: TCPProxy
 ) -> None:
     a = apps[0]
-    sid, n = new_sid(), 150
+    sid, n = new_sid("cl"), 150
     hooks = Recorder()
     with anyio.fail_after(30):
         await start_producer(a, sid, n=n, delay=0.01)
@@ -225,7 +222,7 @@ async def test_reset_when_the_session_restarted_while_disconnected(
     apps: tuple[App, App], proxy: TCPProxy
 ) -> None:
     a = apps[0]
-    sid = new_sid()
+    sid = new_sid("cl")
     with anyio.fail_after(40):
         await start_producer(a, sid, n=2000, delay=0.01)
         async with (
@@ -254,7 +251,7 @@ async def test_reset_when_the_session_restarted_while_disconnected(
 
 async def test_end_state_and_reason_of_failed_and_cancelled_streams(apps: tuple[App, App]) -> None:
     a, b = apps
-    failing, cancelled = new_sid(), new_sid()
+    failing, cancelled = new_sid("cl"), new_sid("cl")
     with anyio.fail_after(30):
         async with StreamClient(a.url) as client, StreamClient(b.url) as other:
             failed_stream = client.start(f"/gen/{failing}", {"n": 10, "fail_at": 4})
@@ -276,7 +273,7 @@ async def test_end_state_and_reason_of_failed_and_cancelled_streams(apps: tuple[
 
 async def test_status_snapshot_active_cancel_delete(apps: tuple[App, App]) -> None:
     a, b = apps
-    done, running = new_sid(), new_sid()
+    done, running = new_sid("cl"), new_sid("cl")
     with anyio.fail_after(30):
         async with StreamClient(a.url) as client, StreamClient(b.url) as other:
             stream = client.start(f"/gen/{done}", {"n": 12, "meta": "true"})
@@ -292,7 +289,7 @@ async def test_status_snapshot_active_cancel_delete(apps: tuple[App, App]) -> No
             assert snapshot.text == expected_text(12) and snapshot.state is State.DONE
             assert snapshot.last_event_id == stream.cursor
 
-            assert await other.active([done, running, new_sid()]) == [running]
+            assert await other.active([done, running, new_sid("cl")]) == [running]
             assert (await other.status(running)).state is State.ACTIVE
             assert await other.cancel(done) is State.DONE  # already finished: its state
             assert await other.cancel(running, wait=10) is State.CANCELLED
@@ -310,7 +307,7 @@ async def test_unknown_session_and_refusals_fail_at_once(apps: tuple[App, App]) 
     b = apps[1]
     hooks = Recorder()
     http = httpx.AsyncClient(event_hooks={"request": [hooks]})
-    sid = new_sid()
+    sid = new_sid("cl")
     with anyio.fail_after(20):
         async with StreamClient(b.url, httpx_client=http) as client:
             with pytest.raises(SessionNotFound, match="not found"):
@@ -334,7 +331,7 @@ async def test_unknown_session_and_refusals_fail_at_once(apps: tuple[App, App]) 
 async def test_sync_client_end_to_end_across_a_network_drop(
     apps: tuple[App, App], proxy: TCPProxy
 ) -> None:
-    sid, n = new_sid(), 120
+    sid, n = new_sid("cl"), 120
 
     def run() -> tuple[Any, list[Any]]:
         items: list[Any] = []
@@ -363,7 +360,7 @@ async def test_sync_client_end_to_end_across_a_network_drop(
 
 async def test_server_retry_is_the_backoff_base(apps: tuple[App, App], proxy: TCPProxy) -> None:
     a = apps[0]
-    sid = new_sid()
+    sid = new_sid("cl")
     hooks = Recorder()
     # Without the server's retry: the client would wait its own base, 0.05 s.
     policy = Backoff(base=0.05, cap=5.0, jitter=False)
@@ -386,7 +383,7 @@ async def test_server_retry_is_the_backoff_base(apps: tuple[App, App], proxy: TC
 
 async def test_gives_up_when_the_budget_is_spent(apps: tuple[App, App], proxy: TCPProxy) -> None:
     a = apps[0]
-    sid = new_sid()
+    sid = new_sid("cl")
     await start_producer(a, sid, n=3)
     proxy.down()
     policy = Backoff(base=0.01, cap=0.05, max_attempts=3)

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from _apps import AppServer, start_servers
-from sse_client import wait_until
+from support.apps import AppServer, start_servers
+from support.sse_client import wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -16,13 +16,13 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
-from _cluster import Cluster
-from _redis import RedisServer
-from _sentinel import SentinelGroup
 from redis.asyncio import RedisCluster
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode
 from redis.crc import key_slot
+from support.cluster import Cluster
+from support.redis_server import RedisServer
+from support.sentinel import SentinelGroup
 
 from fastapi_streamhub import Batch, Chunk, End, Reset, State, StreamHub
 from fastapi_streamhub.backends._keys import Keys, slot_of

@@ -2,7 +2,7 @@
 a flood of messages, a huge body or an outage gets from the router.
 
 Each test runs ``tests/security_app.py`` in a real uvicorn on a real redis-server, with the
-settings it needs (``_sec_helpers.app_server``), and talks to it over real HTTP.
+settings it needs (``support.security.app_server``), and talks to it over real HTTP.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _apps import AppServer
-from _redis import RedisServer
-from _sec_helpers import app_server, assert_clean_error, checked_client, new_sid
-from sse_client import SSEResult, read_sse, wait_until
+from support.apps import AppServer
+from support.redis_server import RedisServer
+from support.security import app_server, assert_clean_error, checked_client
+from support.sids import new_sid
+from support.sse_client import SSEResult, read_sse, wait_until
 
 from fastapi_streamhub import InvalidSessionId, StreamHub, create_router
 from fastapi_streamhub._budget import request_bound, retry_budget

@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +25,10 @@ from typing import Any
 
 import httpx
 import pytest
-from _redis import free_port
-from sse_client import CONTROL_EVENTS, SSEEvent, SSEParser, cursor_key
+from support.process import read_log, terminate
+from support.redis_server import free_port
+from support.sids import new_sid
+from support.sse_client import CONTROL_EVENTS, SSEEvent, SSEParser, cursor_key
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # plain `pytest` (not `python -m pytest`) leaves the root out
@@ -142,10 +143,7 @@ class AppProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return "<no log>"
+        return read_log(self.log_path)
 
     def spawn(self) -> AppProcess:
         if self.port is None:
@@ -189,15 +187,8 @@ class AppProcess:
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it is still running after STOP_TIMEOUT."""
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            terminate(proc, timeout=STOP_TIMEOUT)
 
     def kill(self) -> None:
         """SIGKILL: a crash."""
@@ -256,10 +247,6 @@ def client() -> Iterator[httpx.Client]:
         yield c
 
 
-def new_sid() -> str:
-    return f"test:{uuid.uuid4().hex}"
-
-
 def chat_url(app: AppProcess, sid: str, prompt: str = PROMPT) -> str:
     return f"{app.url}/chat/{sid}?{httpx.QueryParams(prompt=prompt)}"
 
@@ -276,7 +263,7 @@ def test_fake_answer_is_deterministic_and_long_enough() -> None:
 
 
 def test_chat_streams_the_fake_answer(chat: AppProcess, client: httpx.Client) -> None:
-    sid = new_sid()
+    sid = new_sid("test")
     got = rebuild(read_sse(client, chat_url(chat, sid)))
     assert got.text == fake_answer(PROMPT)
     assert got.chunks == fake_tokens(PROMPT)
@@ -305,7 +292,7 @@ def test_chat_page_and_validation(chat: AppProcess, client: httpx.Client) -> Non
     assert client.get(f"{chat.url}/chat/bad%20id?prompt=x").status_code == 422
     assert client.get(f"{chat.url}/chat/{'x' * 201}?prompt=x").status_code == 422
     assert client.get(f"{chat.url}/chat/ok").status_code == 422  # prompt is required
-    assert client.get(f"{chat.url}/streams/{new_sid()}").status_code == 404
+    assert client.get(f"{chat.url}/streams/{new_sid('test')}").status_code == 404
     assert chat.count("fake LLM started") == 0
 
 
@@ -314,7 +301,7 @@ def test_resume_on_the_second_instance(
     chat_pair: tuple[AppProcess, AppProcess], client: httpx.Client, how: str
 ) -> None:
     a, b = chat_pair
-    sid = new_sid()
+    sid = new_sid("test")
     first = rebuild(read_sse(client, chat_url(a, sid), stop_after_chunks=25))
     assert len(first.chunks) == 25 and first.ends == []
     cursor = first.ids[-1]
@@ -350,7 +337,7 @@ def test_cancel_on_one_instance_stops_the_producer_on_the_other(
     chat_pair: tuple[AppProcess, AppProcess], client: httpx.Client
 ) -> None:
     a, b = chat_pair
-    sid = new_sid()
+    sid = new_sid("test")
     first = rebuild(read_sse(client, chat_url(a, sid), stop_after_chunks=5))
     answer = client.post(f"{b.url}/streams/{sid}/cancel", params={"wait": 5})
     assert answer.status_code == 200, answer.text
@@ -380,7 +367,7 @@ def test_an_instruction_sent_to_one_instance_steers_the_answer_on_the_other(
     page = client.get(b.url + "/")
     for element in ('id="instruction"', 'id="steer"', "/messages"):
         assert element in page.text
-    sid = new_sid()
+    sid = new_sid("test")
     instruction = "Tell me about tea instead"
     first = rebuild(read_sse(client, chat_url(a, sid), stop_after_chunks=5))
     sent = client.post(
@@ -436,7 +423,7 @@ def adapter(tmp_path: Path, standin: AppProcess) -> Iterator[AppProcess]:
 
 def test_openai_adapter_streams_the_completion(adapter: AppProcess, client: httpx.Client) -> None:
     question = "What does the stand-in say?"
-    sid = new_sid()
+    sid = new_sid("test")
     url = f"{adapter.url}/ask/{sid}?{httpx.QueryParams(q=question)}"
     first = rebuild(read_sse(client, url, stop_after_chunks=10))
     rest = rebuild(read_sse(client, url, headers={"last-event-id": first.ids[-1]}))

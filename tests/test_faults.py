@@ -1,10 +1,10 @@
 """Fault injection (issue 4: "nothing is lost and nothing hangs"), with real processes only.
 
-Every test starts its own app instances (``tests/http_app.py`` under uvicorn, see ``_apps.py``)
+Every test starts its own app instances (``tests/http_app.py`` under uvicorn, see ``support/apps.py``)
 on real redis-server processes, and breaks something for real: SIGKILL, SIGSTOP/SIGCONT and
 SIGTERM of an instance, a Redis restart (with and without persistence), FLUSHALL, connections
-reset or stalled by a TCP proxy between the apps and Redis (``_proxy.py``), a client that stops
-reading. Clients are httpx; SSE bodies are parsed by ``sse_client.py``.
+reset or stalled by a TCP proxy between the apps and Redis (``support/proxy.py``), a client that stops
+reading. Clients are httpx; SSE bodies are parsed by ``support/sse_client.py``.
 
 The generator of the test app records what it did (runs, produced, exit, finally) in a Redis
 that the faults do not touch (the session's shared ``redis_server``, through ``REC_URL``), once
@@ -21,10 +21,10 @@ import itertools
 import json
 import random
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +32,12 @@ import anyio
 import httpx
 import pytest
 import redis
-from _apps import App, start_apps
-from _proxy import TCPProxy
-from _redis import RedisServer
 from http_app import RECORD_PREFIX, expected_items
-from sse_client import (
+from support.apps import App, decode_record, start_apps
+from support.proxy import TCPProxy
+from support.redis_server import RedisServer
+from support.sids import new_sid
+from support.sse_client import (
     CONTROL_EVENTS,
     SSEEvent,
     SSEParser,
@@ -137,10 +138,6 @@ async def clients(*apps: App) -> AsyncIterator[list[httpx.AsyncClient]]:
 # --------------------------------------------------------------------------- readers
 
 
-def new_sid(tag: str = "s") -> str:
-    return f"{tag}-{uuid.uuid4().hex[:12]}"
-
-
 def expected(n: int, kind: str = "text", pad: int = 0) -> list[tuple[str, Any]]:
     return [as_rebuilt(item) for item in expected_items(n, kind, pad)]
 
@@ -152,8 +149,7 @@ def text_of(n: int, pad: int = 0) -> str:
 def record(store: redis.Redis, sid: str, instance: str | None = None) -> dict[str, Any]:
     """What the generator(s) of ``sid`` recorded (numbers as int); per instance if named."""
     key = RECORD_PREFIX + sid + (f"@{instance}" if instance else "")
-    raw = store.hgetall(key)
-    return {k: int(v) if v.isdigit() else v for k, v in raw.items()}
+    return decode_record(store.hgetall(key))
 
 
 def ran_once_to_the_end(produced: int) -> dict[str, Any]:
@@ -397,7 +393,7 @@ async def test_killed_producer_fails_by_lease_and_is_reclaimed(
         followers = [Follower(sid, [cb]) for _ in range(3)]
         async with anyio.create_task_group() as tg:
             for f in followers:
-                tg.start_soon(lambda f=f: f.follow(within=60))
+                tg.start_soon(partial(f.follow, within=60))
             await wait_until(
                 lambda: all(len(f.values) >= 20 for f in followers), within=20, what="20 chunks"
             )
@@ -453,7 +449,16 @@ async def test_killed_producer_fails_by_lease_and_is_reclaimed(
 
 def log_entries(store: redis.Redis, sid: str) -> list[tuple[str, dict[str, str]]]:
     """The session's stream entries, read straight from Redis."""
-    entries: list[tuple[str, dict[str, str]]] = store.xrange(f"streamhub:{{{sid}}}:log")
+    reply = store.xrange(f"streamhub:{{{sid}}}:log")
+    assert isinstance(reply, list)
+    entries: list[tuple[str, dict[str, str]]] = []
+    for entry_id, fields in reply:
+        assert isinstance(entry_id, str) and isinstance(fields, dict)
+        row: dict[str, str] = {}
+        for key, value in fields.items():
+            assert isinstance(key, str) and isinstance(value, str)
+            row[key] = value
+        entries.append((entry_id, row))
     return entries
 
 
@@ -553,7 +558,7 @@ async def follow_all(
     for sid in sids:
         out[sid] = [Follower(sid, [next(cycle)]) for _ in range(per)]
         for f in out[sid]:
-            tg.start_soon(lambda f=f: f.follow(within=within))
+            tg.start_soon(partial(f.follow, within=within))
     return out
 
 
@@ -653,7 +658,7 @@ async def test_connections_dropped_and_stalled_lose_nothing(
                 )
 
             await progress(20)
-            faults = []
+            faults: list[tuple[str, float]] = []
             for _ in range(3):
                 faults.append(("drop", proxy.drop()))
                 await progress(20)
@@ -708,7 +713,7 @@ async def test_outage_longer_than_outage_timeout_fails_the_stream(
         followers = [Follower(sid, [ca])] + ([Follower(sid, [cb])] if where == "both" else [])
         async with anyio.create_task_group() as tg:
             for f in followers:
-                tg.start_soon(lambda f=f: f.follow(within=90))
+                tg.start_soon(partial(f.follow, within=90))
             await wait_until(
                 lambda: all(len(f.values) >= 20 for f in followers), within=20, what="chunks"
             )
@@ -790,7 +795,7 @@ async def test_flushall_mid_stream_is_reported_not_a_silent_gap(
         followers = [Follower(sid, [ca]), Follower(sid, [cb])]
         async with anyio.create_task_group() as tg:
             for f in followers:
-                tg.start_soon(lambda f=f: f.follow(within=60))
+                tg.start_soon(partial(f.follow, within=60))
             await wait_until(lambda: all(len(f.values) >= 20 for f in followers), within=20)
             server.execute("FLUSHALL")
             flushed_at = time.monotonic()
@@ -840,7 +845,7 @@ async def test_restart_without_persistence_is_reported_not_a_silent_gap(
         followers = [Follower(running, [ca]), Follower(running, [cb])]
         async with anyio.create_task_group() as tg:
             for f in followers:
-                tg.start_soon(lambda f=f: f.follow(within=60))
+                tg.start_soon(partial(f.follow, within=60))
             await wait_until(lambda: all(len(f.values) >= 20 for f in followers), within=20)
             await anyio.to_thread.run_sync(server.restart)
             restarted_at = time.monotonic()
@@ -1041,7 +1046,7 @@ async def test_sigterm_fails_local_producers_after_the_grace_and_ends_responses(
         followers = [*via_a.values(), *via_b.values()]
         async with anyio.create_task_group() as tg:
             for f in followers:
-                tg.start_soon(lambda f=f: f.follow(within=60))
+                tg.start_soon(partial(f.follow, within=60))
             await wait_until(
                 lambda: all(len(f.values) >= 10 for f in followers), within=20, what="chunks"
             )
@@ -1129,7 +1134,7 @@ async def test_chaos_many_streams_random_reconnects_cancels_and_a_crash(
                 await wait_until(lambda: first.values or first.ended, within=60, interval=0.1)
                 for f in others:
                     tg.start_soon(
-                        lambda f=f: f.follow(within=150, disconnect_after=disconnect_after(f))
+                        partial(f.follow, within=150, disconnect_after=disconnect_after(f))
                     )
                 if sid in cancel:
                     at = rng.randint(10, n - 50)

@@ -14,13 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from _redis import RedisServer
-from sse_client import read_sse
+from support.redis_server import RedisServer
+from support.sids import new_sid
+from support.sse_client import read_sse
 from test_faults import (  # noqa: F401  (fixtures: used by name)
     Launch,
     clients,
     launch,
-    new_sid,
     status_of,
 )
 

@@ -25,12 +25,13 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from _apps import AppServer
-from _redis import RedisServer
-from _sec_helpers import LEAK_MARKERS, app_server, new_sid
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from sse_client import SSEParser, as_rebuilt, parse_sse, rebuild_event
+from support.apps import AppServer
+from support.redis_server import RedisServer
+from support.security import LEAK_MARKERS, app_server
+from support.sids import new_sid
+from support.sse_client import SSEParser, as_rebuilt, parse_sse, rebuild_event
 from test_http import check_log
 
 from fastapi_streamhub import Cursor, Event, InvalidChunk, InvalidCursor

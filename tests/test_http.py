@@ -2,7 +2,7 @@
 
 Two app instances, A and B (``tests/http_app.py`` in uvicorn subprocesses), share one real
 redis-server; a third one, C, builds its router with ``create_router(authorize=...)``. Clients
-are real httpx clients; SSE bodies are parsed by the spec-faithful parser of ``sse_client.py``.
+are real httpx clients; SSE bodies are parsed by the spec-faithful parser of ``support/sse_client.py``.
 The servers live for the whole module (starting them per test would dominate the run time);
 every test uses its own session ids, and ``redis_url`` flushes the shared server before each.
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 import itertools
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +26,12 @@ import anyio
 import httpx
 import pytest
 import redis
-from _apps import AppServer, start_servers
-from _redis import RedisServer
 from anyio.abc import TaskGroup
 from http_app import RECORD_PREFIX, expected_items
-from sse_client import (
+from support.apps import AppServer, decode_record, start_servers
+from support.redis_server import RedisServer
+from support.sids import new_sid
+from support.sse_client import (
     SSEParser,
     SSEResult,
     as_rebuilt,
@@ -147,8 +147,7 @@ class Env:
 
     def rec(self, sid: str) -> dict[str, Any]:
         """What the generator of ``sid`` recorded (numbers as int)."""
-        raw = self.store.hgetall(RECORD_PREFIX + sid)
-        return {k: int(v) if v.isdigit() else v for k, v in raw.items()}
+        return decode_record(self.store.hgetall(RECORD_PREFIX + sid))
 
     def data_commands(self) -> dict[str, int]:
         """Redis command counters, without INFO (our own probe) and pub/sub housekeeping."""
@@ -204,10 +203,6 @@ def check_log(name: str, text: str) -> None:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def new_sid(tag: str = "s") -> str:
-    return f"{tag}-{uuid.uuid4().hex[:12]}"
 
 
 def expected(n: int, kind: str = "text") -> list[tuple[str, Any]]:
@@ -436,7 +431,7 @@ async def test_cancel_answers(env: Env) -> None:
 
         async def finished() -> bool:
             body = (await env.cb.get(f"/streams/{sid}/status")).json()
-            return body["state"] == "cancelled"
+            return bool(body["state"] == "cancelled")
 
         await wait_until(finished, within=10, what="the cancel to take effect")
         await wait_until(lambda: env.rec(sid).get("finally") == 1, within=5, what="finally")
@@ -700,10 +695,11 @@ async def test_cursor_of_an_older_generation_gets_reset(env: Env) -> None:
     assert env.rec(sid)["runs"] == 2
 
     # Following the finished session with the old cursor, header or query, on A or B.
-    for client, kwargs in (
+    cases: list[tuple[httpx.AsyncClient, dict[str, Any]]] = [
         (env.ca, {"headers": {"Last-Event-ID": old_cursor}}),
         (env.cb, {"params": {"last_event_id": old_cursor}}),
-    ):
+    ]
+    for client, kwargs in cases:
         res = await read_sse(client, f"/streams/{sid}", **kwargs)
         assert_complete(res, "done")
         assert res.events[0].type == "reset"
@@ -744,6 +740,7 @@ async def test_status_and_snapshot_shapes_and_values(env: Env) -> None:
     assert STATUS_KEYS <= set(status) <= STATUS_KEYS | STATUS_EXTRA_KEYS, set(status)
     assert status["session_id"] == sid
     assert status["state"] == "done"
+    assert live.last_id is not None
     assert status["generation"] == cursor_key(live.last_id)[0]
     assert status["chunks"] == n
     assert status["last_event_id"] == live.last_id

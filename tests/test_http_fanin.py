@@ -11,14 +11,14 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from sse_client import SSEResult, read_sse
+from support.sids import new_sid
+from support.sse_client import SSEResult, read_sse
 from test_http import (  # noqa: F401  (fixtures: used by name)
     Env,
     app_log_dir,
     assert_complete,
     assert_increasing,
     env,
-    new_sid,
     servers,
     start_reader,
     store,

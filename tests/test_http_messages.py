@@ -1,6 +1,6 @@
 """Steering messages over HTTP, across two real instances (``tests/http_app.py`` under uvicorn).
 
-Each instance reaches the shared redis-server through its own TCP proxy (``_proxy.py``), so a
+Each instance reaches the shared redis-server through its own TCP proxy (``support/proxy.py``), so a
 test can reset or refuse one instance's Redis connections while clients keep sending. The
 generator route ``/steer/{sid}`` echoes every steering message it receives as a chunk, so the
 SSE output is exactly what the producer received, in the order it received it.
@@ -9,7 +9,6 @@ SSE output is exactly what the producer received, in the order it received it.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,11 @@ import anyio
 import httpx
 import pytest
 import redis
-from _apps import App, start_apps
-from _proxy import TCPProxy
-from _redis import RedisServer
-from sse_client import SSEResult, read_sse, wait_until
+from support.apps import App, start_apps
+from support.proxy import TCPProxy
+from support.redis_server import RedisServer
+from support.sids import new_sid
+from support.sse_client import SSEResult, read_sse, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -67,10 +67,6 @@ async def two(
 
 def _client(app: App) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=app.url, timeout=httpx.Timeout(20.0), trust_env=False)
-
-
-def new_sid(tag: str) -> str:
-    return f"{tag}-{uuid.uuid4().hex[:12]}"
 
 
 async def send(

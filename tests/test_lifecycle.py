@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from types import AsyncGeneratorType
+from typing import Any, cast
+
 import pytest
 
 from fastapi_streamhub import End, StreamHub
@@ -25,7 +28,7 @@ async def test_subscription_left_with_break_is_closed_at_hub_exit(url: str) -> N
             break  # abandoned while following live: never closed by the caller
         await producer.close()
     # The hub closed it, while its connections were still open (no finaliser error later).
-    assert subscription._iter.ag_frame is None
+    assert cast("AsyncGeneratorType[Any, None]", subscription._iter).ag_frame is None
     assert not hub._subscribers
 
 
@@ -42,7 +45,7 @@ async def test_subscription_after_end_left_unclosed(url: str) -> None:
             if isinstance(item, End):
                 break
         assert isinstance(items[-1], End)
-    assert subscription._iter.ag_frame is None
+    assert cast("AsyncGeneratorType[Any, None]", subscription._iter).ag_frame is None
 
 
 @pytest.mark.anyio

@@ -3,7 +3,7 @@ stored and nothing lost for other sessions.
 
 The Python API tests run on both backends (a real redis-server for ``redis``); the HTTP tests
 run ``tests/security_app.py`` in a real uvicorn on the session's Redis, with small limits
-(``_sec_helpers.LIMITS``: chunks of 1000 bytes, metadata of 500 bytes, 3 subscribers).
+(``support.security.LIMITS``: chunks of 1000 bytes, metadata of 500 bytes, 3 subscribers).
 test_http.py already covers invalid session ids and malformed cursors on every endpoint,
 unknown sessions, bad ``POST /active`` bodies and bad ``wait`` values; this module adds the
 limits, the cursors that parse but cannot be honoured, wrong methods and bodies, and
@@ -19,19 +19,19 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _apps import AppServer
-from _redis import RedisServer
-from _sec_helpers import (
+from security_app import bad_items
+from support.apps import AppServer
+from support.redis_server import RedisServer
+from support.security import (
     LIMITS,
     app_server,
     assert_clean_error,
     assert_ended,
     checked_client,
     library_keys,
-    new_sid,
 )
-from security_app import bad_items
-from sse_client import SSEResult, read_sse, wait_until
+from support.sids import new_sid
+from support.sse_client import SSEResult, read_sse, wait_until
 
 from fastapi_streamhub import (
     Chunk,

@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from _apps import AppServer, start_servers
 from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import events
+from support.apps import AppServer, start_servers
 
 from fastapi_streamhub import ResumableStreamingResponse
 

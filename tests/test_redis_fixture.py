@@ -7,7 +7,7 @@ import socket
 import pytest
 import redis
 import redis.asyncio
-from _redis import RedisServer, RedisServerError
+from support.redis_server import RedisServer, RedisServerError
 
 
 def test_shared_server_answers(redis_url: str, redis_server: RedisServer) -> None:

@@ -2,7 +2,7 @@
 enumeration, no SSE injection, no Redis name built from unchecked input.
 
 HTTP tests run ``tests/security_app.py`` in real uvicorn servers on the session's real Redis;
-SSE bodies are parsed by the spec-faithful parser of ``sse_client.py`` and, when Node is there,
+SSE bodies are parsed by the spec-faithful parser of ``support/sse_client.py`` and, when Node is there,
 by Node's own ``EventSource`` (undici, behind ``--experimental-eventsource``).
 test_http.py already checks that ``AUTH=1`` refuses intruders with 403 on every endpoint.
 """
@@ -21,19 +21,19 @@ from urllib.parse import quote
 import anyio
 import httpx
 import pytest
-from _apps import AppServer
-from _redis import RedisServer
-from _sec_helpers import (
+from fastapi.sse import ServerSentEvent
+from security_app import HOSTILE_ITEMS, HOSTILE_METADATA, HOSTILE_REASON
+from support.apps import AppServer
+from support.redis_server import RedisServer
+from support.security import (
     app_server,
     assert_clean_error,
     assert_ended,
     checked_client,
     library_keys,
-    new_sid,
 )
-from fastapi.sse import ServerSentEvent
-from security_app import HOSTILE_ITEMS, HOSTILE_METADATA, HOSTILE_REASON
-from sse_client import SSEResult, as_rebuilt, cursor_key, read_sse, wait_until
+from support.sids import new_sid
+from support.sse_client import SSEResult, as_rebuilt, cursor_key, read_sse, wait_until
 
 from fastapi_streamhub import Event, InvalidSessionId, StreamHub, StreamHubError
 

@@ -15,21 +15,23 @@ from typing import Any
 
 import anyio
 import pytest
-import test_conformance
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import Event as SpanEvent
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
-from test_conformance import (
+from support.conformance import (
     BASE_OPTIONS,
+    STORE_KINDS,
     MemoryStore,
     RedisStore,
     Store,
     chunks_of,
     collect,
     follow,
+    make_store,
     start,
 )
 
@@ -104,8 +106,10 @@ class Recorder:
 HubMaker = Callable[..., Any]
 
 
-# The conformance suite's stores: memory and a real Redis (flushed before each test).
-store = test_conformance.store
+@pytest.fixture(params=STORE_KINDS)
+def store(request: pytest.FixtureRequest) -> Store:
+    """The conformance suite's stores: memory, a real Redis and a Redis Cluster (flushed first)."""
+    return make_store(request)
 
 
 @pytest.fixture
@@ -133,9 +137,9 @@ async def make_hub(store: Store) -> AsyncIterator[HubMaker]:
         yield factory
 
 
-def attrs(span: ReadableSpan) -> Mapping[str, Any]:
-    assert span.attributes is not None
-    return span.attributes
+def attrs(item: ReadableSpan | SpanEvent) -> Mapping[str, Any]:
+    assert item.attributes is not None
+    return item.attributes
 
 
 async def test_full_stream_records_register_span_and_published_chunks(
@@ -208,7 +212,7 @@ async def test_resume_with_cursor_records_resume_span_and_counter(
     failed = recorder.spans("streamhub.resume")[-1]
     assert failed.status.status_code is StatusCode.ERROR
     # As the README says of a span whose operation raised: the exception is recorded too.
-    assert [e.attributes["exception.type"] for e in failed.events] == [NOT_FOUND]
+    assert [attrs(e)["exception.type"] for e in failed.events] == [NOT_FOUND]
     assert recorder.value("streamhub.resumes") == 1
 
 
@@ -258,7 +262,7 @@ async def test_cancel_records_cancel_span_and_counter(
         await hub.cancel("unknown", wait=0.1)
     unknown = recorder.spans("streamhub.cancel")[-1]
     assert unknown.status.status_code is StatusCode.ERROR
-    assert [e.attributes["exception.type"] for e in unknown.events] == [NOT_FOUND]
+    assert [attrs(e)["exception.type"] for e in unknown.events] == [NOT_FOUND]
     assert attrs(unknown)["streamhub.wait"] == 0.1
     assert sum(recorder.metrics()["streamhub.cancels"].values()) == 2
 
@@ -298,7 +302,7 @@ async def test_failures_by_reason(store: Store, make_hub: HubMaker, recorder: Re
     with pytest.raises(RuntimeError):
         async with await start(hub, "boom"):
             raise RuntimeError("model error")
-    assert (await hub.status("boom")).state is State.FAILED  # type: ignore[union-attr]
+    assert (await hub.status("boom")).state is State.FAILED
     assert recorder.value("streamhub.failures", failure__reason="generator_error") == 1
 
     old = await start(hub, "taken")
@@ -374,7 +378,7 @@ async def test_telemetry_error_in_the_writer_is_logged_and_writes_go_on(
     def broken(*args: object) -> None:
         raise RuntimeError("exporter bug")
 
-    hub._telemetry._published = broken  # type: ignore[method-assign]
+    hub._telemetry._published = broken
     producer = await start(hub, "robust")
     with caplog.at_level(logging.ERROR, logger="fastapi_streamhub"):
         for i in range(3):

@@ -1,6 +1,6 @@
 """Conformance of compaction: a finished generation's log folded into its compact form.
 
-Run on every backend (the ``store`` fixture of ``test_conformance``). What must hold: a resume
+Run on every backend (the ``store`` fixture of tests/conformance/conftest.py). What must hold: a resume
 at every cursor of a compacted stream gives exactly the suffix it gave before compaction;
 resumes that race with compaction stay exact; every way a generation ends is compacted, with
 its TTLs kept and the session still reclaimable; on Redis, a replay costs a constant number of
@@ -15,30 +15,25 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from _redis import RedisServer
-from test_conformance import (
+from support.conformance import (
     HubFactory,
     Item,
-    MemoryStore,
     RedisStore,
     Store,
     chunks_of,
     collect,
     follow,
-    make_hub,
-    make_redis_hub,
-    redis_store,
+    is_compacted,
+    log_entries,
     start,
-    store,
+    until_compacted,
 )
+from support.redis_server import RedisServer
 
 from fastapi_streamhub import Batch, Chunk, Cursor, End, Event, Producer, State, StreamHub
-from fastapi_streamhub.backends._compact import SLICE_CHUNKS, PackedLog
+from fastapi_streamhub.backends._compact import SLICE_CHUNKS
 
 pytestmark = pytest.mark.anyio
-
-# Fixtures used by name below (imported so pytest finds them in this module).
-__all__ = ["make_hub", "make_redis_hub", "redis_store", "store"]
 
 OFF: dict[str, Any] = {"compact_finished": False}
 
@@ -82,34 +77,6 @@ def shape(items: list[Item]) -> list[tuple[Any, ...]]:
         else:
             out.append((type(it).__name__,))
     return out
-
-
-def is_compacted(store: Store, sid: str) -> bool:
-    if isinstance(store, MemoryStore):
-        return isinstance(store.backend._records[sid].log, PackedLog)
-    assert isinstance(store, RedisStore)
-    reply = store.execute(sid, "HMGET", store.meta(sid), "gen", "compact")
-    assert isinstance(reply, list)
-    return reply[0] is not None and reply[1] == reply[0]
-
-
-def log_entries(store: Store, sid: str) -> int:
-    """Redis: entries of the log stream; memory: chunks held (it has no entries)."""
-    if isinstance(store, MemoryStore):
-        return len(store.backend._records[sid].log)
-    assert isinstance(store, RedisStore)
-    n = store.execute(sid, "XLEN", store.log(sid))
-    assert isinstance(n, int)
-    return n
-
-
-async def until_compacted(store: Store, sid: str, within: float = 10.0) -> None:
-    """Compaction runs in the background after a close: wait for it (polling the store)."""
-    for _ in range(round(within / 0.01)):
-        if is_compacted(store, sid):
-            return
-        await anyio.sleep(0.01)
-    raise AssertionError(f"{sid!r} was not compacted within {within}s")
 
 
 # --------------------------------------------------------------------------- exact resumes

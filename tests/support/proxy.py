@@ -20,8 +20,9 @@ import contextlib
 import socket
 import threading
 from concurrent.futures import Future
-from types import TracebackType
 from typing import Any
+
+from support.process import Started
 
 HOST = "127.0.0.1"
 _READ_SIZE = 65536
@@ -54,7 +55,7 @@ class _Link:
         _abort(self.upstream)
 
 
-class TCPProxy:
+class TCPProxy(Started):
     """Forward ``127.0.0.1:<port>`` to ``target_host:target_port``, with faults on demand."""
 
     def __init__(self, target_host: str, target_port: int, *, port: int = 0) -> None:
@@ -123,17 +124,6 @@ class TCPProxy:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
-
-    def __enter__(self) -> TCPProxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def url(self) -> str:

@@ -15,11 +15,14 @@ import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
-from _redis import free_port
 
-TESTS_DIR = Path(__file__).resolve().parent
+from support.process import read_log, terminate
+from support.redis_server import free_port
+
+TESTS_DIR = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 READY_TIMEOUT = 30.0
 
@@ -98,10 +101,7 @@ class AppServer:
         raise AssertionError(f"app {self.name} not ready in {READY_TIMEOUT}s:\n{self.log()}")
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return "<no log>"
+        return read_log(self.log_path)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -109,14 +109,8 @@ class AppServer:
     def stop(self) -> None:
         """Terminate (then kill after 10 s); a no-op when not running."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            terminate(proc, timeout=10)
 
 
 def start_servers(servers: Sequence[AppServer]) -> None:
@@ -221,3 +215,14 @@ class App(AppServer):
 def start_apps(apps: list[App]) -> None:
     """Start several apps in parallel; retry one whose port was taken meanwhile."""
     start_servers(apps)
+
+
+def decode_record(raw: object) -> dict[str, Any]:
+    """What an app's generator recorded in its Redis hash (read with decode_responses), numbers
+    as int."""
+    assert isinstance(raw, dict)
+    record: dict[str, Any] = {}
+    for key, value in raw.items():
+        assert isinstance(key, str) and isinstance(value, str)
+        record[key] = int(value) if value.isdigit() else value
+    return record

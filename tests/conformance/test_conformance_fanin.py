@@ -1,7 +1,6 @@
-# ruff: noqa: F811  (the suite's fixtures are imported, then named as parameters)
 """Conformance of fan-in (several named producers in one session) on every backend.
 
-Same fixtures as ``tests/test_conformance.py`` (memory, redis, redis-cluster; hubs that share one
+Same fixtures as ``tests/conformance/test_conformance.py`` (memory, redis, redis-cluster; hubs that share one
 store): the owner admits sub-producers, which join on the same or another hub; every chunk of
 every producer is totally ordered by the session's cursor and read identically by every
 subscriber; sub-producers are fenced by the owner's generation.
@@ -14,16 +13,15 @@ import itertools
 import anyio
 import anyio.lowlevel
 import pytest
-from test_conformance import (  # noqa: F401  (fixtures: used by name)
+from support.conformance import (
     HubFactory,
     Store,
     chunks_of,
     collect,
     follow,
-    make_hub,
     reclaim,
     start,
-    store,
+    until_compacted,
 )
 
 from fastapi_streamhub import (
@@ -353,8 +351,6 @@ async def test_a_compacted_fan_in_stream_keeps_every_producer_and_cursor(
 ) -> None:
     """Fan-in and compaction together: the folded log keeps each chunk's producer, and a resume
     from every cursor gives the exact suffix."""
-    from test_conformance_compaction import until_compacted
-
     hub_a, hub_b = await make_hub(), await make_hub()
     owner, planner, coder = await owner_with_subs(hub_a, hub_b, "fanin-compact")
     async with anyio.create_task_group() as tg:

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the suite's fixtures are imported, then named as parameters)
 """Conformance of how a generation ends, on every backend (memory, redis, redis-cluster).
 
 A cut-off answer is never reported complete: when the last write of a producer is lost (the
@@ -17,7 +16,8 @@ from typing import Any
 
 import anyio
 import pytest
-from test_conformance import (  # noqa: F401  (fixtures: used by name)
+from support.conformance import (
+    STORE_KINDS,
     ClusterStore,
     HubFactory,
     MemoryStore,
@@ -25,7 +25,6 @@ from test_conformance import (  # noqa: F401  (fixtures: used by name)
     Store,
     collect,
     follow,
-    make_hub,
     make_store,
     start,
     texts,
@@ -77,6 +76,8 @@ class FaultyMemory(MemoryBackend):
 
 
 class FaultyMemoryStore(MemoryStore):
+    backend: FaultyMemory
+
     def __init__(self) -> None:
         super().__init__()
         self.backend = FaultyMemory()
@@ -98,7 +99,7 @@ def set_fault(store: Store, sid: str, kind: str, *, on: bool) -> None:
         node.resume()
 
 
-@pytest.fixture(params=["memory", "redis", "redis-cluster"])
+@pytest.fixture(params=STORE_KINDS)
 def store(request: pytest.FixtureRequest) -> Store:
     """The suite's stores; the memory one a :class:`FaultyMemory` (make_hub builds on it)."""
     return make_store(request, FaultyMemoryStore)

@@ -1,7 +1,6 @@
-# ruff: noqa: F811  (the tests' parameters are the fixtures imported below, by design)
 """Conformance suite, steering messages: clients -> the running producer, on every backend.
 
-Uses the fixtures and helpers of ``test_conformance.py`` (``store`` runs each test on memory,
+Uses the fixtures of conftest.py (``store`` runs each test on memory,
 redis and redis-cluster; ``make_hub`` makes hubs sharing that store, i.e. "instances").
 """
 
@@ -12,15 +11,13 @@ from typing import Any
 import anyio
 import orjson
 import pytest
-from test_conformance import (  # noqa: F401  (the fixtures are used by name)
+from support.conformance import (
     HubFactory,
     MemoryStore,
     RedisStore,
     Store,
-    make_hub,
     reclaim,
     start,
-    store,
 )
 
 from fastapi_streamhub import (
@@ -88,6 +85,7 @@ async def store_silently(store: Store, sid: str, data: Any) -> None:
     gen = store.execute(sid, "HGET", meta, "gen")
     assert isinstance(gen, bytes)
     seq = store.execute(sid, "HINCRBY", meta, "q", 1)
+    assert isinstance(seq, int)
     store.execute(sid, "XADD", f"streamhub:{{{sid}}}:msgs", b"%s-%d" % (gen, seq), "d", blob)
 
 

@@ -1,6 +1,6 @@
 """Shared by test_limits, test_security and test_fuzz: ``security_app`` servers and checks.
 
-A server is a real uvicorn subprocess (``AppServer`` of ``_apps``) on the session's real
+A server is a real uvicorn subprocess (``AppServer`` of ``support.apps``) on the session's real
 redis-server; a test module starts the ones it needs once (module scope) and every test uses
 its own session ids. :func:`checked_client` fails a test whose requests made the server log an
 error (a 500, a crashed task) or die.
@@ -8,17 +8,17 @@ error (a 500, a crashed task) or die.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
-from _apps import AppServer, start_servers
-from _redis import RedisServer
-from sse_client import SSEResult
 from test_http import check_log
+
+from support.apps import AppServer, start_servers
+from support.redis_server import RedisServer
+from support.sse_client import SSEResult
 
 APP = "security_app:app"
 LIMITS = {"MAX_CHUNK_BYTES": "1000", "MAX_METADATA_BYTES": "500", "MAX_SUBSCRIBERS": "3"}
@@ -55,10 +55,6 @@ async def checked_client(server: AppServer) -> AsyncIterator[httpx.AsyncClient]:
         yield client
     assert server.alive(), f"app {server.name} died:\n{server.log()}"
     check_log(server.name, server.log()[mark:])
-
-
-def new_sid(tag: str = "s") -> str:
-    return f"{tag}-{uuid.uuid4().hex[:12]}"
 
 
 def assert_clean_error(resp: httpx.Response, *statuses: int) -> Any:

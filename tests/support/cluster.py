@@ -1,4 +1,4 @@
-"""A real Redis Cluster on loopback ports, built from ``tests/_redis.py`` servers.
+"""A real Redis Cluster on loopback ports, built from ``tests/support/redis_server.py`` servers.
 
 ``Cluster(primaries=3, replicas=0).start()`` starts ``primaries * (1 + replicas)`` servers with
 ``--cluster-enabled yes`` and joins them with ``redis-cli --cluster create``; it returns once
@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import subprocess
 import time
-from types import TracebackType
+from typing import Any, cast
 
-from _redis import HOST, RedisServer, RedisServerError, free_cluster_port
+from support.process import Started
+from support.redis_server import HOST, RedisServer, RedisServerError, free_cluster_port
 
 READY_TIMEOUT = 30.0
 
 
-class Cluster:
+class Cluster(Started):
     """``primaries`` shards of one primary and ``replicas`` replicas each."""
 
     def __init__(self, primaries: int = 3, replicas: int = 0, **config: str | int) -> None:
@@ -32,7 +33,7 @@ class Cluster:
                 # A replica may take over however far behind it is (the failover tests want it).
                 cluster_replica_validity_factor=0,
                 repl_diskless_sync_delay=0,  # replicas sync at once (default: wait 5 s)
-                **config,
+                **cast("dict[str, Any]", config),
             )
             for _ in range(primaries * (1 + replicas))
         ]
@@ -74,17 +75,6 @@ class Cluster:
         for node in self.nodes:
             node.close()
 
-    def __enter__(self) -> Cluster:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     # -- introspection -----------------------------------------------------
 
     @property
@@ -103,10 +93,7 @@ class Cluster:
             except (OSError, RedisServerError):
                 continue
             assert isinstance(reply, list)
-            return {
-                int(r[0]): (int(r[1]), [int(n[1]) for n in r[2:]])  # type: ignore[index]
-                for r in reply
-            }
+            return {int(r[0]): (int(r[1]), [int(n[1]) for n in r[2:]]) for r in reply}
         raise RedisServerError("no cluster node answers")
 
     def owner(self, slot: int) -> RedisServer:
@@ -167,7 +154,7 @@ class Cluster:
     def _slot_map(node: RedisServer) -> list[tuple[int, int, int]]:
         reply = node.execute("CLUSTER", "SLOTS")
         assert isinstance(reply, list)
-        return [(int(r[0]), int(r[1]), int(r[2][1])) for r in reply]  # type: ignore[index]
+        return [(int(r[0]), int(r[1]), int(r[2][1])) for r in reply]
 
     # -- topology changes ----------------------------------------------------
 
@@ -186,7 +173,7 @@ class Cluster:
             assert isinstance(keys, list)
             if not keys:
                 break
-            source.execute("MIGRATE", HOST, target.port, "", 0, 5000, "KEYS", *keys)  # type: ignore[arg-type]
+            source.execute("MIGRATE", HOST, target.port, "", 0, 5000, "KEYS", *keys)
             moved += len(keys)
         for node in self.running_nodes():
             if b"role:master" in node.execute("INFO", "replication"):  # type: ignore[operator]

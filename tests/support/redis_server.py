@@ -16,7 +16,8 @@ import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from types import TracebackType
+
+from support.process import Started, read_log, terminate
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 10.0
@@ -57,7 +58,7 @@ class RedisServerError(RuntimeError):
     pass
 
 
-class RedisServer:
+class RedisServer(Started):
     """One ``redis-server`` subprocess on a private loopback port and data dir.
 
     ``stop()``/``kill()`` keep the port and the data directory, so ``start()``
@@ -185,12 +186,7 @@ class RedisServer:
             if self._paused:
                 # A stopped process does not act on SIGTERM until continued.
                 proc.send_signal(signal.SIGCONT)
-            proc.terminate()
-            try:
-                proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            terminate(proc, timeout=STOP_TIMEOUT)
         self._proc = None
         self._paused = False
 
@@ -224,17 +220,6 @@ class RedisServer:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @staticmethod
     def _reap(proc: subprocess.Popen[bytes]) -> None:
@@ -297,10 +282,7 @@ class RedisServer:
         return self.data_dir / "redis.log"
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return "<no log>"
+        return read_log(self.log_path)
 
     def ping(self) -> bool:
         """Whether the server answers PING right now (within 0.5 s)."""

@@ -1,4 +1,4 @@
-"""Redis Sentinel processes on loopback, watching a primary started by ``tests/_redis.py``."""
+"""Redis Sentinel processes on loopback, watching a primary started by ``tests/support/redis_server.py``."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from _redis import HOST, RedisServer, RedisServerError, _ping, free_port
+from support.process import Started
+from support.redis_server import HOST, RedisServer, RedisServerError, _ping, free_port
 
 SERVICE = "streamhub"
 
 
-class SentinelGroup:
+class SentinelGroup(Started):
     """``count`` Sentinels (quorum 2) monitoring ``primary`` as service ``streamhub``."""
 
     def __init__(self, primary: RedisServer, *replicas: RedisServer, count: int = 3) -> None:
@@ -88,17 +88,6 @@ class SentinelGroup:
         for log in self.logs:
             log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> SentinelGroup:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _sentinel(port: int) -> RedisServer:

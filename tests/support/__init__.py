@@ -1,0 +1,1 @@
+"""Helpers shared by the test suites: one copy of each (stores, sessions ids, servers)."""
