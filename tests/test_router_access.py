@@ -8,12 +8,12 @@ over real HTTP (uvicorn subprocess of ``tests/openapi_app.py``: ``/streams`` has
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from _apps import AppServer, start_servers
+from support.apps import AppServer, start_servers
+from support.sids import new_sid as sid
 
 TIMEOUT = 10.0
 CROSS_SITE = {"sec-fetch-site": "cross-site", "origin": "https://evil.example"}
@@ -33,10 +33,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
 def client(server: AppServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=TIMEOUT, trust_env=False) as c:
         yield c
-
-
-def sid(prefix: str = "s") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 def test_each_router_keeps_its_own_authorize(client: httpx.Client) -> None:
