@@ -21,7 +21,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from support.redis_server import RedisServer
-from support.sse_client import read_sse, wait_until
+from support.sse_client import SSEResult, read_sse, wait_until
 
 from fastapi_streamhub import (
     BackendUnavailable,
@@ -382,8 +382,11 @@ async def test_an_idle_reader_that_reads_is_never_taken_for_a_stalled_one(redis_
         producer = reg.producer
         await producer.publish("before")
 
+        res = SSEResult()
+
         async def pause_then_finish() -> None:
-            await anyio.sleep(2.5)
+            # Silent for over twice the timeout, counted by the pings the client received.
+            await wait_until(lambda: len(res.comments) >= 7, within=15, what="pings while idle")
             await producer.publish("after")
             await producer.close()
 
@@ -392,7 +395,7 @@ async def test_an_idle_reader_that_reads_is_never_taken_for_a_stalled_one(redis_
             anyio.create_task_group() as tg,
         ):
             tg.start_soon(pause_then_finish)
-            res = await read_sse(client, "/streams/pausing", within=20)
+            await read_sse(client, "/streams/pausing", result=res, within=20)
         assert res.eof and res.text == "beforeafter"
         assert [e["state"] for e in res.ends] == ["done"]
         assert len(res.comments) >= 3  # the pings went out meanwhile
