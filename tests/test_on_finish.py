@@ -19,12 +19,12 @@ import anyio
 import httpx
 import pytest
 import redis.asyncio as aioredis
-
-from fastapi_streamhub import FinishedGeneration, MemoryBackend, State, StreamHub
 from support.apps import AppServer, start_servers
 from support.redis_server import RedisServer
 from support.sids import new_sid
 from support.sse_client import read_sse, wait_until
+
+from fastapi_streamhub import FinishedGeneration, MemoryBackend, State, StreamHub
 
 pytestmark = pytest.mark.anyio
 
