@@ -294,3 +294,29 @@ async def test_memory_backend_runs_once_per_generation_across_two_hubs() -> None
     flaky = calls[-1][1]
     assert (flaky.state, flaky.reason, flaky.truncated) == (State.FAILED, "given up", True)
     assert await backend.unsettled(10, 0) == []  # every index entry removed
+
+
+async def test_shutdown_runs_the_hook_of_a_running_generation_before_the_hub_stops() -> None:
+    calls: list[FinishedGeneration] = []
+
+    def hook(done: FinishedGeneration) -> None:  # sync: runs in a worker thread
+        calls.append(done)
+
+    hub = StreamHub(MemoryBackend(), on_finish=hook, shutdown_grace=0.2)
+    async with hub:
+        reg = await hub.register("m-shutdown")
+        producer = reg.producer
+        assert producer is not None
+        await producer.publish("cut ")
+        started = anyio.Event()
+
+        async def produce() -> None:
+            async with producer:
+                started.set()
+                await anyio.sleep_forever()
+
+        hub.spawn(produce)
+        await started.wait()
+    assert [(c.state, c.reason, c.text, c.truncated) for c in calls] == [
+        (State.FAILED, "shutdown", "cut ", True)
+    ]
