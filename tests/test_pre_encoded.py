@@ -20,14 +20,13 @@ import orjson
 import pytest
 from support.apps import AppServer, start_servers
 from support.sids import new_sid
+from test_adapters import FAST, read_into_a_tool_call
 
 from fastapi_streamhub import State
 from fastapi_streamhub.adapters import UpstreamError, ui_message_stream
-from fastapi_streamhub.client import Backoff, Chunk, StreamClient
+from fastapi_streamhub.client import Chunk, StreamClient
 
 pytestmark = pytest.mark.anyio
-
-FAST = Backoff(cap=0.3, max_attempts=50, max_elapsed=20)
 
 SSE = (
     b": a comment\r\n"
@@ -160,14 +159,9 @@ async def test_resume_in_the_middle_of_a_tool_call(app: str) -> None:
     sid = new_sid("pv-hold")
     model = f"hold-{sid}"
     async with StreamClient(app, backoff=FAST) as client:
-        first: list[Chunk] = []
-        stream = client.start(f"/chat/{sid}", {"sdk": "pydantic_ai_vercel", "model": model})
-        async for item in stream:
-            if isinstance(item, Chunk):
-                first.append(item)
-                if isinstance(item.data, dict) and item.data["type"] == "tool-input-delta":
-                    break
-        await stream.aclose()
+        first = await read_into_a_tool_call(
+            client.start(f"/chat/{sid}", {"sdk": "pydantic_ai_vercel", "model": model})
+        )
         async with httpx.AsyncClient(base_url=app) as http:
             (await http.post(f"/provider/release/{model}")).raise_for_status()
         rest = [c async for c in client.stream(sid, after=first[-1].id) if isinstance(c, Chunk)]
