@@ -286,7 +286,8 @@ def test_chat_streams_the_fake_answer(chat: AppProcess, client: httpx.Client) ->
 def test_chat_page_and_validation(chat: AppProcess, client: httpx.Client) -> None:
     page = client.get(chat.url + "/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    for element in ('id="prompt"', 'id="send"', 'id="stop"', 'id="answer"', 'id="status"'):
+    elements = ('id="prompt"', 'id="send"', 'id="stop"', 'id="answer"', 'id="status"')
+    for element in (*elements, 'id="saved"'):
         assert element in page.text
     assert "http://" not in page.text and "https://" not in page.text
     assert client.get(f"{chat.url}/chat/bad%20id?prompt=x").status_code == 422
@@ -294,6 +295,44 @@ def test_chat_page_and_validation(chat: AppProcess, client: httpx.Client) -> Non
     assert client.get(f"{chat.url}/chat/ok").status_code == 422  # prompt is required
     assert client.get(f"{chat.url}/streams/{new_sid('test')}").status_code == 404
     assert chat.count("fake LLM started") == 0
+
+
+def test_chat_saves_every_finished_answer_and_keeps_it_across_a_restart(
+    tmp_path: Path, client: httpx.Client
+) -> None:
+    """``on_finish`` writes each answer to SQLite once, stopped ones as truncated; with
+    ``finish_before_end`` the history already holds an answer when its ``end`` arrives; the
+    file outlives the process."""
+    env = {**chat_env(delay="0.02"), "CHAT_DB": str(tmp_path / "chat.db")}
+    app = AppProcess("examples.chat", tmp_path / "chat.log", env=env)
+    try:
+        app.start()
+        done_sid, stopped_sid = new_sid("hist"), new_sid("hist")
+        got = rebuild(read_sse(client, chat_url(app, done_sid)))
+        assert got.ends == [{"state": "done", "reason": None}]
+        saved = client.get(f"{app.url}/history").json()  # at once: saved before the end
+        assert [(a["session_id"], a["state"], a["truncated"]) for a in saved] == [
+            (done_sid, "done", False)
+        ]
+        assert saved[0]["text"] == fake_answer(PROMPT) and saved[0]["prompt"] == PROMPT
+
+        read_sse(client, chat_url(app, stopped_sid, "stop me"), stop_after_chunks=3)
+        answer = client.post(f"{app.url}/streams/{stopped_sid}/cancel", params={"wait": 5})
+        assert answer.json() == {"state": "cancelled"}
+        rest = rebuild(read_sse(client, f"{app.url}/streams/{stopped_sid}"))
+        saved = client.get(f"{app.url}/history").json()
+        assert [(a["session_id"], a["state"], a["truncated"]) for a in saved] == [
+            (stopped_sid, "cancelled", True),
+            (done_sid, "done", False),
+        ]
+        assert saved[0]["text"] == rest.text and saved[0]["prompt"] == "stop me"
+
+        app.stop()
+        app.start()
+        assert client.get(f"{app.url}/history").json() == saved
+        assert client.get(f"{app.url}/history", params={"limit": 0}).status_code == 422
+    finally:
+        app.stop()
 
 
 @pytest.mark.parametrize("how", ["header", "query", "chat-endpoint"])
