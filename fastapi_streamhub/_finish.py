@@ -31,6 +31,7 @@ from ._types import State
 
 if TYPE_CHECKING:
     from ._config import Settings
+    from ._telemetry import Telemetry
     from .backends.base import Backend
 
 __all__ = ["Ending", "FinishHook", "FinishedGeneration", "Finisher"]
@@ -86,11 +87,15 @@ class Finisher:
         self,
         backend: Backend,
         settings: Settings,
+        telemetry: Telemetry,
         hook: FinishHook | None,
         spawn: Callable[..., None],
     ) -> None:
+        if hook is not None and not callable(hook):
+            raise TypeError("on_finish must be a callable taking a FinishedGeneration")
         self._backend = backend
         self._settings = settings
+        self._telemetry = telemetry
         self.hook = hook
         self._spawn = spawn
         self._running = 0
@@ -146,9 +151,20 @@ class Finisher:
     def _start(
         self, session_id: str, generation: int, hook: FinishHook, ending: Ending | None
     ) -> None:
+        try:
+            self._spawn(self._run_counted, session_id, generation, hook, ending)
+        except RuntimeError as exc:  # the hub is not running (a producer closed after its exit)
+            log.warning(
+                "on_finish of session %r generation %d not run here: %s",
+                session_id,
+                generation,
+                exc,
+            )
+            if ending is not None:
+                ending.hook_done.set()
+            return
         self._running += 1
         self._idle = anyio.Event() if self._running == 1 else self._idle
-        self._spawn(self._run_counted, session_id, generation, hook, ending)
 
     async def _run_counted(
         self, session_id: str, generation: int, hook: FinishHook, ending: Ending | None
@@ -260,8 +276,8 @@ class Finisher:
                     return False
             try:
                 await _call(hook, done)
-                return True
             except Exception:
+                self._telemetry.finish_called("error")
                 log.exception(
                     "on_finish of session %r generation %d failed (attempt %d of %d)",
                     sid,
@@ -269,6 +285,9 @@ class Finisher:
                     attempt,
                     attempts,
                 )
+            else:
+                self._telemetry.finish_called("ok")
+                return True
         log.error(
             "on_finish of session %r generation %d failed %d times; the sweep tries again "
             "once its claim lapses (%gs)",

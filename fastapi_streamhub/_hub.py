@@ -78,10 +78,9 @@ class StreamHub:
         # (and the clients from_url made, closed at exit)
         self.backend: Backend
         self.backend, self._owned = as_backend(backend)
-        if on_finish is not None and not callable(on_finish):
-            raise TypeError("on_finish must be a callable taking a FinishedGeneration")
-        self._finisher = Finisher(self.backend, self.settings, on_finish, self.spawn)
         self._telemetry = Telemetry(self.settings.telemetry, tracer_provider, meter_provider)
+        finishing = (self._telemetry, on_finish, self.spawn)
+        self._finisher = Finisher(self.backend, self.settings, *finishing)
         self._writer = Writer(self.backend, self._telemetry, self.settings)
         self.out_bytes = Gauge()  # bytes in the output buffers of this hub's SSE responses
         self._tg: TaskGroup | None = None
