@@ -94,3 +94,34 @@ async def test_a_producer_that_stopped_renewing_is_settled_once_by_the_sweep(
     done = calls[0]
     assert (done.state, done.reason, done.truncated) == (State.FAILED, "lease_expired", True)
     assert done.text == "partial " and done.generation == reg.generation
+
+
+async def test_fan_in_runs_the_hook_once_at_the_owners_end(make_hub: HubFactory) -> None:
+    calls: list[FinishedGeneration] = []
+    arrived = anyio.Event()
+
+    async def hook(done: FinishedGeneration) -> None:
+        calls.append(done)
+        arrived.set()
+
+    a = await make_hub(on_finish=hook)
+    b = await make_hub(on_finish=hook)
+    sid = new_sid("fin-fanin")
+    reg = await a.register(sid)
+    owner = reg.producer
+    assert owner is not None
+    await owner.publish("owner ")
+    helper = await b.join(await owner.admit("helper"))
+    await helper.publish("helper ")
+    await helper.close()  # a part's end: not the generation's
+    await owner.publish({"type": "usage"})
+    assert await owner.close() is State.DONE
+    with anyio.fail_after(5):
+        await arrived.wait()
+
+    async def settled() -> bool:
+        return await a.backend.claim_finish(sid, reg.generation, "probe", 0.001) == "settled"
+
+    await wait_until(settled, within=5, what="the settled mark")
+    assert len(calls) == 1, calls
+    assert (calls[0].text, calls[0].chunks) == ("owner helper ", ({"type": "usage"},))
