@@ -159,7 +159,8 @@ FinishClaim = Literal["claimed", "busy", "settled", "gone"]
 
 class Backend(abc.ABC):
     """Store of sessions. Fifteen methods: lifecycle (2), transitions (8), reads (4), live (1);
-    ``compact`` has a default."""
+    ``compact`` has a default. Optional groups (raising NotImplementedError by default):
+    steering messages, fan-in, and ``on_finish``'s settle marks."""
 
     settings: Settings
     # Log entries a resuming reader reads first, to send its first bytes early (0: a full page).
