@@ -11,8 +11,9 @@ Configured by environment variables:
 ``GET /gen/{sid}?n=&delay=&fail_at=&fails=&hold=&route=`` returns ``ResumableStreamingResponse``
 of ``t0 t1 ...`` (``delay`` seconds before each item; ``RuntimeError`` at item ``fail_at``), with
 one JSON chunk ``{"type": "usage", "n": n}`` at the end. Its metadata carries ``fails`` (the hook
-raises on its first ``fails`` calls of the generation on one instance) and ``hold`` (seconds each
-call takes before it records); ``route=1`` gives the response its own ``on_finish`` (its lines
+raises on its first ``fails`` calls of the generation on one instance), ``hold`` (seconds each
+call takes before it records) and ``hold_on`` (hold only on the instance of that name, and
+write a ``{"sid", "started": <instance>}`` line when a call starts); ``route=1`` gives the response its own ``on_finish`` (its lines
 say ``"hook": "route"``, the hub's ``"hub"``). Lines are appended with ``O_APPEND`` (one
 ``write`` each, well under ``PIPE_BUF``), so two processes never interleave them.
 """
@@ -53,6 +54,10 @@ async def on_finish(done: FinishedGeneration, hook: str = "hub") -> None:
     call = _calls[key] = _calls.get(key, 0) + 1
     fails = int(done.metadata.get("fails", 0))
     hold = float(done.metadata.get("hold", 0))
+    hold_on = done.metadata.get("hold_on")
+    if hold_on:  # hold only on that instance, and say that the call started
+        hold = hold if hold_on == INSTANCE else 0.0
+        record({"sid": done.session_id, "started": INSTANCE})
     if hold:
         await anyio.sleep(hold)
     ok = call > fails
@@ -105,6 +110,7 @@ def _build() -> FastAPI:
         fail_at: int = -1,
         fails: int = 0,
         hold: float = 0.0,
+        hold_on: str = "",
         route: bool = False,
     ) -> ResumableStreamingResponse:
         async def items() -> AsyncIterator[Any]:
@@ -119,7 +125,7 @@ def _build() -> FastAPI:
         return ResumableStreamingResponse(
             sid,
             items(),
-            metadata={"fails": fails, "hold": hold},
+            metadata={"fails": fails, "hold": hold, "hold_on": hold_on},
             hub=hub,
             on_finish=route_hook if route else None,
         )

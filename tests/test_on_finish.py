@@ -29,12 +29,13 @@ from fastapi_streamhub import FinishedGeneration, MemoryBackend, State, StreamHu
 pytestmark = pytest.mark.anyio
 
 
-def lines(rec: Path, sid: str) -> list[dict[str, Any]]:
-    """The hook calls recorded for ``sid``, in order."""
+def lines(rec: Path, sid: str, *, started: bool = False) -> list[dict[str, Any]]:
+    """The hook calls recorded for ``sid``, in order (``started``: the lines calls write when
+    they start, with ``hold_on``)."""
     if not rec.exists():
         return []
     out = [json.loads(line) for line in rec.read_text().splitlines() if line]
-    return [line for line in out if line["sid"] == sid]
+    return [line for line in out if line["sid"] == sid and ("started" in line) == started]
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +108,7 @@ async def test_done_runs_once_with_the_whole_output(
     assert call["state"] == "done" and call["reason"] is None
     assert call["text"] == "t0 t1 t2 " and call["chunks"] == [{"type": "usage", "n": 3}]
     assert call["truncated"] is False
-    assert call["metadata"] == {"fails": 0, "hold": 0.0}
+    assert call["metadata"] == {"fails": 0, "hold": 0.0, "hold_on": ""}
     assert call["instance"] == "A" and call["hook"] == "hub"
 
 
@@ -205,6 +206,34 @@ async def test_sigkill_of_the_producer_runs_the_hook_on_the_survivor(
     assert call["truncated"] is True and call["instance"] in {"A", "B"}
     assert call["text"].startswith("t0 t1 t2 ")
     assert a.alive() and b.alive()
+
+
+@pytest.mark.timeout(90)
+async def test_a_hook_cut_by_a_crash_runs_again_on_another_instance(
+    pair: tuple[AppServer, AppServer],
+    redis_server: RedisServer,
+    rec: Path,
+    store: aioredis.Redis,
+    http: httpx.AsyncClient,
+    tmp_path: Path,
+) -> None:
+    """The instance that ended the generation dies while its hook runs: once its claim
+    lapses (``finish_claim_ttl``, 5 s here), a survivor claims the hook and runs it."""
+    c = _server("C", redis_server.url, rec, tmp_path)
+    start_servers([c])
+    try:
+        sid = new_sid("fin-crash")
+        params = {"n": 2, "hold": 60, "hold_on": "C"}
+        res = await read_sse(http, f"{c.url}/gen/{sid}", params=params)
+        assert res.ends[0]["state"] == "done"
+        await wait_until(lambda: lines(rec, sid, started=True), within=10, what="C's call")
+        assert c.proc is not None
+        c.proc.kill()  # in the middle of its hook
+        call = await settled_once(store, rec, sid)
+    finally:
+        c.stop()
+    assert call["state"] == "done" and call["text"] == "t0 t1 " and call["instance"] in {"A", "B"}
+    assert [s["started"] for s in lines(rec, sid, started=True)][0] == "C"
 
 
 async def test_end_waits_for_the_hook_with_finish_before_end(
