@@ -13,9 +13,10 @@ of ``t0 t1 ...`` (``delay`` seconds before each item; ``RuntimeError`` at item `
 one JSON chunk ``{"type": "usage", "n": n}`` at the end. Its metadata carries ``fails`` (the hook
 raises on its first ``fails`` calls of the generation on one instance), ``hold`` (seconds each
 call takes before it records) and ``hold_on`` (hold only on the instance of that name, and
-write a ``{"sid", "started": <instance>}`` line when a call starts); ``route=1`` gives the response its own ``on_finish`` (its lines
-say ``"hook": "route"``, the hub's ``"hub"``). Lines are appended with ``O_APPEND`` (one
-``write`` each, well under ``PIPE_BUF``), so two processes never interleave them.
+write a ``{"sid", "started": <instance>}`` line when a call starts); ``route=1`` gives the
+response its own ``on_finish`` (its lines say ``"hook": "route"``, the hub's ``"hub"``). Lines
+are appended with ``O_APPEND`` (one ``write`` each, well under ``PIPE_BUF``), so two processes
+never interleave them.
 """
 
 from __future__ import annotations

@@ -233,7 +233,7 @@ async def test_a_hook_cut_by_a_crash_runs_again_on_another_instance(
     finally:
         c.stop()
     assert call["state"] == "done" and call["text"] == "t0 t1 " and call["instance"] in {"A", "B"}
-    assert [s["started"] for s in lines(rec, sid, started=True)][0] == "C"
+    assert lines(rec, sid, started=True)[0]["started"] == "C"
 
 
 async def test_end_waits_for_the_hook_with_finish_before_end(
