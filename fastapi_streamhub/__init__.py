@@ -17,6 +17,7 @@ from ._errors import (
     StreamHubError,
 )
 from ._fanin import Grant, SubProducer
+from ._finish import FinishedGeneration
 from ._http.deps import get_hub
 from ._http.response import ResumableStreamingResponse, SessionStreamResponse
 from ._http.router import create_router, streamhub_router
@@ -36,6 +37,7 @@ __all__ = [
     "Cursor",
     "End",
     "Event",
+    "FinishedGeneration",
     "Grant",
     "InvalidChunk",
     "InvalidCursor",

@@ -20,6 +20,7 @@ from ._codec import HubClosingMsg, Message, ResyncMsg, dumps_json
 from ._config import Settings
 from ._errors import LimitExceeded, SessionNotFound, StreamClosed
 from ._fanin import Grant, SubProducer, join
+from ._finish import Finisher, FinishHook
 from ._keeper import LeaseKeeper
 from ._outflow import Gauge, held_bytes
 from ._producer import CancelCallback, Producer
@@ -58,7 +59,9 @@ class StreamHub:
 
     ``StreamHub(redis_client_or_backend, **settings)`` or ``StreamHub.from_url(url, **settings)``.
     Use it as ``async with hub:`` or as FastAPI's ``lifespan=hub.lifespan``; every background
-    task runs in the hub's task group and ends when the hub exits. ``tracer_provider`` and
+    task runs in the hub's task group and ends when the hub exits. ``on_finish`` (sync or
+    async) receives a :class:`FinishedGeneration` once per generation that ends, whatever ended
+    it (README, "Saving finished answers"). ``tracer_provider`` and
     ``meter_provider`` (OpenTelemetry) replace the global ones for this hub's telemetry.
     """
 
@@ -68,6 +71,7 @@ class StreamHub:
         *,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
+        on_finish: FinishHook | None = None,
         **options: Any,
     ) -> None:
         self.settings = Settings(**options)
@@ -75,19 +79,21 @@ class StreamHub:
         self.backend: Backend
         self.backend, self._owned = as_backend(backend)
         self._telemetry = Telemetry(self.settings.telemetry, tracer_provider, meter_provider)
+        finishing = (self._telemetry, on_finish, self.spawn)
+        self._finisher = Finisher(self.backend, self.settings, *finishing)
         self._writer = Writer(self.backend, self._telemetry, self.settings)
         self.out_bytes = Gauge()  # bytes in the output buffers of this hub's SSE responses
         self._tg: TaskGroup | None = None
         self._producers: dict[str, Producer] = {}
         self._parts: dict[str, set[SubProducer]] = {}  # fan-in producers joined here
-        self._leases = LeaseKeeper(
-            self.backend, self.settings, self._telemetry, self._producers, self._parts
-        )
+        keeper_of = (self._producers, self._parts, self._finisher)
+        self._leases = LeaseKeeper(self.backend, self.settings, self._telemetry, *keeper_of)
         self._services = Services(
             backend=self.backend,
             settings=self.settings,
             telemetry=self._telemetry,
             writer=self._writer,
+            finisher=self._finisher,
             spawn=self.spawn,
             forget=self._forget,
             subscriber_slot=self._subscriber_slot,
@@ -205,6 +211,8 @@ class StreamHub:
                         tg.start_soon(self._close_for_shutdown, producer)
             for subscription in list(self._subscriptions):
                 subscription.listener.push(_HUB_CLOSING)
+            # The hooks of the generations that ended here run before the hub stops.
+            await self._finisher.drain(self.settings.shutdown_grace)
         finally:
             self._shutdown_done.set()
 
@@ -282,6 +290,7 @@ class StreamHub:
         result = await claiming
         if not result.created:
             return Registration(None, False, result.generation, result.state)
+        await self._finisher.expect(session_id, result.generation)
         producer = Producer(self._services, session_id, result.generation, on_cancel=on_cancel)
         previous = self._producers.get(session_id)
         if previous is not None:

@@ -20,6 +20,7 @@ from .._errors import (
     StreamClosed,
     StreamHubError,
 )
+from .._finish import FinishHook
 from .._hub import StreamHub
 from .._outflow import WRITE_SIZE, OutBuffer
 from .._producer import Producer
@@ -321,6 +322,9 @@ class ResumableStreamingResponse(SessionStreamResponse):
     with a :class:`StreamContext` only when this request starts a generation, and the
     generator reads the session's steering messages with ``ctx.messages()``.
 
+    ``on_finish`` replaces the hub's ``on_finish`` hook for the generations this response
+    starts (the hub's runs them when the instance that started them died).
+
     ``status_code`` (default 200) is the status of the stream; it must be a 2xx status with a
     body. As a route's ``response_class`` it documents the route's 200 as
     ``text/event-stream``; add ``responses=ResumableStreamingResponse.openapi_responses()``
@@ -345,7 +349,10 @@ class ResumableStreamingResponse(SessionStreamResponse):
         authorize: Authorize | None = None,
         protocol: StreamProtocol = "sse",
         status_code: int = 200,
+        on_finish: FinishHook | None = None,
     ) -> None:
+        if on_finish is not None and not callable(on_finish):
+            raise TypeError("on_finish must be a callable taking a FinishedGeneration")
         if not hasattr(generator, "__aiter__") and not callable(generator):
             raise TypeError(
                 "ResumableStreamingResponse needs an async iterable or a factory of one, "
@@ -363,6 +370,7 @@ class ResumableStreamingResponse(SessionStreamResponse):
         self.metadata = metadata
         self.restart = restart
         self.authorize = authorize
+        self.on_finish = on_finish
         self.producer: Producer | None = None
         self.created = False
 
@@ -381,6 +389,8 @@ class ResumableStreamingResponse(SessionStreamResponse):
             await close_unused(self.generator)
             return
         self.producer = registration.producer
+        if self.on_finish is not None:
+            registration.producer.on_finish = self.on_finish
         if hasattr(self.generator, "__aiter__"):
             hub.spawn(run_generator, registration.producer, self.generator)
         else:

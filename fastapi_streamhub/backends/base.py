@@ -27,6 +27,7 @@ __all__ = [
     "Backend",
     "ClaimResult",
     "ControlHandler",
+    "FinishClaim",
     "Lost",
     "ReadResult",
     "Reason",
@@ -150,9 +151,16 @@ class Sent:
     full: Literal["count", "bytes"] | None = None
 
 
+FinishClaim = Literal["claimed", "busy", "settled", "gone"]
+"""Outcome of :meth:`Backend.claim_finish`: ``claimed`` (the caller runs the hook now),
+``busy`` (another caller's claim on it has not lapsed), ``settled`` (it ran already), ``gone``
+(the session is unknown, or a newer generation replaced this one)."""
+
+
 class Backend(abc.ABC):
     """Store of sessions. Fifteen methods: lifecycle (2), transitions (8), reads (4), live (1);
-    ``compact`` has a default."""
+    ``compact`` has a default. Optional groups (raising NotImplementedError by default):
+    steering messages, fan-in, and ``on_finish``'s settle marks."""
 
     settings: Settings
     # Log entries a resuming reader reads first, to send its first bytes early (0: a full page).
@@ -305,3 +313,33 @@ class Backend(abc.ABC):
         stores ``failed`` rather than ``done`` or ``cancelled``.
         """
         raise NotImplementedError(f"{type(self).__name__} does not support fan-in")
+
+    # -- the on_finish hook's settle marks: optional, the built-in backends have them ---------
+
+    async def expect_finish(self, session_id: str, generation: int) -> None:
+        """Add ``(session_id, generation)`` to the store's index of generations whose hook has
+        not run (the hub calls it right after a claim it won, before producing)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support on_finish")
+
+    async def claim_finish(
+        self, session_id: str, generation: int, token: str, ttl: float
+    ) -> FinishClaim:
+        """Claim running the hook of ``generation`` for ``ttl`` seconds, atomically.
+
+        ``gone`` when the session is unknown or its current generation is not ``generation``;
+        ``settled`` when :meth:`settle` marked it; ``busy`` when a claim of another token on
+        this generation has not lapsed; else the claim is (re)set to ``token`` until now +
+        ``ttl`` (the same token extends its own claim) and the answer is ``claimed``. The
+        state is not checked: callers claim generations they saw end (or are about to end).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support on_finish")
+
+    async def settle(self, session_id: str, generation: int) -> None:
+        """Mark the hook of ``generation`` as run (if the session still exists: the settled
+        mark only grows) and remove ``(session_id, generation)`` from the index."""
+        raise NotImplementedError(f"{type(self).__name__} does not support on_finish")
+
+    async def unsettled(self, count: int, idle: float) -> list[tuple[str, int]]:
+        """Up to ``count`` entries of the index not handed out for ``idle`` seconds, oldest
+        first; each counts as handed out now (so instances sweeping together take turns)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support on_finish")

@@ -37,6 +37,7 @@ from .base import (
     Backend,
     ClaimResult,
     ControlHandler,
+    FinishClaim,
     Lost,
     ReadResult,
     Reason,
@@ -72,6 +73,9 @@ class _Record:
     parts: dict[str, Part] = field(default_factory=dict)
     # Fan-in: the first sub-producer whose part ended short of its batches (end_part).
     short: str | None = None
+    # on_finish: the hook of this generation ran (settle), and who runs it until when.
+    settled: bool = False
+    finish_claim: tuple[str, float] | None = None
 
 
 @dataclass(slots=True)
@@ -107,6 +111,8 @@ class MemoryBackend(Backend):
         self._fanout = Fanout()
         self._controls: list[ControlHandler] = []
         self._fanin = MemoryFanIn(self._active, self._append)
+        # on_finish: (session, generation) whose hook has not run -> when last handed out.
+        self._unsettled: dict[tuple[str, int], float] = {}
         self.settings = Settings()
 
     async def start(
@@ -304,6 +310,40 @@ class MemoryBackend(Backend):
             rec.cancel = True
             self._signal(session_id, CancelMsg(rec.generation))
         return self._info(session_id, rec)
+
+    # -- on_finish settle marks ------------------------------------------------------------
+
+    async def expect_finish(self, session_id: str, generation: int) -> None:
+        self._unsettled.setdefault((session_id, generation), time.monotonic())
+
+    async def claim_finish(
+        self, session_id: str, generation: int, token: str, ttl: float
+    ) -> FinishClaim:
+        rec = self._get(session_id)
+        if rec is None or rec.generation != generation:
+            return "gone"
+        if rec.settled:
+            return "settled"
+        now = time.monotonic()
+        held = rec.finish_claim
+        if held is not None and held[0] != token and held[1] > now:
+            return "busy"
+        rec.finish_claim = (token, now + ttl)
+        return "claimed"
+
+    async def settle(self, session_id: str, generation: int) -> None:
+        rec = self._get(session_id)
+        if rec is not None and rec.generation == generation:
+            rec.settled = True
+        self._unsettled.pop((session_id, generation), None)
+
+    async def unsettled(self, count: int, idle: float) -> list[tuple[str, int]]:
+        now = time.monotonic()
+        due = sorted((t, key) for key, t in self._unsettled.items() if t <= now - idle)
+        picked = [key for _, key in due[:count]]
+        for key in picked:
+            self._unsettled[key] = now
+        return picked
 
     async def delete(self, session_id: str) -> bool:
         rec = self._get(session_id)

@@ -47,12 +47,14 @@ from ._keys import Keys, slot_of
 from ._redis_append import RedisAppender
 from ._redis_compact import RedisCompactor
 from ._redis_exec import RedisExecutor, script_bodies
+from ._redis_finish import FINISH_SCRIPTS, RedisFinish
 from ._replies import as_bytes, as_str, fields_of, lost_of, page_of, record_of, refusal
 from .base import (
     Append,
     Backend,
     ClaimResult,
     ControlHandler,
+    FinishClaim,
     Lost,
     ReadResult,
     Sent,
@@ -65,6 +67,7 @@ _SCRIPTS = (
     *("claim", "append", "close", "metadata", "expire", "cancel", "delete", "info"),
     *("message", "compact", "page"),
     *FANIN_SCRIPTS,
+    *FINISH_SCRIPTS,
 )
 
 
@@ -100,6 +103,7 @@ class RedisBackend(Backend):
         self._appender = RedisAppender(self._exec, self.keys, self.channels)
         self._compactor = RedisCompactor(self._exec, self.keys, task_group)
         self._fanin = RedisFanIn(self._exec, self.keys, self.channels, self._subscribe)
+        self._finish = RedisFinish(self._exec, self.keys)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -455,3 +459,19 @@ class RedisBackend(Backend):
     async def compact(self, session_id: str) -> bool:
         """Fold the finished log (see ``_redis_compact``); False when there is nothing to do."""
         return await self._compactor.compact(session_id)
+
+    # -- on_finish settle marks (see _redis_finish.py) --------------------------------------
+
+    async def expect_finish(self, session_id: str, generation: int) -> None:
+        await self._finish.expect_finish(session_id, generation)
+
+    async def claim_finish(
+        self, session_id: str, generation: int, token: str, ttl: float
+    ) -> FinishClaim:
+        return await self._finish.claim_finish(session_id, generation, token, ttl)
+
+    async def settle(self, session_id: str, generation: int) -> None:
+        await self._finish.settle(session_id, generation)
+
+    async def unsettled(self, count: int, idle: float) -> list[tuple[str, int]]:
+        return await self._finish.unsettled(count, idle)
