@@ -27,6 +27,7 @@ __all__ = [
     "State",
     "WireField",
     "validate_session_id",
+    "validate_turn",
 ]
 
 # 1-200 characters of [A-Za-z0-9._:-], but not "." or "..": browsers, URL parsers and proxies
@@ -49,6 +50,15 @@ def validate_session_id(session_id: object) -> str:
     if not isinstance(session_id, str) or _SESSION_ID.fullmatch(session_id) is None:
         raise InvalidSessionId(f"session id must be {SESSION_ID_RULE}")
     return session_id
+
+
+MAX_TURN = 200  # characters of a claim's turn
+
+
+def validate_turn(turn: object) -> None:
+    """Raise ValueError unless ``turn`` is None or a string of 1-200 characters."""
+    if turn is not None and (not isinstance(turn, str) or not 0 < len(turn) <= MAX_TURN):
+        raise ValueError(f"turn must be a string of 1 to {MAX_TURN} characters")
 
 
 class State(enum.StrEnum):

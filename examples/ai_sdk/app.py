@@ -10,11 +10,16 @@ with the SDK's defaults (``api: "/api/chat"``):
 - ``GET /api/chat/{chat_id}/stream`` (the router built with ``ai_sdk=True``): the resume
   request, 204 when no answer is running, else the answer from its start and then live.
 
-The chat id is the session id. Each new user message starts a new generation of that session
-(``restart=True``): the previous answer is finished by then, and the generation number makes
-each answer's message id (``<chat id>-<generation>``) unique within the chat. A message sent
-while an answer is still running joins that answer instead of starting a second one (one
-producer per session).
+The chat id is the session id, and the id of the last user message is the generation's
+``turn``: a new user message starts a new generation of that session (the generation number
+makes each answer's message id, ``<chat id>-<generation>``, unique within the chat), and one
+sent while an answer still runs cancels that answer first (it ends ``cancelled``, reason
+``superseded``): a question asked after Stop is never lost. A repeat of the same message (a
+retry, a second tab) joins the answer running for it, or replays it once finished; a
+``regenerate-message`` request is a turn of its own (``regenerate:<message id>``).
+
+The page side: ``GET /api/chat/~/chat-transport.js`` is the router's transport for
+``useChat``, whose ``stop()`` also cancels the answer on the server.
 
 Run it with ``python -m examples.ai_sdk``; settings: ``REDIS_URL`` (``memory://``),
 ``HOST``/``PORT`` (127.0.0.1:8000), ``FAKE_LLM_DELAY`` (0.03 s per token), ``CORS_ORIGINS``
@@ -35,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from examples._common import SESSION_ID, add_healthz, fake_llm, serve
 from fastapi_streamhub import Event, ResumableStreamingResponse, StreamHub, create_router
 
-__all__ = ["ChatRequest", "answer", "app", "main", "prompt_of"]
+__all__ = ["ChatRequest", "answer", "app", "main", "prompt_of", "turn_of"]
 
 ChatId = Annotated[str, StringConstraints(pattern=SESSION_ID)]
 
@@ -61,7 +66,7 @@ class UIMessage(BaseModel):
     """A message as the SDK sends it; only text parts are read here."""
 
     model_config = ConfigDict(extra="allow")
-    id: str = Field(max_length=200)
+    id: str = Field(min_length=1, max_length=180)
     role: Literal["system", "user", "assistant"]
     parts: list[dict[str, Any]] = Field(max_length=1000)
 
@@ -73,7 +78,7 @@ class ChatRequest(BaseModel):
     id: ChatId
     messages: list[UIMessage] = Field(min_length=1, max_length=1000)
     trigger: Literal["submit-message", "regenerate-message"] = "submit-message"
-    messageId: str | None = None
+    messageId: str | None = Field(default=None, max_length=180)
 
 
 def prompt_of(messages: list[UIMessage]) -> str:
@@ -107,8 +112,18 @@ async def answer(prompt: str) -> AsyncIterator[str | Event]:
 )
 async def chat(request: ChatRequest) -> ResumableStreamingResponse:
     return ResumableStreamingResponse(
-        request.id, answer(prompt_of(request.messages)), restart=True, protocol="ai-sdk"
+        request.id, answer(prompt_of(request.messages)), turn=turn_of(request), protocol="ai-sdk"
     )
+
+
+def turn_of(request: ChatRequest) -> str:
+    """What the request asks: its last user message, or the answer it regenerates."""
+    if request.trigger == "regenerate-message" and request.messageId:
+        return f"regenerate:{request.messageId}"
+    for message in reversed(request.messages):
+        if message.role == "user":
+            return f"message:{message.id}"
+    raise HTTPException(status_code=422, detail="no user message to answer")
 
 
 def main() -> None:

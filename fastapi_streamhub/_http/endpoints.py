@@ -21,7 +21,7 @@ from .._hub import StreamHub
 from .._steering import MESSAGE_KEY_PATTERN
 from .._types import SESSION_ID_PATTERN, SESSION_ID_RULE
 from .access import Access, router_access
-from .browser import module_response
+from .browser import module_response, transport_response
 from .deps import get_hub
 from .errors import error_answer
 from .guard import check_message_value, read_body, require_json
@@ -34,6 +34,7 @@ __all__ = [
     "InvalidPath",
     "active",
     "browser_module",
+    "browser_transport",
     "cancel",
     "delete",
     "read_stream",
@@ -87,6 +88,10 @@ def _http_error(exc: StreamHubError) -> HTTPException:
 # The browser helper module (GET and HEAD /~streamhub.js).
 async def browser_module(request: Request) -> Response:
     return module_response(request)
+
+
+async def browser_transport(request: Request) -> Response:
+    return transport_response(request)
 
 
 # GET /{sid}: the SSE stream.

@@ -26,7 +26,7 @@ from .._outflow import WRITE_SIZE, OutBuffer
 from .._producer import Producer
 from .._runner import GeneratorFactory, close_unused, run_factory, run_generator
 from .._subscriber import Subscription
-from .._types import Cursor, End, Item, State, validate_session_id
+from .._types import Cursor, End, Item, State, validate_session_id, validate_turn
 from .aisdk import UI_MESSAGE_STREAM_HEADERS, UIMessageStreamEncoder
 from .deps import get_hub_from
 from .errors import (
@@ -351,7 +351,13 @@ class ResumableStreamingResponse(SessionStreamResponse):
     producer in the hub's task group, detached from this request (a disconnect never stops
     it; a cancel does, as a cancellation inside the generator). On an active session it
     closes ``generator`` unused and follows the running one; on a finished session it replays
-    the stored output (``restart=True`` starts a new generation instead). Either way this
+    the stored output (``restart=True`` starts a new generation instead).
+
+    ``turn`` (what this request asks, such as the id of a chat's last user message) decides
+    instead of ``restart``: a request of the turn the session's generation answers, running
+    or finished, follows it (a retry, a reconnect, a second tab); a request of a new turn
+    cancels a running generation (``end`` with ``cancelled``, reason ``superseded``) and
+    starts its own, atomically in the store (see :meth:`StreamHub.register`). Either way this
     client receives the stream from its ``Last-Event-ID`` (or ``?last_event_id=``).
     ``protocol="ai-sdk"`` answers in the Vercel AI SDK's UI message stream protocol instead,
     always from the start of the generation (the SDK rebuilds the message on a resume).
@@ -379,6 +385,7 @@ class ResumableStreamingResponse(SessionStreamResponse):
         metadata: Any = None,
         hub: StreamHub | None = None,
         restart: bool = False,
+        turn: str | None = None,
         headers: Mapping[str, str] | None = None,
         ping_interval: float | None = None,
         authorize: Authorize | None = None,
@@ -400,7 +407,9 @@ class ResumableStreamingResponse(SessionStreamResponse):
         )
         self.generator = generator
         self.metadata = metadata
+        validate_turn(turn)
         self.restart = restart
+        self.turn = turn
         self.authorize = authorize
         self.producer: Producer | None = None
         self.created = False
@@ -410,7 +419,7 @@ class ResumableStreamingResponse(SessionStreamResponse):
             await authorize_or_raise(self.authorize, Request(scope), self.session_id, "read")
         try:
             registration = await hub.register(
-                self.session_id, metadata=self.metadata, restart=self.restart
+                self.session_id, metadata=self.metadata, restart=self.restart, turn=self.turn
             )
         except BaseException:
             await close_unused(self.generator)

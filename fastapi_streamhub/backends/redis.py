@@ -172,7 +172,13 @@ class RedisBackend(Backend):
     # -- transitions -----------------------------------------------------------------------
 
     async def claim(
-        self, session_id: str, *, token: str, restart: bool, metadata: bytes | None
+        self,
+        session_id: str,
+        *,
+        token: str,
+        restart: bool,
+        metadata: bytes | None,
+        turn: str | None = None,
     ) -> ClaimResult:
         s = self.settings
         data_ch, ctl_ch = self.channels(session_id)
@@ -192,6 +198,7 @@ class RedisBackend(Backend):
                 self._exec.pub,
                 data_ch,
                 ctl_ch,
+                turn or "",
             ],
         )
         return ClaimResult(bool(int(r[0])), int(r[1]), State(as_str(r[2])))
