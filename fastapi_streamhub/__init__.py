@@ -24,7 +24,19 @@ from ._hub import Registration, Session, StreamHub
 from ._producer import Producer
 from ._steering import MessageReceipt, SteeringMessage, StreamContext
 from ._subscriber import Subscription
-from ._types import Batch, Chunk, Cursor, End, Event, Metadata, Reset, SessionInfo, State
+from ._types import (
+    Batch,
+    Chunk,
+    Cursor,
+    End,
+    Event,
+    GenerationEnd,
+    GenerationStart,
+    Metadata,
+    Reset,
+    SessionInfo,
+    State,
+)
 from .backends.base import Backend
 from .backends.memory import MemoryBackend
 
@@ -36,6 +48,8 @@ __all__ = [
     "Cursor",
     "End",
     "Event",
+    "GenerationEnd",
+    "GenerationStart",
     "Grant",
     "InvalidChunk",
     "InvalidCursor",

@@ -19,6 +19,8 @@ __all__ = [
     "Cursor",
     "End",
     "Event",
+    "GenerationEnd",
+    "GenerationStart",
     "Item",
     "Metadata",
     "Reset",
@@ -131,6 +133,23 @@ class Chunk:
     def id(self) -> str:
         """The cursor as sent in the SSE ``id:`` field."""
         return str(self.cursor)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationStart:
+    """A conversation's next generation starts (its items follow); cursor ``<generation>-0``."""
+
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationEnd:
+    """A conversation's generation ended as ``end``; its end marker sits at ``offset`` (one past
+    its last chunk), and ``<generation>-<offset>`` is the cursor after it."""
+
+    generation: int
+    offset: int
+    end: End
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from .deps import get_hub
 from .errors import error_answer
 from .guard import check_message_value, read_body, require_json
 from .models import ActiveIn, MessageIn
-from .response import SessionStreamResponse
+from .response import Follow, SessionStreamResponse
 from .sse import parse_last_event_id
 
 __all__ = [
@@ -108,6 +108,15 @@ async def read_stream(
         str | None,
         Query(description="Cursor, when no header can be sent.", json_schema_extra=_CURSOR_DOC),
     ] = None,
+    follow: Annotated[
+        Follow,
+        Query(
+            description="`generation` (default): until the current generation ends. "
+            "`conversation`: on across the session's generations (a chat's turns) until the "
+            "client leaves; each generation is framed by `generation` and `generation-end` "
+            "events, whose ids are cursors too."
+        ),
+    ] = "generation",
 ) -> Response:
     await access.check(request, session_id, "read")
     try:
@@ -115,7 +124,7 @@ async def read_stream(
     except StreamHubError as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from None
     # An unknown session is answered 404 by the response itself, before any header.
-    return SessionStreamResponse(session_id, hub=hub, after=cursor)
+    return SessionStreamResponse(session_id, hub=hub, after=cursor, follow=follow)
 
 
 # GET /{sid}/status

@@ -28,6 +28,7 @@ from .._runner import GeneratorFactory, close_unused, run_factory, run_generator
 from .._subscriber import Subscription
 from .._types import Cursor, End, Item, State, validate_session_id, validate_turn
 from .aisdk import UI_MESSAGE_STREAM_HEADERS, UIMessageStreamEncoder
+from .conversation import feed_conversation
 from .deps import get_hub_from
 from .errors import (
     UNAVAILABLE,
@@ -38,7 +39,7 @@ from .errors import (
 from .openapi import sse_responses
 from .sse import PING, encode_item, encode_retry, parse_last_event_id
 
-__all__ = ["ResumableStreamingResponse", "SessionStreamResponse", "StreamProtocol"]
+__all__ = ["Follow", "ResumableStreamingResponse", "SessionStreamResponse", "StreamProtocol"]
 
 log = logging.getLogger("fastapi_streamhub")
 
@@ -50,6 +51,9 @@ SSE_HEADERS = {
 # "sse": the wire format of ``sse.py``; "ai-sdk": the Vercel AI SDK's UI message stream.
 StreamProtocol = Literal["sse", "ai-sdk"]
 PROTOCOLS: tuple[StreamProtocol, ...] = ("sse", "ai-sdk")
+# "generation": until the generation's end; "conversation": across generations (conversation.py).
+Follow = Literal["generation", "conversation"]
+FOLLOWS: tuple[Follow, ...] = ("generation", "conversation")
 
 
 _STREAM_STATUSES = frozenset(range(200, 300)) - {204, 205}
@@ -71,6 +75,8 @@ class SessionStreamResponse(Response):
     Idle periods carry ``: ping`` comments; ``retry:`` is sent once at the start.
     ``protocol="ai-sdk"`` speaks the Vercel AI SDK's UI message stream instead (see
     ``aisdk.py``): always from the beginning of the generation, whatever the cursor.
+    ``follow="conversation"`` (SSE only) goes on across generations until the client leaves
+    (see ``conversation.py``).
     """
 
     # FastAPI documents a route's ``response_class`` with this media type, and its status
@@ -101,9 +107,14 @@ class SessionStreamResponse(Response):
         ping_interval: float | None = None,
         status_code: int = 200,
         protocol: StreamProtocol = "sse",
+        follow: Follow = "generation",
     ) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
+        if follow not in FOLLOWS:
+            raise ValueError(f"follow must be one of {FOLLOWS}, not {follow!r}")
+        if follow == "conversation" and protocol != "sse":
+            raise ValueError("follow='conversation' needs protocol='sse'")
         if protocol == "ai-sdk" and after is not None:
             raise ValueError("protocol='ai-sdk' always streams from the start; drop after=")
         _check_status_code(status_code)
@@ -116,6 +127,7 @@ class SessionStreamResponse(Response):
         self.after = after
         self.ping_interval = ping_interval
         self.protocol = protocol
+        self.follow = follow
         merged = {**SSE_HEADERS, **{k.lower(): v for k, v in (headers or {}).items()}}
         if protocol == "ai-sdk":
             merged.update(UI_MESSAGE_STREAM_HEADERS)
@@ -159,7 +171,6 @@ class SessionStreamResponse(Response):
         ping = self.ping_interval or hub.settings.ping_interval
         sender, receiver = anyio.create_memory_object_stream[bytes](64)
         out = OutBuffer(hub.settings.subscriber_buffer_bytes, hub.out_bytes)
-        subscription = hub.subscribe(self.session_id, after=cursor, batch=True)
         ready = anyio.Event()  # the subscription is set up, or failed to be
         failed: list[StreamHubError] = []
         try:
@@ -168,8 +179,13 @@ class SessionStreamResponse(Response):
                 tg.start_soon(out.watch, timeout, tg.cancel_scope, self.session_id)
                 # Opening fails fast in an outage; once streaming, the reader waits it out.
                 with request_bound(hub.settings.request_timeout):
-                    tg.start_soon(self._feed, subscription, sender, ready, failed, out)
-                    tg.start_soon(_set_when_opened, subscription, ready)
+                    if self.follow == "conversation":
+                        feed = (hub, self.session_id, cursor, sender, ready, failed, out)
+                        tg.start_soon(feed_conversation, *feed)
+                    else:
+                        subscription = hub.subscribe(self.session_id, after=cursor, batch=True)
+                        tg.start_soon(self._feed, subscription, sender, ready, failed, out)
+                        tg.start_soon(_set_when_opened, subscription, ready)
                     tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
                     await ready.wait()
                 if failed:
