@@ -236,14 +236,21 @@ def test_transport_reconnects_mid_answer(
     backend: AppProcess, ai_package: Path, tmp_path: Path
 ) -> None:
     result = sdk(backend, "reconnect", tmp_path, abort_after_deltas=30)
-    # The first request was cut after 30 deltas, mid-answer.
-    assert result["firstTypes"] == {"start": 1, "text-start": 1, "text-delta": 30}
+    # The first request was cut after 30 deltas, mid-answer. The user's turn (the
+    # generation's metadata, for followers of the conversation) comes first.
+    assert result["firstTypes"] == {
+        "start": 1,
+        "message-metadata": 1,
+        "text-start": 1,
+        "text-delta": 30,
+    }
     assert FULL.startswith(result["firstText"]) and result["firstText"] == "".join(TOKENS[:30])
     # The resume replayed the answer from its start (the SDK rebuilds the message) and then
     # followed it live to the end: every token once, the usage part, finish.
     assert result["resumedFirst"] == {"type": "start", "messageId": result["firstMessageId"]}
     assert result["resumedTypes"] == {
         "start": 1,
+        "message-metadata": 1,
         "text-start": 1,
         "text-delta": len(TOKENS),
         "text-end": 1,
