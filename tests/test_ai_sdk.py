@@ -199,6 +199,8 @@ async def test_response_speaks_the_protocol_and_reports_a_failure() -> None:
 
 
 needs_node = pytest.mark.skipif(NODE is None, reason="node is not installed (Node 18+ needed)")
+# Both SDK generations: "ai" is ai 7, "ai6" the npm alias of ai 6 (tests/node/package.json).
+both_sdks = pytest.mark.parametrize("lane", ["ai", "ai6"], ids=["ai7", "ai6"])
 
 
 @pytest.fixture(scope="session")
@@ -232,10 +234,11 @@ def new_chat_id() -> str:
 
 
 @needs_node
+@both_sdks
 def test_transport_reconnects_mid_answer(
-    backend: AppProcess, ai_package: Path, tmp_path: Path
+    backend: AppProcess, ai_package: Path, tmp_path: Path, lane: str
 ) -> None:
-    result = sdk(backend, "reconnect", tmp_path, abort_after_deltas=30)
+    result = sdk(backend, "reconnect", tmp_path, ai_package=lane, abort_after_deltas=30)
     # The first request was cut after 30 deltas, mid-answer. The user's turn (the
     # generation's metadata, for followers of the conversation) comes first.
     assert result["firstTypes"] == {
@@ -266,10 +269,11 @@ def test_transport_reconnects_mid_answer(
 
 
 @needs_node
+@both_sdks
 def test_chat_resume_stream_after_the_page_went_away(
-    backend: AppProcess, ai_package: Path, tmp_path: Path
+    backend: AppProcess, ai_package: Path, tmp_path: Path, lane: str
 ) -> None:
-    result = sdk(backend, "chat", tmp_path, stop_after_chars=150)
+    result = sdk(backend, "chat", tmp_path, ai_package=lane, stop_after_chars=150)
     assert 150 <= result["stoppedAt"] < len(FULL)
     assert result["roles"] == ["user", "assistant"]
     assert result["text"] == FULL
@@ -342,10 +346,11 @@ def test_chat_route_refuses_bad_requests(backend: AppProcess) -> None:
 
 
 @needs_node
+@both_sdks
 def test_stop_through_the_transport_stops_the_server(
-    backend: AppProcess, ai_package: Path, tmp_path: Path
+    backend: AppProcess, ai_package: Path, tmp_path: Path, lane: str
 ) -> None:
-    result = sdk(backend, "stop", tmp_path, stop_after_chars=60, settle_ms=500)
+    result = sdk(backend, "stop", tmp_path, ai_package=lane, stop_after_chars=60, settle_ms=500)
     assert FULL.startswith(result["stoppedText"]) and 60 <= len(result["stoppedText"]) < len(FULL)
     assert result["roles"] == ["user", "assistant"] and result["status"] == "ready"
     finished = result["finished"]
@@ -363,11 +368,19 @@ def test_stop_through_the_transport_stops_the_server(
 
 
 @needs_node
+@both_sdks
 def test_stop_then_a_new_question_is_answered(
-    backend: AppProcess, ai_package: Path, tmp_path: Path
+    backend: AppProcess, ai_package: Path, tmp_path: Path, lane: str
 ) -> None:
     second = "What happens after Stop?"
-    result = sdk(backend, "stop_then_ask", tmp_path, stop_after_chars=60, second_prompt=second)
+    result = sdk(
+        backend,
+        "stop_then_ask",
+        tmp_path,
+        ai_package=lane,
+        stop_after_chars=60,
+        second_prompt=second,
+    )
     assert result["afterStop"]["status"]["state"] == "cancelled"
     messages = result["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
@@ -381,12 +394,18 @@ def test_stop_then_a_new_question_is_answered(
 
 
 @needs_node
+@both_sdks
 def test_a_new_question_supersedes_the_running_answer(
-    backend: AppProcess, ai_package: Path, tmp_path: Path
+    backend: AppProcess, ai_package: Path, tmp_path: Path, lane: str
 ) -> None:
     second = "A question asked mid-answer?"
     result = sdk(
-        backend, "ask_while_running", tmp_path, abort_after_deltas=10, second_prompt=second
+        backend,
+        "ask_while_running",
+        tmp_path,
+        ai_package=lane,
+        abort_after_deltas=10,
+        second_prompt=second,
     )
     assert result["text"] == fake_answer(second)
     assert result["messageId"] != result["firstMessageId"]

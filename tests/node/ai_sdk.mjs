@@ -1,5 +1,6 @@
-// Drives the real Vercel AI SDK (npm package "ai", pinned in package.json) against the AI SDK
-// example (examples/ai_sdk) running under uvicorn. No part of the SDK is mocked.
+// Drives the real Vercel AI SDK (npm package "ai", pinned in package.json; `ai_package: "ai6"`
+// in the config runs ai 6 instead) against the AI SDK example (examples/ai_sdk) running under
+// uvicorn. No part of the SDK is mocked.
 //
 //   node ai_sdk.mjs <scenario> '<json config>'
 //
@@ -26,10 +27,10 @@
 // Prints one line "RESULT {json}", or "ERROR {json}" and exits with status 1. The assertions
 // are left to tests/test_ai_sdk.py.
 
-import { AbstractChat, DefaultChatTransport, readUIMessageStream } from "ai";
-
 const [scenario, rawConfig] = process.argv.slice(2);
 const config = JSON.parse(rawConfig || "{}");
+// "ai" (7) by default; "ai6" (the npm alias of ai 6 in package.json) for the ai 6 lane.
+const { AbstractChat, DefaultChatTransport, readUIMessageStream } = await import(config.ai_package ?? "ai");
 const timeoutMs = config.timeout_ms ?? 30000;
 
 function emit(kind, value) {
