@@ -153,3 +153,41 @@ async def test_the_wire_format_of_a_conversation(instances: list[AppProcess]) ->
         assert bad.status_code == 422
         unknown = await http.get(f"{a.url}/api/chat/{new_sid('none')}?follow=conversation")
         assert unknown.status_code == 404
+
+
+def test_the_client_reads_a_conversation_and_resumes_across_turns() -> None:
+    """The client's decoding alone (pure): frames become items, and the cursor moves with them."""
+    from fastapi_streamhub._client.api import Options
+    from fastapi_streamhub._http.sse import encode_generation, encode_generation_end, encode_item
+    from fastapi_streamhub._types import Cursor, End
+
+    follow = Options("http://t", "/streams", None, 30.0, 5.0).follow("c", None, True)
+    path, params, headers = follow.request()
+    assert (path, params) == ("/streams/c", {"follow": "conversation"})
+    assert "last-event-id" not in headers
+    raw = b"".join(
+        [
+            encode_generation(7),
+            encode_item(Metadata({"user": "q1"})),
+            encode_item(Chunk(Cursor(7, 1), "a1", "text")),
+            encode_generation_end(7, 2, State.DONE, None),
+            encode_generation(9),
+            encode_item(Metadata({"user": "q2"})),
+            encode_item(Chunk(Cursor(9, 1), "a2", "text")),
+        ]
+    )
+    items = follow.feed(raw)
+    assert items == [
+        GenerationStart(7),
+        Metadata({"user": "q1"}),
+        Chunk(Cursor(7, 1), "a1", "text"),
+        GenerationEnd(7, 2, End(State.DONE)),
+        GenerationStart(9),
+        Metadata({"user": "q2"}),
+        Chunk(Cursor(9, 1), "a2", "text"),
+    ]
+    assert follow.end is None and follow.text == "a2" and follow.cursor == "9-1"
+    follow.feed(encode_generation_end(9, 2, State.CANCELLED, "superseded"))
+    assert follow.cursor == "9-2" and follow.end is None
+    _, params, headers = follow.request()  # the reconnect resumes after the turn's end
+    assert params == {"follow": "conversation"} and headers["last-event-id"] == "9-2"

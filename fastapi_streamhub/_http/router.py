@@ -73,6 +73,10 @@ Events:
 - `event: reset`: `{"reason", "generation"}`; the cursor could not be honoured and the replay
   starts from the beginning of what is stored.
 - `event: end`: `{"state": "done"|"cancelled"|"failed", "reason"}`; exactly once, last.
+- with `?follow=conversation`, each generation of the session in turn instead: `event:
+  generation` (`{"generation"}`, id `<generation>-0`) first, `event: generation-end`
+  (`{"generation", "state", "reason"}`, id `<generation>-<last offset + 1>`) last; `end` only
+  if the session is deleted.
 - `: ping` comments while idle; `retry:` once at the start.
 
 Resume by sending the last `id` back as the `Last-Event-ID` header (or `?last_event_id=`).
