@@ -203,7 +203,11 @@ class Producer:
 
     async def send(self, chunk: object) -> None:
         """Queue one chunk without waiting for persistence; failures raise on a later call."""
-        await self._enqueue(self._encode(chunk), None)
+        payload = self._encode(chunk)
+        # The common case in one call: open, healthy, room in the buffer.
+        if self._phase is _Phase.OPEN and self._error is None and self._buffer.offer(payload, None):
+            return
+        await self._enqueue(payload, None)
 
     async def _drain(self) -> None:
         """Until nothing is queued or in flight, or the producer failed."""

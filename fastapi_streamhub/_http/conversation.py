@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 
 import anyio
-from anyio.streams.memory import MemoryObjectSendStream
 
 from .._conversation import ConversationItem, follow_conversation
 from .._errors import BackendUnavailable, SessionNotFound, StreamClosed, StreamHubError
@@ -39,33 +38,30 @@ async def feed_conversation(
     hub: StreamHub,
     session_id: str,
     cursor: Cursor | None,
-    sender: MemoryObjectSendStream[bytes],
     ready: anyio.Event,
     failed: list[StreamHubError],
     out: OutBuffer,
 ) -> None:
-    """Send the encoded conversation to ``sender``; ``ready`` once the session is found."""
-    async with sender:
+    """Queue the encoded conversation in ``out``; ``ready`` once the session is found."""
+    try:
+        items = follow_conversation(hub, session_id, cursor, opened=ready)
         try:
-            items = follow_conversation(hub, session_id, cursor, opened=ready)
-            try:
-                async for item in items:
-                    data = encode_conversation_item(item)
-                    await out.reserve(len(data))
-                    await sender.send(data)
-            finally:
-                await items.aclose()
-        except StreamHubError as exc:
-            if not ready.is_set() and isinstance(exc, SessionNotFound):
-                failed.append(exc)  # before any header: a plain 404
-                return
-            if isinstance(exc, SessionNotFound):
-                data = encode_end(State.FAILED, "session not found")
-                await out.reserve(len(data))
-                await sender.send(data)
-            elif isinstance(exc, BackendUnavailable):
-                log.warning("conversation of %r interrupted: %s", session_id, exc)
-            elif not isinstance(exc, StreamClosed):
-                raise
+            async for item in items:
+                data = encode_conversation_item(item)
+                if not out.put(data):
+                    await out.put_wait(data)
         finally:
-            ready.set()
+            await items.aclose()
+    except StreamHubError as exc:
+        if not ready.is_set() and isinstance(exc, SessionNotFound):
+            failed.append(exc)  # before any header: a plain 404
+            return
+        if isinstance(exc, SessionNotFound):
+            await out.put_wait(encode_end(State.FAILED, "session not found"))
+        elif isinstance(exc, BackendUnavailable):
+            log.warning("conversation of %r interrupted: %s", session_id, exc)
+        elif not isinstance(exc, StreamClosed):
+            raise
+    finally:
+        out.end()
+        ready.set()

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterable, Mapping
 from typing import Any, ClassVar, Literal
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from fastapi import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -169,28 +168,24 @@ class SessionStreamResponse(Response):
         self, hub: StreamHub, cursor: Cursor | None, receive: Receive, send: Send, *, head: bool
     ) -> None:
         ping = self.ping_interval or hub.settings.ping_interval
-        sender, receiver = anyio.create_memory_object_stream[bytes](64)
         out = OutBuffer(hub.settings.subscriber_buffer_bytes, hub.out_bytes)
         ready = anyio.Event()  # the subscription is set up, or failed to be
         failed: list[StreamHubError] = []
         try:
             async with anyio.create_task_group() as tg:
-                timeout = hub.settings.stalled_reader_timeout
-                tg.start_soon(out.watch, timeout, tg.cancel_scope, self.session_id)
                 # Opening fails fast in an outage; once streaming, the reader waits it out.
                 with request_bound(hub.settings.request_timeout):
                     if self.follow == "conversation":
-                        feed = (hub, self.session_id, cursor, sender, ready, failed, out)
+                        feed = (hub, self.session_id, cursor, ready, failed, out)
                         tg.start_soon(feed_conversation, *feed)
                     else:
                         subscription = hub.subscribe(self.session_id, after=cursor, batch=True)
-                        tg.start_soon(self._feed, subscription, sender, ready, failed, out)
+                        tg.start_soon(self._feed, subscription, ready, failed, out)
                         tg.start_soon(_set_when_opened, subscription, ready)
                     tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
                     await ready.wait()
                 if failed:
                     # Before any header: an unknown session is a plain 404, and so on.
-                    receiver.close()  # _pump, which owns it otherwise, never runs
                     await json_error(send, failed[0])
                     tg.cancel_scope.cancel()
                     return
@@ -203,7 +198,6 @@ class SessionStreamResponse(Response):
                 )
                 if head:
                     # What a GET would get, without the stream, which may not end for hours.
-                    receiver.close()
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                     tg.cancel_scope.cancel()
                     return
@@ -214,7 +208,9 @@ class SessionStreamResponse(Response):
                         "more_body": True,
                     }
                 )
-                await _pump(receiver, send, ping, out)
+                timeout = hub.settings.stalled_reader_timeout
+                tg.start_soon(out.tick, ping, timeout, tg.cancel_scope, self.session_id)
+                await _pump(send, out)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 tg.cancel_scope.cancel()
         except* OSError as group:
@@ -228,7 +224,6 @@ class SessionStreamResponse(Response):
     async def _feed(
         self,
         subscription: Subscription,
-        sender: MemoryObjectSendStream[bytes],
         ready: anyio.Event,
         failed: list[StreamHubError],
         out: OutBuffer,
@@ -236,38 +231,35 @@ class SessionStreamResponse(Response):
         encoder: _Encoder = (
             UIMessageStreamEncoder(self.session_id) if self.protocol == "ai-sdk" else _SSEEncoder()
         )
-        async with sender:
-            try:
-                async with subscription:
-                    async for item in subscription:
-                        data = encoder.encode(item, subscription.generation)
-                        await out.reserve(len(data))
-                        await sender.send(data)
-                        if encoder.finished:
-                            return
-            except StreamHubError as exc:
-                if not ready.is_set():
-                    failed.append(exc)
-                    return
-                if isinstance(exc, SessionNotFound):
-                    data = encoder.encode(End(State.FAILED, "session not found"), 0)
-                    await out.reserve(len(data))
-                    await sender.send(data)
-                    return
-                if isinstance(exc, BackendUnavailable):
-                    log.warning("stream of %r interrupted: %s", self.session_id, exc)
-                elif not isinstance(exc, StreamClosed):
-                    raise
-                # The response ends before the session does. SSE clients reconnect by
-                # themselves (to another instance, when this one is shutting down) with their
-                # cursor; the AI SDK does not, so it is told why (the app can resume).
-                why = UNAVAILABLE if isinstance(exc, BackendUnavailable) else str(exc)
-                data = encoder.interrupted(why, subscription.generation)
-                if data:
-                    await out.reserve(len(data))
-                    await sender.send(data)
-            finally:
-                ready.set()
+        try:
+            async with subscription:
+                async for item in subscription:
+                    data = encoder.encode(item, subscription.generation)
+                    if not out.put(data):
+                        await out.put_wait(data)
+                    if encoder.finished:
+                        return
+        except StreamHubError as exc:
+            if not ready.is_set():
+                failed.append(exc)
+                return
+            if isinstance(exc, SessionNotFound):
+                await out.put_wait(encoder.encode(End(State.FAILED, "session not found"), 0))
+                return
+            if isinstance(exc, BackendUnavailable):
+                log.warning("stream of %r interrupted: %s", self.session_id, exc)
+            elif not isinstance(exc, StreamClosed):
+                raise
+            # The response ends before the session does. SSE clients reconnect by
+            # themselves (to another instance, when this one is shutting down) with their
+            # cursor; the AI SDK does not, so it is told why (the app can resume).
+            why = UNAVAILABLE if isinstance(exc, BackendUnavailable) else str(exc)
+            data = encoder.interrupted(why, subscription.generation)
+            if data:
+                await out.put_wait(data)
+        finally:
+            out.end()
+            ready.set()
 
 
 class _Encoder(typing.Protocol):
@@ -296,54 +288,23 @@ async def _set_when_opened(subscription: Subscription, ready: anyio.Event) -> No
     ready.set()
 
 
-async def _pump(
-    receiver: MemoryObjectReceiveStream[bytes], send: Send, ping: float, out: OutBuffer
-) -> None:
-    """Forward encoded events to the client, coalescing what is ready; ping when idle.
-
-    The ping timer (a cancel scope) is armed only when nothing is ready, so a busy stream
-    costs one ``send`` per ready run of events and no timer.
-    """
-    async with receiver:
-        while True:
-            data: bytes | None = None
-            try:
-                data = receiver.receive_nowait()
-            except anyio.EndOfStream:
-                return
-            except anyio.WouldBlock:
-                with anyio.move_on_after(ping):
-                    try:
-                        data = await receiver.receive()
-                    except anyio.EndOfStream:
-                        return
-            if data is None:
-                await _write(send, out, PING)
-                continue
-            parts = [data]
-            size = len(data)
-            ended = False
-            while size < WRITE_SIZE:
-                try:
-                    more = receiver.receive_nowait()
-                except anyio.WouldBlock:
-                    break
-                except anyio.EndOfStream:
-                    ended = True
-                    break
-                parts.append(more)
-                size += len(more)
-            body = data if len(parts) == 1 else b"".join(parts)
-            if size <= WRITE_SIZE:
-                await _write(send, out, body)
-            else:
-                # In pieces: a client that stops reading leaves the rest in the bounded buffer.
-                view = memoryview(body)
-                for at in range(0, size, WRITE_SIZE):
-                    await _write(send, out, bytes(view[at : at + WRITE_SIZE]))
-            out.release(size)
-            if ended:
-                return
+async def _pump(send: Send, out: OutBuffer) -> None:
+    """Write the queued events to the client, coalescing what is ready, and the pings
+    ``out`` asks for, until the feed is over and everything is written."""
+    while (job := await out.next()) != "end":
+        if job == "ping":
+            await _write(send, out, PING)
+            continue
+        parts, size = out.take()
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        if size <= WRITE_SIZE:
+            await _write(send, out, body)
+        else:
+            # In pieces: a client that stops reading leaves the rest in the bounded buffer.
+            view = memoryview(body)
+            for at in range(0, size, WRITE_SIZE):
+                await _write(send, out, bytes(view[at : at + WRITE_SIZE]))
+        out.release(size)
 
 
 async def _write(send: Send, out: OutBuffer, body: bytes) -> None:
