@@ -369,6 +369,22 @@ def test_stop_through_the_transport_stops_the_server(
 
 @needs_node
 @both_sdks
+def test_stop_in_another_tab_ends_the_answer_as_aborted(
+    backend: AppProcess, ai_package: Path, tmp_path: Path, lane: str
+) -> None:
+    result = sdk(backend, "stop_elsewhere", tmp_path, ai_package=lane, stop_after_chars=60)
+    assert result["final"]["state"] == "cancelled"
+    assert result["firstStatus"] == "ready"
+    [finish] = result["finishes"]
+    # The abort part leaves the SDK without a finish reason: not taken for a complete answer
+    # (whose finish part carries finishReason "stop"); isAbort is the SDK's own abort only.
+    assert finish.get("finishReason") is None and finish["isAbort"] is False, finish
+    assert FULL.startswith(finish["text"]) and 60 <= len(finish["text"]) < len(FULL)
+    assert backend.count("fake LLM started") == 1
+
+
+@needs_node
+@both_sdks
 def test_stop_then_a_new_question_is_answered(
     backend: AppProcess, ai_package: Path, tmp_path: Path, lane: str
 ) -> None:

@@ -17,6 +17,8 @@
 // - "stop": useChat's stop() through the router's transport (`/api/chat/~/chat-transport.js`,
 //   fetched and imported as a page would): the server's state and chunk count after it, and
 //   the headers each request carried (a resume in between must carry sendMessage's headers).
+// - "stop_elsewhere": a second tab resumes the answer and presses Stop: the first tab's
+//   answer ends aborted (onFinish), not finished.
 // - "stop_then_ask": Stop, then a second question in the same chat: it must be answered.
 // - "ask_while_running": the plain transport drops the first request (no cancel) and posts the
 //   next question at once: the running answer is superseded and the new one answered.
@@ -179,6 +181,36 @@ const scenarios = {
     return {
       stoppedText: stopped, status: chat.status, finished, later, requests,
       roles: chat.messages.map((m) => m.role),
+    };
+  },
+
+  // Two tabs of one chat: the second resumes the running answer and presses Stop; the first,
+  // still reading, must see the answer end as aborted, not finished.
+  async stop_elsewhere(cfg) {
+    const { streamhubTransport } = await servedTransport(cfg);
+    const make = () => streamhubTransport(new DefaultChatTransport({ api: `${cfg.base}/api/chat` }));
+    const reached = reachedChars(cfg.stop_after_chars);
+    const finishes = [];
+    const first = new Chat({
+      id: cfg.chat_id, transport: make(), onChange: reached.onChange,
+      onFinish: ({ isAbort, finishReason, message }) => finishes.push({ isAbort, finishReason, text: textOf(message) }),
+    });
+    const sending = first.sendMessage(userMessage(cfg.prompt));
+    await within(reached.promise, "the first tab reading");
+    const user = first.messages[0];
+    const second = new Chat({ id: cfg.chat_id, messages: [user], transport: make() });
+    const resuming = second.resumeStream();
+    await within(new Promise((resolve) => {
+      const check = () => (second.status === "streaming" ? resolve() : setTimeout(check, 10));
+      check();
+    }), "the second tab resuming");
+    await second.stop();
+    await within(resuming, "the second tab stopping");
+    await within(sending, "the first tab ending");
+    return {
+      firstStatus: first.status, finishes,
+      firstText: textOf(first.messages[first.messages.length - 1]),
+      final: await statusOf(cfg, cfg.chat_id),
     };
   },
 
