@@ -10,8 +10,10 @@
   runs, two turns in one chat, and a cancel;
 - the router's chat transport (``/~/chat-transport.js``) in the SDK's ``AbstractChat``: Stop
   stops the producer (``cancelled``, the chunk count stops growing) and a resume and the
-  cancel carry the headers the app gave ``sendMessage``; Stop then a new question answers the
-  question; a new question posted while an answer runs supersedes it (``turn``).
+  cancel carry the headers the app gave ``sendMessage``; Stop in a second tab ends the first
+  tab's answer without a finish reason; Stop then a new question answers the question; a new
+  question posted while an answer runs supersedes it (``turn``). These run on ``ai`` 7 and on
+  ``ai`` 6 (the npm alias ``ai6``).
 """
 
 from __future__ import annotations
