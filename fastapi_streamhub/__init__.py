@@ -25,7 +25,19 @@ from ._hub import Registration, Session, StreamHub
 from ._producer import Producer
 from ._steering import MessageReceipt, SteeringMessage, StreamContext
 from ._subscriber import Subscription
-from ._types import Batch, Chunk, Cursor, End, Event, Metadata, Reset, SessionInfo, State
+from ._types import (
+    Batch,
+    Chunk,
+    Cursor,
+    End,
+    Event,
+    GenerationEnd,
+    GenerationStart,
+    Metadata,
+    Reset,
+    SessionInfo,
+    State,
+)
 from .backends.base import Backend
 from .backends.memory import MemoryBackend
 
@@ -38,6 +50,8 @@ __all__ = [
     "End",
     "Event",
     "FinishedGeneration",
+    "GenerationEnd",
+    "GenerationStart",
     "Grant",
     "InvalidChunk",
     "InvalidCursor",

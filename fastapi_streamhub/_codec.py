@@ -59,7 +59,11 @@ __all__ = [
 ]
 
 _EVENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
-RESERVED_EVENTS = frozenset({"message", "json", "metadata", "end", "reset", "part"})
+# The SSE event names of the stream itself (``generation`` and ``generation-end``: a
+# conversation, ``GET /{sid}?follow=conversation``); a chunk cannot be sent under them.
+RESERVED_EVENTS = frozenset(
+    {"message", "json", "metadata", "end", "reset", "part", "generation", "generation-end"}
+)
 
 
 def dumps_json(value: Any, *, what: str) -> bytes:

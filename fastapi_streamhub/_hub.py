@@ -30,7 +30,7 @@ from ._signals import chain_signals
 from ._steering import MessageReceipt, send_message
 from ._subscriber import Subscription, read_snapshot
 from ._telemetry import Telemetry
-from ._types import Cursor, SessionInfo, State, validate_session_id
+from ._types import Cursor, SessionInfo, State, validate_session_id, validate_turn
 from ._writer import Writer
 from .backends.base import Backend
 
@@ -269,21 +269,32 @@ class StreamHub:
         *,
         metadata: Any = None,
         restart: bool = False,
+        turn: str | None = None,
     ) -> Registration:
         """Claim ``session_id``: ``created`` is True for exactly one caller among concurrent ones.
 
         An unknown or failed session is claimed with a new, higher generation; an active one is
         left to its producer; a finished one is left alone unless ``restart=True``.
+
+        ``turn`` (what the generation answers: a chat message id) decides instead of ``restart``:
+        the same turn, running or finished, is joined; a running generation of another turn
+        ends ``cancelled`` (reason ``superseded``) as the session is claimed, atomically.
         """
         validate_session_id(session_id)
         self._require_running()
+        validate_turn(turn)
         blob = None
         if metadata is not None:
             blob = dumps_json(metadata, what="metadata")
             if len(blob) > self.settings.max_metadata_bytes:
                 raise LimitExceeded("metadata is over max_metadata_bytes")
         claiming = self.backend.claim(
-            session_id, token=uuid.uuid4().hex, restart=restart, metadata=blob
+            session_id,
+            token=uuid.uuid4().hex,
+            restart=restart,
+            metadata=blob,
+            # Only when given: backends written before turns keep working.
+            **({"turn": turn} if turn is not None else {}),
         )
         if self._telemetry.enabled:
             claiming = self._telemetry.register(session_id, restart, claiming)

@@ -26,8 +26,9 @@ from .._outflow import WRITE_SIZE, OutBuffer
 from .._producer import Producer
 from .._runner import GeneratorFactory, close_unused, run_factory, run_generator
 from .._subscriber import Subscription
-from .._types import Cursor, End, Item, State, validate_session_id
+from .._types import Cursor, End, Item, State, validate_session_id, validate_turn
 from .aisdk import UI_MESSAGE_STREAM_HEADERS, UIMessageStreamEncoder
+from .conversation import feed_conversation
 from .deps import get_hub_from
 from .errors import (
     UNAVAILABLE,
@@ -38,7 +39,7 @@ from .errors import (
 from .openapi import sse_responses
 from .sse import PING, encode_item, encode_retry, parse_last_event_id
 
-__all__ = ["ResumableStreamingResponse", "SessionStreamResponse", "StreamProtocol"]
+__all__ = ["Follow", "ResumableStreamingResponse", "SessionStreamResponse", "StreamProtocol"]
 
 log = logging.getLogger("fastapi_streamhub")
 
@@ -50,6 +51,9 @@ SSE_HEADERS = {
 # "sse": the wire format of ``sse.py``; "ai-sdk": the Vercel AI SDK's UI message stream.
 StreamProtocol = Literal["sse", "ai-sdk"]
 PROTOCOLS: tuple[StreamProtocol, ...] = ("sse", "ai-sdk")
+# "generation": until the generation's end; "conversation": across generations (conversation.py).
+Follow = Literal["generation", "conversation"]
+FOLLOWS: tuple[Follow, ...] = ("generation", "conversation")
 
 
 _STREAM_STATUSES = frozenset(range(200, 300)) - {204, 205}
@@ -71,6 +75,8 @@ class SessionStreamResponse(Response):
     Idle periods carry ``: ping`` comments; ``retry:`` is sent once at the start.
     ``protocol="ai-sdk"`` speaks the Vercel AI SDK's UI message stream instead (see
     ``aisdk.py``): always from the beginning of the generation, whatever the cursor.
+    ``follow="conversation"`` (SSE only) goes on across generations until the client leaves
+    (see ``conversation.py``).
     """
 
     # FastAPI documents a route's ``response_class`` with this media type, and its status
@@ -101,9 +107,14 @@ class SessionStreamResponse(Response):
         ping_interval: float | None = None,
         status_code: int = 200,
         protocol: StreamProtocol = "sse",
+        follow: Follow = "generation",
     ) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
+        if follow not in FOLLOWS:
+            raise ValueError(f"follow must be one of {FOLLOWS}, not {follow!r}")
+        if follow == "conversation" and protocol != "sse":
+            raise ValueError("follow='conversation' needs protocol='sse'")
         if protocol == "ai-sdk" and after is not None:
             raise ValueError("protocol='ai-sdk' always streams from the start; drop after=")
         _check_status_code(status_code)
@@ -116,6 +127,7 @@ class SessionStreamResponse(Response):
         self.after = after
         self.ping_interval = ping_interval
         self.protocol = protocol
+        self.follow = follow
         merged = {**SSE_HEADERS, **{k.lower(): v for k, v in (headers or {}).items()}}
         if protocol == "ai-sdk":
             merged.update(UI_MESSAGE_STREAM_HEADERS)
@@ -158,15 +170,19 @@ class SessionStreamResponse(Response):
     ) -> None:
         ping = self.ping_interval or hub.settings.ping_interval
         out = OutBuffer(hub.settings.subscriber_buffer_bytes, hub.out_bytes)
-        subscription = hub.subscribe(self.session_id, after=cursor, batch=True)
         ready = anyio.Event()  # the subscription is set up, or failed to be
         failed: list[StreamHubError] = []
         try:
             async with anyio.create_task_group() as tg:
                 # Opening fails fast in an outage; once streaming, the reader waits it out.
                 with request_bound(hub.settings.request_timeout):
-                    tg.start_soon(self._feed, subscription, ready, failed, out)
-                    tg.start_soon(_set_when_opened, subscription, ready)
+                    if self.follow == "conversation":
+                        feed = (hub, self.session_id, cursor, ready, failed, out)
+                        tg.start_soon(feed_conversation, *feed)
+                    else:
+                        subscription = hub.subscribe(self.session_id, after=cursor, batch=True)
+                        tg.start_soon(self._feed, subscription, ready, failed, out)
+                        tg.start_soon(_set_when_opened, subscription, ready)
                     tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
                     await ready.wait()
                 if failed:
@@ -313,7 +329,13 @@ class ResumableStreamingResponse(SessionStreamResponse):
     producer in the hub's task group, detached from this request (a disconnect never stops
     it; a cancel does, as a cancellation inside the generator). On an active session it
     closes ``generator`` unused and follows the running one; on a finished session it replays
-    the stored output (``restart=True`` starts a new generation instead). Either way this
+    the stored output (``restart=True`` starts a new generation instead).
+
+    ``turn`` (what this request asks, such as the id of a chat's last user message) decides
+    instead of ``restart``: a request of the turn the session's generation answers, running
+    or finished, follows it (a retry, a reconnect, a second tab); a request of a new turn
+    cancels a running generation (``end`` with ``cancelled``, reason ``superseded``) and
+    starts its own, atomically in the store (see :meth:`StreamHub.register`). Either way this
     client receives the stream from its ``Last-Event-ID`` (or ``?last_event_id=``).
     ``protocol="ai-sdk"`` answers in the Vercel AI SDK's UI message stream protocol instead,
     always from the start of the generation (the SDK rebuilds the message on a resume).
@@ -344,6 +366,7 @@ class ResumableStreamingResponse(SessionStreamResponse):
         metadata: Any = None,
         hub: StreamHub | None = None,
         restart: bool = False,
+        turn: str | None = None,
         headers: Mapping[str, str] | None = None,
         ping_interval: float | None = None,
         authorize: Authorize | None = None,
@@ -368,7 +391,9 @@ class ResumableStreamingResponse(SessionStreamResponse):
         )
         self.generator = generator
         self.metadata = metadata
+        validate_turn(turn)
         self.restart = restart
+        self.turn = turn
         self.authorize = authorize
         self.on_finish = on_finish
         self.producer: Producer | None = None
@@ -379,7 +404,7 @@ class ResumableStreamingResponse(SessionStreamResponse):
             await authorize_or_raise(self.authorize, Request(scope), self.session_id, "read")
         try:
             registration = await hub.register(
-                self.session_id, metadata=self.metadata, restart=self.restart
+                self.session_id, metadata=self.metadata, restart=self.restart, turn=self.turn
             )
         except BaseException:
             await close_unused(self.generator)

@@ -104,6 +104,8 @@ class Reason(StrEnum):
     """
 
     LEASE_EXPIRED = "lease_expired"
+    SUPERSEDED = "superseded"
+    """Cancelled by a claim for another turn (``claim(turn=...)``; ``claim.lua``)."""
     REPLACED = "replaced"
     """Stale: another handle joined under the part's name."""
     PART_ENDED = "part_ended"
@@ -178,9 +180,22 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def claim(
-        self, session_id: str, *, token: str, restart: bool, metadata: bytes | None
+        self,
+        session_id: str,
+        *,
+        token: str,
+        restart: bool,
+        metadata: bytes | None,
+        turn: str | None = None,
     ) -> ClaimResult:
-        """Become the producer of a new generation unless a live or finished one holds the session."""
+        """Become the producer of a new generation unless a live or finished one holds the session.
+
+        ``turn`` (what the generation answers, stored with it) replaces ``restart``: a live or
+        finished generation of the same turn is left alone (a failed one is reclaimed); a
+        live one of another turn (or of none) first ends ``cancelled`` with reason
+        ``superseded`` (end marker, published, its producer told ``stale``), all in the same
+        transition, then the session is claimed as for ``restart``.
+        """
 
     @abc.abstractmethod
     async def append(self, batches: Sequence[Append]) -> list[Lost | None]:

@@ -21,6 +21,7 @@ from .._codec import (
     ChunksMsg,
     DeletedMsg,
     EndMsg,
+    LostMsg,
     Message,
     MetadataMsg,
     SteerMsg,
@@ -64,6 +65,7 @@ class _Record:
     n: int = 0
     cancel: bool = False
     metadata: bytes | None = None
+    turn: str | None = None  # what this generation answers (claim's ``turn``)
     # (offset, payload) of the current generation; trimmed to maxlen from the left; a
     # PackedLog once the generation finished and was compacted.
     log: MutableSequence[tuple[int, bytes]] = field(default_factory=list)
@@ -190,7 +192,13 @@ class MemoryBackend(Backend):
     # -- transitions -----------------------------------------------------------------------
 
     async def claim(
-        self, session_id: str, *, token: str, restart: bool, metadata: bytes | None
+        self,
+        session_id: str,
+        *,
+        token: str,
+        restart: bool,
+        metadata: bytes | None,
+        turn: str | None = None,
     ) -> ClaimResult:
         now = _now_ms()
         rec = self._get(session_id)
@@ -200,7 +208,14 @@ class MemoryBackend(Backend):
             if rec.state is State.ACTIVE and rec.token == token:
                 return ClaimResult(True, rec.generation, rec.state)
             self._expire_if_lapsed(session_id, rec)
-            if rec.state is State.ACTIVE or (rec.state is not State.FAILED and not restart):
+            if turn is not None:
+                if rec.turn == turn and rec.state is not State.FAILED:
+                    return ClaimResult(False, rec.generation, rec.state)
+                if rec.state is State.ACTIVE:
+                    # The twin of claim.lua: a new turn ends the running one, then claims.
+                    self._finish(session_id, rec, State.CANCELLED, Reason.SUPERSEDED.value)
+                    self._signal(session_id, LostMsg(rec.generation, "stale"))
+            elif rec.state is State.ACTIVE or (rec.state is not State.FAILED and not restart):
                 return ClaimResult(False, rec.generation, rec.state)
             generation = max(rec.generation + 1, now)
             created = rec.created
@@ -211,6 +226,7 @@ class MemoryBackend(Backend):
             lease_until=time.monotonic() + self.settings.lease_ttl,
             token=token,
             metadata=metadata,
+            turn=turn,
         )
         self._touch(rec)
         self._records[session_id] = rec

@@ -176,7 +176,13 @@ class RedisBackend(Backend):
     # -- transitions -----------------------------------------------------------------------
 
     async def claim(
-        self, session_id: str, *, token: str, restart: bool, metadata: bytes | None
+        self,
+        session_id: str,
+        *,
+        token: str,
+        restart: bool,
+        metadata: bytes | None,
+        turn: str | None = None,
     ) -> ClaimResult:
         s = self.settings
         data_ch, ctl_ch = self.channels(session_id)
@@ -196,6 +202,7 @@ class RedisBackend(Backend):
                 self._exec.pub,
                 data_ch,
                 ctl_ch,
+                turn or "",
             ],
         )
         return ClaimResult(bool(int(r[0])), int(r[1]), State(as_str(r[2])))
