@@ -16,7 +16,7 @@ from anyio.abc import TaskGroup
 
 from ._adapt import as_backend, open_url
 from ._budget import detached
-from ._codec import HubClosingMsg, Message, ResyncMsg, dumps_json
+from ._codec import HubClosingMsg, Message, ResyncMsg, encode_metadata
 from ._config import Settings
 from ._errors import LimitExceeded, SessionNotFound, StreamClosed
 from ._fanin import Grant, SubProducer, join
@@ -28,7 +28,7 @@ from ._services import Services
 from ._session import Registration, Session, as_cursor
 from ._signals import chain_signals
 from ._steering import MessageReceipt, send_message
-from ._subscriber import Subscription, read_snapshot
+from ._subscriber import SubscriberSlots, Subscription, read_snapshot
 from ._telemetry import Telemetry
 from ._types import Cursor, SessionInfo, State, validate_session_id, validate_turn
 from ._writer import Writer
@@ -88,6 +88,8 @@ class StreamHub:
         self._parts: dict[str, set[SubProducer]] = {}  # fan-in producers joined here
         keeper_of = (self._producers, self._parts, self._finisher)
         self._leases = LeaseKeeper(self.backend, self.settings, self._telemetry, *keeper_of)
+        self._slots = SubscriberSlots(self.settings.max_subscribers, self._telemetry)
+        self._subscribers = self._slots.counts  # subscriptions per session, here
         self._services = Services(
             backend=self.backend,
             settings=self.settings,
@@ -96,11 +98,10 @@ class StreamHub:
             finisher=self._finisher,
             spawn=self.spawn,
             forget=self._forget,
-            subscriber_slot=self._subscriber_slot,
+            subscriber_slot=self._slots.hold,
             watch=self._leases.watch,
             unwatch=self._leases.unwatch,
         )
-        self._subscribers: dict[str, int] = {}
         # Subscriptions not yet collected: told when the hub shuts down, and closed at exit if
         # abandoned (a loop left with break).
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
@@ -283,11 +284,8 @@ class StreamHub:
         validate_session_id(session_id)
         self._require_running()
         validate_turn(turn)
-        blob = None
-        if metadata is not None:
-            blob = dumps_json(metadata, what="metadata")
-            if len(blob) > self.settings.max_metadata_bytes:
-                raise LimitExceeded("metadata is over max_metadata_bytes")
+        limit = self.settings.max_metadata_bytes
+        blob = None if metadata is None else encode_metadata(metadata, limit)
         claiming = self.backend.claim(
             session_id,
             token=uuid.uuid4().hex,
@@ -471,25 +469,6 @@ class StreamHub:
         queues = [p.pending_bytes for p in self._producers.values()]
         queues += [s.listener.held_bytes for s in list(self._subscriptions)]
         return held_bytes(queues, self.out_bytes)
-
-    @asynccontextmanager
-    async def _subscriber_slot(self, session_id: str) -> AsyncIterator[None]:
-        count = self._subscribers.get(session_id, 0)
-        if count >= self.settings.max_subscribers:
-            raise LimitExceeded(
-                f"session {session_id!r} already has {count} subscribers on this instance"
-            )
-        self._subscribers[session_id] = count + 1
-        self._telemetry.subscribers(1)
-        try:
-            yield
-        finally:
-            self._telemetry.subscribers(-1)
-            left = self._subscribers[session_id] - 1
-            if left:
-                self._subscribers[session_id] = left
-            else:
-                del self._subscribers[session_id]
 
     def _on_control(self, session_id: str, msg: Message) -> None:
         """A signal from the control bus: route it to the local producer of the session."""

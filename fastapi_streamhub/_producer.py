@@ -23,8 +23,8 @@ from ._codec import (
     Message,
     ResyncMsg,
     SteerMsg,
-    dumps_json,
     encode_chunk,
+    encode_metadata,
 )
 from ._ending import Exit, describe, final_state
 from ._errors import (
@@ -253,12 +253,7 @@ class Producer:
     async def set_metadata(self, value: Any) -> None:
         """Replace the session's metadata (any JSON value); subscribers receive it live."""
         self._check_open()
-        blob = dumps_json(value, what="metadata")
-        if len(blob) > self._settings.max_metadata_bytes:
-            raise LimitExceeded(
-                f"metadata of {len(blob)} bytes is over max_metadata_bytes "
-                f"({self._settings.max_metadata_bytes})"
-            )
+        blob = encode_metadata(value, self._settings.max_metadata_bytes)
         # Chunks queued before the metadata are written first, so order is kept.
         await self.flush()
         lost = await self._backend.set_metadata(self.session_id, self.generation, blob)
