@@ -12,6 +12,7 @@ under ``STREAMHUB_REQUIRE_TOOLS=1`` (CI), where a failed install fails the test.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import queue
@@ -38,8 +39,13 @@ def _unavailable(reason: str) -> NoReturn:
 
 
 def node_modules(directory: Path, package: str) -> Path:
-    """``directory/node_modules``, installed with ``npm ci`` when ``package`` is missing."""
-    if not (directory / "node_modules" / package / "package.json").exists():
+    """``directory/node_modules``, installed with ``npm ci`` when ``package`` is missing or the
+    committed ``package-lock.json`` changed since the last install (a stamp holds its hash)."""
+    lock = directory / "package-lock.json"
+    wanted = hashlib.sha256(lock.read_bytes()).hexdigest() if lock.exists() else ""
+    stamp = directory / "node_modules" / ".streamhub-lock-sha256"
+    installed = (directory / "node_modules" / package / "package.json").exists()
+    if not installed or not stamp.exists() or stamp.read_text() != wanted:
         npm = shutil.which("npm")
         if npm is None:
             _unavailable(f"npm is not installed; cannot install {package}")
@@ -55,6 +61,7 @@ def node_modules(directory: Path, package: str) -> Path:
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             output = getattr(exc, "stderr", b"") or b""
             _unavailable(f"could not install {package}: {exc}\n{output.decode()[-2000:]}")
+        stamp.write_text(wanted)
     return directory / "node_modules"
 
 
