@@ -1,10 +1,12 @@
 """The chat page in a real browser: Debian's Chromium, driven by ``tests/browser/chat.mjs``.
 
-Three scenarios, each asserting the exact final text against ``fake_answer``:
+The scenarios assert the exact final text against ``fake_answer``:
 
 - reload: the page is reloaded mid-stream and resumes from its stored cursor (the page follows
   the answer with the browser helper, ``/streams/~/streamhub.js``);
 - stop: the Stop button cancels the producer; the page shows a strict prefix;
+- history: the answers saved through ``on_finish`` (SQLite) are listed after each end and
+  after a server restart, the stopped one marked truncated;
 - reconnect: the producer runs on instance A, an EventSource follows on instance B, B is killed
   and started again on the same port; the browser reconnects by itself with Last-Event-ID.
 
@@ -66,7 +68,8 @@ def run_chat(
 
 @pytest.fixture
 def chat(tmp_path: Path) -> Iterator[AppProcess]:
-    app = AppProcess("examples.chat", tmp_path / "chat.log", env=chat_env(delay=DELAY))
+    env = {**chat_env(delay=DELAY), "CHAT_DB": str(tmp_path / "chat.db")}
+    app = AppProcess("examples.chat", tmp_path / "chat.log", env=env)
     try:
         yield app.start()
     finally:
@@ -157,6 +160,54 @@ def test_instruction_box_steers_the_answer(
     assert fake_answer(prompt).startswith(before) and after == fake_answer(instruction)
     assert chat.count("fake LLM steered") == 1
     assert result["pageErrors"] == [] and result["consoleErrors"] == []
+
+
+def test_history_lists_the_saved_answers_after_each_end_and_after_a_restart(
+    chat: AppProcess, playwright_core: Path, tmp_path: Path
+) -> None:
+    prompt, second_prompt = "What does the history keep?", "Will a stopped answer be kept?"
+    full = fake_answer(prompt)
+    restarts: list[float] = []
+
+    def restart(step: dict[str, Any]) -> str:
+        assert step["step"] == "restart"
+        started = time.monotonic()
+        chat.stop()  # SIGTERM: the memory store goes, the SQLite file stays
+        chat.start()  # same port
+        restarts.append(time.monotonic() - started)
+        return "restarted"
+
+    config = {
+        "base": chat.url,
+        "prompt": prompt,
+        "second_prompt": second_prompt,
+        "reload_after_chars": 150,
+        "stop_after_chars": 100,
+    }
+    result = run_chat("history", config, tmp_path / "node.log", on_step=restart)
+    first, second = result["first"], result["second"]
+    print(
+        "browser history:",
+        json.dumps({"restartSeconds": restarts, "saved": result["afterRestart"]}),
+    )
+    assert first["state"] == "done" and first["text"] == full
+    assert second["state"] == "cancelled"
+    stopped = second["text"]
+    assert len(stopped) >= 100 and fake_answer(second_prompt).startswith(stopped)
+    assert len(stopped) < len(fake_answer(second_prompt))
+    done_row = {"sessionId": first["stored"]["sessionId"], "meta": f"{prompt} — done", "text": full}
+    stopped_row = {
+        "sessionId": second["stored"]["sessionId"],
+        "meta": f"{second_prompt} — cancelled (truncated)",
+        "text": stopped,
+    }
+    # Saved before each "end" reached the page (finish_before_end), newest first, exactly
+    # what the page showed; the same after the restart (the rows come from SQLite).
+    assert first["saved"] == [done_row]
+    assert second["saved"] == [stopped_row, done_row]
+    assert result["afterRestart"] == [stopped_row, done_row]
+    assert chat.count("fake LLM started") == 2
+    assert result["pageErrors"] == []
 
 
 def test_eventsource_reconnects_by_itself_after_an_instance_restart(

@@ -29,20 +29,26 @@ turn; ``GET /api/chat/{chat_id}/status`` names the running generation. ``GET
 /api/history/{chat_id}`` lists the turns this instance answered (kept in memory: a real app
 saves them in its database).
 
+``GET /`` is the React front end in ``page/`` (``useChat({ resume: true })`` with the router's
+transport); ``GET /app.js`` its bundle, built with ``npm ci && npm run build`` in ``page/``.
+
 Run it with ``python -m examples.ai_sdk``; settings: ``REDIS_URL`` (``memory://``),
 ``HOST``/``PORT`` (127.0.0.1:8000), ``FAKE_LLM_DELAY`` (0.03 s per token), ``CORS_ORIGINS``
 (comma-separated origins allowed to call the API, such as a Next.js dev server on
-``http://localhost:3000``; none by default).
+``http://localhost:3000``; none by default), ``AI_SDK_PAGE_BUNDLE`` (the folder of the page's
+``app.js``, ``page/dist``).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Path
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from examples._common import SESSION_ID, add_healthz, fake_llm, serve
@@ -51,6 +57,11 @@ from fastapi_streamhub import Event, ResumableStreamingResponse, StreamHub, crea
 __all__ = ["HISTORY", "ChatRequest", "answer", "app", "history", "main", "prompt_of", "turn_of"]
 
 ChatId = Annotated[str, StringConstraints(pattern=SESSION_ID)]
+
+PAGE = FilePath(__file__).resolve().parent / "page"
+# The React page's bundle (`npm ci && npm run build` in page/ writes page/dist/app.js);
+# AI_SDK_PAGE_BUNDLE names another folder holding app.js (the tests build it there).
+BUNDLE = FilePath(os.environ.get("AI_SDK_PAGE_BUNDLE") or PAGE / "dist")
 
 hub = StreamHub.from_url(os.environ.get("REDIS_URL", "memory://"))
 app = FastAPI(title="streamhub AI SDK backend", lifespan=hub.lifespan)
@@ -154,6 +165,22 @@ async def chat(request: ChatRequest) -> ResumableStreamingResponse:
 @app.get("/api/history/{chat_id}", summary="The turns of a chat answered by this instance")
 async def history(chat_id: Annotated[str, Path(pattern=SESSION_ID)]) -> dict[str, Any]:
     return {"chat_id": chat_id, "turns": HISTORY.get(chat_id, [])}
+
+
+@app.get("/", include_in_schema=False)
+async def index() -> FileResponse:
+    return FileResponse(PAGE / "index.html", headers={"cache-control": "no-store"})
+
+
+@app.get("/app.js", include_in_schema=False)
+async def page_bundle() -> FileResponse:
+    bundle = BUNDLE / "app.js"
+    if not bundle.is_file():
+        raise HTTPException(
+            status_code=404,
+            detail="the page is not built: run `npm ci && npm run build` in examples/ai_sdk/page",
+        )
+    return FileResponse(bundle, media_type="text/javascript", headers={"cache-control": "no-cache"})
 
 
 def turn_of(request: ChatRequest) -> str:

@@ -3,8 +3,10 @@
 //   node chat.mjs <scenario> '<json config>'
 //
 // Scenarios: "reload" (reload the page mid-stream), "stop" (the Stop button), "steer" (the
-// "add instruction" box mid-stream), "reconnect" (the
-// browser's own EventSource reconnect after the serving instance restarts). Prints one line
+// "add instruction" box mid-stream), "history" (the answers saved through on_finish, listed
+// after each end and after a server restart), "reconnect" (the browser's own EventSource
+// reconnect after the serving instance restarts); "react_*" drive the React page of
+// examples/ai_sdk (useChat({ resume: true }) with the router's chat transport). Prints one line
 // "RESULT {json}" at the end. "reconnect" also prints "STEP {json}" when the test should
 // restart the instance, and waits for a line on stdin before going on. Any failure prints
 // "ERROR {json}" and exits with status 1. Assertions are left to tests/test_browser.py.
@@ -66,7 +68,171 @@ const ending = (after, started) => ({
   elapsedMs: Date.now() - started,
 });
 
+// The answers the chat page lists under "Saved answers" (GET /history), newest first.
+const savedAnswers = (page) => page.evaluate(() => [...document.querySelectorAll("#saved li")].map((li) => ({
+  sessionId: li.dataset.sessionId,
+  meta: li.querySelector(".meta").textContent,
+  text: li.querySelector(".text").textContent,
+})));
+
+const waitSaved = (page, n) => page.waitForFunction(
+  (n) => document.querySelectorAll("#saved li").length >= n, n, { timeout });
+
+// The React page of examples/ai_sdk: its messages as rendered, and useChat's status.
+const chatView = (page) => page.evaluate(() => ({
+  chatId: new URLSearchParams(location.search).get("chat"),
+  status: document.body.dataset.status ?? null,
+  messages: [...document.querySelectorAll("#messages li")].map((li) => ({
+    id: li.dataset.id, role: li.dataset.role, text: li.textContent, textParts: Number(li.dataset.textParts),
+  })),
+}));
+
+const lastAnswer = () => {
+  const items = [...document.querySelectorAll("#messages li")];
+  const last = items[items.length - 1];
+  return last && last.dataset.role === "assistant" ? last.textContent : "";
+};
+
+// Wait until the last message is the assistant's `full` answer and useChat is ready again.
+async function waitAnswered(page, full, what) {
+  try {
+    await page.waitForFunction((full) => {
+      const items = [...document.querySelectorAll("#messages li")];
+      const last = items[items.length - 1];
+      return document.body.dataset.status === "ready" && last?.dataset.role === "assistant"
+        && last.textContent === full;
+    }, full, { timeout });
+  } catch (err) {
+    throw new Error(`${what}: the answer did not end whole: ${JSON.stringify(await chatView(page))}\n${err}`);
+  }
+}
+
+async function askReact(page, prompt, minChars) {
+  await page.fill("#prompt", prompt);
+  await page.click("#send");
+  await page.waitForFunction((n) => {
+    const items = [...document.querySelectorAll("#messages li")];
+    const last = items[items.length - 1];
+    return last?.dataset.role === "assistant" && last.textContent.length >= n;
+  }, minChars, { timeout });
+}
+
+// The server's view of a chat (GET /api/chat/{id}/status), asked from the page.
+const serverStatus = (page, chatId) => page.evaluate(async (id) => {
+  const response = await fetch(`/api/chat/${encodeURIComponent(id)}/status`);
+  return response.status === 200 ? response.json() : { httpStatus: response.status };
+}, chatId);
+
+// Poll the server until the chat's state is `state`; how long it took, in ms.
+async function waitServerState(page, chatId, state) {
+  const started = Date.now();
+  for (;;) {
+    const status = await serverStatus(page, chatId);
+    if (status.state === state) return { elapsedMs: Date.now() - started, status };
+    if (Date.now() - started > timeout) throw new Error(`chat ${chatId} never reached ${state}: ${JSON.stringify(status)}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+// Stop through the page's Stop button (useChat's stop()); the server must say `cancelled`,
+// and its chunk count must stay put afterwards.
+async function stopReact(page, chatId) {
+  const before = await chatView(page);
+  await page.click("#stop");
+  const cancelled = await waitServerState(page, chatId, "cancelled");
+  await page.waitForSelector("body[data-status=ready]", { timeout });
+  await new Promise((r) => setTimeout(r, cfgSettle));
+  const later = await serverStatus(page, chatId);
+  return {
+    charsBeforeStop: before.messages.at(-1).text.length,
+    cancelMs: cancelled.elapsedMs,
+    chunksAtCancel: cancelled.status.chunks,
+    chunksLater: later.chunks,
+    stateLater: later.state,
+    stopped: await chatView(page),
+  };
+}
+const cfgSettle = config.settle_ms ?? 1000;
+
 const scenarios = {
+
+  // The chat example's saved answers: one answered whole (with a reload mid-answer), one
+  // stopped; both listed after each end, and again after the server restarts (STEP).
+  async history(page, cfg) {
+    await ask(page, cfg.base, cfg.prompt, cfg.reload_after_chars);
+    await page.reload();
+    await page.waitForSelector("body[data-state=done]", { timeout });
+    await waitSaved(page, 1);
+    const first = { ...(await answer(page)), saved: await savedAnswers(page) };
+    await ask(page, cfg.base, cfg.second_prompt, cfg.stop_after_chars);
+    await page.click("#stop");
+    await page.waitForSelector("body[data-state=cancelled]", { timeout });
+    await waitSaved(page, 2);
+    const second = { ...(await answer(page)), saved: await savedAnswers(page) };
+    emit("STEP", { step: "restart" });
+    const reply = await readLine(timeout);
+    if (reply !== "restarted") throw new Error(`unexpected answer on stdin: ${reply}`);
+    await page.reload();
+    await waitSaved(page, 2);
+    return { first, second, afterRestart: await savedAnswers(page) };
+  },
+
+  // useChat: ask, reload mid-answer (it resumes from the answer's start and replaces the
+  // stored part by id), then reload once more after the end (204: nothing to resume).
+  async react_reload(page, cfg) {
+    await page.goto(cfg.base + "/");
+    await askReact(page, cfg.prompt, cfg.reload_after_chars);
+    const before = await chatView(page);
+    await page.reload();
+    const restored = await chatView(page);
+    await waitAnswered(page, cfg.full, "after the reload");
+    const after = await chatView(page);
+    const resume = page.waitForResponse((r) => new URL(r.url()).pathname.endsWith("/stream"), { timeout });
+    await page.reload();
+    const resumeStatus = (await resume).status();
+    await page.waitForSelector("#messages li", { timeout });
+    await new Promise((r) => setTimeout(r, 300)); // a late duplicate would show by now
+    return { before, restored, after, resumeStatus, afterEnd: await chatView(page),
+      server: await serverStatus(page, after.chatId) };
+  },
+
+  // A second tab opens the chat's URL mid-answer: it joins the running answer.
+  async react_two_tabs(page, cfg) {
+    await page.goto(cfg.base + "/");
+    await askReact(page, cfg.prompt, cfg.join_after_chars);
+    const second = await page.context().newPage();
+    await second.goto(page.url());
+    await second.waitForFunction(() => document.querySelectorAll("#messages li").length >= 1, null, { timeout });
+    const joined = await chatView(second);
+    await waitAnswered(page, cfg.full, "first tab");
+    await waitAnswered(second, cfg.full, "second tab");
+    return { joined, first: await chatView(page), second: await chatView(second),
+      server: await serverStatus(page, joined.chatId) };
+  },
+
+  // Stop, then a new question in the same chat: it is answered; the stopped answer stays.
+  async react_stop_then_ask(page, cfg) {
+    await page.goto(cfg.base + "/");
+    await askReact(page, cfg.prompt, cfg.stop_after_chars);
+    const { chatId } = await chatView(page);
+    const stop = await stopReact(page, chatId);
+    await page.fill("#prompt", cfg.second_prompt);
+    await page.click("#send");
+    await waitAnswered(page, cfg.second_full, "the question after Stop");
+    return { ...stop, after: await chatView(page), server: await serverStatus(page, chatId) };
+  },
+
+  // A new question while an answer still runs: the server supersedes the running answer and
+  // answers the new question.
+  async react_supersede(page, cfg) {
+    await page.goto(cfg.base + "/");
+    await askReact(page, cfg.prompt, cfg.ask_after_chars);
+    const before = await chatView(page);
+    await page.fill("#prompt", cfg.second_prompt);
+    await page.click("#send");
+    await waitAnswered(page, cfg.second_full, "the second question");
+    return { before, after: await chatView(page), server: await serverStatus(page, before.chatId) };
+  },
   // Send, reload while the answer streams, wait for the end: the text must be whole.
   async reload(page, cfg) {
     const started = Date.now();
@@ -220,13 +386,16 @@ async function main() {
     // The browser helper module, as the page loaded it.
     const modules = [];
     page.on("response", (r) => {
-      if (new URL(r.url()).pathname === "/streams/~/streamhub.js") {
-        modules.push({ status: r.status(), contentType: r.headers()["content-type"] ?? null });
+      const entry = entries.get(r.request());
+      if (entry) entry.status = r.status();
+      const path = new URL(r.url()).pathname;
+      if (path === "/streams/~/streamhub.js" || path === "/api/chat/~/chat-transport.js") {
+        modules.push({ path, status: r.status(), contentType: r.headers()["content-type"] ?? null });
       }
     });
     page.on("request", (r) => {
       const u = new URL(r.url());
-      if (!/^\/(chat|streams)\//.test(u.pathname) || u.pathname.startsWith("/streams/~/")) return;
+      if (!/^\/(chat|streams|api\/chat)(\/|$)/.test(u.pathname) || u.pathname.includes("/~/")) return;
       // headers() are the ones the page set (EventSource adds Last-Event-ID itself);
       // allHeaders() adds the network stack's, but fails for a request that never connected.
       const entry = {
@@ -234,6 +403,7 @@ async function main() {
         path: u.pathname + u.search,
         lastEventId: r.headers()["last-event-id"] ?? null,
         failure: null,
+        status: null,
       };
       requests.push(entry);
       entries.set(r, entry);

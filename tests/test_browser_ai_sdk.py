@@ -1,0 +1,187 @@
+"""The AI SDK's ``useChat`` in a real browser: the React page of ``examples/ai_sdk``.
+
+``examples/ai_sdk/page`` is a React 19 page with ``@ai-sdk/react`` 4 ``useChat({ resume: true,
+transport })``, the transport being the router's (``/api/chat/~/chat-transport.js``, imported
+at run time, not bundled). The test session installs the page's npm packages (``npm ci``, its
+own ``package-lock.json``), bundles it with esbuild into a temporary folder, and the example
+(uvicorn) serves that bundle (``AI_SDK_PAGE_BUNDLE``). Debian's Chromium, driven by
+``tests/browser/chat.mjs`` (``react_*`` scenarios), then checks what a chat user expects:
+
+- reload mid-answer: the answer resumes and ends exact, one text part, no duplicate message;
+  a reload after the end finds nothing to resume (204) and shows the same messages;
+- a second tab opening the chat mid-answer joins it; both end with the whole answer;
+- Stop (``useChat``'s ``stop()``): the server says ``cancelled`` within a second and its
+  chunk count stops growing; a new question then gets its answer, the stopped one is kept;
+- a new question while an answer runs: the server supersedes the answer and answers it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.node import node_modules
+from test_browser import playwright_core, run_chat  # noqa: F401 (a fixture)
+from test_browser import pytestmark as browser_marks  # node and Chromium present
+from test_examples import ROOT, AppProcess, chat_env
+
+from examples.chat.app import fake_answer
+
+PAGE_DIR = ROOT / "examples" / "ai_sdk" / "page"
+DELAY = "0.03"  # seconds per token: about 6 s per answer, long enough to act mid-answer
+
+pytestmark = [*browser_marks, pytest.mark.usefixtures("playwright_core")]
+
+
+@pytest.fixture(scope="session")
+def page_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The React page bundled by esbuild (``npm run build``) into a temporary folder."""
+    node_modules(PAGE_DIR, "esbuild")
+    out = tmp_path_factory.mktemp("ai-sdk-page")
+    npm = shutil.which("npm")
+    assert npm is not None  # node_modules() skipped without it
+    # The page's own build script (esbuild), its output redirected: a later --outfile wins.
+    subprocess.run(
+        [npm, "run", "--silent", "build", "--", f"--outfile={out / 'app.js'}"],
+        cwd=PAGE_DIR,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return out
+
+
+@pytest.fixture
+def ai_sdk(tmp_path: Path, page_bundle: Path) -> Iterator[AppProcess]:
+    env = {**chat_env(delay=DELAY), "AI_SDK_PAGE_BUNDLE": str(page_bundle)}
+    app = AppProcess("examples.ai_sdk", tmp_path / "ai_sdk.log", env=env)
+    try:
+        yield app.start()
+    finally:
+        app.stop()
+
+
+def react(app: AppProcess, scenario: str, tmp_path: Path, **config: Any) -> dict[str, Any]:
+    result = run_chat(scenario, {"base": app.url, **config}, tmp_path / "node.log")
+    assert result["pageErrors"] == [], result["pageErrors"]
+    # Every page load imported the router's transport.
+    loads = [m["status"] for m in result["modules"] if "chat-transport" in m["path"]]
+    assert loads and all(s in (200, 304) for s in loads), result["modules"]
+    return result
+
+
+def answer_id(view: dict[str, Any], status: dict[str, Any]) -> str:
+    """The message id of the answer of the chat's current generation (``<chat id>-<gen>``)."""
+    return f"{view['chatId']}-{status['generation']}"
+
+
+def texts(view: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(m["role"], m["text"]) for m in view["messages"]]
+
+
+def test_reload_mid_answer_resumes_exactly(ai_sdk: AppProcess, tmp_path: Path) -> None:
+    prompt = f"Why does useChat survive a reload? {uuid.uuid4().hex[:6]}"
+    full = fake_answer(prompt)
+    result = react(
+        ai_sdk, "react_reload", tmp_path, prompt=prompt, full=full, reload_after_chars=150
+    )
+    before, restored, after = result["before"], result["restored"], result["after"]
+    print("react reload:", json.dumps({"charsBeforeReload": len(before["messages"][-1]["text"])}))
+    assert before["status"] == "streaming"
+    assert 150 <= len(before["messages"][-1]["text"]) < len(full)
+    # Right after the reload the page shows what it had stored: the question and a prefix.
+    assert texts(restored)[0] == ("user", prompt)
+    assert full.startswith(restored["messages"][-1]["text"])
+    # The resumed answer replaced the stored part of itself: one message, one text part.
+    assert texts(after) == [("user", prompt), ("assistant", full)]
+    assert after["messages"][1]["textParts"] == 1
+    assert after["messages"][1]["id"] == before["messages"][1]["id"]
+    assert result["resumeStatus"] == 204  # after the end: nothing to resume
+    assert result["afterEnd"]["messages"] == after["messages"]
+    assert result["server"]["state"] == "done"
+    assert after["messages"][1]["id"] == answer_id(after, result["server"])
+    assert ai_sdk.count("POST /api/chat ") == 1
+
+
+def test_a_second_tab_joins_the_running_answer(ai_sdk: AppProcess, tmp_path: Path) -> None:
+    prompt = f"Can a second tab follow the answer? {uuid.uuid4().hex[:6]}"
+    full = fake_answer(prompt)
+    result = react(
+        ai_sdk, "react_two_tabs", tmp_path, prompt=prompt, full=full, join_after_chars=100
+    )
+    expected = [("user", prompt), ("assistant", full)]
+    assert texts(result["first"]) == expected and texts(result["second"]) == expected
+    assert [m["id"] for m in result["first"]["messages"]] == [
+        m["id"] for m in result["second"]["messages"]
+    ]
+    assert result["second"]["messages"][1]["textParts"] == 1
+    assert result["server"]["state"] == "done"
+    assert result["second"]["messages"][1]["id"] == answer_id(result["second"], result["server"])
+
+
+def test_stop_stops_the_server_and_a_new_question_is_answered(
+    ai_sdk: AppProcess, tmp_path: Path
+) -> None:
+    prompt, second = "Can I stop an answer halfway?", "And what comes after a Stop?"
+    result = react(
+        ai_sdk,
+        "react_stop_then_ask",
+        tmp_path,
+        prompt=prompt,
+        second_prompt=second,
+        second_full=fake_answer(second),
+        stop_after_chars=100,
+    )
+    print(
+        "react stop:",
+        json.dumps({k: result[k] for k in ("cancelMs", "chunksAtCancel", "chunksLater")}),
+    )
+    assert result["cancelMs"] < 1000  # the server says cancelled within a second of Stop
+    assert result["chunksLater"] == result["chunksAtCancel"]  # and writes nothing after
+    assert result["stateLater"] == "cancelled"
+    stopped = result["stopped"]["messages"]
+    assert texts(result["stopped"])[0] == ("user", prompt)
+    text = stopped[1]["text"]
+    assert len(text) >= result["charsBeforeStop"] >= 100
+    assert fake_answer(prompt).startswith(text) and len(text) < len(fake_answer(prompt))
+    # The question after Stop got its answer; the stopped answer is kept as it was stopped.
+    assert texts(result["after"]) == [
+        ("user", prompt),
+        ("assistant", text),
+        ("user", second),
+        ("assistant", fake_answer(second)),
+    ]
+    # Two generations: the stopped one, then the new question's (the one the server runs now).
+    assert result["server"]["state"] == "done"
+    assert result["after"]["messages"][3]["id"] == answer_id(result["after"], result["server"])
+    assert stopped[1]["id"] != result["after"]["messages"][3]["id"]
+
+
+def test_a_new_question_while_an_answer_runs_is_answered(
+    ai_sdk: AppProcess, tmp_path: Path
+) -> None:
+    prompt, second = "Tell me a long story", "Actually, answer this instead"
+    result = react(
+        ai_sdk,
+        "react_supersede",
+        tmp_path,
+        prompt=prompt,
+        second_prompt=second,
+        second_full=fake_answer(second),
+        ask_after_chars=100,
+    )
+    after = texts(result["after"])
+    print("react supersede:", json.dumps(after)[:300])
+    # The superseded answer is kept as far as it got; the new question has its whole answer.
+    assert len(after) == 4 and after[0] == ("user", prompt) and after[1][0] == "assistant"
+    assert len(after[1][1]) >= 100 and fake_answer(prompt).startswith(after[1][1])
+    assert after[2:] == [("user", second), ("assistant", fake_answer(second))]
+    assert result["server"]["state"] == "done"
+    assert result["after"]["messages"][-1]["id"] == answer_id(result["after"], result["server"])
+    assert result["before"]["messages"][-1]["id"] != result["after"]["messages"][-1]["id"]
