@@ -13,6 +13,8 @@ own ``package-lock.json``), bundles it with esbuild into a temporary folder, and
 - Stop (``useChat``'s ``stop()``): the server says ``cancelled`` within a second and its
   chunk count stops growing; a new question then gets its answer, the stopped one is kept;
 - a new question while an answer runs: the server supersedes the answer and answers it.
+- conversations: a question asked in tab A shows in tab B (which follows the chat's turns with
+  ``streamhub.js`` beside ``useChat``) with its answer, live, across a reload of B.
 """
 
 from __future__ import annotations
@@ -185,3 +187,33 @@ def test_a_new_question_while_an_answer_runs_is_answered(
     assert result["server"]["state"] == "done"
     assert result["after"]["messages"][-1]["id"] == answer_id(result["after"], result["server"])
     assert result["before"]["messages"][-1]["id"] != result["after"]["messages"][-1]["id"]
+
+
+def test_a_second_tab_shows_a_turn_started_in_the_first(ai_sdk: AppProcess, tmp_path: Path) -> None:
+    prompt, second = "Where does a chat begin?", "And does the other tab see this?"
+    result = react(
+        ai_sdk,
+        "react_conversation",
+        tmp_path,
+        prompt=prompt,
+        full=fake_answer(prompt),
+        second_prompt=second,
+        second_full=fake_answer(second),
+        reload_after_chars=100,
+    )
+    assert result["otherErrors"] == []
+    assert texts(result["bBefore"]) == [("user", prompt), ("assistant", fake_answer(prompt))]
+    # Tab B showed tab A's new question and followed its answer live (then a reload).
+    assert texts(result["bMidTurn"])[:3] == [*texts(result["bBefore"]), ("user", second)]
+    assert fake_answer(second).startswith(result["bMidTurn"]["messages"][3]["text"])
+    expected = [
+        ("user", prompt),
+        ("assistant", fake_answer(prompt)),
+        ("user", second),
+        ("assistant", fake_answer(second)),
+    ]
+    assert texts(result["a"]) == expected and texts(result["b"]) == expected
+    # The same messages, ids included: B's copy of the question has A's message id.
+    assert result["a"]["messages"] == result["b"]["messages"]
+    assert result["b"]["messages"][3]["id"] == answer_id(result["b"], result["server"])
+    assert ai_sdk.count("POST /api/chat ") == 2  # tab B asked nothing itself

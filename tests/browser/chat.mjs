@@ -87,12 +87,6 @@ const chatView = (page) => page.evaluate(() => ({
   })),
 }));
 
-const lastAnswer = () => {
-  const items = [...document.querySelectorAll("#messages li")];
-  const last = items[items.length - 1];
-  return last && last.dataset.role === "assistant" ? last.textContent : "";
-};
-
 // Wait until the last message is the assistant's `full` answer and useChat is ready again.
 async function waitAnswered(page, full, what) {
   try {
@@ -155,6 +149,32 @@ async function stopReact(page, chatId) {
 const cfgSettle = config.settle_ms ?? 1000;
 
 const scenarios = {
+
+  // Conversations: tab B has the chat open when tab A asks a new question; B shows the
+  // question and follows its answer through useChat (reloaded mid-answer on the way).
+  async react_conversation(page, cfg) {
+    await page.goto(cfg.base + "/");
+    await askReact(page, cfg.prompt, 1);
+    await waitAnswered(page, cfg.full, "first turn in tab A");
+    const other = await page.context().newPage();
+    const otherErrors = [];
+    other.on("pageerror", (e) => otherErrors.push(String(e)));
+    await other.goto(page.url());
+    await other.waitForFunction(() => document.querySelectorAll("#messages li").length === 2, null, { timeout });
+    const bBefore = await chatView(other);
+    await askReact(page, cfg.second_prompt, 1);
+    // The new turn in tab B: its question, then its answer growing (the 4th message).
+    await other.waitForFunction((n) => {
+      const items = document.querySelectorAll("#messages li");
+      return items.length === 4 && items[3].textContent.length >= n;
+    }, cfg.reload_after_chars, { timeout });
+    const bMidTurn = await chatView(other);
+    await other.reload();
+    await waitAnswered(other, cfg.second_full, "second turn in tab B");
+    await waitAnswered(page, cfg.second_full, "second turn in tab A");
+    return { bBefore, bMidTurn, a: await chatView(page), b: await chatView(other), otherErrors,
+      server: await serverStatus(page, bBefore.chatId) };
+  },
 
   // The chat example's saved answers: one answered whole (with a reload mid-answer), one
   // stopped; both listed after each end, and again after the server restarts (STEP).

@@ -8,12 +8,19 @@
 //   a resumed answer replaces the stored part of itself, by message id, so nothing doubles.
 // - Stop is useChat's stop(): the transport also POSTs /api/chat/{id}/cancel, so the server
 //   stops generating. A question sent while an answer runs supersedes it on the server.
+// - Turns started in another tab: useChat only knows the requests it made itself, so the page
+//   also follows the chat's conversation (GET /api/chat/{id}?follow=conversation, through the
+//   router's streamhub.js) for one thing only: each turn's user message (the generation's
+//   metadata). A turn this tab did not send is added as a user message, and useChat resumes
+//   its answer (resumeStream(): the answer from its start, then live). The answers themselves
+//   always come through useChat, so the rendering and the message ids are the SDK's.
 
 import { useChat } from "@ai-sdk/react";
 import { DefaultChatTransport } from "ai";
-import { useEffect, useState } from "react";
+import { useEffect, useRef, useState } from "react";
 import { createRoot } from "react-dom/client";
 import { streamhubTransport } from "/api/chat/~/chat-transport.js";
+import { ResumableStream } from "/api/chat/~/streamhub.js";
 
 function newId() {
   if (crypto.randomUUID) return crypto.randomUUID(); // secure contexts only (https, localhost)
@@ -45,16 +52,76 @@ function storedMessages(id) {
 const CHAT_ID = chatIdFromUrl();
 const transport = streamhubTransport(new DefaultChatTransport({ api: "/api/chat" }));
 
+// The follower keeps no record across reloads: it starts at the current turn each time.
+function memoryStorage() {
+  const items = new Map();
+  return {
+    getItem: (key) => items.get(key) ?? null,
+    setItem: (key, value) => items.set(key, value),
+    removeItem: (key) => items.delete(key),
+  };
+}
+
+const TURN = "message:"; // the server's turn of a user message: "message:<message id>"
+
+// Follow the chat's turns; `onTurn({id, text})` for each turn's user message.
+function followTurns(onTurn) {
+  const follower = new ResumableStream({
+    prefix: "/api/chat",
+    conversation: true,
+    storage: memoryStorage(),
+    onMetadata: (meta) => {
+      const user = meta?.user;
+      if (typeof user?.id === "string" && user.id.startsWith(TURN) && typeof user.text === "string") {
+        onTurn({ id: user.id.slice(TURN.length), text: user.text });
+      }
+    },
+    onEnd: () => follower.close(), // the chat was deleted
+  });
+  follower.start(CHAT_ID);
+  return follower;
+}
+
 const textOf = (message) => message.parts.filter((p) => p.type === "text").map((p) => p.text).join("");
 
 function Chat() {
-  const { messages, sendMessage, status, stop, error } = useChat({
+  const { messages, sendMessage, setMessages, resumeStream, status, stop, error } = useChat({
     id: CHAT_ID,
     messages: storedMessages(CHAT_ID),
     resume: true,
     transport,
   });
   const [input, setInput] = useState("");
+  const [elsewhere, setElsewhere] = useState([]); // user turns sent from another tab, in order
+  const known = useRef(new Set()); // ids of the user messages this tab has or sent
+  for (const m of messages) if (m.role === "user") known.current.add(m.id);
+
+  // Follow the turns once the chat exists on the server (it has an answer, or a status).
+  const follower = useRef(null);
+  const hasAnswer = messages.some((m) => m.role === "assistant");
+  useEffect(() => {
+    const start = () => {
+      follower.current ??= followTurns((turn) => {
+        if (known.current.has(turn.id)) return;
+        known.current.add(turn.id);
+        setElsewhere((turns) => [...turns, turn]);
+      });
+    };
+    if (hasAnswer) start();
+    else fetch(`/api/chat/${encodeURIComponent(CHAT_ID)}/status`).then((r) => r.ok && start(), () => {});
+  }, [hasAnswer]);
+  useEffect(() => () => follower.current?.close(), []);
+
+  // A turn sent elsewhere: show its question, then resume its answer (once this tab is idle).
+  useEffect(() => {
+    if (status !== "ready" || elsewhere.length === 0) return;
+    const [turn, ...rest] = elsewhere;
+    setElsewhere(rest);
+    setMessages((current) => current.some((m) => m.id === turn.id)
+      ? current
+      : [...current, { id: turn.id, role: "user", parts: [{ type: "text", text: turn.text }] }]);
+    resumeStream();
+  }, [status, elsewhere]);
 
   useEffect(() => {
     localStorage.setItem(storageKey(CHAT_ID), JSON.stringify(messages));
@@ -69,8 +136,10 @@ function Chat() {
     const text = input.trim();
     if (!text) return;
     setInput("");
+    const id = newId();
+    known.current.add(id);
     // Sent even while an answer runs: the server cancels that answer and answers this one.
-    sendMessage({ text });
+    sendMessage({ id, role: "user", parts: [{ type: "text", text }] });
   };
 
   return (
