@@ -559,3 +559,24 @@ def test_adapter_example_streams_the_standin_answer(
     assert "get_weather" in tools, parts
     assert parts[-1]["type"] == "finish", parts
     assert f"answer {sid}/" in app.log() and " done: " in app.log()
+
+
+@pytest.mark.anyio
+async def test_ai_sdk_page_is_served_and_an_unbuilt_bundle_says_how_to_build_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import examples.ai_sdk.app as ai_sdk_app
+
+    monkeypatch.setattr(ai_sdk_app, "BUNDLE", tmp_path)  # an empty folder: not built
+    transport = httpx.ASGITransport(app=ai_sdk_app.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        page = await client.get("/")
+        missing = await client.get("/app.js")
+        (tmp_path / "app.js").write_text("export {};\n")
+        built = await client.get("/app.js")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<script type="module" src="/app.js">' in page.text
+    assert missing.status_code == 404
+    assert "npm ci && npm run build" in missing.json()["detail"]
+    assert built.status_code == 200 and built.text == "export {};\n"
+    assert built.headers["content-type"].startswith("text/javascript")
