@@ -5,8 +5,9 @@ The scenarios assert the exact final text against ``fake_answer``:
 - reload: the page is reloaded mid-stream and resumes from its stored cursor (the page follows
   the answer with the browser helper, ``/streams/~/streamhub.js``);
 - stop: the Stop button cancels the producer; the page shows a strict prefix;
-- history: the answers saved through ``on_finish`` (SQLite) are listed after each end and
-  after a server restart, the stopped one marked truncated;
+- history: an answer reloaded mid-stream, a stopped one and a question asked after the Stop;
+  the answers saved through ``on_finish`` (SQLite) are listed after each end and after a
+  server restart, the stopped one marked truncated;
 - reconnect: the producer runs on instance A, an EventSource follows on instance B, B is killed
   and started again on the same port; the browser reconnects by itself with Last-Event-ID.
 
@@ -165,8 +166,8 @@ def test_instruction_box_steers_the_answer(
 def test_history_lists_the_saved_answers_after_each_end_and_after_a_restart(
     chat: AppProcess, playwright_core: Path, tmp_path: Path
 ) -> None:
-    prompt, second_prompt = "What does the history keep?", "Will a stopped answer be kept?"
-    full = fake_answer(prompt)
+    prompts = ["What does the history keep?", "Will a stopped answer be kept?", "And after it?"]
+    full = [fake_answer(p) for p in prompts]
     restarts: list[float] = []
 
     def restart(step: dict[str, Any]) -> str:
@@ -179,34 +180,44 @@ def test_history_lists_the_saved_answers_after_each_end_and_after_a_restart(
 
     config = {
         "base": chat.url,
-        "prompt": prompt,
-        "second_prompt": second_prompt,
+        "prompt": prompts[0],
+        "second_prompt": prompts[1],
+        "third_prompt": prompts[2],
         "reload_after_chars": 150,
         "stop_after_chars": 100,
     }
     result = run_chat("history", config, tmp_path / "node.log", on_step=restart)
-    first, second = result["first"], result["second"]
-    print(
-        "browser history:",
-        json.dumps({"restartSeconds": restarts, "saved": result["afterRestart"]}),
-    )
-    assert first["state"] == "done" and first["text"] == full
+    first, second, third = result["first"], result["second"], result["third"]
+    print("browser history:", json.dumps({"restartSeconds": restarts}))
+    assert first["state"] == "done" and first["text"] == full[0]
     assert second["state"] == "cancelled"
     stopped = second["text"]
-    assert len(stopped) >= 100 and fake_answer(second_prompt).startswith(stopped)
-    assert len(stopped) < len(fake_answer(second_prompt))
-    done_row = {"sessionId": first["stored"]["sessionId"], "meta": f"{prompt} — done", "text": full}
-    stopped_row = {
-        "sessionId": second["stored"]["sessionId"],
-        "meta": f"{second_prompt} — cancelled (truncated)",
-        "text": stopped,
-    }
+    assert len(stopped) >= 100 and full[1].startswith(stopped) and len(stopped) < len(full[1])
+    assert third["state"] == "done" and third["text"] == full[2]
+    rows = [
+        {
+            "sessionId": first["stored"]["sessionId"],
+            "meta": f"{prompts[0]} — done",
+            "text": full[0],
+        },
+        {
+            "sessionId": second["stored"]["sessionId"],
+            "meta": f"{prompts[1]} — cancelled (truncated)",
+            "text": stopped,
+        },
+        {
+            "sessionId": third["stored"]["sessionId"],
+            "meta": f"{prompts[2]} — done",
+            "text": full[2],
+        },
+    ]
     # Saved before each "end" reached the page (finish_before_end), newest first, exactly
     # what the page showed; the same after the restart (the rows come from SQLite).
-    assert first["saved"] == [done_row]
-    assert second["saved"] == [stopped_row, done_row]
-    assert result["afterRestart"] == [stopped_row, done_row]
-    assert chat.count("fake LLM started") == 2
+    assert first["saved"] == rows[:1]
+    assert second["saved"] == rows[1::-1]
+    assert third["saved"] == rows[::-1]
+    assert result["afterRestart"] == rows[::-1]
+    assert chat.count("fake LLM started") == 3
     assert result["pageErrors"] == []
 
 

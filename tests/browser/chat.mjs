@@ -177,7 +177,8 @@ const scenarios = {
   },
 
   // The chat example's saved answers: one answered whole (with a reload mid-answer), one
-  // stopped; both listed after each end, and again after the server restarts (STEP).
+  // stopped, one asked after the Stop; listed after each end, and again after the server
+  // restarts (STEP).
   async history(page, cfg) {
     await ask(page, cfg.base, cfg.prompt, cfg.reload_after_chars);
     await page.reload();
@@ -189,12 +190,16 @@ const scenarios = {
     await page.waitForSelector("body[data-state=cancelled]", { timeout });
     await waitSaved(page, 2);
     const second = { ...(await answer(page)), saved: await savedAnswers(page) };
+    await ask(page, cfg.base, cfg.third_prompt, 1); // asked again after Stop
+    await page.waitForSelector("body[data-state=done]", { timeout });
+    await waitSaved(page, 3);
+    const third = { ...(await answer(page)), saved: await savedAnswers(page) };
     emit("STEP", { step: "restart" });
     const reply = await readLine(timeout);
     if (reply !== "restarted") throw new Error(`unexpected answer on stdin: ${reply}`);
     await page.reload();
-    await waitSaved(page, 2);
-    return { first, second, afterRestart: await savedAnswers(page) };
+    await waitSaved(page, 3);
+    return { first, second, third, afterRestart: await savedAnswers(page) };
   },
 
   // useChat: ask, reload mid-answer (it resumes from the answer's start and replaces the
@@ -204,6 +209,7 @@ const scenarios = {
     await askReact(page, cfg.prompt, cfg.reload_after_chars);
     const before = await chatView(page);
     await page.reload();
+    await page.waitForSelector("#messages li", { timeout }); // React's first render
     const restored = await chatView(page);
     await waitAnswered(page, cfg.full, "after the reload");
     const after = await chatView(page);
