@@ -15,6 +15,8 @@ own ``package-lock.json``), bundles it with esbuild into a temporary folder, and
 - a new question while an answer runs: the server supersedes the answer and answers it.
 - conversations: a question asked in tab A shows in tab B (which follows the chat's turns with
   ``streamhub.js`` beside ``useChat``) with its answer, live, across a reload of B.
+- other devices (browser contexts of their own): one opening the chat mid-answer shows the
+  turn in order and the next turn too; one opening it after the end shows the last turn.
 """
 
 from __future__ import annotations
@@ -78,6 +80,23 @@ def react(app: AppProcess, scenario: str, tmp_path: Path, **config: Any) -> dict
     return result
 
 
+def two_turns(
+    app: AppProcess, scenario: str, tmp_path: Path, prompt: str, second: str, **config: Any
+) -> dict[str, Any]:
+    """A scenario of two questions, with the whole answer expected to each."""
+    full, second_full = fake_answer(prompt), fake_answer(second)
+    return react(
+        app,
+        scenario,
+        tmp_path,
+        prompt=prompt,
+        full=full,
+        second_prompt=second,
+        second_full=second_full,
+        **config,
+    )
+
+
 def answer_id(view: dict[str, Any], status: dict[str, Any]) -> str:
     """The message id of the answer of the chat's current generation (``<chat id>-<gen>``)."""
     return f"{view['chatId']}-{status['generation']}"
@@ -131,14 +150,8 @@ def test_stop_stops_the_server_and_a_new_question_is_answered(
     ai_sdk: AppProcess, tmp_path: Path
 ) -> None:
     prompt, second = "Can I stop an answer halfway?", "And what comes after a Stop?"
-    result = react(
-        ai_sdk,
-        "react_stop_then_ask",
-        tmp_path,
-        prompt=prompt,
-        second_prompt=second,
-        second_full=fake_answer(second),
-        stop_after_chars=100,
+    result = two_turns(
+        ai_sdk, "react_stop_then_ask", tmp_path, prompt, second, stop_after_chars=100
     )
     print(
         "react stop:",
@@ -169,15 +182,7 @@ def test_a_new_question_while_an_answer_runs_is_answered(
     ai_sdk: AppProcess, tmp_path: Path
 ) -> None:
     prompt, second = "Tell me a long story", "Actually, answer this instead"
-    result = react(
-        ai_sdk,
-        "react_supersede",
-        tmp_path,
-        prompt=prompt,
-        second_prompt=second,
-        second_full=fake_answer(second),
-        ask_after_chars=100,
-    )
+    result = two_turns(ai_sdk, "react_supersede", tmp_path, prompt, second, ask_after_chars=100)
     after = texts(result["after"])
     print("react supersede:", json.dumps(after)[:300])
     # The superseded answer is kept as far as it got; the new question has its whole answer.
@@ -191,15 +196,8 @@ def test_a_new_question_while_an_answer_runs_is_answered(
 
 def test_a_second_tab_shows_a_turn_started_in_the_first(ai_sdk: AppProcess, tmp_path: Path) -> None:
     prompt, second = "Where does a chat begin?", "And does the other tab see this?"
-    result = react(
-        ai_sdk,
-        "react_conversation",
-        tmp_path,
-        prompt=prompt,
-        full=fake_answer(prompt),
-        second_prompt=second,
-        second_full=fake_answer(second),
-        reload_after_chars=100,
+    result = two_turns(
+        ai_sdk, "react_conversation", tmp_path, prompt, second, reload_after_chars=100
     )
     assert result["otherErrors"] == []
     assert texts(result["bBefore"]) == [("user", prompt), ("assistant", fake_answer(prompt))]
@@ -217,3 +215,21 @@ def test_a_second_tab_shows_a_turn_started_in_the_first(ai_sdk: AppProcess, tmp_
     assert result["a"]["messages"] == result["b"]["messages"]
     assert result["b"]["messages"][3]["id"] == answer_id(result["b"], result["server"])
     assert ai_sdk.count("POST /api/chat ") == 2  # tab B asked nothing itself
+
+
+def test_other_devices_show_the_running_turn_and_the_next(
+    ai_sdk: AppProcess, tmp_path: Path
+) -> None:
+    prompt, second = "Can my phone follow this chat?", "And the next question too?"
+    result = two_turns(ai_sdk, "react_other_device", tmp_path, prompt, second, join_after_chars=100)
+    assert result["otherErrors"] == []
+    first_turn = [("user", prompt), ("assistant", fake_answer(prompt))]
+    # B joined mid-answer: the answer through useChat's resume, the question (from the
+    # conversation's metadata) put before it.
+    assert texts(result["bFirst"]) == first_turn
+    assert texts(result["b"]) == [*first_turn, ("user", second), ("assistant", fake_answer(second))]
+    assert result["b"]["messages"] == result["a"]["messages"]  # the same ids
+    # C came after the end: the last turn, its answer from the follower (nothing to resume).
+    assert result["c"]["messages"] == result["a"]["messages"][2:]
+    assert result["c"]["messages"][1]["id"] == answer_id(result["c"], result["server"])
+    assert ai_sdk.count("POST /api/chat ") == 2  # B and C asked nothing

@@ -150,6 +150,32 @@ const cfgSettle = config.settle_ms ?? 1000;
 
 const scenarios = {
 
+  // Another device (a browser context of its own: no shared localStorage) opens the chat
+  // mid-answer: it shows the running turn, question first, and the next turn asked on A; a
+  // third device opening it after the end shows the last turn (taken from the follower).
+  async react_other_device(page, cfg) {
+    await page.goto(cfg.base + "/");
+    await askReact(page, cfg.prompt, cfg.join_after_chars);
+    const device = async () => {
+      const other = await (await page.context().browser().newContext()).newPage();
+      other.on("pageerror", (e) => otherErrors.push(String(e)));
+      await other.goto(page.url());
+      return other;
+    };
+    const otherErrors = [];
+    const b = await device();
+    await waitAnswered(b, cfg.full, "the first turn on device B");
+    await waitAnswered(page, cfg.full, "the first turn on A");
+    const bFirst = await chatView(b);
+    await askReact(page, cfg.second_prompt, 1);
+    await waitAnswered(page, cfg.second_full, "the second turn on A");
+    await waitAnswered(b, cfg.second_full, "the second turn on device B");
+    const c = await device();
+    await waitAnswered(c, cfg.second_full, "the last turn on device C");
+    return { bFirst, a: await chatView(page), b: await chatView(b), c: await chatView(c), otherErrors,
+      server: await serverStatus(page, bFirst.chatId) };
+  },
+
   // Conversations: tab B has the chat open when tab A asks a new question; B shows the
   // question and follows its answer through useChat (reloaded mid-answer on the way).
   async react_conversation(page, cfg) {

@@ -11,9 +11,13 @@
 // - Turns started in another tab: useChat only knows the requests it made itself, so the page
 //   also follows the chat's conversation (GET /api/chat/{id}?follow=conversation, through the
 //   router's streamhub.js) for one thing only: each turn's user message (the generation's
-//   metadata). A turn this tab did not send is added as a user message, and useChat resumes
-//   its answer (resumeStream(): the answer from its start, then live). The answers themselves
-//   always come through useChat, so the rendering and the message ids are the SDK's.
+//   metadata). A turn this tab did not send is added as a user message (before its answer if
+//   this tab has it already: a device that joined mid-answer), and useChat resumes its answer
+//   (resumeStream(): the answer from its start, then live), so answers render through the SDK
+//   with its message ids. Only an answer that had ended before the resume (204: a device that
+//   opened the chat after the turn) is taken from the follower's text (text parts only).
+//   Earlier turns are not replayed (the server keeps the current turn): a device without them
+//   loads them from the app's history.
 
 import { useChat } from "@ai-sdk/react";
 import { DefaultChatTransport } from "ai";
@@ -64,18 +68,29 @@ function memoryStorage() {
 
 const TURN = "message:"; // the server's turn of a user message: "message:<message id>"
 
-// Follow the chat's turns; `onTurn({id, text})` for each turn's user message.
+// Follow the chat's turns: `onTurn(turn)` once a turn's user message is known, with
+// turn = {id, text, generation, answer, ended}: `answer` is the turn's answer text as the
+// follower saw it, `ended` a promise settled at the turn's end.
 function followTurns(onTurn) {
+  let turn = null;
   const follower = new ResumableStream({
     prefix: "/api/chat",
     conversation: true,
     storage: memoryStorage(),
+    onGeneration: ({ generation }) => {
+      let end;
+      turn = { generation, answer: "", ended: new Promise((resolve) => { end = resolve; }), end };
+    },
     onMetadata: (meta) => {
       const user = meta?.user;
-      if (typeof user?.id === "string" && user.id.startsWith(TURN) && typeof user.text === "string") {
-        onTurn({ id: user.id.slice(TURN.length), text: user.text });
+      if (turn && !turn.id && typeof user?.id === "string" && user.id.startsWith(TURN) && typeof user.text === "string") {
+        turn.id = user.id.slice(TURN.length);
+        turn.text = user.text;
+        onTurn(turn);
       }
     },
+    onText: (text) => { if (turn) turn.answer = text; },
+    onGenerationEnd: () => turn?.end(),
     onEnd: () => follower.close(), // the chat was deleted
   });
   follower.start(CHAT_ID);
@@ -112,15 +127,27 @@ function Chat() {
   }, [hasAnswer]);
   useEffect(() => () => follower.current?.close(), []);
 
-  // A turn sent elsewhere: show its question, then resume its answer (once this tab is idle).
+  // A turn sent elsewhere: show its question (before its answer, when this tab already has
+  // that: the server's answer ids are "<chat id>-<generation>"), and resume the answer
+  // through useChat once this tab is idle. An answer that had ended before the resume (204)
+  // is taken from the follower's text.
   useEffect(() => {
     if (status !== "ready" || elsewhere.length === 0) return;
     const [turn, ...rest] = elsewhere;
     setElsewhere(rest);
-    setMessages((current) => current.some((m) => m.id === turn.id)
+    const answerId = `${CHAT_ID}-${turn.generation}`;
+    const user = { id: turn.id, role: "user", parts: [{ type: "text", text: turn.text }] };
+    let answered = false;
+    setMessages((current) => {
+      answered = current.some((m) => m.id === answerId);
+      if (current.some((m) => m.id === turn.id)) return current;
+      const at = current.findIndex((m) => m.id === answerId);
+      return at === -1 ? [...current, user] : [...current.slice(0, at), user, ...current.slice(at)];
+    });
+    if (answered) return;
+    resumeStream().then(() => turn.ended).then(() => setMessages((current) => current.some((m) => m.id === answerId)
       ? current
-      : [...current, { id: turn.id, role: "user", parts: [{ type: "text", text: turn.text }] }]);
-    resumeStream();
+      : [...current, { id: answerId, role: "assistant", parts: [{ type: "text", text: turn.answer }] }]));
   }, [status, elsewhere]);
 
   useEffect(() => {
