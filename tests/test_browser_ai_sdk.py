@@ -122,6 +122,7 @@ def test_reload_mid_answer_resumes_exactly(ai_sdk: AppProcess, tmp_path: Path) -
     # The resumed answer replaced the stored part of itself: one message, one text part.
     assert texts(after) == [("user", prompt), ("assistant", full)]
     assert after["messages"][1]["textParts"] == 1
+    assert not any(m["stopped"] for m in after["messages"])
     assert after["messages"][1]["id"] == before["messages"][1]["id"]
     assert result["resumeStatus"] == 204  # after the end: nothing to resume
     assert result["afterEnd"]["messages"] == after["messages"]
@@ -176,6 +177,16 @@ def test_stop_stops_the_server_and_a_new_question_is_answered(
     assert result["server"]["state"] == "done"
     assert result["after"]["messages"][3]["id"] == answer_id(result["after"], result["server"])
     assert stopped[1]["id"] != result["after"]["messages"][3]["id"]
+    # Marked stopped (no finish part): in this tab, and in the second tab that followed it,
+    # which got what the server wrote before the cancel and the abort part.
+    assert [m["stopped"] for m in result["after"]["messages"]] == [False, True, False, False]
+    other = result["otherStopped"]["messages"]
+    assert [(m["role"], m["stopped"]) for m in other] == [("user", False), ("assistant", True)]
+    assert other[1]["text"].startswith(text) and fake_answer(prompt).startswith(other[1]["text"])
+    # The second tab showed the question after Stop and its answer too, with the same ids.
+    other_after = result["otherAfter"]["messages"]
+    assert [m["id"] for m in other_after] == [m["id"] for m in result["after"]["messages"]]
+    assert other_after[2:] == result["after"]["messages"][2:]
 
 
 def test_a_new_question_while_an_answer_runs_is_answered(
@@ -189,6 +200,7 @@ def test_a_new_question_while_an_answer_runs_is_answered(
     assert len(after) == 4 and after[0] == ("user", prompt) and after[1][0] == "assistant"
     assert len(after[1][1]) >= 100 and fake_answer(prompt).startswith(after[1][1])
     assert after[2:] == [("user", second), ("assistant", fake_answer(second))]
+    assert [m["stopped"] for m in result["after"]["messages"]] == [False, True, False, False]
     assert result["server"]["state"] == "done"
     assert result["after"]["messages"][-1]["id"] == answer_id(result["after"], result["server"])
     assert result["before"]["messages"][-1]["id"] != result["after"]["messages"][-1]["id"]

@@ -84,6 +84,7 @@ const chatView = (page) => page.evaluate(() => ({
   status: document.body.dataset.status ?? null,
   messages: [...document.querySelectorAll("#messages li")].map((li) => ({
     id: li.dataset.id, role: li.dataset.role, text: li.textContent, textParts: Number(li.dataset.textParts),
+    stopped: li.dataset.stopped === "true",
   })),
 }));
 
@@ -263,15 +264,25 @@ const scenarios = {
   },
 
   // Stop, then a new question in the same chat: it is answered; the stopped answer stays.
+  // A second tab follows the answer: Stop in the first tab shows there as stopped too, and the
+  // next question reaches it as well.
   async react_stop_then_ask(page, cfg) {
     await page.goto(cfg.base + "/");
     await askReact(page, cfg.prompt, cfg.stop_after_chars);
     const { chatId } = await chatView(page);
+    const other = await page.context().newPage();
+    await other.goto(page.url());
+    await other.waitForFunction(() => document.querySelector("#messages li[data-role=assistant]")?.textContent.length > 0,
+      null, { timeout });
     const stop = await stopReact(page, chatId);
+    await other.waitForSelector("#messages li[data-role=assistant][data-stopped]", { timeout });
+    const otherStopped = await chatView(other);
     await page.fill("#prompt", cfg.second_prompt);
     await page.click("#send");
     await waitAnswered(page, cfg.second_full, "the question after Stop");
-    return { ...stop, after: await chatView(page), server: await serverStatus(page, chatId) };
+    await waitAnswered(other, cfg.second_full, "the question after Stop, in the second tab");
+    return { ...stop, otherStopped, after: await chatView(page), otherAfter: await chatView(other),
+      server: await serverStatus(page, chatId) };
   },
 
   // A new question while an answer still runs: the server supersedes the running answer and

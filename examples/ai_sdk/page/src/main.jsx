@@ -7,7 +7,8 @@
 // - The messages are kept in localStorage per chat (a real app loads them from its database):
 //   a resumed answer replaces the stored part of itself, by message id, so nothing doubles.
 // - Stop is useChat's stop(): the transport also POSTs /api/chat/{id}/cancel, so the server
-//   stops generating. A question sent while an answer runs supersedes it on the server.
+//   stops generating. A question sent while an answer runs supersedes it on the server. A
+//   stopped answer (no finish part) is marked in its message metadata ({stopped: true}).
 // - Turns started in another tab: useChat only knows the requests it made itself, so the page
 //   also follows the chat's conversation (GET /api/chat/{id}?follow=conversation, through the
 //   router's streamhub.js) for one thing only: each turn's user message (the generation's
@@ -100,12 +101,23 @@ function followTurns(onTurn) {
 const textOf = (message) => message.parts.filter((p) => p.type === "text").map((p) => p.text).join("");
 
 function Chat() {
+  const markStopped = useRef(null);
   const { messages, sendMessage, setMessages, resumeStream, status, stop, error } = useChat({
     id: CHAT_ID,
     messages: storedMessages(CHAT_ID),
     resume: true,
     transport,
+    // An answer that ended without a finish part was stopped: by this tab's Stop (isAbort), or
+    // on the server (another tab's Stop, a newer question: the stream ends with an abort part).
+    onFinish: ({ message, isAbort, isError, isDisconnect, finishReason }) => {
+      if (message.role === "assistant" && !isError && !isDisconnect && (isAbort || finishReason == null)) {
+        markStopped.current?.(message.id);
+      }
+    },
   });
+  markStopped.current = (id) => setMessages((current) => current.map((m) => m.id === id
+    ? { ...m, metadata: { ...(m.metadata ?? {}), stopped: true } }
+    : m));
   const [input, setInput] = useState("");
   const [elsewhere, setElsewhere] = useState([]); // user turns sent from another tab, in order
   const known = useRef(new Set()); // ids of the user messages this tab has or sent
@@ -173,7 +185,8 @@ function Chat() {
     <>
       <ol id="messages">
         {messages.map((m) => (
-          <li key={m.id} data-id={m.id} data-role={m.role} data-text-parts={m.parts.filter((p) => p.type === "text").length}>
+          <li key={m.id} data-id={m.id} data-role={m.role} data-stopped={m.metadata?.stopped ? "true" : undefined}
+            data-text-parts={m.parts.filter((p) => p.type === "text").length}>
             {textOf(m)}
           </li>
         ))}
