@@ -20,6 +20,7 @@ from .._config import Settings
 from .._errors import BackendUnavailable
 from .._fanout import Listener
 from .._types import Chunk, End, SessionInfo, State
+from ._ds import DsAppend, DsAppended, DsSpec, DsStream
 
 __all__ = [
     "PART_REFUSALS",
@@ -305,3 +306,33 @@ class Backend(abc.ABC):
         stores ``failed`` rather than ``done`` or ``cancelled``.
         """
         raise NotImplementedError(f"{type(self).__name__} does not support fan-in")
+
+    # -- Durable Streams (streams with no producer and no lease): optional -------------------
+    #
+    # A stream's keys are its own (never a session's): claim, expire, cancel and the lease
+    # keeper never see them. A create on an id a session holds answers a conflict. Live
+    # readers use ``listen``: every append or close publishes ``StoredMsg(0, tail)`` on the
+    # stream id's channel, a delete ``DeletedMsg``.
+
+    async def ds_create(
+        self, stream_id: str, spec: DsSpec, data: bytes
+    ) -> tuple[bool | None, DsStream]:
+        """Create a stream holding ``data``, atomically: ``(True, record)``; ``(False, record)``
+        when it exists with an equal spec (nothing changes); ``(None, record)`` otherwise."""
+        raise NotImplementedError(f"{type(self).__name__} does not support Durable Streams")
+
+    async def ds_append(self, stream_id: str, append: DsAppend) -> DsAppended:
+        """Check and apply one append atomically: producer, closed, content type, Stream-Seq
+        (see :class:`DsOutcome` for the order), then the data, the close, the expiry window."""
+        raise NotImplementedError(f"{type(self).__name__} does not support Durable Streams")
+
+    async def ds_read(
+        self, stream_id: str, offset: int, limit: int, *, touch: bool
+    ) -> tuple[DsStream, bytes] | None:
+        """The record and up to ``limit`` bytes from ``offset``; ``touch`` restarts the expiry
+        window in the same step. None when the stream does not exist (or expired)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support Durable Streams")
+
+    async def ds_delete(self, stream_id: str) -> bool:
+        """Remove a stream and tell its live readers; False when it did not exist."""
+        raise NotImplementedError(f"{type(self).__name__} does not support Durable Streams")

@@ -31,6 +31,8 @@ from .._config import Settings
 from .._fanout import Fanout, Listener
 from .._types import Chunk, Cursor, End, SessionInfo, State
 from ._compact import PackedLog
+from ._ds import DsAppend, DsAppended, DsSpec, DsStream
+from ._ds_memory import MemoryDurable
 from ._fanin_memory import MemoryFanIn, Part
 from .base import (
     Append,
@@ -107,6 +109,9 @@ class MemoryBackend(Backend):
         self._fanout = Fanout()
         self._controls: list[ControlHandler] = []
         self._fanin = MemoryFanIn(self._active, self._append)
+        self._durable = MemoryDurable(
+            self._publish, lambda: self.settings.retention, lambda sid: self._get(sid) is not None
+        )
         self.settings = Settings()
 
     async def start(
@@ -430,3 +435,21 @@ class MemoryBackend(Backend):
             yield
         finally:
             self._fanout.remove(key, listener)
+
+    # -- Durable Streams ---------------------------------------------------------------------
+
+    async def ds_create(
+        self, stream_id: str, spec: DsSpec, data: bytes
+    ) -> tuple[bool | None, DsStream]:
+        return self._durable.create(stream_id, spec, data)
+
+    async def ds_append(self, stream_id: str, append: DsAppend) -> DsAppended:
+        return self._durable.append(stream_id, append)
+
+    async def ds_read(
+        self, stream_id: str, offset: int, limit: int, *, touch: bool
+    ) -> tuple[DsStream, bytes] | None:
+        return self._durable.read(stream_id, offset, limit, touch)
+
+    async def ds_delete(self, stream_id: str) -> bool:
+        return self._durable.delete(stream_id)

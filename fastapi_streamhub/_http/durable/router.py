@@ -1,0 +1,448 @@
+"""``create_durable_streams_router``: the Durable Streams protocol over the hub's backend.
+
+One catch-all route per stream URL parses each request by hand, so that every refusal is the
+protocol's status (400, not FastAPI's 422) and every answer, errors included, carries the
+browser security headers and exact content types.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.params import Depends as DependsParam
+from starlette.responses import Response, StreamingResponse
+
+from ..._errors import BackendUnavailable
+from ..._types import SESSION_ID_RULE, validate_session_id
+from ...backends._ds import DsAppend, DsOutcome, DsSpec, DsStream
+from ...backends.base import Backend
+from ..deps import get_hub_from
+from ..errors import UNAVAILABLE, Authorize, authorize_or_raise
+from .protocol import (
+    ProtocolError,
+    etag,
+    format_offset,
+    is_binary,
+    is_json,
+    join_json,
+    json_messages,
+    normalize_type,
+    parse_closed,
+    parse_expires_at,
+    parse_offset,
+    parse_producer,
+    parse_ttl,
+    stream_cursor,
+)
+from .reads import Change, Page, read_page, sse_body
+
+__all__ = ["create_durable_streams_router"]
+
+_METHODS = ["GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS"]
+_EXPOSED = (
+    "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Stream-TTL, "
+    "Stream-Expires-At, ETag, Location, Content-Type, Producer-Epoch, Producer-Seq, "
+    "Producer-Expected-Seq, Producer-Received-Seq, stream-sse-data-encoding"
+)
+_ALLOWED_HEADERS = (
+    "Content-Type, Authorization, If-None-Match, Stream-TTL, Stream-Expires-At, Stream-Seq, "
+    "Stream-Closed, Producer-Id, Producer-Epoch, Producer-Seq, Stream-Forked-From, "
+    "Stream-Fork-Offset, Stream-Fork-Sub-Offset"
+)
+
+
+class _Answer(Exception):
+    """A finished response raised from deep in a handler (a refusal)."""
+
+    def __init__(self, status: int, detail: str = "", headers: Mapping[str, str] | None = None):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = dict(headers or {})
+
+
+class DurableStreams:
+    """The endpoint of every stream URL under one router's prefix."""
+
+    def __init__(
+        self,
+        *,
+        authorize: Authorize | None,
+        long_poll_timeout: float,
+        sse_reconnect_after: float,
+        max_append_bytes: int,
+        max_read_bytes: int,
+        cache_control: str,
+        allow_origin: str,
+    ) -> None:
+        self.authorize = authorize
+        self.long_poll_timeout = long_poll_timeout
+        self.sse_reconnect_after = sse_reconnect_after
+        self.max_append_bytes = max_append_bytes
+        self.max_read_bytes = max_read_bytes
+        self.cache_control = cache_control
+        self.common = {
+            "X-Content-Type-Options": "nosniff",
+            "Cross-Origin-Resource-Policy": "cross-origin",
+            "Access-Control-Allow-Origin": allow_origin,
+            "Access-Control-Expose-Headers": _EXPOSED,
+        }
+
+    def _response(
+        self, status: int, body: bytes = b"", headers: Mapping[str, str] | None = None
+    ) -> Response:
+        return Response(body, status_code=status, headers={**self.common, **(headers or {})})
+
+    def _error(
+        self, status: int, detail: str, headers: Mapping[str, str] | None = None
+    ) -> Response:
+        body = detail.encode() if status not in (204, 304) and detail else b""
+        extra = {"Content-Type": "text/plain"} if body else {}
+        return self._response(status, body, {**extra, **(headers or {})})
+
+    async def __call__(self, request: Request, name: str) -> Response:
+        """Answer one request on the stream ``name``."""
+        method = request.method
+        if method == "OPTIONS":
+            return self._response(
+                204,
+                headers={
+                    "Access-Control-Allow-Methods": ", ".join(_METHODS),
+                    "Access-Control-Allow-Headers": _ALLOWED_HEADERS,
+                    "Access-Control-Max-Age": "86400",
+                },
+            )
+        try:
+            stream_id = _stream_id(name)
+            backend = get_hub_from(request).backend
+            action = {"GET": "read", "HEAD": "head", "PUT": "create", "POST": "append"}.get(
+                method, "delete"
+            )
+            if self.authorize is not None:
+                await authorize_or_raise(self.authorize, request, stream_id, action)
+            if method == "PUT":
+                return await self._create(request, backend, stream_id)
+            if method == "POST":
+                return await self._append(request, backend, stream_id)
+            if method == "DELETE":
+                deleted = await backend.ds_delete(stream_id)
+                return self._response(204) if deleted else self._error(404, "stream not found")
+            if method == "HEAD":
+                return await self._head(backend, stream_id)
+            return await self._read(request, backend, stream_id)
+        except ProtocolError as exc:
+            return self._error(exc.status, str(exc))
+        except _Answer as exc:
+            return self._error(exc.status, exc.detail, exc.headers)
+        except HTTPException as exc:
+            return self._error(exc.status_code, str(exc.detail), exc.headers)
+        except BackendUnavailable:
+            return self._error(503, UNAVAILABLE, {"Retry-After": "2"})
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def _body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_append_bytes:
+            raise _Answer(413, f"body over {self.max_append_bytes} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_append_bytes:
+                raise _Answer(413, f"body over {self.max_append_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _stream_headers(self, stream: DsStream) -> dict[str, str]:
+        headers = {
+            "Content-Type": stream.spec.content_type,
+            "Stream-Next-Offset": format_offset(stream.tail),
+        }
+        if stream.closed:
+            headers["Stream-Closed"] = "true"
+        return headers
+
+    async def _create(self, request: Request, backend: Backend, stream_id: str) -> Response:
+        headers = request.headers
+        content_type = normalize_type(headers.get("content-type"))
+        ttl_text, expires_text = headers.get("stream-ttl"), headers.get("stream-expires-at")
+        if ttl_text is not None and expires_text is not None:
+            raise ProtocolError("Stream-TTL and Stream-Expires-At exclude each other")
+        ttl = parse_ttl(ttl_text) if ttl_text is not None else None
+        expires_ms = parse_expires_at(expires_text) if expires_text is not None else None
+        spec = DsSpec(
+            content_type,
+            ttl,
+            expires_text.strip() if expires_text is not None else None,
+            expires_ms,
+            parse_closed(headers.get("stream-closed")),
+        )
+        body = await self._body(request)
+        data = json_messages(body, allow_empty=True) if body and is_json(content_type) else body
+        created, stream = await backend.ds_create(stream_id, spec, data)
+        if created is None:
+            raise _Answer(409, "the stream exists with another configuration")
+        out = self._stream_headers(stream)
+        if created:
+            out["Location"] = str(request.url.replace(query=""))
+        return self._response(201 if created else 200, headers=out)
+
+    async def _append(self, request: Request, backend: Backend, stream_id: str) -> Response:
+        headers = request.headers
+        close = parse_closed(headers.get("stream-closed"))
+        producer = parse_producer(
+            headers.get("producer-id"), headers.get("producer-epoch"), headers.get("producer-seq")
+        )
+        body = await self._body(request)
+        raw_type = headers.get("content-type")
+        if not body:
+            if not close:
+                raise ProtocolError("an append needs a body (or Stream-Closed: true)")
+            content_type = None
+            data = b""
+        else:
+            if raw_type is None or not raw_type.strip():
+                raise ProtocolError("an append needs a Content-Type")
+            content_type = normalize_type(raw_type)
+            data = json_messages(body, allow_empty=False) if is_json(content_type) else body
+        result = await backend.ds_append(
+            stream_id,
+            DsAppend(data, content_type, headers.get("stream-seq"), producer, close),
+        )
+        outcome, stream = result.outcome, result.stream
+        if stream is None:
+            return self._error(404, "stream not found")
+        out = {"Stream-Next-Offset": format_offset(stream.tail)}
+        if stream.closed:
+            out["Stream-Closed"] = "true"
+        if producer is not None:
+            out["Producer-Epoch"] = str(result.epoch)
+        if outcome is DsOutcome.APPENDED or outcome is DsOutcome.DUPLICATE:
+            if producer is not None:
+                out["Producer-Seq"] = str(result.seq)
+            # 200 tells a producer its batch was new; a duplicate or a close alone is 204.
+            fresh = producer is not None and outcome is DsOutcome.APPENDED and data
+            status = 200 if fresh else 204
+            return self._response(status, headers=out)
+        if outcome is DsOutcome.STALE_EPOCH:
+            return self._error(403, "stale producer epoch", out)
+        if outcome is DsOutcome.BAD_EPOCH_SEQ:
+            return self._error(400, "a new producer epoch starts at Producer-Seq 0", out)
+        if outcome is DsOutcome.SEQ_GAP:
+            assert producer is not None
+            out["Producer-Expected-Seq"] = str(result.seq)
+            out["Producer-Received-Seq"] = str(producer.seq)
+            return self._error(409, "producer sequence gap", out)
+        if outcome is DsOutcome.CLOSED:
+            out["Stream-Closed"] = "true"
+            return self._error(409, "the stream is closed", out)
+        if outcome is DsOutcome.TYPE_MISMATCH:
+            return self._error(409, "content type does not match the stream's", out)
+        return self._error(409, "Stream-Seq must increase", out)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def _head(self, backend: Backend, stream_id: str) -> Response:
+        answer = await backend.ds_read(stream_id, 0, 0, touch=False)
+        if answer is None:
+            return self._error(404, "stream not found")
+        stream = answer[0]
+        out = {**self._stream_headers(stream), "Cache-Control": "no-store"}
+        if stream.spec.ttl is not None:
+            out["Stream-TTL"] = str(stream.spec.ttl)
+        if stream.spec.expires_at is not None:
+            out["Stream-Expires-At"] = stream.spec.expires_at
+        return self._response(200, headers=out)
+
+    def _cursor(self, client: str | None) -> str:
+        return stream_cursor(time.time(), client)
+
+    async def _read(self, request: Request, backend: Backend, stream_id: str) -> Response:
+        params = _query(request)
+        live = params.get("live")
+        if live not in (None, "long-poll", "sse"):
+            raise ProtocolError(f"unknown live mode {live!r}")
+        if live is not None and "offset" not in params:
+            raise ProtocolError("live reads need an offset")
+        start = parse_offset(params.get("offset"))
+        cursor = params.get("cursor")
+        if live == "sse":
+            return await self._sse(backend, stream_id, start, cursor)
+        if start is None:
+            page = await read_page(backend, stream_id, 0, 0)
+            if page is None:
+                raise _Answer(404, "stream not found")
+            start = page.stream.tail
+            if live is None:
+                return self._page(stream_id, Page(page.stream, start, start, b""), None, True)
+        page = await self._page_at(backend, stream_id, start)
+        if live == "long-poll" and not page.data:
+            if page.stream.closed:
+                return self._empty_poll(page, cursor)
+            page = await self._poll(backend, stream_id, start, page)
+            if not page.data:
+                return self._empty_poll(page, cursor)
+        if live is None:
+            tag = etag(stream_id, start, page.end, page.stream.closed and page.up_to_date)
+            if request.headers.get("if-none-match") == tag:
+                return self._response(304, headers={"ETag": tag})
+        return self._page(stream_id, page, cursor, False, live is not None)
+
+    async def _page_at(self, backend: Backend, stream_id: str, start: int) -> Page:
+        page = await read_page(backend, stream_id, start, self.max_read_bytes)
+        if page is None:
+            raise _Answer(404, "stream not found")
+        if start > page.stream.tail:
+            raise ProtocolError("offset beyond the end of the stream")
+        return page
+
+    async def _poll(self, backend: Backend, stream_id: str, start: int, first: Page) -> Page:
+        change = Change()
+        async with backend.listen(stream_id, change.listener):
+            page = await self._page_at(backend, stream_id, start)
+            deadline = time.monotonic() + self.long_poll_timeout
+            while not page.data and not page.stream.closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not await change.wait(remaining):
+                    break
+                change.reset()
+                page = await self._page_at(backend, stream_id, start)
+        return page
+
+    def _empty_poll(self, page: Page, client_cursor: str | None) -> Response:
+        out = {
+            "Stream-Next-Offset": format_offset(page.end),
+            "Stream-Up-To-Date": "true",
+            "Stream-Cursor": self._cursor(client_cursor),
+        }
+        if page.stream.closed:
+            out["Stream-Closed"] = "true"
+        return self._response(204, headers=out)
+
+    def _page(
+        self,
+        stream_id: str,
+        page: Page,
+        client_cursor: str | None,
+        at_now: bool,
+        live: bool = False,
+    ) -> Response:
+        stream = page.stream
+        content_type = stream.spec.content_type
+        body = join_json(page.data) if is_json(content_type) else page.data
+        out: dict[str, str] = {
+            "Content-Type": content_type,
+            "Stream-Next-Offset": format_offset(page.end),
+            "Cache-Control": "no-store" if at_now else self.cache_control,
+        }
+        if page.up_to_date:
+            out["Stream-Up-To-Date"] = "true"
+            if stream.closed:
+                out["Stream-Closed"] = "true"
+        if not at_now:
+            out["ETag"] = etag(stream_id, page.start, page.end, stream.closed and page.up_to_date)
+        if live or at_now:
+            out["Stream-Cursor"] = self._cursor(client_cursor)
+        return self._response(200, body, out)
+
+    async def _sse(
+        self, backend: Backend, stream_id: str, start: int | None, client_cursor: str | None
+    ) -> Response:
+        page = await read_page(backend, stream_id, 0, 0)
+        if page is None:
+            raise _Answer(404, "stream not found")
+        content_type = page.stream.spec.content_type
+        if start is not None and start > page.stream.tail:
+            raise ProtocolError("offset beyond the end of the stream")
+        out = {
+            **self.common,
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+        if is_binary(content_type):
+            out["stream-sse-data-encoding"] = "base64"
+        body = sse_body(
+            backend,
+            stream_id,
+            start,
+            self.max_read_bytes,
+            self.sse_reconnect_after,
+            lambda: self._cursor(client_cursor),
+        )
+        return StreamingResponse(body, status_code=200, headers=out)
+
+
+def _stream_id(name: str) -> str:
+    if name.startswith("__ds"):
+        raise _Answer(404, "reserved name")
+    try:
+        return validate_session_id(name)
+    except ValueError:
+        raise ProtocolError(f"invalid stream name ({SESSION_ID_RULE})") from None
+
+
+def _query(request: Request) -> dict[str, str]:
+    """The query parameters; a repeated or empty ``offset``, ``live`` or ``cursor`` is a 400."""
+    out: dict[str, str] = {}
+    for key, value in parse_qsl(request.url.query, keep_blank_values=True):
+        if key in out and key in ("offset", "live", "cursor"):
+            raise ProtocolError(f"the {key} parameter is given more than once")
+        if key == "offset" and value == "":
+            raise ProtocolError("the offset parameter is empty")
+        out[key] = value
+    return out
+
+
+def create_durable_streams_router(
+    *,
+    prefix: str = "/v1/stream",
+    authorize: Authorize | None = None,
+    long_poll_timeout: float = 20.0,
+    sse_reconnect_after: float = 60.0,
+    max_append_bytes: int = 8 << 20,
+    max_read_bytes: int = 1 << 20,
+    cache_control: str = "private, max-age=60, stale-while-revalidate=300",
+    allow_origin: str = "*",
+    dependencies: Sequence[DependsParam] | None = None,
+) -> APIRouter:
+    """A router speaking the Durable Streams protocol at ``{prefix}/{stream}`` on the hub's
+    backend (``app.state.streamhub``), beside :func:`create_router` on the same hub.
+
+    ``authorize(request, stream_id, action)`` (sync or async; False or an HTTPException
+    refuses) is called on every request but CORS preflights, with action ``create`` (PUT),
+    ``append`` (POST, closing too), ``read`` (GET), ``head`` or ``delete``.
+    ``long_poll_timeout``: seconds a long-poll waits before its 204; ``sse_reconnect_after``:
+    seconds after which an SSE answer ends (clients reconnect from their offset).
+    """
+    for label, value in (
+        ("long_poll_timeout", long_poll_timeout),
+        ("sse_reconnect_after", sse_reconnect_after),
+    ):
+        if not value > 0:
+            raise ValueError(f"{label} must be > 0, got {value!r}")
+    for label, size in (("max_append_bytes", max_append_bytes), ("max_read_bytes", max_read_bytes)):
+        if size < 1:
+            raise ValueError(f"{label} must be >= 1, got {size!r}")
+    endpoint = DurableStreams(
+        authorize=authorize,
+        long_poll_timeout=long_poll_timeout,
+        sse_reconnect_after=sse_reconnect_after,
+        max_append_bytes=max_append_bytes,
+        max_read_bytes=max_read_bytes,
+        cache_control=cache_control,
+        allow_origin=allow_origin,
+    )
+    router = APIRouter(prefix=prefix, dependencies=list(dependencies or []))
+    router.add_api_route(
+        "/{name:path}",
+        endpoint,
+        methods=_METHODS,
+        name="durable_stream",
+        include_in_schema=False,
+    )
+    return router
