@@ -42,6 +42,8 @@ from .._errors import BackendUnavailable
 from .._fanout import Fanout, Listener
 from .._types import SessionInfo, State
 from ._bus import Bus, ShardedBus, SingleBus, require_sharded_pubsub
+from ._ds import DsAppend, DsAppended, DsSpec, DsStream
+from ._ds_redis import RedisDurable, ds_script_bodies
 from ._fanin_redis import FANIN_SCRIPTS, RedisFanIn
 from ._keys import Keys, slot_of
 from ._redis_append import RedisAppender
@@ -85,7 +87,7 @@ class RedisBackend(Backend):
         self.cluster = isinstance(client, RedisCluster)
         if self.cluster:
             require_sharded_pubsub()
-        self._exec = RedisExecutor(client, script_bodies(_SCRIPTS))
+        self._exec = RedisExecutor(client, {**script_bodies(_SCRIPTS), **ds_script_bodies()})
         self._fanout = Fanout()
         self._bus: Bus | None = None
         self._data_channels: set[str] = set()
@@ -100,6 +102,7 @@ class RedisBackend(Backend):
         self._appender = RedisAppender(self._exec, self.keys, self.channels)
         self._compactor = RedisCompactor(self._exec, self.keys, task_group)
         self._fanin = RedisFanIn(self._exec, self.keys, self.channels, self._subscribe)
+        self._durable = RedisDurable(self._exec, self.keys, self.channels, settings.retention_ms)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -455,3 +458,21 @@ class RedisBackend(Backend):
     async def compact(self, session_id: str) -> bool:
         """Fold the finished log (see ``_redis_compact``); False when there is nothing to do."""
         return await self._compactor.compact(session_id)
+
+    # -- Durable Streams (``_ds_redis``) ---------------------------------------------------
+
+    async def ds_create(
+        self, stream_id: str, spec: DsSpec, data: bytes
+    ) -> tuple[bool | None, DsStream]:
+        return await self._durable.create(stream_id, spec, data)
+
+    async def ds_append(self, stream_id: str, append: DsAppend) -> DsAppended:
+        return await self._durable.append(stream_id, append)
+
+    async def ds_read(
+        self, stream_id: str, offset: int, limit: int, *, touch: bool
+    ) -> tuple[DsStream, bytes] | None:
+        return await self._durable.read(stream_id, offset, limit, touch)
+
+    async def ds_delete(self, stream_id: str) -> bool:
+        return await self._durable.delete(stream_id)
