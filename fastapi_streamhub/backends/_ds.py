@@ -15,10 +15,14 @@ from enum import StrEnum
 __all__ = [
     "DsAppend",
     "DsAppended",
+    "DsCreated",
+    "DsFork",
     "DsOutcome",
     "DsProducer",
     "DsSpec",
     "DsStream",
+    "fork_cut",
+    "is_json_type",
     "producer_verdict",
 ]
 
@@ -38,6 +42,29 @@ class DsSpec:
     expires_at: str | None = None
     expires_ms: int | None = None
     closed: bool = False
+    fork: str | None = None
+    """A fork's origin as asked: ``<source>:<offset or "">:<sub-offset>`` (compared, not read)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DsFork:
+    """Create as a fork of ``source``: its bytes up to ``offset`` (None: its tail), then
+    ``sub`` more bytes, or ``sub`` more messages of a JSON stream, are copied (offsets keep
+    their meaning: the copied prefix never changes in the source)."""
+
+    source: str
+    offset: int | None
+    sub: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DsCreated:
+    """A create's outcome: ``created``, ``exists`` (equal spec), ``conflict``; for a fork also
+    ``source_not_found``, ``source_gone`` (soft-deleted), ``bad_fork_offset`` (past the
+    source's tail, inside a JSON message, or a sub-offset past its end)."""
+
+    outcome: str
+    stream: DsStream | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +74,8 @@ class DsStream:
     spec: DsSpec
     tail: int
     closed: bool
+    gone: bool = False
+    """Soft-deleted while forks of it live: every request but a fork's read answers 410."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +106,8 @@ class DsOutcome(StrEnum):
     """How the store answered an append (checked in this order)."""
 
     NOT_FOUND = "not_found"
+    GONE = "gone"
+    """410: soft-deleted."""
     STALE_EPOCH = "stale_epoch"
     """403: the producer's epoch is below the stored one (``epoch`` holds the stored one)."""
     BAD_EPOCH_SEQ = "bad_epoch_seq"
@@ -127,3 +158,22 @@ def producer_verdict(
     if producer.seq != last + 1:
         return DsOutcome.SEQ_GAP, epoch, last + 1
     return None, epoch, producer.seq
+
+
+def is_json_type(content_type: str) -> bool:
+    """Whether a stream of this type keeps JSON message boundaries (``application/json``)."""
+    return content_type.partition(";")[0].strip().lower() == "application/json"
+
+
+def fork_cut(after: bytes, json_stream: bool, sub: int) -> int | None:
+    """Bytes past the fork offset a sub-offset covers: ``sub`` bytes, or ``sub`` messages of a
+    JSON stream (``after``: the stored bytes from the fork offset on). None when past the end."""
+    if not json_stream:
+        return sub if sub <= len(after) else None
+    cut = 0
+    for _ in range(sub):
+        end = after.find(b"\n", cut)
+        if end < 0:
+            return None
+        cut = end + 1
+    return cut

@@ -8,17 +8,18 @@ append or a close publishes ``S<sid>:0:<tail>`` (a ``StoredMsg``), a delete ``D`
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from importlib import resources
 from typing import Any
 
-from ._ds import DsAppend, DsAppended, DsOutcome, DsSpec, DsStream
+from ._ds import DsAppend, DsAppended, DsCreated, DsFork, DsOutcome, DsSpec, DsStream
 from ._keys import Keys
 from ._redis_exec import RedisExecutor
 from ._replies import as_bytes, as_str
 
 __all__ = ["DS_SCRIPTS", "RedisDurable", "ds_script_bodies"]
 
-DS_SCRIPTS = ("ds_create", "ds_append", "ds_read", "ds_delete")
+DS_SCRIPTS = ("ds_create", "ds_append", "ds_read", "ds_delete", "ds_fork_take", "ds_fork_release")
 
 
 def ds_script_bodies() -> dict[str, str]:
@@ -33,7 +34,8 @@ def ds_script_bodies() -> dict[str, str]:
 
 
 def _stream(reply: list[Any]) -> DsStream:
-    """The stream part of ``ds_reply``: tail, closed, ct, ttl, exp, expms, cl0."""
+    """The stream part of ``ds_reply``: tail, closed, ct, ttl, exp, expms, cl0, (two numbers),
+    gone, fork."""
     ttl, exp, expms = as_str(reply[4]), as_str(reply[5]), as_str(reply[6])
     spec = DsSpec(
         as_str(reply[3]),
@@ -41,8 +43,9 @@ def _stream(reply: list[Any]) -> DsStream:
         exp or None,
         int(expms) if expms else None,
         as_str(reply[7]) == "1",
+        as_str(reply[11]) or None,
     )
-    return DsStream(spec, int(reply[1]), as_str(reply[2]) == "1")
+    return DsStream(spec, int(reply[1]), as_str(reply[2]) == "1", as_str(reply[10]) == "1")
 
 
 def _flag(value: bool) -> str:
@@ -65,9 +68,50 @@ class RedisDurable:
         self._retention_ms = retention_ms
 
     async def create(
-        self, stream_id: str, spec: DsSpec, data: bytes
-    ) -> tuple[bool | None, DsStream]:
-        """See :meth:`Backend.ds_create`."""
+        self, stream_id: str, spec: DsSpec, data: bytes, fork: DsFork | None
+    ) -> DsCreated:
+        """See :meth:`Backend.ds_create`. A fork is two steps, each atomic in its own slot: the
+        source's half (``ds_fork_take.lua``: checks, one more fork counted, the prefix), then
+        the fork's create; when that does not create, the count is given back
+        (``ds_fork_release.lua``). A crash between the two leaves the source counting a fork
+        that does not exist: deleting it then only soft-deletes it (410) until it expires."""
+        source = ""
+        if fork is not None:
+            taken = await self._exec.script(
+                "ds_fork_take",
+                self._keys.durable(fork.source),
+                [
+                    "" if fork.offset is None else fork.offset,
+                    fork.sub,
+                    spec.content_type,
+                    "" if spec.ttl is None else spec.ttl,
+                    spec.expires_at or "",
+                    "" if spec.expires_ms is None else spec.expires_ms,
+                ],
+            )
+            if as_str(taken[0]) != "ok":
+                return DsCreated(as_str(taken[0]), None)
+            ttl, expms = as_str(taken[3]), as_str(taken[5])
+            spec = replace(
+                spec,
+                content_type=as_str(taken[2]),
+                ttl=int(ttl) if ttl else None,
+                expires_at=as_str(taken[4]) or None,
+                expires_ms=int(expms) if expms else None,
+            )
+            data = as_bytes(taken[1]) + data
+            source = fork.source
+        try:
+            created = await self._create(stream_id, spec, data, source)
+        except BaseException:
+            if source:
+                await self._release(source)
+            raise
+        if source and created.outcome != "created":
+            await self._release(source)
+        return created
+
+    async def _create(self, stream_id: str, spec: DsSpec, data: bytes, source: str) -> DsCreated:
         reply = await self._exec.script(
             "ds_create",
             [*self._keys.durable(stream_id), self._keys.meta(stream_id)],
@@ -79,12 +123,22 @@ class RedisDurable:
                 _flag(spec.closed),
                 data,
                 self._retention_ms,
+                spec.fork or "",
+                source,
             ],
             refusable=True,
         )
         outcome = as_str(reply[0])
-        created = True if outcome == "created" else False if outcome == "exists" else None
-        return created, _stream(reply)
+        return DsCreated(outcome, _stream(reply) if len(reply) > 1 else None)
+
+    async def _release(self, source: str) -> None:
+        """One fork of ``source`` is gone; a soft-deleted source goes with its last fork, and
+        its own source is released in turn."""
+        while source:
+            reply = await self._exec.script(
+                "ds_fork_release", self._keys.durable(source), [], refusable=True
+            )
+            source = as_str(reply[1]) if as_str(reply[0]) == "deleted" else ""
 
     async def append(self, stream_id: str, append: DsAppend) -> DsAppended:
         """See :meth:`Backend.ds_append`."""
@@ -123,13 +177,17 @@ class RedisDurable:
         )
         if as_str(reply[0]) == "not_found":
             return None
-        return _stream(reply), as_bytes(reply[10])
+        return _stream(reply), as_bytes(reply[12])
 
-    async def delete(self, stream_id: str) -> bool:
+    async def delete(self, stream_id: str) -> str:
         """See :meth:`Backend.ds_delete`."""
         reply = await self._exec.script(
             "ds_delete",
             self._keys.durable(stream_id),
             [stream_id, self._exec.pub, self._channels(stream_id)[0]],
+            refusable=True,
         )
-        return bool(reply)
+        outcome = as_str(reply[0])
+        if outcome == "deleted":
+            await self._release(as_str(reply[1]))
+        return outcome

@@ -20,7 +20,7 @@ from .._config import Settings
 from .._errors import BackendUnavailable
 from .._fanout import Listener
 from .._types import Chunk, End, SessionInfo, State
-from ._ds import DsAppend, DsAppended, DsSpec, DsStream
+from ._ds import DsAppend, DsAppended, DsCreated, DsFork, DsSpec, DsStream
 
 __all__ = [
     "PART_REFUSALS",
@@ -315,10 +315,12 @@ class Backend(abc.ABC):
     # stream id's channel, a delete ``DeletedMsg``.
 
     async def ds_create(
-        self, stream_id: str, spec: DsSpec, data: bytes
-    ) -> tuple[bool | None, DsStream]:
-        """Create a stream holding ``data``, atomically: ``(True, record)``; ``(False, record)``
-        when it exists with an equal spec (nothing changes); ``(None, record)`` otherwise."""
+        self, stream_id: str, spec: DsSpec, data: bytes, fork: DsFork | None = None
+    ) -> DsCreated:
+        """Create a stream holding ``data`` (after the prefix a ``fork`` copies from its source,
+        whose fork count goes up; an unset type, TTL or expiry is the source's).
+        ``created``; ``exists`` when it exists with an equal spec (nothing changes); else
+        ``conflict`` or a fork's refusal (see :class:`DsCreated`)."""
         raise NotImplementedError(f"{type(self).__name__} does not support Durable Streams")
 
     async def ds_append(self, stream_id: str, append: DsAppend) -> DsAppended:
@@ -330,9 +332,12 @@ class Backend(abc.ABC):
         self, stream_id: str, offset: int, limit: int, *, touch: bool
     ) -> tuple[DsStream, bytes] | None:
         """The record and up to ``limit`` bytes from ``offset``; ``touch`` restarts the expiry
-        window in the same step. None when the stream does not exist (or expired)."""
+        window in the same step. None when the stream does not exist (or expired); a
+        soft-deleted one answers its record (``gone``) and no bytes."""
         raise NotImplementedError(f"{type(self).__name__} does not support Durable Streams")
 
-    async def ds_delete(self, stream_id: str) -> bool:
-        """Remove a stream and tell its live readers; False when it did not exist."""
+    async def ds_delete(self, stream_id: str) -> str:
+        """Delete a stream and tell its live readers: ``deleted`` (its source loses a fork, and
+        goes too when soft-deleted and that was its last), ``soft`` (forks of it live: it
+        answers 410 until they are gone), ``gone`` (already soft-deleted), ``not_found``."""
         raise NotImplementedError(f"{type(self).__name__} does not support Durable Streams")

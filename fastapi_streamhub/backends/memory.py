@@ -31,7 +31,7 @@ from .._config import Settings
 from .._fanout import Fanout, Listener
 from .._types import Chunk, Cursor, End, SessionInfo, State
 from ._compact import PackedLog
-from ._ds import DsAppend, DsAppended, DsSpec, DsStream
+from ._ds import DsAppend, DsAppended, DsCreated, DsFork, DsSpec, DsStream
 from ._ds_memory import MemoryDurable
 from ._fanin_memory import MemoryFanIn, Part
 from .base import (
@@ -439,9 +439,9 @@ class MemoryBackend(Backend):
     # -- Durable Streams ---------------------------------------------------------------------
 
     async def ds_create(
-        self, stream_id: str, spec: DsSpec, data: bytes
-    ) -> tuple[bool | None, DsStream]:
-        return self._durable.create(stream_id, spec, data)
+        self, stream_id: str, spec: DsSpec, data: bytes, fork: DsFork | None = None
+    ) -> DsCreated:
+        return self._durable.create(stream_id, spec, data, fork)
 
     async def ds_append(self, stream_id: str, append: DsAppend) -> DsAppended:
         return self._durable.append(stream_id, append)
@@ -451,5 +451,5 @@ class MemoryBackend(Backend):
     ) -> tuple[DsStream, bytes] | None:
         return self._durable.read(stream_id, offset, limit, touch)
 
-    async def ds_delete(self, stream_id: str) -> bool:
+    async def ds_delete(self, stream_id: str) -> str:
         return self._durable.delete(stream_id)

@@ -42,7 +42,7 @@ from .._errors import BackendUnavailable
 from .._fanout import Fanout, Listener
 from .._types import SessionInfo, State
 from ._bus import Bus, ShardedBus, SingleBus, require_sharded_pubsub
-from ._ds import DsAppend, DsAppended, DsSpec, DsStream
+from ._ds import DsAppend, DsAppended, DsCreated, DsFork, DsSpec, DsStream
 from ._ds_redis import RedisDurable, ds_script_bodies
 from ._fanin_redis import FANIN_SCRIPTS, RedisFanIn
 from ._keys import Keys, slot_of
@@ -462,9 +462,9 @@ class RedisBackend(Backend):
     # -- Durable Streams (``_ds_redis``) ---------------------------------------------------
 
     async def ds_create(
-        self, stream_id: str, spec: DsSpec, data: bytes
-    ) -> tuple[bool | None, DsStream]:
-        return await self._durable.create(stream_id, spec, data)
+        self, stream_id: str, spec: DsSpec, data: bytes, fork: DsFork | None = None
+    ) -> DsCreated:
+        return await self._durable.create(stream_id, spec, data, fork)
 
     async def ds_append(self, stream_id: str, append: DsAppend) -> DsAppended:
         return await self._durable.append(stream_id, append)
@@ -474,5 +474,5 @@ class RedisBackend(Backend):
     ) -> tuple[DsStream, bytes] | None:
         return await self._durable.read(stream_id, offset, limit, touch)
 
-    async def ds_delete(self, stream_id: str) -> bool:
+    async def ds_delete(self, stream_id: str) -> str:
         return await self._durable.delete(stream_id)

@@ -15,7 +15,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from ...backends._ds import DsProducer
+from ...backends._ds import DsProducer, is_json_type
 
 __all__ = [
     "CURSOR_EPOCH",
@@ -37,6 +37,7 @@ __all__ = [
     "parse_expires_at",
     "parse_offset",
     "parse_producer",
+    "parse_sub_offset",
     "parse_ttl",
     "stream_cursor",
 ]
@@ -94,6 +95,13 @@ def parse_expires_at(text: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def parse_sub_offset(text: str) -> int:
+    """``Stream-Fork-Sub-Offset``: a non-negative decimal integer without sign or zeros."""
+    if not _UINT.fullmatch(text):
+        raise ProtocolError("Stream-Fork-Sub-Offset must be a non-negative integer")
+    return int(text)
+
+
 def parse_closed(text: str | None) -> bool:
     """``Stream-Closed``: ``true`` (any case) closes; anything else does not."""
     return text is not None and text.strip().lower() == "true"
@@ -137,7 +145,7 @@ def _media(content_type: str) -> str:
 
 def is_json(content_type: str) -> bool:
     """Whether a stream of this type keeps JSON message boundaries."""
-    return _media(content_type) == JSON_TYPE
+    return is_json_type(content_type)
 
 
 def is_binary(content_type: str) -> bool:

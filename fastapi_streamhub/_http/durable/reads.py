@@ -96,14 +96,14 @@ async def sse_body(
         position = start
         if position is None:
             answer = await backend.ds_read(stream_id, 0, 0, touch=True)
-            if answer is None:
+            if answer is None or answer[0].gone:
                 return
             position = answer[0].tail
         sent_control = False
         while True:
             change.reset()
             page = await read_page(backend, stream_id, position, limit)
-            if page is None:
+            if page is None or page.stream.gone:
                 return
             stream = page.stream
             closed_here = stream.closed and page.up_to_date

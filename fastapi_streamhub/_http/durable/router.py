@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from urllib.parse import parse_qsl
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.params import Depends as DependsParam
+from starlette.datastructures import Headers
 from starlette.responses import Response, StreamingResponse
 
 from ..._errors import BackendUnavailable
-from ..._types import SESSION_ID_RULE, validate_session_id
-from ...backends._ds import DsAppend, DsOutcome, DsSpec, DsStream
+from ...backends._ds import DsAppend, DsFork, DsOutcome, DsSpec, DsStream
 from ...backends.base import Backend
 from ..deps import get_hub_from
 from ..errors import UNAVAILABLE, Authorize, authorize_or_raise
@@ -34,34 +34,23 @@ from .protocol import (
     parse_expires_at,
     parse_offset,
     parse_producer,
+    parse_sub_offset,
     parse_ttl,
     stream_cursor,
 )
 from .reads import Change, Page, read_page, sse_body
+from .requests import (
+    ALLOWED_HEADERS,
+    CREATE_REFUSALS,
+    EXPOSED,
+    METHODS,
+    Answer,
+    existing,
+    query,
+    stream_id_of,
+)
 
 __all__ = ["create_durable_streams_router"]
-
-_METHODS = ["GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS"]
-_EXPOSED = (
-    "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Stream-TTL, "
-    "Stream-Expires-At, ETag, Location, Content-Type, Producer-Epoch, Producer-Seq, "
-    "Producer-Expected-Seq, Producer-Received-Seq, stream-sse-data-encoding"
-)
-_ALLOWED_HEADERS = (
-    "Content-Type, Authorization, If-None-Match, Stream-TTL, Stream-Expires-At, Stream-Seq, "
-    "Stream-Closed, Producer-Id, Producer-Epoch, Producer-Seq, Stream-Forked-From, "
-    "Stream-Fork-Offset, Stream-Fork-Sub-Offset"
-)
-
-
-class _Answer(Exception):
-    """A finished response raised from deep in a handler (a refusal)."""
-
-    def __init__(self, status: int, detail: str = "", headers: Mapping[str, str] | None = None):
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.headers = dict(headers or {})
 
 
 class DurableStreams:
@@ -70,6 +59,7 @@ class DurableStreams:
     def __init__(
         self,
         *,
+        prefix: str,
         authorize: Authorize | None,
         long_poll_timeout: float,
         sse_reconnect_after: float,
@@ -78,6 +68,7 @@ class DurableStreams:
         cache_control: str,
         allow_origin: str,
     ) -> None:
+        self.prefix = prefix.rstrip("/")
         self.authorize = authorize
         self.long_poll_timeout = long_poll_timeout
         self.sse_reconnect_after = sse_reconnect_after
@@ -88,7 +79,7 @@ class DurableStreams:
             "X-Content-Type-Options": "nosniff",
             "Cross-Origin-Resource-Policy": "cross-origin",
             "Access-Control-Allow-Origin": allow_origin,
-            "Access-Control-Expose-Headers": _EXPOSED,
+            "Access-Control-Expose-Headers": EXPOSED,
         }
 
     def _response(
@@ -110,13 +101,13 @@ class DurableStreams:
             return self._response(
                 204,
                 headers={
-                    "Access-Control-Allow-Methods": ", ".join(_METHODS),
-                    "Access-Control-Allow-Headers": _ALLOWED_HEADERS,
+                    "Access-Control-Allow-Methods": ", ".join(METHODS),
+                    "Access-Control-Allow-Headers": ALLOWED_HEADERS,
                     "Access-Control-Max-Age": "86400",
                 },
             )
         try:
-            stream_id = _stream_id(name)
+            stream_id = stream_id_of(name)
             backend = get_hub_from(request).backend
             action = {"GET": "read", "HEAD": "head", "PUT": "create", "POST": "append"}.get(
                 method, "delete"
@@ -129,13 +120,17 @@ class DurableStreams:
                 return await self._append(request, backend, stream_id)
             if method == "DELETE":
                 deleted = await backend.ds_delete(stream_id)
-                return self._response(204) if deleted else self._error(404, "stream not found")
+                if deleted == "not_found":
+                    return self._error(404, "stream not found")
+                if deleted == "gone":
+                    return self._error(410, "stream deleted")
+                return self._response(204)
             if method == "HEAD":
                 return await self._head(backend, stream_id)
             return await self._read(request, backend, stream_id)
         except ProtocolError as exc:
             return self._error(exc.status, str(exc))
-        except _Answer as exc:
+        except Answer as exc:
             return self._error(exc.status, exc.detail, exc.headers)
         except HTTPException as exc:
             return self._error(exc.status_code, str(exc.detail), exc.headers)
@@ -147,13 +142,13 @@ class DurableStreams:
     async def _body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_append_bytes:
-            raise _Answer(413, f"body over {self.max_append_bytes} bytes")
+            raise Answer(413, f"body over {self.max_append_bytes} bytes")
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > self.max_append_bytes:
-                raise _Answer(413, f"body over {self.max_append_bytes} bytes")
+                raise Answer(413, f"body over {self.max_append_bytes} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -166,9 +161,31 @@ class DurableStreams:
             headers["Stream-Closed"] = "true"
         return headers
 
+    def _fork(self, headers: Headers) -> tuple[DsFork | None, str | None]:
+        """The fork a PUT asks for (and its origin as compared for idempotency), or None."""
+        source, offset_text = headers.get("stream-forked-from"), headers.get("stream-fork-offset")
+        sub_text = headers.get("stream-fork-sub-offset")
+        if source is None:
+            if sub_text is not None or offset_text is not None:
+                raise ProtocolError("fork offsets need Stream-Forked-From")
+            return None, None
+        path = urlsplit(source.strip()).path
+        if not path.startswith(self.prefix + "/"):
+            raise ProtocolError(f"Stream-Forked-From must be a stream under {self.prefix}/")
+        source_id = stream_id_of(path[len(self.prefix) + 1 :])
+        sub = parse_sub_offset(sub_text.strip()) if sub_text is not None else 0
+        if sub and offset_text is None:
+            raise ProtocolError("Stream-Fork-Sub-Offset needs Stream-Fork-Offset")
+        offset = parse_offset(offset_text.strip()) if offset_text is not None else None
+        origin = f"{source_id}:{'' if offset is None else offset}:{sub}"
+        return DsFork(source_id, offset, sub), origin
+
     async def _create(self, request: Request, backend: Backend, stream_id: str) -> Response:
         headers = request.headers
-        content_type = normalize_type(headers.get("content-type"))
+        fork, origin = self._fork(headers)
+        raw_type = headers.get("content-type")
+        # A fork without a type takes its source's ("" asks the store to).
+        content_type = "" if fork is not None and not raw_type else normalize_type(raw_type)
         ttl_text, expires_text = headers.get("stream-ttl"), headers.get("stream-expires-at")
         if ttl_text is not None and expires_text is not None:
             raise ProtocolError("Stream-TTL and Stream-Expires-At exclude each other")
@@ -180,16 +197,24 @@ class DurableStreams:
             expires_text.strip() if expires_text is not None else None,
             expires_ms,
             parse_closed(headers.get("stream-closed")),
+            origin,
         )
         body = await self._body(request)
-        data = json_messages(body, allow_empty=True) if body and is_json(content_type) else body
-        created, stream = await backend.ds_create(stream_id, spec, data)
-        if created is None:
-            raise _Answer(409, "the stream exists with another configuration")
-        out = self._stream_headers(stream)
-        if created:
+        json_body = is_json(content_type)
+        if fork is not None and not content_type and body:
+            # The fork's type is its source's: frame the initial body as that type.
+            source = await backend.ds_read(fork.source, 0, 0, touch=False)
+            json_body = source is not None and is_json(source[0].spec.content_type)
+        data = json_messages(body, allow_empty=True) if body and json_body else body
+        created = await backend.ds_create(stream_id, spec, data, fork)
+        refusal = CREATE_REFUSALS.get(created.outcome)
+        if refusal is not None:
+            raise Answer(*refusal)
+        assert created.stream is not None
+        out = self._stream_headers(created.stream)
+        if created.outcome == "created":
             out["Location"] = str(request.url.replace(query=""))
-        return self._response(201 if created else 200, headers=out)
+        return self._response(201 if created.outcome == "created" else 200, headers=out)
 
     async def _append(self, request: Request, backend: Backend, stream_id: str) -> Response:
         headers = request.headers
@@ -228,6 +253,8 @@ class DurableStreams:
             fresh = producer is not None and outcome is DsOutcome.APPENDED and data
             status = 200 if fresh else 204
             return self._response(status, headers=out)
+        if outcome is DsOutcome.GONE:
+            return self._error(410, "stream deleted")
         if outcome is DsOutcome.STALE_EPOCH:
             return self._error(403, "stale producer epoch", out)
         if outcome is DsOutcome.BAD_EPOCH_SEQ:
@@ -251,6 +278,8 @@ class DurableStreams:
         if answer is None:
             return self._error(404, "stream not found")
         stream = answer[0]
+        if stream.gone:
+            return self._error(410, "stream deleted")
         out = {**self._stream_headers(stream), "Cache-Control": "no-store"}
         if stream.spec.ttl is not None:
             out["Stream-TTL"] = str(stream.spec.ttl)
@@ -262,7 +291,7 @@ class DurableStreams:
         return stream_cursor(time.time(), client)
 
     async def _read(self, request: Request, backend: Backend, stream_id: str) -> Response:
-        params = _query(request)
+        params = query(request)
         live = params.get("live")
         if live not in (None, "long-poll", "sse"):
             raise ProtocolError(f"unknown live mode {live!r}")
@@ -273,9 +302,7 @@ class DurableStreams:
         if live == "sse":
             return await self._sse(backend, stream_id, start, cursor)
         if start is None:
-            page = await read_page(backend, stream_id, 0, 0)
-            if page is None:
-                raise _Answer(404, "stream not found")
+            page = existing(await read_page(backend, stream_id, 0, 0))
             start = page.stream.tail
             if live is None:
                 return self._page(stream_id, Page(page.stream, start, start, b""), None, True)
@@ -293,9 +320,7 @@ class DurableStreams:
         return self._page(stream_id, page, cursor, False, live is not None)
 
     async def _page_at(self, backend: Backend, stream_id: str, start: int) -> Page:
-        page = await read_page(backend, stream_id, start, self.max_read_bytes)
-        if page is None:
-            raise _Answer(404, "stream not found")
+        page = existing(await read_page(backend, stream_id, start, self.max_read_bytes))
         if start > page.stream.tail:
             raise ProtocolError("offset beyond the end of the stream")
         return page
@@ -352,9 +377,7 @@ class DurableStreams:
     async def _sse(
         self, backend: Backend, stream_id: str, start: int | None, client_cursor: str | None
     ) -> Response:
-        page = await read_page(backend, stream_id, 0, 0)
-        if page is None:
-            raise _Answer(404, "stream not found")
+        page = existing(await read_page(backend, stream_id, 0, 0))
         content_type = page.stream.spec.content_type
         if start is not None and start > page.stream.tail:
             raise ProtocolError("offset beyond the end of the stream")
@@ -375,27 +398,6 @@ class DurableStreams:
             lambda: self._cursor(client_cursor),
         )
         return StreamingResponse(body, status_code=200, headers=out)
-
-
-def _stream_id(name: str) -> str:
-    if name.startswith("__ds"):
-        raise _Answer(404, "reserved name")
-    try:
-        return validate_session_id(name)
-    except ValueError:
-        raise ProtocolError(f"invalid stream name ({SESSION_ID_RULE})") from None
-
-
-def _query(request: Request) -> dict[str, str]:
-    """The query parameters; a repeated or empty ``offset``, ``live`` or ``cursor`` is a 400."""
-    out: dict[str, str] = {}
-    for key, value in parse_qsl(request.url.query, keep_blank_values=True):
-        if key in out and key in ("offset", "live", "cursor"):
-            raise ProtocolError(f"the {key} parameter is given more than once")
-        if key == "offset" and value == "":
-            raise ProtocolError("the offset parameter is empty")
-        out[key] = value
-    return out
 
 
 def create_durable_streams_router(
@@ -429,6 +431,7 @@ def create_durable_streams_router(
         if size < 1:
             raise ValueError(f"{label} must be >= 1, got {size!r}")
     endpoint = DurableStreams(
+        prefix=prefix,
         authorize=authorize,
         long_poll_timeout=long_poll_timeout,
         sse_reconnect_after=sse_reconnect_after,
@@ -441,7 +444,7 @@ def create_durable_streams_router(
     router.add_api_route(
         "/{name:path}",
         endpoint,
-        methods=_METHODS,
+        methods=METHODS,
         name="durable_stream",
         include_in_schema=False,
     )

@@ -5,7 +5,8 @@
 --       producer seq, close ('1'/'0'), retention_ms, sid, pub, data_ch
 -- Returns ds_reply(outcome, r, epoch, seq) (outcomes: backends/_ds.py DsOutcome).
 local r = ds_record()
-if not r then return {'not_found', 0, '0', '', '', '', '', '', 0, 0} end
+if not r then return {'not_found'} end
+if r[7] == '1' then return ds_reply('gone', r) end
 local pid = ARGV[4]
 local epoch, pseq = 0, 0
 if pid ~= '' then

@@ -4,8 +4,12 @@
 -- Returns ds_reply('ok', r) with the bytes appended, or {'not_found'}.
 local r = ds_record()
 if not r then return {'not_found'} end
-if ARGV[3] == '1' then ds_touch(r, ARGV[4]) end
 local reply = ds_reply('ok', r)
+if r[7] == '1' then
+  reply[#reply + 1] = ''
+  return reply
+end
+if ARGV[3] == '1' then ds_touch(r, ARGV[4]) end
 local limit = tonumber(ARGV[2])
 local data = ''
 if limit > 0 then
