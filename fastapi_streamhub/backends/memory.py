@@ -28,6 +28,7 @@ from .._codec import (
     decode_payload,
 )
 from .._config import Settings
+from .._errors import InvalidSessionId
 from .._fanout import Fanout, Listener
 from .._types import Chunk, Cursor, End, SessionInfo, State
 from ._compact import PackedLog
@@ -191,6 +192,8 @@ class MemoryBackend(Backend):
     async def claim(
         self, session_id: str, *, token: str, restart: bool, metadata: bytes | None
     ) -> ClaimResult:
+        if self._durable.exists(session_id):
+            raise InvalidSessionId(f"{session_id!r} is a Durable Streams stream")
         now = _now_ms()
         rec = self._get(session_id)
         generation = now

@@ -38,7 +38,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from .._codec import ResyncMsg, decode_record, records
 from .._config import Settings
-from .._errors import BackendUnavailable
+from .._errors import BackendUnavailable, InvalidSessionId
 from .._fanout import Fanout, Listener
 from .._types import SessionInfo, State
 from ._bus import Bus, ShardedBus, SingleBus, require_sharded_pubsub
@@ -184,7 +184,7 @@ class RedisBackend(Backend):
             await self._subscribe(ctl_ch)
         r = await self._exec.script(
             "claim",
-            self.keys.three(session_id),
+            [*self.keys.three(session_id), self.keys.durable(session_id)[0]],
             [
                 session_id,
                 s.lease_ms,
@@ -197,6 +197,8 @@ class RedisBackend(Backend):
                 ctl_ch,
             ],
         )
+        if as_str(r[2]) == "ds":
+            raise InvalidSessionId(f"{session_id!r} is a Durable Streams stream")
         return ClaimResult(bool(int(r[0])), int(r[1]), State(as_str(r[2])))
 
     async def append(self, batches: Sequence[Append]) -> list[Lost | None]:
