@@ -34,6 +34,7 @@ __all__ = [
     "json_messages",
     "normalize_type",
     "parse_closed",
+    "parse_epoch_offset",
     "parse_expires_at",
     "parse_offset",
     "parse_producer",
@@ -60,9 +61,23 @@ class ProtocolError(ValueError):
         self.status = status
 
 
-def format_offset(position: int) -> str:
-    """The offset token of byte ``position``."""
-    return f"{0:016d}_{position:016d}"
+def format_offset(position: int, epoch: int = 0) -> str:
+    """The offset token of byte ``position`` (of a session's view: chunk ``position`` of
+    generation ``epoch``)."""
+    return f"{epoch:016d}_{position:016d}"
+
+
+def parse_epoch_offset(text: str | None) -> tuple[int, int] | None:
+    """A session view's offset as ``(generation, chunks)``; ``(0, 0)`` for ``-1``/absent (the
+    start of the current generation), None for ``now``."""
+    if text is None or text == "-1":
+        return 0, 0
+    if text == "now":
+        return None
+    match = _OFFSET.fullmatch(text)
+    if match is None:
+        raise ProtocolError(f"invalid offset {text!r}")
+    return int(match.group(1)), int(match.group(2))
 
 
 def parse_offset(text: str | None) -> int | None:
@@ -215,9 +230,13 @@ def data_event(payload: bytes, content_type: str) -> bytes:
     return b"event: data\n" + "".join(f"data:{line}\n" for line in lines).encode() + b"\n"
 
 
-def control_event(next_offset: int, cursor: str | None, *, up_to_date: bool, closed: bool) -> bytes:
-    """One ``event: control``: the next offset, the cursor (none once closed), the flags."""
-    body: dict[str, Any] = {"streamNextOffset": format_offset(next_offset)}
+def control_event(
+    next_offset: int | str, cursor: str | None, *, up_to_date: bool, closed: bool
+) -> bytes:
+    """One ``event: control``: the next offset (a position or a token), the cursor (none once
+    closed), the flags."""
+    token = next_offset if isinstance(next_offset, str) else format_offset(next_offset)
+    body: dict[str, Any] = {"streamNextOffset": token}
     if closed:
         body["streamClosed"] = True
     elif cursor is not None:

@@ -49,6 +49,7 @@ from .requests import (
     query,
     stream_id_of,
 )
+from .sessions import answer_session
 
 __all__ = ["create_durable_streams_router"]
 
@@ -61,6 +62,7 @@ class DurableStreams:
         *,
         prefix: str,
         authorize: Authorize | None,
+        sessions_view: bool,
         long_poll_timeout: float,
         sse_reconnect_after: float,
         max_append_bytes: int,
@@ -69,6 +71,7 @@ class DurableStreams:
         allow_origin: str,
     ) -> None:
         self.prefix = prefix.rstrip("/")
+        self.sessions_view = sessions_view
         self.authorize = authorize
         self.long_poll_timeout = long_poll_timeout
         self.sse_reconnect_after = sse_reconnect_after
@@ -82,23 +85,23 @@ class DurableStreams:
             "Access-Control-Expose-Headers": EXPOSED,
         }
 
-    def _response(
+    def response(
         self, status: int, body: bytes = b"", headers: Mapping[str, str] | None = None
     ) -> Response:
+        """An answer with the headers every answer carries."""
         return Response(body, status_code=status, headers={**self.common, **(headers or {})})
 
-    def _error(
-        self, status: int, detail: str, headers: Mapping[str, str] | None = None
-    ) -> Response:
+    def error(self, status: int, detail: str, headers: Mapping[str, str] | None = None) -> Response:
+        """A refusal: ``detail`` as plain text (none for 204 and 304)."""
         body = detail.encode() if status not in (204, 304) and detail else b""
         extra = {"Content-Type": "text/plain"} if body else {}
-        return self._response(status, body, {**extra, **(headers or {})})
+        return self.response(status, body, {**extra, **(headers or {})})
 
     async def __call__(self, request: Request, name: str) -> Response:
         """Answer one request on the stream ``name``."""
         method = request.method
         if method == "OPTIONS":
-            return self._response(
+            return self.response(
                 204,
                 headers={
                     "Access-Control-Allow-Methods": ", ".join(METHODS),
@@ -106,6 +109,7 @@ class DurableStreams:
                     "Access-Control-Max-Age": "86400",
                 },
             )
+        stream_id: str | None = None
         try:
             stream_id = stream_id_of(name)
             backend = get_hub_from(request).backend
@@ -121,21 +125,34 @@ class DurableStreams:
             if method == "DELETE":
                 deleted = await backend.ds_delete(stream_id)
                 if deleted == "not_found":
-                    return self._error(404, "stream not found")
+                    raise Answer(404, "stream not found")
                 if deleted == "gone":
-                    return self._error(410, "stream deleted")
-                return self._response(204)
+                    return self.error(410, "stream deleted")
+                return self.response(204)
             if method == "HEAD":
                 return await self._head(backend, stream_id)
             return await self._read(request, backend, stream_id)
         except ProtocolError as exc:
-            return self._error(exc.status, str(exc))
+            return self.error(exc.status, str(exc))
         except Answer as exc:
-            return self._error(exc.status, exc.detail, exc.headers)
+            if exc.status == 404 and self.sessions_view and method != "PUT" and stream_id:
+                return await self._session(request, method, stream_id)
+            return self.error(exc.status, exc.detail, exc.headers)
         except HTTPException as exc:
-            return self._error(exc.status_code, str(exc.detail), exc.headers)
+            return self.error(exc.status_code, str(exc.detail), exc.headers)
         except BackendUnavailable:
-            return self._error(503, UNAVAILABLE, {"Retry-After": "2"})
+            return self.error(503, UNAVAILABLE, {"Retry-After": "2"})
+
+    async def _session(self, request: Request, method: str, stream_id: str) -> Response:
+        """A request on a name that is no stream: our session of that id, read-only."""
+        try:
+            return await answer_session(self, request, get_hub_from(request), method, stream_id)
+        except ProtocolError as exc:
+            return self.error(exc.status, str(exc))
+        except Answer as exc:
+            return self.error(exc.status, exc.detail, exc.headers)
+        except BackendUnavailable:
+            return self.error(503, UNAVAILABLE, {"Retry-After": "2"})
 
     # -- writes --------------------------------------------------------------------------
 
@@ -214,7 +231,7 @@ class DurableStreams:
         out = self._stream_headers(created.stream)
         if created.outcome == "created":
             out["Location"] = str(request.url.replace(query=""))
-        return self._response(201 if created.outcome == "created" else 200, headers=out)
+        return self.response(201 if created.outcome == "created" else 200, headers=out)
 
     async def _append(self, request: Request, backend: Backend, stream_id: str) -> Response:
         headers = request.headers
@@ -240,7 +257,7 @@ class DurableStreams:
         )
         outcome, stream = result.outcome, result.stream
         if stream is None:
-            return self._error(404, "stream not found")
+            raise Answer(404, "stream not found")
         out = {"Stream-Next-Offset": format_offset(stream.tail)}
         if stream.closed:
             out["Stream-Closed"] = "true"
@@ -252,42 +269,43 @@ class DurableStreams:
             # 200 tells a producer its batch was new; a duplicate or a close alone is 204.
             fresh = producer is not None and outcome is DsOutcome.APPENDED and data
             status = 200 if fresh else 204
-            return self._response(status, headers=out)
+            return self.response(status, headers=out)
         if outcome is DsOutcome.GONE:
-            return self._error(410, "stream deleted")
+            return self.error(410, "stream deleted")
         if outcome is DsOutcome.STALE_EPOCH:
-            return self._error(403, "stale producer epoch", out)
+            return self.error(403, "stale producer epoch", out)
         if outcome is DsOutcome.BAD_EPOCH_SEQ:
-            return self._error(400, "a new producer epoch starts at Producer-Seq 0", out)
+            return self.error(400, "a new producer epoch starts at Producer-Seq 0", out)
         if outcome is DsOutcome.SEQ_GAP:
             assert producer is not None
             out["Producer-Expected-Seq"] = str(result.seq)
             out["Producer-Received-Seq"] = str(producer.seq)
-            return self._error(409, "producer sequence gap", out)
+            return self.error(409, "producer sequence gap", out)
         if outcome is DsOutcome.CLOSED:
             out["Stream-Closed"] = "true"
-            return self._error(409, "the stream is closed", out)
+            return self.error(409, "the stream is closed", out)
         if outcome is DsOutcome.TYPE_MISMATCH:
-            return self._error(409, "content type does not match the stream's", out)
-        return self._error(409, "Stream-Seq must increase", out)
+            return self.error(409, "content type does not match the stream's", out)
+        return self.error(409, "Stream-Seq must increase", out)
 
     # -- reads ---------------------------------------------------------------------------
 
     async def _head(self, backend: Backend, stream_id: str) -> Response:
         answer = await backend.ds_read(stream_id, 0, 0, touch=False)
         if answer is None:
-            return self._error(404, "stream not found")
+            raise Answer(404, "stream not found")
         stream = answer[0]
         if stream.gone:
-            return self._error(410, "stream deleted")
+            return self.error(410, "stream deleted")
         out = {**self._stream_headers(stream), "Cache-Control": "no-store"}
         if stream.spec.ttl is not None:
             out["Stream-TTL"] = str(stream.spec.ttl)
         if stream.spec.expires_at is not None:
             out["Stream-Expires-At"] = stream.spec.expires_at
-        return self._response(200, headers=out)
+        return self.response(200, headers=out)
 
-    def _cursor(self, client: str | None) -> str:
+    def cursor(self, client: str | None) -> str:
+        """A ``Stream-Cursor`` for a live answer to a client that echoed ``client``."""
         return stream_cursor(time.time(), client)
 
     async def _read(self, request: Request, backend: Backend, stream_id: str) -> Response:
@@ -297,7 +315,13 @@ class DurableStreams:
             raise ProtocolError(f"unknown live mode {live!r}")
         if live is not None and "offset" not in params:
             raise ProtocolError("live reads need an offset")
-        start = parse_offset(params.get("offset"))
+        try:
+            start = parse_offset(params.get("offset"))
+        except ProtocolError:
+            # A stream that does not exist is a 404 whatever the offset (and, with the sessions
+            # view, may be a session, whose offsets carry a generation).
+            existing(await read_page(backend, stream_id, 0, 0, touch=False))
+            raise
         cursor = params.get("cursor")
         if live == "sse":
             return await self._sse(backend, stream_id, start, cursor)
@@ -316,7 +340,7 @@ class DurableStreams:
         if live is None:
             tag = etag(stream_id, start, page.end, page.stream.closed and page.up_to_date)
             if request.headers.get("if-none-match") == tag:
-                return self._response(304, headers={"ETag": tag})
+                return self.response(304, headers={"ETag": tag})
         return self._page(stream_id, page, cursor, False, live is not None)
 
     async def _page_at(self, backend: Backend, stream_id: str, start: int) -> Page:
@@ -342,11 +366,11 @@ class DurableStreams:
         out = {
             "Stream-Next-Offset": format_offset(page.end),
             "Stream-Up-To-Date": "true",
-            "Stream-Cursor": self._cursor(client_cursor),
+            "Stream-Cursor": self.cursor(client_cursor),
         }
         if page.stream.closed:
             out["Stream-Closed"] = "true"
-        return self._response(204, headers=out)
+        return self.response(204, headers=out)
 
     def _page(
         self,
@@ -371,8 +395,8 @@ class DurableStreams:
         if not at_now:
             out["ETag"] = etag(stream_id, page.start, page.end, stream.closed and page.up_to_date)
         if live or at_now:
-            out["Stream-Cursor"] = self._cursor(client_cursor)
-        return self._response(200, body, out)
+            out["Stream-Cursor"] = self.cursor(client_cursor)
+        return self.response(200, body, out)
 
     async def _sse(
         self, backend: Backend, stream_id: str, start: int | None, client_cursor: str | None
@@ -395,7 +419,7 @@ class DurableStreams:
             start,
             self.max_read_bytes,
             self.sse_reconnect_after,
-            lambda: self._cursor(client_cursor),
+            lambda: self.cursor(client_cursor),
         )
         return StreamingResponse(body, status_code=200, headers=out)
 
@@ -410,6 +434,7 @@ def create_durable_streams_router(
     max_read_bytes: int = 1 << 20,
     cache_control: str = "private, max-age=60, stale-while-revalidate=300",
     allow_origin: str = "*",
+    sessions_view: bool = False,
     dependencies: Sequence[DependsParam] | None = None,
 ) -> APIRouter:
     """A router speaking the Durable Streams protocol at ``{prefix}/{stream}`` on the hub's
@@ -420,6 +445,9 @@ def create_durable_streams_router(
     ``append`` (POST, closing too), ``read`` (GET), ``head`` or ``delete``.
     ``long_poll_timeout``: seconds a long-poll waits before its 204; ``sse_reconnect_after``:
     seconds after which an SSE answer ends (clients reconnect from their offset).
+    ``sessions_view=True``: a name that is no stream but one of our sessions (from
+    ``ResumableStreamingResponse`` or ``hub.register``) reads as an ``application/json``
+    stream, read-only (POST and DELETE answer 405), open while active, closed once ended.
     """
     for label, value in (
         ("long_poll_timeout", long_poll_timeout),
@@ -432,6 +460,7 @@ def create_durable_streams_router(
             raise ValueError(f"{label} must be >= 1, got {size!r}")
     endpoint = DurableStreams(
         prefix=prefix,
+        sessions_view=sessions_view,
         authorize=authorize,
         long_poll_timeout=long_poll_timeout,
         sse_reconnect_after=sse_reconnect_after,
