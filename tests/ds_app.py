@@ -4,7 +4,7 @@ Our router at ``/streams`` and the Durable Streams router at ``/v1/stream`` (the
 conformance suite hard-codes) on one hub. Configured by environment variables:
 ``REDIS_URL`` (the hub's backend, default ``memory://``), ``LONG_POLL_TIMEOUT`` (seconds,
 default 1), ``AUTH=1`` (``authorize`` lets only requests with ``X-User: owner`` through),
-``MAX_APPEND_BYTES`` (default the library's). The sessions view is on.
+``MAX_APPEND_BYTES``, ``MAX_LIVE_READERS`` (default the library's). The sessions view is on.
 
 ``GET /gen/{sid}?n=&delay=`` returns ``ResumableStreamingResponse(sid, gen())``: ``n`` items
 (``t0``, ``{"i": 1}``, an ``Event("t2", "note")``, ... by ``i % 3``), ``delay`` seconds apart,
@@ -50,6 +50,8 @@ def build() -> FastAPI:
     options: dict[str, Any] = {}
     if "MAX_APPEND_BYTES" in os.environ:
         options["max_append_bytes"] = int(os.environ["MAX_APPEND_BYTES"])
+    if "MAX_LIVE_READERS" in os.environ:
+        options["max_live_readers"] = int(os.environ["MAX_LIVE_READERS"])
     app.include_router(create_router(authorize=authorize))
     app.include_router(
         create_durable_streams_router(

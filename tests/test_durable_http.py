@@ -4,6 +4,7 @@ itself is checked by the official suite (tests/test_durable_streams.py)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,9 +22,8 @@ OWNER = {"X-User": "owner"}
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     log_dir: Path = tmp_path_factory.mktemp("ds-http")
-    server = AppServer(
-        "ds-auth", {"AUTH": "1", "MAX_APPEND_BYTES": str(LIMIT)}, log_dir, "ds_app:app"
-    )
+    env = {"AUTH": "1", "MAX_APPEND_BYTES": str(LIMIT), "MAX_LIVE_READERS": "1"}
+    server = AppServer("ds-auth", env, log_dir, "ds_app:app")
     start_servers([server])
     try:
         yield server
@@ -73,6 +73,26 @@ def test_a_body_over_the_limit_is_refused_and_changes_nothing(client: httpx.Clie
     assert client.get(url, headers=OWNER).content == b"a" + b"d" * LIMIT
 
 
+def test_live_readers_of_one_stream_are_bounded(client: httpx.Client) -> None:
+    url = f"/v1/stream/{new_sid()}"
+    assert client.put(url, headers={**OWNER, "Content-Type": "text/plain"}).status_code == 201
+    live = {"offset": "now", "live": "sse"}
+    with client.stream("GET", url, params=live, headers=OWNER) as first:
+        assert first.status_code == 200
+        # The one slot is taken: another live reader of the stream is refused, others are not.
+        assert (
+            client.get(url, params={**live, "live": "long-poll"}, headers=OWNER).status_code == 429
+        )
+        assert client.get(url, headers=OWNER).status_code == 200  # catch-up reads are not live
+    # The first reader gone, its slot comes back (once the server saw it leave).
+    deadline = time.monotonic() + 10
+    while True:
+        answer = client.get(url, params={"offset": "now", "live": "long-poll"}, headers=OWNER)
+        if answer.status_code != 429 or time.monotonic() > deadline:
+            break
+    assert answer.status_code == 204
+
+
 def test_names_outside_the_session_id_rule_are_refused(client: httpx.Client) -> None:
     assert client.put("/v1/stream/a/b", headers=OWNER).status_code == 400
     assert client.put("/v1/stream/..", headers=OWNER).status_code in (400, 404)
@@ -91,3 +111,5 @@ def test_bad_settings_are_refused() -> None:
         create_durable_streams_router(long_poll_timeout=0)
     with pytest.raises(ValueError, match="max_append_bytes"):
         create_durable_streams_router(max_append_bytes=0)
+    with pytest.raises(ValueError, match="max_live_readers"):
+        create_durable_streams_router(max_live_readers=0)

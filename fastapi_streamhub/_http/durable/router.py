@@ -8,14 +8,15 @@ browser security headers and exact content types.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, HTTPException, Request
-from fastapi.params import Depends as DependsParam
+from fastapi import HTTPException, Request
 from starlette.datastructures import Headers
 from starlette.responses import Response, StreamingResponse
 
+from ..._budget import request_bound
 from ..._errors import BackendUnavailable
 from ...backends._ds import DsAppend, DsFork, DsOutcome, DsSpec, DsStream
 from ...backends.base import Backend
@@ -51,7 +52,7 @@ from .requests import (
 )
 from .sessions import answer_session
 
-__all__ = ["create_durable_streams_router"]
+__all__ = ["DurableStreams"]
 
 
 class DurableStreams:
@@ -63,6 +64,7 @@ class DurableStreams:
         prefix: str,
         authorize: Authorize | None,
         sessions_view: bool,
+        max_live_readers: int,
         long_poll_timeout: float,
         sse_reconnect_after: float,
         max_append_bytes: int,
@@ -72,6 +74,8 @@ class DurableStreams:
     ) -> None:
         self.prefix = prefix.rstrip("/")
         self.sessions_view = sessions_view
+        self.max_live_readers = max_live_readers
+        self.live: dict[str, int] = {}
         self.authorize = authorize
         self.long_poll_timeout = long_poll_timeout
         self.sse_reconnect_after = sse_reconnect_after
@@ -109,10 +113,15 @@ class DurableStreams:
                     "Access-Control-Max-Age": "86400",
                 },
             )
+        hub = get_hub_from(request)
+        # Store calls while a request waits retry request_timeout at most (503 then).
+        with request_bound(hub.settings.request_timeout):
+            return await self._answer(request, method, name, hub.backend)
+
+    async def _answer(self, request: Request, method: str, name: str, backend: Backend) -> Response:
         stream_id: str | None = None
         try:
             stream_id = stream_id_of(name)
-            backend = get_hub_from(request).backend
             action = {"GET": "read", "HEAD": "head", "PUT": "create", "POST": "append"}.get(
                 method, "delete"
             )
@@ -349,17 +358,34 @@ class DurableStreams:
             raise ProtocolError("offset beyond the end of the stream")
         return page
 
+    @contextmanager
+    def live_slot(self, stream_id: str) -> Iterator[None]:
+        """Count one live reader (long-poll, SSE) of ``stream_id`` here: 429 over the limit."""
+        count = self.live.get(stream_id, 0)
+        if count >= self.max_live_readers:
+            raise Answer(429, f"{count} live readers of this stream already wait here")
+        self.live[stream_id] = count + 1
+        try:
+            yield
+        finally:
+            left = self.live[stream_id] - 1
+            if left:
+                self.live[stream_id] = left
+            else:
+                del self.live[stream_id]
+
     async def _poll(self, backend: Backend, stream_id: str, start: int, first: Page) -> Page:
         change = Change()
-        async with backend.listen(stream_id, change.listener):
-            page = await self._page_at(backend, stream_id, start)
-            deadline = time.monotonic() + self.long_poll_timeout
-            while not page.data and not page.stream.closed:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not await change.wait(remaining):
-                    break
-                change.reset()
+        with self.live_slot(stream_id):
+            async with backend.listen(stream_id, change.listener):
                 page = await self._page_at(backend, stream_id, start)
+                deadline = time.monotonic() + self.long_poll_timeout
+                while not page.data and not page.stream.closed:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not await change.wait(remaining):
+                        break
+                    change.reset()
+                    page = await self._page_at(backend, stream_id, start)
         return page
 
     def _empty_poll(self, page: Page, client_cursor: str | None) -> Response:
@@ -421,60 +447,12 @@ class DurableStreams:
             self.sse_reconnect_after,
             lambda: self.cursor(client_cursor),
         )
-        return StreamingResponse(body, status_code=200, headers=out)
+        slot = self.live_slot(stream_id)
+        slot.__enter__()  # refuses (429) before the answer starts; released when it ends
 
+        async def counted() -> AsyncIterator[bytes]:
+            with slot:
+                async for event in body:
+                    yield event
 
-def create_durable_streams_router(
-    *,
-    prefix: str = "/v1/stream",
-    authorize: Authorize | None = None,
-    long_poll_timeout: float = 20.0,
-    sse_reconnect_after: float = 60.0,
-    max_append_bytes: int = 8 << 20,
-    max_read_bytes: int = 1 << 20,
-    cache_control: str = "private, max-age=60, stale-while-revalidate=300",
-    allow_origin: str = "*",
-    sessions_view: bool = False,
-    dependencies: Sequence[DependsParam] | None = None,
-) -> APIRouter:
-    """A router speaking the Durable Streams protocol at ``{prefix}/{stream}`` on the hub's
-    backend (``app.state.streamhub``), beside :func:`create_router` on the same hub.
-
-    ``authorize(request, stream_id, action)`` (sync or async; False or an HTTPException
-    refuses) is called on every request but CORS preflights, with action ``create`` (PUT),
-    ``append`` (POST, closing too), ``read`` (GET), ``head`` or ``delete``.
-    ``long_poll_timeout``: seconds a long-poll waits before its 204; ``sse_reconnect_after``:
-    seconds after which an SSE answer ends (clients reconnect from their offset).
-    ``sessions_view=True``: a name that is no stream but one of our sessions (from
-    ``ResumableStreamingResponse`` or ``hub.register``) reads as an ``application/json``
-    stream, read-only (POST and DELETE answer 405), open while active, closed once ended.
-    """
-    for label, value in (
-        ("long_poll_timeout", long_poll_timeout),
-        ("sse_reconnect_after", sse_reconnect_after),
-    ):
-        if not value > 0:
-            raise ValueError(f"{label} must be > 0, got {value!r}")
-    for label, size in (("max_append_bytes", max_append_bytes), ("max_read_bytes", max_read_bytes)):
-        if size < 1:
-            raise ValueError(f"{label} must be >= 1, got {size!r}")
-    endpoint = DurableStreams(
-        prefix=prefix,
-        sessions_view=sessions_view,
-        authorize=authorize,
-        long_poll_timeout=long_poll_timeout,
-        sse_reconnect_after=sse_reconnect_after,
-        max_append_bytes=max_append_bytes,
-        max_read_bytes=max_read_bytes,
-        cache_control=cache_control,
-        allow_origin=allow_origin,
-    )
-    router = APIRouter(prefix=prefix, dependencies=list(dependencies or []))
-    router.add_api_route(
-        "/{name:path}",
-        endpoint,
-        methods=METHODS,
-        name="durable_stream",
-        include_in_schema=False,
-    )
-    return router
+        return StreamingResponse(counted(), status_code=200, headers=out)
