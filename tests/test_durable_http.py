@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.apps import AppServer, start_servers
+from support.apps import SERVER_ERROR_MARKERS, AppServer, start_servers
 from support.sids import new_sid
 
 from fastapi_streamhub import create_durable_streams_router
@@ -29,6 +29,9 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
         yield server
     finally:
         server.stop()
+    # A request that blew up server-side is a failure even if its answer looked right.
+    for marker in SERVER_ERROR_MARKERS:
+        assert marker not in server.log(), server.log()[-4000:]
 
 
 @pytest.fixture

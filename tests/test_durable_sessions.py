@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from ds_app import item
-from support.apps import AppServer, start_servers
+from support.apps import SERVER_ERROR_MARKERS, AppServer, start_servers
 from support.node import NODE, node_modules, run_node
 from support.redis_server import RedisServer
 from support.sids import new_sid
@@ -51,6 +51,8 @@ def app(
         server.stop()
         if redis is not None:
             redis.close()
+    for marker in SERVER_ERROR_MARKERS:
+        assert marker not in server.log(), server.log()[-4000:]
 
 
 @pytest.fixture

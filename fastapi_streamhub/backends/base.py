@@ -309,8 +309,9 @@ class Backend(abc.ABC):
 
     # -- Durable Streams (streams with no producer and no lease): optional -------------------
     #
-    # A stream's keys are its own (never a session's): claim, expire, cancel and the lease
-    # keeper never see them. A create on an id a session holds answers a conflict. Live
+    # A stream's keys are its own (never a session's): expire, cancel and the lease keeper
+    # never see them, and ``claim`` refuses a stream's id (InvalidSessionId) in the same
+    # atomic step. A create on an id a session holds answers a conflict. Live
     # readers use ``listen``: every append or close publishes ``StoredMsg(0, tail)`` on the
     # stream id's channel, a delete ``DeletedMsg``.
 

@@ -8,8 +8,7 @@ browser security headers and exact content types.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Mapping
 from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
@@ -358,25 +357,26 @@ class DurableStreams:
             raise ProtocolError("offset beyond the end of the stream")
         return page
 
-    @contextmanager
-    def live_slot(self, stream_id: str) -> Iterator[None]:
-        """Count one live reader (long-poll, SSE) of ``stream_id`` here: 429 over the limit."""
+    def take_live_slot(self, stream_id: str) -> None:
+        """Count one more live reader (long-poll, SSE) of ``stream_id`` here: 429 over the
+        limit. Each taken slot is given back with :meth:`give_live_slot`."""
         count = self.live.get(stream_id, 0)
         if count >= self.max_live_readers:
             raise Answer(429, f"{count} live readers of this stream already wait here")
         self.live[stream_id] = count + 1
-        try:
-            yield
-        finally:
-            left = self.live[stream_id] - 1
-            if left:
-                self.live[stream_id] = left
-            else:
-                del self.live[stream_id]
+
+    def give_live_slot(self, stream_id: str) -> None:
+        """One live reader of ``stream_id`` is done."""
+        left = self.live[stream_id] - 1
+        if left:
+            self.live[stream_id] = left
+        else:
+            del self.live[stream_id]
 
     async def _poll(self, backend: Backend, stream_id: str, start: int, first: Page) -> Page:
         change = Change()
-        with self.live_slot(stream_id):
+        self.take_live_slot(stream_id)
+        try:
             async with backend.listen(stream_id, change.listener):
                 page = await self._page_at(backend, stream_id, start)
                 deadline = time.monotonic() + self.long_poll_timeout
@@ -386,6 +386,8 @@ class DurableStreams:
                         break
                     change.reset()
                     page = await self._page_at(backend, stream_id, start)
+        finally:
+            self.give_live_slot(stream_id)
         return page
 
     def _empty_poll(self, page: Page, client_cursor: str | None) -> Response:
@@ -447,12 +449,13 @@ class DurableStreams:
             self.sse_reconnect_after,
             lambda: self.cursor(client_cursor),
         )
-        slot = self.live_slot(stream_id)
-        slot.__enter__()  # refuses (429) before the answer starts; released when it ends
+        self.take_live_slot(stream_id)  # refuses (429) before the answer starts
 
         async def counted() -> AsyncIterator[bytes]:
-            with slot:
+            try:
                 async for event in body:
                     yield event
+            finally:
+                self.give_live_slot(stream_id)
 
         return StreamingResponse(counted(), status_code=200, headers=out)
