@@ -150,6 +150,9 @@ class DurableStreams:
             return self.error(exc.status_code, str(exc.detail), exc.headers)
         except BackendUnavailable:
             return self.error(503, UNAVAILABLE, {"Retry-After": "2"})
+        except NotImplementedError as exc:
+            # A third-party backend without the ds_* methods: the protocol's "not supported".
+            return self.error(501, str(exc))
 
     async def _session(self, request: Request, method: str, stream_id: str) -> Response:
         """A request on a name that is no stream: our session of that id, read-only."""
