@@ -23,6 +23,7 @@ __all__ = [
     "DsStream",
     "fork_cut",
     "is_json_type",
+    "media_type",
     "producer_verdict",
 ]
 
@@ -91,7 +92,8 @@ class DsProducer:
 class DsAppend:
     """One POST: ``data`` (may be empty only when ``close``) appended atomically with its checks.
 
-    ``content_type`` None skips the type check (a close without a body). ``seq``: the
+    ``content_type``: a media type (lower case, no parameters), compared with the stream's
+    media type; None skips the check (a close without a body). ``seq``: the
     ``Stream-Seq`` header, which must be bytewise greater than the last one stored.
     """
 
@@ -160,9 +162,14 @@ def producer_verdict(
     return None, epoch, producer.seq
 
 
+def media_type(content_type: str) -> str:
+    """A content type without its parameters, lower case (what appends are compared by)."""
+    return content_type.partition(";")[0].strip().lower()
+
+
 def is_json_type(content_type: str) -> bool:
     """Whether a stream of this type keeps JSON message boundaries (``application/json``)."""
-    return content_type.partition(";")[0].strip().lower() == "application/json"
+    return media_type(content_type) == "application/json"
 
 
 def fork_cut(after: bytes, json_stream: bool, sub: int) -> int | None:

@@ -23,6 +23,7 @@ from ._ds import (
     DsStream,
     fork_cut,
     is_json_type,
+    media_type,
     producer_verdict,
 )
 
@@ -159,7 +160,8 @@ class MemoryDurable:
             if append.data or not append.close or producer is not None:
                 return DsAppended(DsOutcome.CLOSED, stream.view(), epoch, seq)
             return DsAppended(DsOutcome.APPENDED, stream.view(), epoch, seq)
-        if append.content_type is not None and append.content_type != stream.spec.content_type:
+        media = media_type(stream.spec.content_type)
+        if append.content_type is not None and append.content_type != media:
             return DsAppended(DsOutcome.TYPE_MISMATCH, stream.view(), epoch, seq)
         if append.seq is not None:
             # Bytewise, as the protocol asks.

@@ -129,3 +129,13 @@ async def test_the_redis_hot_path_runs_no_stream_script(
     assert grew <= {"xadd", "publish", "info"}, grew
     assert reg.state is State.ACTIVE
     await reg.producer.close()
+
+
+async def test_appends_compare_media_types(make_hub: HubFactory) -> None:
+    backend = (await make_hub()).backend
+    sid = new_sid()
+    await backend.ds_create(sid, DsSpec("text/plain;charset=utf-8"), b"")
+    same = await backend.ds_append(sid, DsAppend(b"a", "text/plain"))
+    assert same.outcome is DsOutcome.APPENDED
+    other = await backend.ds_append(sid, DsAppend(b"b", "text/html"))
+    assert other.outcome is DsOutcome.TYPE_MISMATCH

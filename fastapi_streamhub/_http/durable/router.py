@@ -17,7 +17,7 @@ from starlette.responses import Response, StreamingResponse
 
 from ..._budget import request_bound
 from ..._errors import BackendUnavailable
-from ...backends._ds import DsAppend, DsFork, DsOutcome, DsSpec, DsStream
+from ...backends._ds import DsAppend, DsFork, DsOutcome, DsSpec, DsStream, media_type
 from ...backends.base import Backend
 from ..deps import get_hub_from
 from ..errors import UNAVAILABLE, Authorize, authorize_or_raise
@@ -260,11 +260,11 @@ class DurableStreams:
         else:
             if raw_type is None or not raw_type.strip():
                 raise ProtocolError("an append needs a Content-Type")
-            content_type = normalize_type(raw_type)
+            content_type = media_type(raw_type)
             data = json_messages(body, allow_empty=False) if is_json(content_type) else body
         result = await backend.ds_append(
             stream_id,
-            DsAppend(data, content_type, headers.get("stream-seq"), producer, close),
+            DsAppend(data, content_type, headers.get("stream-seq") or None, producer, close),
         )
         outcome, stream = result.outcome, result.stream
         if stream is None:

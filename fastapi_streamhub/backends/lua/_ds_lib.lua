@@ -23,10 +23,14 @@ local function ds_reply(outcome, r, a, b)
           int(a or 0), int(b or 0), r[7], r[8]}
 end
 
+-- A content type's media type: parameters dropped, lower case, trimmed.
+local function ds_media(ct)
+  return string.match(string.lower(string.match(ct, '^[^;]*')), '^%s*(.-)%s*$')
+end
+
 -- Whether a content type is application/json (parameters and case aside).
 local function ds_is_json(ct)
-  local media = string.lower(string.match(ct, '^[^;]*'))
-  return string.match(media, '^%s*(.-)%s*$') == 'application/json'
+  return ds_media(ct) == 'application/json'
 end
 
 -- Restart the expiry window of all three keys: Expires-At, else the TTL, else `retention_ms`.

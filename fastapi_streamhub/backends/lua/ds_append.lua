@@ -1,7 +1,7 @@
 -- One Durable Streams append: producer check, closed, content type, Stream-Seq, then the data,
 -- the close and the expiry window, atomically; publishes 'S<sid>:0:<tail>' for live readers.
 -- KEYS: ds record, data, producers
--- ARGV: data, ct ('' = not checked), stream seq ('' = none), producer id ('' = none), epoch,
+-- ARGV: data, media type ('' = not checked; compared with the stream's, parameters aside), stream seq ('' = none), producer id ('' = none), epoch,
 --       producer seq, close ('1'/'0'), retention_ms, sid, pub, data_ch
 -- Returns ds_reply(outcome, r, epoch, seq) (outcomes: backends/_ds.py DsOutcome).
 local r = ds_record()
@@ -37,7 +37,9 @@ if r[6] == '1' then
   if #ARGV[1] > 0 or ARGV[7] ~= '1' or pid ~= '' then return ds_reply('closed', r, epoch, pseq) end
   return ds_reply('appended', r, epoch, pseq)
 end
-if ARGV[2] ~= '' and ARGV[2] ~= r[1] then return ds_reply('type_mismatch', r, epoch, pseq) end
+if ARGV[2] ~= '' and ARGV[2] ~= ds_media(r[1]) then
+  return ds_reply('type_mismatch', r, epoch, pseq)
+end
 if ARGV[3] ~= '' then
   local last = redis.call('HGET', KEYS[1], 'seq')
   if last and not bytes_greater(ARGV[3], last) then return ds_reply('stream_seq', r, epoch, pseq) end
