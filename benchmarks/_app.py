@@ -4,7 +4,10 @@
 
 - ``/streams/...``: the library's router (resume with ``Last-Event-ID``);
 - ``GET /gen/resumable/{sid}?n=&interval=&start=``: ``ResumableStreamingResponse`` of :func:`tokens`;
-- ``GET /gen/plain?n=&interval=&start=``: plain ``StreamingResponse`` of the same generator;
+- ``GET /gen/plain?n=&interval=&start=&spread=``: plain ``StreamingResponse`` of the same generator;
+- ``POST /gen/start?count=&n=&interval=&start=&spread=``: ``count`` new sessions produced here in
+  the background (no response streams them; followers read them on another instance); answers
+  their ids as JSON;
 - ``GET /raw/{key}``: a hand-written resume baseline, ``StreamingResponse`` over plain
   ``XRANGE`` pages (100 first, then 1,000) of a stream the benchmark wrote with one entry per
   chunk (what a minimal implementation stores), framed as SSE (reference for the resume
@@ -18,7 +21,9 @@ at the moment it is yielded (for latency); otherwise items are 8-byte tokens.
 from __future__ import annotations
 
 import os
+import random
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,23 +33,26 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from redis.asyncio import Redis
 
-from fastapi_streamhub import ResumableStreamingResponse, StreamHub, create_router
+from fastapi_streamhub import Producer, ResumableStreamingResponse, StreamHub, create_router
 
 TOKEN = "tok12345"
 FIRST_PAGE = 100
 PAGE = 1000
 
 
-async def tokens(n: int, interval: float = 0.0, start: float = 0.0) -> AsyncIterator[str]:
+async def tokens(
+    n: int, interval: float = 0.0, start: float = 0.0, spread: float = 0.0
+) -> AsyncIterator[str]:
     """``n`` tokens; with ``interval`` > 0 paced, each ``m<perf_counter_ns>;`` as it is yielded.
 
-    ``start`` delays the first item (so that readers on other instances are connected).
+    ``start`` delays the first item (so that readers on other instances are connected), and
+    ``spread`` by a random part of it more (so that many streams do not yield in step).
     """
     if interval <= 0:
         for _ in range(n):
             yield TOKEN
         return
-    t0 = time.perf_counter() + start
+    t0 = time.perf_counter() + start + random.random() * spread
     for i in range(n):
         delay = t0 + i * interval - time.perf_counter()
         if delay > 0:
@@ -102,8 +110,26 @@ def build() -> FastAPI:
         return ResumableStreamingResponse(sid, tokens(n, interval, start), hub=hub)
 
     @app.get("/gen/plain")
-    async def gen_plain(n: int, interval: float = 0.0, start: float = 0.0) -> StreamingResponse:
-        return StreamingResponse(tokens(n, interval, start), media_type="text/event-stream")
+    async def gen_plain(
+        n: int, interval: float = 0.0, start: float = 0.0, spread: float = 0.0
+    ) -> StreamingResponse:
+        return StreamingResponse(tokens(n, interval, start, spread), media_type="text/event-stream")
+
+    async def produce(producer: Producer, items: AsyncIterator[str]) -> None:
+        async with producer:
+            async for item in items:
+                await producer.send(item)
+
+    @app.post("/gen/start")
+    async def gen_start(
+        count: int, n: int, interval: float = 0.0, start: float = 0.0, spread: float = 0.0
+    ) -> list[str]:
+        session_ids = [f"bg-{uuid.uuid4().hex[:12]}" for _ in range(count)]
+        for session_id in session_ids:
+            producer = (await hub.register(session_id)).producer
+            assert producer is not None
+            hub.spawn(produce, producer, tokens(n, interval, start, spread))
+        return session_ids
 
     @app.get("/raw/{key}")
     async def raw(key: str, request: Request) -> StreamingResponse:

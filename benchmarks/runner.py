@@ -32,6 +32,7 @@ BENCHES = (
     "http_throughput",
     "http_latency",
     "many_streams",
+    "http_many_streams",
     "telemetry",
     "cluster",
     "durable_streams",

@@ -17,6 +17,7 @@ from ._errors import (
     StreamHubError,
 )
 from ._fanin import Grant, SubProducer
+from ._finish import FinishedGeneration
 from ._http.deps import get_hub
 from ._http.durable import create_durable_streams_router
 from ._http.response import ResumableStreamingResponse, SessionStreamResponse
@@ -25,7 +26,19 @@ from ._hub import Registration, Session, StreamHub
 from ._producer import Producer
 from ._steering import MessageReceipt, SteeringMessage, StreamContext
 from ._subscriber import Subscription
-from ._types import Batch, Chunk, Cursor, End, Event, Metadata, Reset, SessionInfo, State
+from ._types import (
+    Batch,
+    Chunk,
+    Cursor,
+    End,
+    Event,
+    GenerationEnd,
+    GenerationStart,
+    Metadata,
+    Reset,
+    SessionInfo,
+    State,
+)
 from .backends.base import Backend
 from .backends.memory import MemoryBackend
 
@@ -37,6 +50,9 @@ __all__ = [
     "Cursor",
     "End",
     "Event",
+    "FinishedGeneration",
+    "GenerationEnd",
+    "GenerationStart",
     "Grant",
     "InvalidChunk",
     "InvalidCursor",

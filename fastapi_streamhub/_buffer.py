@@ -65,9 +65,15 @@ class ChunkBuffer:
         self._inflight: list[Entry] | None = None
         self._queued = False
         self._next = 1
+        self._max_pending = settings.max_pending
+        self._max_pending_bytes = settings.max_pending_bytes
+        # Events set only when someone waits on them (a set() per batch is measurable).
         self._room = anyio.Event()
+        self._room_wanted = False
         self._idle = anyio.Event()
-        self.last = Cursor(generation, 0)
+        self._idle_wanted = False
+        self._last = 0  # offset of the last stored chunk
+        self._last_cursor = Cursor(generation, 0)
         """Cursor of the last stored chunk (offset 0 before the first)."""
         # Chunks accepted (put), and those dropped unwritten: what the producer's close claims
         # is stored, for the store to check (see claim).
@@ -89,6 +95,23 @@ class ChunkBuffer:
         """Chunks are queued or in flight."""
         return bool(self._pending) or self._inflight is not None
 
+    def offer(self, payload: bytes, ack: Ack | None) -> bool:
+        """Queue one chunk if there is room now (a producer's every chunk comes here first:
+        no coroutine, no wait)."""
+        pending = self._pending
+        if len(pending) >= self._max_pending or (
+            # A chunk bigger than the whole byte budget still goes, alone, once nothing waits.
+            self._pending_bytes and self._pending_bytes + len(payload) > self._max_pending_bytes
+        ):
+            return False
+        pending.append((payload, ack))
+        self.sent += 1
+        self._pending_bytes += len(payload)
+        if self._inflight is None and not self._queued:
+            self._queued = True
+            self._writer.ready(self)
+        return True
+
     async def put(self, payload: bytes, ack: Ack | None, check_open: Callable[[], None]) -> None:
         """Queue one chunk once there is room (``check_open`` again after each wait)."""
         settings = self._settings
@@ -96,7 +119,10 @@ class ChunkBuffer:
             # A chunk bigger than the whole byte budget still goes, alone, once nothing waits.
             self._pending_bytes and self._pending_bytes + len(payload) > settings.max_pending_bytes
         ):
-            self._room = anyio.Event()
+            # Every waiter waits on the same event (a second one must not orphan the first's).
+            if self._room.is_set():
+                self._room = anyio.Event()
+            self._room_wanted = True
             await self._room.wait()
             check_open()
         self._pending.append((payload, ack))
@@ -106,10 +132,29 @@ class ChunkBuffer:
             self._queued = True
             self._writer.ready(self)
 
+    @property
+    def last(self) -> Cursor:
+        """Cursor of the last stored chunk (offset 0 before the first)."""
+        if self._last_cursor.offset != self._last:
+            self._last_cursor = Cursor(self._generation, self._last)
+        return self._last_cursor
+
     async def wait_idle(self) -> None:
         """Until the next change: a batch stored, or the buffer failed."""
-        self._idle = anyio.Event()
+        if self._idle.is_set():
+            self._idle = anyio.Event()
+        self._idle_wanted = True
         await self._idle.wait()
+
+    def _wake_room(self) -> None:
+        if self._room_wanted:
+            self._room_wanted = False
+            self._room.set()
+
+    def _wake_idle(self) -> None:
+        if self._idle_wanted:
+            self._idle_wanted = False
+            self._idle.set()
 
     def _fits(self, budget: int) -> int:
         """How many pending chunks the next batch takes: up to ``max_batch`` and ``budget``
@@ -136,7 +181,7 @@ class ChunkBuffer:
         n = self._fits(budget)
         batch = self._pending[:n]
         del self._pending[:n]
-        self._room.set()
+        self._wake_room()
         self._inflight = batch
         payloads = [p for p, _ in batch]
         self._pending_bytes -= sum(map(len, payloads))
@@ -164,18 +209,18 @@ class ChunkBuffer:
             if ack is not None:
                 ack.cursor = Cursor(generation, first + i)
                 ack.event.set()
-        self.last = Cursor(generation, first + len(batch) - 1)
+        self._last = first + len(batch) - 1
         if self._pending:
             self._queued = True
             self._writer.ready(self)
         else:
-            self._idle.set()
+            self._wake_idle()
 
     def fail(self, error: StreamHubError, batch: Sequence[Entry] = ()) -> None:
         """Fail ``batch`` (taken, not stored) and everything queued with ``error``."""
         _fail_acks(batch, error)
         self.fail_pending(error)
-        self._idle.set()
+        self._wake_idle()
 
     def fail_pending(self, error: StreamHubError) -> None:
         """Drop the queued chunks (they fail with ``error``); the batch in flight goes on."""
@@ -183,7 +228,7 @@ class ChunkBuffer:
         self.dropped += len(pending)
         self._pending_bytes = 0
         _fail_acks(pending, error)
-        self._room.set()
+        self._wake_room()
 
     def claim(self) -> int:
         """What was written, for the store to check: the chunk count or, once offsets are

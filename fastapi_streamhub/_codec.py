@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from ._errors import InvalidChunk
+from ._errors import InvalidChunk, LimitExceeded
 from ._types import Chunk, Cursor, Event, State
 
 __all__ = [
@@ -59,7 +59,11 @@ __all__ = [
 ]
 
 _EVENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
-RESERVED_EVENTS = frozenset({"message", "json", "metadata", "end", "reset", "part"})
+# The SSE event names of the stream itself (``generation`` and ``generation-end``: a
+# conversation, ``GET /{sid}?follow=conversation``); a chunk cannot be sent under them.
+RESERVED_EVENTS = frozenset(
+    {"message", "json", "metadata", "end", "reset", "part", "generation", "generation-end"}
+)
 
 
 def dumps_json(value: Any, *, what: str) -> bytes:
@@ -71,6 +75,14 @@ def dumps_json(value: Any, *, what: str) -> bytes:
     # orjson writes NaN and infinities as null; look for them only when a null was written.
     if b"null" in blob and _non_finite(value):
         raise InvalidChunk(f"{what} holds NaN or an infinity, which JSON cannot represent")
+    return blob
+
+
+def encode_metadata(value: Any, limit: int) -> bytes:
+    """A session's metadata as stored: JSON, at most ``limit`` bytes (else LimitExceeded)."""
+    blob = dumps_json(value, what="metadata")
+    if len(blob) > limit:
+        raise LimitExceeded(f"metadata of {len(blob)} bytes is over max_metadata_bytes ({limit})")
     return blob
 
 

@@ -67,6 +67,13 @@ class Settings:
     telemetry: bool | None = None  # None: on when an OpenTelemetry SDK is configured at start
     # Fold a finished generation's log into a few entries (ARCHITECTURE.md, "Compaction").
     compact_finished: bool = True
+    # on_finish (README, "Saving finished answers"): calls of a failing hook (with backoff from
+    # finish_backoff, doubling), how long a claim on running a hook lasts, and how long the
+    # end of a generation waits for its hook (None: the end is recorded first).
+    finish_attempts: int = 5
+    finish_backoff: float = 0.5
+    finish_claim_ttl: float = 60.0
+    finish_before_end: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.key_prefix, str) or _PREFIX.fullmatch(self.key_prefix) is None:
@@ -84,6 +91,10 @@ class Settings:
         _positive("outage_timeout", self.outage_timeout)
         _positive("request_timeout", self.request_timeout)
         _positive("stalled_reader_timeout", self.stalled_reader_timeout)
+        _positive("finish_backoff", self.finish_backoff)
+        _positive("finish_claim_ttl", self.finish_claim_ttl)
+        if self.finish_before_end is not None:
+            _positive("finish_before_end", self.finish_before_end)
         _positive_int("maxlen", self.maxlen, allow_none=True)
         if isinstance(self.wait_replicas, bool) or not isinstance(self.wait_replicas, int):
             raise ValueError(f"wait_replicas must be an integer, got {self.wait_replicas!r}")
@@ -113,6 +124,7 @@ class Settings:
             "replay_batch",
             "replay_batch_bytes",
             "retry_ms",
+            "finish_attempts",
         ):
             _positive_int(name, getattr(self, name))
 

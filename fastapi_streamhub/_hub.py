@@ -16,10 +16,11 @@ from anyio.abc import TaskGroup
 
 from ._adapt import as_backend, open_url
 from ._budget import detached
-from ._codec import HubClosingMsg, Message, ResyncMsg, dumps_json
+from ._codec import HubClosingMsg, Message, ResyncMsg, encode_metadata
 from ._config import Settings
 from ._errors import LimitExceeded, SessionNotFound, StreamClosed
 from ._fanin import Grant, SubProducer, join
+from ._finish import Finisher, FinishHook
 from ._keeper import LeaseKeeper
 from ._outflow import Gauge, held_bytes
 from ._producer import CancelCallback, Producer
@@ -27,9 +28,9 @@ from ._services import Services
 from ._session import Registration, Session, as_cursor
 from ._signals import chain_signals
 from ._steering import MessageReceipt, send_message
-from ._subscriber import Subscription, read_snapshot
+from ._subscriber import SubscriberSlots, Subscription, read_snapshot
 from ._telemetry import Telemetry
-from ._types import Cursor, SessionInfo, State, validate_session_id
+from ._types import Cursor, SessionInfo, State, validate_session_id, validate_turn
 from ._writer import Writer
 from .backends.base import Backend
 
@@ -58,7 +59,9 @@ class StreamHub:
 
     ``StreamHub(redis_client_or_backend, **settings)`` or ``StreamHub.from_url(url, **settings)``.
     Use it as ``async with hub:`` or as FastAPI's ``lifespan=hub.lifespan``; every background
-    task runs in the hub's task group and ends when the hub exits. ``tracer_provider`` and
+    task runs in the hub's task group and ends when the hub exits. ``on_finish`` (sync or
+    async) receives a :class:`FinishedGeneration` once per generation that ends, whatever ended
+    it (README, "Saving finished answers"). ``tracer_provider`` and
     ``meter_provider`` (OpenTelemetry) replace the global ones for this hub's telemetry.
     """
 
@@ -68,6 +71,7 @@ class StreamHub:
         *,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
+        on_finish: FinishHook | None = None,
         **options: Any,
     ) -> None:
         self.settings = Settings(**options)
@@ -75,26 +79,29 @@ class StreamHub:
         self.backend: Backend
         self.backend, self._owned = as_backend(backend)
         self._telemetry = Telemetry(self.settings.telemetry, tracer_provider, meter_provider)
+        finishing = (self._telemetry, on_finish, self.spawn)
+        self._finisher = Finisher(self.backend, self.settings, *finishing)
         self._writer = Writer(self.backend, self._telemetry, self.settings)
         self.out_bytes = Gauge()  # bytes in the output buffers of this hub's SSE responses
         self._tg: TaskGroup | None = None
         self._producers: dict[str, Producer] = {}
         self._parts: dict[str, set[SubProducer]] = {}  # fan-in producers joined here
-        self._leases = LeaseKeeper(
-            self.backend, self.settings, self._telemetry, self._producers, self._parts
-        )
+        keeper_of = (self._producers, self._parts, self._finisher)
+        self._leases = LeaseKeeper(self.backend, self.settings, self._telemetry, *keeper_of)
+        self._slots = SubscriberSlots(self.settings.max_subscribers, self._telemetry)
+        self._subscribers = self._slots.counts  # subscriptions per session, here
         self._services = Services(
             backend=self.backend,
             settings=self.settings,
             telemetry=self._telemetry,
             writer=self._writer,
+            finisher=self._finisher,
             spawn=self.spawn,
             forget=self._forget,
-            subscriber_slot=self._subscriber_slot,
+            subscriber_slot=self._slots.hold,
             watch=self._leases.watch,
             unwatch=self._leases.unwatch,
         )
-        self._subscribers: dict[str, int] = {}
         # Subscriptions not yet collected: told when the hub shuts down, and closed at exit if
         # abandoned (a loop left with break).
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
@@ -205,6 +212,8 @@ class StreamHub:
                         tg.start_soon(self._close_for_shutdown, producer)
             for subscription in list(self._subscriptions):
                 subscription.listener.push(_HUB_CLOSING)
+            # The hooks of the generations that ended here run before the hub stops.
+            await self._finisher.drain(self.settings.shutdown_grace)
         finally:
             self._shutdown_done.set()
 
@@ -261,27 +270,36 @@ class StreamHub:
         *,
         metadata: Any = None,
         restart: bool = False,
+        turn: str | None = None,
     ) -> Registration:
         """Claim ``session_id``: ``created`` is True for exactly one caller among concurrent ones.
 
         An unknown or failed session is claimed with a new, higher generation; an active one is
         left to its producer; a finished one is left alone unless ``restart=True``.
+
+        ``turn`` (what the generation answers: a chat message id) decides instead of ``restart``:
+        the same turn, running or finished, is joined; a running generation of another turn
+        ends ``cancelled`` (reason ``superseded``) as the session is claimed, atomically.
         """
         validate_session_id(session_id)
         self._require_running()
-        blob = None
-        if metadata is not None:
-            blob = dumps_json(metadata, what="metadata")
-            if len(blob) > self.settings.max_metadata_bytes:
-                raise LimitExceeded("metadata is over max_metadata_bytes")
+        validate_turn(turn)
+        limit = self.settings.max_metadata_bytes
+        blob = None if metadata is None else encode_metadata(metadata, limit)
         claiming = self.backend.claim(
-            session_id, token=uuid.uuid4().hex, restart=restart, metadata=blob
+            session_id,
+            token=uuid.uuid4().hex,
+            restart=restart,
+            metadata=blob,
+            # Only when given: backends written before turns keep working.
+            **({"turn": turn} if turn is not None else {}),
         )
         if self._telemetry.enabled:
             claiming = self._telemetry.register(session_id, restart, claiming)
         result = await claiming
         if not result.created:
             return Registration(None, False, result.generation, result.state)
+        await self._finisher.expect(session_id, result.generation)
         producer = Producer(self._services, session_id, result.generation, on_cancel=on_cancel)
         previous = self._producers.get(session_id)
         if previous is not None:
@@ -451,25 +469,6 @@ class StreamHub:
         queues = [p.pending_bytes for p in self._producers.values()]
         queues += [s.listener.held_bytes for s in list(self._subscriptions)]
         return held_bytes(queues, self.out_bytes)
-
-    @asynccontextmanager
-    async def _subscriber_slot(self, session_id: str) -> AsyncIterator[None]:
-        count = self._subscribers.get(session_id, 0)
-        if count >= self.settings.max_subscribers:
-            raise LimitExceeded(
-                f"session {session_id!r} already has {count} subscribers on this instance"
-            )
-        self._subscribers[session_id] = count + 1
-        self._telemetry.subscribers(1)
-        try:
-            yield
-        finally:
-            self._telemetry.subscribers(-1)
-            left = self._subscribers[session_id] - 1
-            if left:
-                self._subscribers[session_id] = left
-            else:
-                del self._subscribers[session_id]
 
     def _on_control(self, session_id: str, msg: Message) -> None:
         """A signal from the control bus: route it to the local producer of the session."""

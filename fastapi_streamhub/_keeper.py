@@ -4,6 +4,7 @@ of sessions followed here, so no follower waits forever on a producer that vanis
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ from .backends.base import Lost
 
 if TYPE_CHECKING:
     from ._config import Settings
+    from ._finish import Finisher
     from ._producer import Producer
     from ._telemetry import Telemetry
     from .backends.base import Backend
@@ -36,7 +38,8 @@ class _Watch:
 
 class LeaseKeeper:
     """One per hub: its task renews the leases of ``producers`` (and the hub's retention TTLs),
-    runs the fan-in ``parts``' round, and checks the leases of watched sessions.
+    runs the fan-in ``parts``' round, checks the leases of watched sessions, and (with a
+    hub-level ``on_finish``) runs the ``finisher``'s sweep every ``lease_ttl``.
 
     ``producers`` and ``parts`` are the hub's own registries, read live (never changed here).
     """
@@ -48,8 +51,10 @@ class LeaseKeeper:
         telemetry: Telemetry,
         producers: Mapping[str, Producer],
         parts: Mapping[str, Set[SubProducer]],
+        finisher: Finisher,
     ) -> None:
         self._backend = backend
+        self._finisher = finisher
         self._settings = settings
         self._telemetry = telemetry
         self._producers = producers
@@ -57,6 +62,7 @@ class LeaseKeeper:
         self._watched: dict[str, _Watch] = {}
         self._wake = anyio.Event()
         self._renew_now = False
+        self._next_sweep = math.inf
 
     def wake(self) -> None:
         """Look again at the due times now (a producer or a watch was added)."""
@@ -132,9 +138,13 @@ class LeaseKeeper:
         retention_period = min(self._settings.retention / 4, 3600.0)
         next_renew = anyio.current_time() + period
         next_retention = anyio.current_time() + retention_period
+        sweeping = self._finisher.hook is not None
+        sweep_period = self._settings.lease_ttl
+        self._next_sweep = anyio.current_time() + sweep_period if sweeping else math.inf
         while True:
             now = anyio.current_time()
             next_expiry = min((w.deadline for w in self._watched.values()), default=now + period)
+            next_expiry = min(next_expiry, self._next_sweep)
             with anyio.move_on_after(max(0.0, min(next_renew, next_expiry) - now)):
                 self._wake = anyio.Event()
                 await self._wake.wait()
@@ -150,6 +160,9 @@ class LeaseKeeper:
                     if self._parts:
                         await check_parts(self._backend, self._parts)
                 await self._expire_due(now)
+                if now >= self._next_sweep:
+                    self._next_sweep = now + sweep_period
+                    await self._finisher.sweep()
             except Exception:
                 log.exception("lease keeper round failed; retrying next round")
 
@@ -195,5 +208,8 @@ class LeaseKeeper:
             else:
                 # A little slack: the producer renews before its lease runs out.
                 watch.deadline = anyio.current_time() + max(left, 0.01) + 0.05
+        if ended and self._finisher.hook is not None:
+            # Their hooks may be due (a lapsed lease): sweep again once they are in reach.
+            self._next_sweep = min(self._next_sweep, now + self._settings.lease_ttl)
         if ended and self._telemetry.enabled:
             await self._telemetry.leases_lapsed(self._backend, ended)

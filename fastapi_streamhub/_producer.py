@@ -23,8 +23,8 @@ from ._codec import (
     Message,
     ResyncMsg,
     SteerMsg,
-    dumps_json,
     encode_chunk,
+    encode_metadata,
 )
 from ._ending import Exit, describe, final_state
 from ._errors import (
@@ -43,6 +43,7 @@ from .backends.base import Backend, Lost
 
 if TYPE_CHECKING:
     from ._config import Settings
+    from ._finish import Finisher, FinishHook
     from ._telemetry import Telemetry
     from ._writer import Writer
 
@@ -90,6 +91,9 @@ class ProducerHost(Protocol):
 
     @property
     def writer(self) -> Writer: ...
+
+    @property
+    def finisher(self) -> Finisher: ...
 
     def spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
         """Run ``fn(*args)`` in the hub's task group."""
@@ -146,6 +150,8 @@ class Producer:
         # Fan-in (see _fanin.py): the name its chunks carry (sub-producers); its part is the
         # buffer's (the store assigns the offsets of its batches).
         self.name: str | None = None
+        # This generation's on_finish hook, instead of the hub's (ResumableStreamingResponse).
+        self.on_finish: FinishHook | None = None
 
     def __repr__(self) -> str:
         return f"<Producer {self.session_id!r} generation={self.generation}>"
@@ -203,7 +209,11 @@ class Producer:
 
     async def send(self, chunk: object) -> None:
         """Queue one chunk without waiting for persistence; failures raise on a later call."""
-        await self._enqueue(self._encode(chunk), None)
+        payload = self._encode(chunk)
+        # The common case in one call: open, healthy, room in the buffer.
+        if self._phase is _Phase.OPEN and self._error is None and self._buffer.offer(payload, None):
+            return
+        await self._enqueue(payload, None)
 
     async def _drain(self) -> None:
         """Until nothing is queued or in flight, or the producer failed."""
@@ -243,12 +253,7 @@ class Producer:
     async def set_metadata(self, value: Any) -> None:
         """Replace the session's metadata (any JSON value); subscribers receive it live."""
         self._check_open()
-        blob = dumps_json(value, what="metadata")
-        if len(blob) > self._settings.max_metadata_bytes:
-            raise LimitExceeded(
-                f"metadata of {len(blob)} bytes is over max_metadata_bytes "
-                f"({self._settings.max_metadata_bytes})"
-            )
+        blob = encode_metadata(value, self._settings.max_metadata_bytes)
         # Chunks queued before the metadata are written first, so order is kept.
         await self.flush()
         lost = await self._backend.set_metadata(self.session_id, self.generation, blob)
@@ -391,7 +396,7 @@ class Producer:
             return self._closed_as(State.FAILED)
         if state is State.FAILED and self._error is None and not self._shutdown:
             self._telemetry.failure("generator_error")
-        result = await self._finish(state, reason)
+        result = await self._finish_and_settle(state, reason)
         if isinstance(result, Lost):
             error = lost_error(result, self.session_id)
             self.mark_lost(error)
@@ -407,6 +412,25 @@ class Producer:
         self._phase = _Phase.CLOSED
         self._state = state
         return state
+
+    async def _finish_and_settle(self, state: State, reason: str | None) -> State | Lost:
+        """Record the end and run the on_finish hook (before it with ``finish_before_end``)."""
+        if self.name is not None:  # a fan-in part: the owner's end runs the hook
+            return await self._finish(state, reason)
+        finisher = self._host.finisher
+        sid, gen = self.session_id, self.generation
+        ending = finisher.before_end(sid, gen, self.on_finish, state, reason)
+        if ending is not None:
+            await finisher.wait(ending)
+        try:
+            result = await self._finish(state, reason)
+        finally:
+            if ending is not None:
+                ending.closed.set()
+        if ending is None and (not isinstance(result, Lost) or result.why == "closed"):
+            # Ended here, or by whoever failed its lapsed lease: the claim decides who runs it.
+            finisher.ended(sid, gen, self.on_finish)
+        return result
 
     async def _finish(self, state: State, reason: str | None) -> State | Lost:
         """Record the end; the store checks that it holds everything this producer sent."""

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ._config import Settings
     from ._fanout import QueueListener
+    from ._finish import Finisher
     from ._producer import Producer
     from ._telemetry import Telemetry
     from ._writer import Writer
@@ -29,6 +30,7 @@ class Services:
     settings: Settings
     telemetry: Telemetry
     writer: Writer
+    finisher: Finisher
     spawn: Callable[..., None]
     forget: Callable[[Producer], None]
     subscriber_slot: Callable[[str], AbstractAsyncContextManager[None]]

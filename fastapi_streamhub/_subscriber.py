@@ -11,13 +11,13 @@ by reading the store from the last delivered offset. Those decisions are made by
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
-from ._errors import SessionNotFound, StreamClosed
+from ._errors import LimitExceeded, SessionNotFound, StreamClosed
 from ._fanout import QueueListener
 from ._position import Closing, Decision, Deliver, Finish, Gap, Position, Repair, Step, runs
 from ._types import (
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from ._config import Settings
     from ._telemetry import Telemetry
 
-__all__ = ["SubscriberHost", "Subscription", "read_snapshot"]
+__all__ = ["SubscriberHost", "SubscriberSlots", "Subscription", "read_snapshot"]
 
 
 class SubscriberHost(Protocol):
@@ -62,6 +62,35 @@ class SubscriberHost(Protocol):
 
     def unwatch(self, session_id: str, listener: QueueListener) -> None:
         """Stop the check :meth:`watch` asked for ``listener``."""
+
+
+class SubscriberSlots:
+    """How many subscriptions each session has on this instance, up to ``max_subscribers``."""
+
+    def __init__(self, limit: int, telemetry: Telemetry) -> None:
+        self._limit = limit
+        self._telemetry = telemetry
+        self.counts: dict[str, int] = {}
+
+    @asynccontextmanager
+    async def hold(self, session_id: str) -> AsyncIterator[None]:
+        """Hold one of the session's places while the context runs; LimitExceeded when none is left."""
+        count = self.counts.get(session_id, 0)
+        if count >= self._limit:
+            raise LimitExceeded(
+                f"session {session_id!r} already has {count} subscribers on this instance"
+            )
+        self.counts[session_id] = count + 1
+        self._telemetry.subscribers(1)
+        try:
+            yield
+        finally:
+            self._telemetry.subscribers(-1)
+            left = self.counts[session_id] - 1
+            if left:
+                self.counts[session_id] = left
+            else:
+                del self.counts[session_id]
 
 
 class Subscription:

@@ -65,11 +65,13 @@ STATE = "streamhub.state"
 CREATED = "streamhub.created"
 REASON = "streamhub.failure.reason"
 CAUSE = "streamhub.reset.cause"
+OUTCOME = "streamhub.finish.outcome"
 
 # Failure reasons (streamhub.failures) and reset causes (streamhub.resets).
 LEASE_EXPIRED_REASON = "lease_expired"
 FAILURE_REASONS = ("backend", "generator_error", "lease_expired", "lost", "shutdown")
 RESET_CAUSES = ("generation", "lost")
+FINISH_OUTCOMES = ("ok", "error")  # streamhub.finish.calls: the on_finish hook returned / raised
 
 # Seconds: a writer round trip is usually well under a millisecond, a stalled one seconds.
 _DURATION_BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
@@ -95,6 +97,7 @@ _COUNTERS = (
     ("resets", "streamhub.resets", "{reset}", "Resets sent to subscribers"),
     ("cancels", "streamhub.cancels", "{cancel}", "Cancels of known sessions"),
     ("failures", "streamhub.failures", "{failure}", "Streams failed, as seen here"),
+    ("finishes", "streamhub.finish.calls", "{call}", "Calls of the on_finish hook made here"),
 )
 
 
@@ -108,6 +111,7 @@ class _Instruments:
     resets: Counter
     cancels: Counter
     failures: Counter
+    finishes: Counter
 
     def __init__(self, provider: MeterProvider) -> None:
         meter = provider.get_meter(SCOPE, __version__)
@@ -133,6 +137,7 @@ _CREATED_ATTRS = _attrs(CREATED, (True, False))
 _STATE_ATTRS = _attrs(STATE, [state.value for state in State])
 _REASON_ATTRS = _attrs(REASON, FAILURE_REASONS)
 _CAUSE_ATTRS = _attrs(CAUSE, RESET_CAUSES)
+_OUTCOME_ATTRS = _attrs(OUTCOME, FINISH_OUTCOMES)
 
 
 class Telemetry:
@@ -264,6 +269,11 @@ class Telemetry:
         """A stream failed here; ``reason`` is one of :data:`FAILURE_REASONS`."""
         if self._instruments is not None and self.metering:
             self._instruments.failures.add(1, _REASON_ATTRS[reason])
+
+    def finish_called(self, outcome: str) -> None:
+        """The on_finish hook was called here; ``outcome`` is one of :data:`FINISH_OUTCOMES`."""
+        if self._instruments is not None and self.metering:
+            self._instruments.finishes.add(1, _OUTCOME_ATTRS[outcome])
 
     # -- background tasks (never raise) ------------------------------------------------------
 

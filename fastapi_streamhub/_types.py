@@ -19,6 +19,8 @@ __all__ = [
     "Cursor",
     "End",
     "Event",
+    "GenerationEnd",
+    "GenerationStart",
     "Item",
     "Metadata",
     "Reset",
@@ -27,6 +29,7 @@ __all__ = [
     "State",
     "WireField",
     "validate_session_id",
+    "validate_turn",
 ]
 
 # 1-200 characters of [A-Za-z0-9._:-], but not "." or "..": browsers, URL parsers and proxies
@@ -49,6 +52,15 @@ def validate_session_id(session_id: object) -> str:
     if not isinstance(session_id, str) or _SESSION_ID.fullmatch(session_id) is None:
         raise InvalidSessionId(f"session id must be {SESSION_ID_RULE}")
     return session_id
+
+
+MAX_TURN = 200  # characters of a claim's turn
+
+
+def validate_turn(turn: object) -> None:
+    """Raise ValueError unless ``turn`` is None or a string of 1-200 characters."""
+    if turn is not None and (not isinstance(turn, str) or not 0 < len(turn) <= MAX_TURN):
+        raise ValueError(f"turn must be a string of 1 to {MAX_TURN} characters")
 
 
 class State(enum.StrEnum):
@@ -121,6 +133,23 @@ class Chunk:
     def id(self) -> str:
         """The cursor as sent in the SSE ``id:`` field."""
         return str(self.cursor)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationStart:
+    """A conversation's next generation starts (its items follow); cursor ``<generation>-0``."""
+
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationEnd:
+    """A conversation's generation ended as ``end``; its end marker sits at ``offset`` (one past
+    its last chunk), and ``<generation>-<offset>`` is the cursor after it."""
+
+    generation: int
+    offset: int
+    end: End
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 ``GET /chat/{sid}?sdk=&model=&protocol=`` returns ``ResumableStreamingResponse(sid, ...)`` over
 the adapter of ``sdk`` (``openai_chat``, ``litellm``, ``openai_responses``,
 ``openai_responses_manager``, ``anthropic_stream``, ``anthropic_create``, ``pydantic_ai``,
+``pydantic_ai_vercel`` (pydantic-ai's ``VercelAIAdapter`` SSE through ``ui_message_stream``),
 ``langgraph``, ``langchain_events``), whose real SDK client calls the stand-in provider
 (``tests/support/provider.py``) mounted in this same app under ``/provider``. ``model=hold-<x>``
 makes the provider stop in the middle of the tool call until ``POST /provider/release/hold-<x>``.
@@ -43,6 +44,7 @@ from fastapi_streamhub.adapters import (
     openai_chat,
     openai_responses,
     pydantic_ai_events,
+    ui_message_stream,
 )
 
 KEY = "sk-standin-not-a-real-key"
@@ -116,6 +118,9 @@ async def chunks(sdk: str, model: str, base: str) -> AsyncIterator[Any]:
     elif sdk == "pydantic_ai":
         async for chunk in pydantic_ai_chunks(model, base):
             yield chunk
+    elif sdk == "pydantic_ai_vercel":
+        async for chunk in pydantic_ai_vercel_chunks(model, base):
+            yield chunk
     else:
         raise ValueError(f"unknown sdk {sdk!r}")
 
@@ -142,6 +147,27 @@ async def pydantic_ai_chunks(model: str, base: str) -> AsyncIterator[Any]:
         llm = OpenAIChatModel(model, provider=OpenAIProvider(openai_client=client))
         agent = Agent(llm, tools=[get_weather, get_time])
         async for chunk in pydantic_ai_events(agent.run_stream_events("Weather in Paris?")):
+            yield chunk
+
+
+async def pydantic_ai_vercel_chunks(model: str, base: str) -> AsyncIterator[Any]:
+    """The same agent behind pydantic-ai's ``VercelAIAdapter``: its encoded UI message stream
+    (SSE text) through ``ui_message_stream``, parsed once."""
+    from openai import AsyncOpenAI
+    from pydantic_ai import Agent
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+    from pydantic_ai.ui.vercel_ai import VercelAIAdapter
+    from pydantic_ai.ui.vercel_ai.request_types import SubmitMessage, TextUIPart, UIMessage
+
+    client = AsyncOpenAI(base_url=f"{base}/v1", api_key=KEY, max_retries=0)
+    async with client:
+        llm = OpenAIChatModel(model, provider=OpenAIProvider(openai_client=client))
+        agent = Agent(llm, tools=[get_weather, get_time])
+        question = UIMessage(id="q1", role="user", parts=[TextUIPart(text="Weather in Paris?")])
+        run_input = SubmitMessage(id="chat", messages=[question])
+        adapter = VercelAIAdapter(agent, run_input, accept="text/event-stream")
+        async for chunk in ui_message_stream(adapter.encode_stream(adapter.run_stream())):
             yield chunk
 
 

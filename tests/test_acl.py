@@ -16,7 +16,7 @@ import pytest
 from support.conformance import RedisStore, until_compacted
 from support.redis_server import RedisServer
 
-from fastapi_streamhub import Chunk, End, State, StreamHub
+from fastapi_streamhub import Chunk, End, FinishedGeneration, State, StreamHub
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -89,3 +89,14 @@ async def test_every_feature_runs_as_the_documented_acl_user(fresh_redis: RedisS
         assert await hub_b.cancel("acl-3") is State.FAILED
         assert await hub_b.delete("acl") is True
         assert await hub_a.status("acl") is None
+
+    # on_finish: the index, the claim, the settled mark, the sweep.
+    finished: list[FinishedGeneration] = []
+    async with StreamHub.from_url(url, on_finish=finished.append) as hub_c:
+        reg = await hub_c.register("acl-4")
+        assert reg.producer is not None
+        await reg.producer.publish("y")
+        await reg.producer.close()
+        await hub_c.backend.expect_finish("acl-gone", 1)
+        assert ("acl-gone", 1) in await hub_c.backend.unsettled(10, 0.0)
+    assert [(f.session_id, f.text) for f in finished] == [("acl-4", "y")]  # drained at exit

@@ -410,6 +410,7 @@ def test_adapters_export_exactly_the_documented_names() -> None:
         "openai_chat",
         "openai_responses",
         "pydantic_ai_events",
+        "ui_message_stream",
     ]
     assert adapters.__all__ == documented
     assert issubclass(adapters.UpstreamError, StreamHubError)

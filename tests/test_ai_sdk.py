@@ -7,7 +7,13 @@
   ``ai`` (pinned in ``tests/node/package.json``, installed by ``npm ci`` on first use): a
   reconnect mid-answer with ``DefaultChatTransport``, ``AbstractChat.resumeStream()`` after the
   first chat went away (what ``useChat({ resume: true })`` does on a reload), 204 when nothing
-  runs, two turns in one chat, and a cancel.
+  runs, two turns in one chat, and a cancel;
+- the router's chat transport (``/~/chat-transport.js``) in the SDK's ``AbstractChat``: Stop
+  stops the producer (``cancelled``, the chunk count stops growing) and a resume and the
+  cancel carry the headers the app gave ``sendMessage``; Stop in a second tab ends the first
+  tab's answer without a finish reason; Stop then a new question answers the question; a new
+  question posted while an answer runs supersedes it (``turn``). These run on ``ai`` 7 and on
+  ``ai`` 6 (the npm alias ``ai6``).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+import anyio
 import httpx
 import pytest
 from support.node import NODE, node_modules, run_node
@@ -194,6 +201,8 @@ async def test_response_speaks_the_protocol_and_reports_a_failure() -> None:
 
 
 needs_node = pytest.mark.skipif(NODE is None, reason="node is not installed (Node 18+ needed)")
+# Both SDK generations: "ai" is ai 7, "ai6" the npm alias of ai 6 (tests/node/package.json).
+both_sdks = pytest.mark.parametrize("lane", ["ai", "ai6"], ids=["ai7", "ai6"])
 
 
 @pytest.fixture(scope="session")
@@ -227,18 +236,26 @@ def new_chat_id() -> str:
 
 
 @needs_node
+@both_sdks
 def test_transport_reconnects_mid_answer(
-    backend: AppProcess, ai_package: Path, tmp_path: Path
+    backend: AppProcess, ai_package: Path, tmp_path: Path, lane: str
 ) -> None:
-    result = sdk(backend, "reconnect", tmp_path, abort_after_deltas=30)
-    # The first request was cut after 30 deltas, mid-answer.
-    assert result["firstTypes"] == {"start": 1, "text-start": 1, "text-delta": 30}
+    result = sdk(backend, "reconnect", tmp_path, ai_package=lane, abort_after_deltas=30)
+    # The first request was cut after 30 deltas, mid-answer. The user's turn (the
+    # generation's metadata, for followers of the conversation) comes first.
+    assert result["firstTypes"] == {
+        "start": 1,
+        "message-metadata": 1,
+        "text-start": 1,
+        "text-delta": 30,
+    }
     assert FULL.startswith(result["firstText"]) and result["firstText"] == "".join(TOKENS[:30])
     # The resume replayed the answer from its start (the SDK rebuilds the message) and then
     # followed it live to the end: every token once, the usage part, finish.
     assert result["resumedFirst"] == {"type": "start", "messageId": result["firstMessageId"]}
     assert result["resumedTypes"] == {
         "start": 1,
+        "message-metadata": 1,
         "text-start": 1,
         "text-delta": len(TOKENS),
         "text-end": 1,
@@ -254,10 +271,11 @@ def test_transport_reconnects_mid_answer(
 
 
 @needs_node
+@both_sdks
 def test_chat_resume_stream_after_the_page_went_away(
-    backend: AppProcess, ai_package: Path, tmp_path: Path
+    backend: AppProcess, ai_package: Path, tmp_path: Path, lane: str
 ) -> None:
-    result = sdk(backend, "chat", tmp_path, stop_after_chars=150)
+    result = sdk(backend, "chat", tmp_path, ai_package=lane, stop_after_chars=150)
     assert 150 <= result["stoppedAt"] < len(FULL)
     assert result["roles"] == ["user", "assistant"]
     assert result["text"] == FULL
@@ -327,3 +345,139 @@ def test_chat_route_refuses_bad_requests(backend: AppProcess) -> None:
         resp = client.post(f"{backend.url}/api/chat", content=b"{not json")
         assert resp.status_code == 422
     assert backend.count("fake LLM started") == 0
+
+
+@needs_node
+@both_sdks
+def test_stop_through_the_transport_stops_the_server(
+    backend: AppProcess, ai_package: Path, tmp_path: Path, lane: str
+) -> None:
+    result = sdk(backend, "stop", tmp_path, ai_package=lane, stop_after_chars=60, settle_ms=500)
+    assert FULL.startswith(result["stoppedText"]) and 60 <= len(result["stoppedText"]) < len(FULL)
+    assert result["roles"] == ["user", "assistant"] and result["status"] == "ready"
+    finished = result["finished"]
+    assert finished["status"]["state"] == "cancelled", finished
+    assert finished["afterMs"] < 1000
+    # Nothing is produced once cancelled: the count is the same half a second later.
+    assert result["later"]["state"] == "cancelled"
+    assert result["later"]["chunks"] == finished["status"]["chunks"] < len(TOKENS) + 1
+    sent = [(r["method"], r["url"].rsplit("/", 1)[-1]) for r in result["requests"]]
+    assert sent == [("POST", "chat"), ("GET", "stream"), ("POST", "cancel")]
+    for request in result["requests"]:  # sendMessage's headers on the resume and the cancel
+        assert request["headers"]["authorization"] == "Bearer t1", request
+        assert request["headers"]["x-app"] == "static", request
+    assert backend.count("fake LLM started") == 1
+
+
+@needs_node
+@both_sdks
+def test_stop_in_another_tab_ends_the_answer_as_aborted(
+    backend: AppProcess, ai_package: Path, tmp_path: Path, lane: str
+) -> None:
+    result = sdk(backend, "stop_elsewhere", tmp_path, ai_package=lane, stop_after_chars=60)
+    assert result["final"]["state"] == "cancelled"
+    assert result["firstStatus"] == "ready"
+    [finish] = result["finishes"]
+    # The abort part leaves the SDK without a finish reason: not taken for a complete answer
+    # (whose finish part carries finishReason "stop"); isAbort is the SDK's own abort only.
+    assert finish.get("finishReason") is None and finish["isAbort"] is False, finish
+    assert FULL.startswith(finish["text"]) and 60 <= len(finish["text"]) < len(FULL)
+    assert backend.count("fake LLM started") == 1
+
+
+@needs_node
+@both_sdks
+def test_stop_then_a_new_question_is_answered(
+    backend: AppProcess, ai_package: Path, tmp_path: Path, lane: str
+) -> None:
+    second = "What happens after Stop?"
+    result = sdk(
+        backend,
+        "stop_then_ask",
+        tmp_path,
+        ai_package=lane,
+        stop_after_chars=60,
+        second_prompt=second,
+    )
+    assert result["afterStop"]["status"]["state"] == "cancelled"
+    messages = result["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
+    stopped, answer = messages[1], messages[3]
+    assert FULL.startswith(stopped["text"]) and 60 <= len(stopped["text"]) < len(FULL)
+    assert answer["text"] == fake_answer(second)
+    assert stopped["id"] != answer["id"]
+    assert result["status"] == "ready" and result["errors"] == []
+    assert result["final"]["state"] == "done"
+    assert backend.count("fake LLM started") == 2
+
+
+@needs_node
+@both_sdks
+def test_a_new_question_supersedes_the_running_answer(
+    backend: AppProcess, ai_package: Path, tmp_path: Path, lane: str
+) -> None:
+    second = "A question asked mid-answer?"
+    result = sdk(
+        backend,
+        "ask_while_running",
+        tmp_path,
+        ai_package=lane,
+        abort_after_deltas=10,
+        second_prompt=second,
+    )
+    assert result["text"] == fake_answer(second)
+    assert result["messageId"] != result["firstMessageId"]
+    assert result["last"] == {"type": "finish", "finishReason": "stop"}
+    assert result["final"]["state"] == "done"
+    assert backend.count("fake LLM started") == 2
+
+
+@pytest.mark.anyio
+async def test_a_repeated_turn_joins_and_a_new_turn_supersedes() -> None:
+    """``turn=`` on the response, in process: a repeat follows, a new turn takes over."""
+    from fastapi import FastAPI
+
+    release = anyio.Event()  # never set: the first answer waits until it is superseded
+    waiting = anyio.Event()
+
+    async def held(name: str) -> AsyncIterator[str]:
+        yield f"{name} starts "
+        if name == "first":
+            waiting.set()
+            await release.wait()
+        yield f"{name} ends"
+
+    async with StreamHub.from_url("memory://") as hub:
+        app = FastAPI()
+
+        @app.post("/chat/{sid}")
+        async def chat(sid: str, turn: str) -> ResumableStreamingResponse:
+            return ResumableStreamingResponse(sid, held(turn), hub=hub, turn=turn)
+
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            answers: dict[str, httpx.Response] = {}
+
+            async def post(turn: str, key: str) -> None:
+                answers[key] = await client.post(f"/chat/c?turn={turn}")
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(post, "first", "first")  # ASGITransport answers at the body's end
+                with anyio.fail_after(10):
+                    await waiting.wait()
+                    async with hub.subscribe("c") as sub:  # its first chunk is stored
+                        async for item in sub:
+                            if isinstance(item, Chunk | Batch):
+                                break
+                # The new turn supersedes the held answer, whose request then ends.
+                await post("second", "second")
+            done = await hub.status("c")
+            await post("second", "repeat")  # a repeat of a finished turn replays it
+            after = await hub.status("c")
+    rest = answers["first"].text.splitlines()
+    assert "data: first starts " in rest and "data: first ends" not in rest
+    assert 'data: {"state":"cancelled","reason":"superseded"}' in rest
+    assert "data: second starts " in answers["second"].text
+    assert answers["repeat"].text == answers["second"].text  # the same events, ids included
+    assert done is not None and after is not None and done.state is State.DONE
+    assert after.generation == done.generation  # replayed, not generated again

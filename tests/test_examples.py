@@ -5,7 +5,9 @@
   ``Last-Event-ID`` header or the ``?last_event_id=`` query, and gets exactly the rest;
 - a cancel sent to one instance stops the producer running on the other;
 - an instruction sent to one instance steers the answer running on the other;
-- the OpenAI adapter, against the local stand-in provider, streams exactly its completion.
+- the OpenAI adapter, against the local stand-in provider, streams exactly its completion;
+- each example of ``examples/adapters`` (one per SDK adapter) streams the stand-in provider's
+  answer through its real SDK: text, a tool call, the end; its ``on_finish`` hook logs it.
 
 ``AppProcess`` and the app helpers are shared with ``test_browser.py``; the SSE parser is
 ``sse_client.SSEParser``.
@@ -28,7 +30,7 @@ import pytest
 from support.process import read_log, terminate
 from support.redis_server import free_port
 from support.sids import new_sid
-from support.sse_client import CONTROL_EVENTS, SSEEvent, SSEParser, cursor_key
+from support.sse_client import CONTROL_EVENTS, SSEEvent, SSEParser, cursor_key, rebuild_event
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # plain `pytest` (not `python -m pytest`) leaves the root out
@@ -286,7 +288,8 @@ def test_chat_streams_the_fake_answer(chat: AppProcess, client: httpx.Client) ->
 def test_chat_page_and_validation(chat: AppProcess, client: httpx.Client) -> None:
     page = client.get(chat.url + "/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    for element in ('id="prompt"', 'id="send"', 'id="stop"', 'id="answer"', 'id="status"'):
+    elements = ('id="prompt"', 'id="send"', 'id="stop"', 'id="answer"', 'id="status"')
+    for element in (*elements, 'id="saved"'):
         assert element in page.text
     assert "http://" not in page.text and "https://" not in page.text
     assert client.get(f"{chat.url}/chat/bad%20id?prompt=x").status_code == 422
@@ -294,6 +297,44 @@ def test_chat_page_and_validation(chat: AppProcess, client: httpx.Client) -> Non
     assert client.get(f"{chat.url}/chat/ok").status_code == 422  # prompt is required
     assert client.get(f"{chat.url}/streams/{new_sid('test')}").status_code == 404
     assert chat.count("fake LLM started") == 0
+
+
+def test_chat_saves_every_finished_answer_and_keeps_it_across_a_restart(
+    tmp_path: Path, client: httpx.Client
+) -> None:
+    """``on_finish`` writes each answer to SQLite once, stopped ones as truncated; with
+    ``finish_before_end`` the history already holds an answer when its ``end`` arrives; the
+    file outlives the process."""
+    env = {**chat_env(delay="0.02"), "CHAT_DB": str(tmp_path / "chat.db")}
+    app = AppProcess("examples.chat", tmp_path / "chat.log", env=env)
+    try:
+        app.start()
+        done_sid, stopped_sid = new_sid("hist"), new_sid("hist")
+        got = rebuild(read_sse(client, chat_url(app, done_sid)))
+        assert got.ends == [{"state": "done", "reason": None}]
+        saved = client.get(f"{app.url}/history").json()  # at once: saved before the end
+        assert [(a["session_id"], a["state"], a["truncated"]) for a in saved] == [
+            (done_sid, "done", False)
+        ]
+        assert saved[0]["text"] == fake_answer(PROMPT) and saved[0]["prompt"] == PROMPT
+
+        read_sse(client, chat_url(app, stopped_sid, "stop me"), stop_after_chunks=3)
+        answer = client.post(f"{app.url}/streams/{stopped_sid}/cancel", params={"wait": 5})
+        assert answer.json() == {"state": "cancelled"}
+        rest = rebuild(read_sse(client, f"{app.url}/streams/{stopped_sid}"))
+        saved = client.get(f"{app.url}/history").json()
+        assert [(a["session_id"], a["state"], a["truncated"]) for a in saved] == [
+            (stopped_sid, "cancelled", True),
+            (done_sid, "done", False),
+        ]
+        assert saved[0]["text"] == rest.text and saved[0]["prompt"] == "stop me"
+
+        app.stop()
+        app.start()
+        assert client.get(f"{app.url}/history").json() == saved
+        assert client.get(f"{app.url}/history", params={"limit": 0}).status_code == 422
+    finally:
+        app.stop()
 
 
 @pytest.mark.parametrize("how", ["header", "query", "chat-endpoint"])
@@ -462,3 +503,59 @@ async def test_provider_line_splitting() -> None:
 
     got = [line async for line in _lines(pieces("a\r", "\nb\rc\n", "\u2028d\r", "\r", "e"))]
     assert got == ["a", "b", "c", "\u2028d", "", "e"]
+
+
+# -- examples/adapters: one app per SDK adapter, against the stand-in provider ----------------
+
+ADAPTER_EXAMPLES = [
+    "chat_completions",
+    "responses",
+    "anthropic_messages",
+    "litellm_chat",
+    "langgraph_agent",
+    "pydantic_ai_agent",
+]
+
+
+@pytest.fixture(scope="module")
+def llm_standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log_dir = tmp_path_factory.mktemp("standin")
+    app = AppProcess("examples.adapters.standin", log_dir / "standin.log", env={})
+    try:
+        yield app.start().url
+    finally:
+        app.stop()
+
+
+@pytest.mark.parametrize("name", ADAPTER_EXAMPLES)
+def test_adapter_example_streams_the_standin_answer(
+    name: str, llm_standin: str, tmp_path: Path, client: httpx.Client
+) -> None:
+    env = {
+        "OPENAI_BASE_URL": f"{llm_standin}/v1",
+        "ANTHROPIC_BASE_URL": llm_standin,
+        # A dead proxy for all but loopback: an SDK that reached for the internet would fail.
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "GRACEFUL_SHUTDOWN": "2",
+    }
+    app = AppProcess(f"examples.adapters.{name}", tmp_path / f"{name}.log", env=env)
+    try:
+        app.start()
+        sid = new_sid(name.replace("_", "-"))
+        url = f"{app.url}/ask/{sid}?{httpx.QueryParams(q='Weather in Paris?')}"
+        events = read_sse(client, url)
+        chunks = [c for c in map(rebuild_event, events) if c is not None]
+        ends = [json.loads(e.data) for e in events if e.type == "end"]
+        snapshot = client.get(f"{app.url}/streams/{sid}/snapshot").json()
+    finally:
+        app.stop()
+    assert ends == [{"state": "done", "reason": None}], ends
+    text = "".join(c.value for c in chunks if c.kind == "text")
+    assert text and snapshot["text"] == text
+    parts = [c.value for c in chunks if c.kind == "json"]
+    tools = [p["toolName"] for p in parts if p["type"] == "tool-input-available"]
+    assert "get_weather" in tools, parts
+    assert parts[-1]["type"] == "finish", parts
+    assert f"answer {sid}/" in app.log() and " done: " in app.log()

@@ -35,7 +35,15 @@ from support.conformance import (
     start,
 )
 
-from fastapi_streamhub import Cursor, End, Reset, SessionNotFound, State, StreamHub
+from fastapi_streamhub import (
+    Cursor,
+    End,
+    FinishedGeneration,
+    Reset,
+    SessionNotFound,
+    State,
+    StreamHub,
+)
 
 NOT_FOUND = "fastapi_streamhub._errors.SessionNotFound"  # an exception event's type
 pytestmark = pytest.mark.anyio
@@ -394,3 +402,24 @@ async def test_telemetry_error_in_the_writer_is_logged_and_writes_go_on(
 def test_telemetry_setting_is_validated(value: object) -> None:
     with pytest.raises(ValueError, match="telemetry"):
         StreamHub(telemetry=value)
+
+
+async def test_on_finish_calls_are_counted_by_outcome(
+    make_hub: HubMaker, recorder: Recorder
+) -> None:
+    failed_once = anyio.Event()
+    succeeded = anyio.Event()
+
+    async def hook(done: FinishedGeneration) -> None:
+        if not failed_once.is_set():
+            failed_once.set()
+            raise RuntimeError("database away")
+        succeeded.set()
+
+    hub = await make_hub(on_finish=hook, finish_backoff=0.01, **recorder.options)
+    producer = await start(hub, "finish-counted")
+    await producer.close()
+    with anyio.fail_after(5):
+        await succeeded.wait()
+    assert recorder.value("streamhub.finish.calls", finish__outcome="error") == 1
+    assert recorder.value("streamhub.finish.calls", finish__outcome="ok") == 1

@@ -10,11 +10,24 @@ with the SDK's defaults (``api: "/api/chat"``):
 - ``GET /api/chat/{chat_id}/stream`` (the router built with ``ai_sdk=True``): the resume
   request, 204 when no answer is running, else the answer from its start and then live.
 
-The chat id is the session id. Each new user message starts a new generation of that session
-(``restart=True``): the previous answer is finished by then, and the generation number makes
-each answer's message id (``<chat id>-<generation>``) unique within the chat. A message sent
-while an answer is still running joins that answer instead of starting a second one (one
-producer per session).
+The chat id is the session id, and the id of the last user message is the generation's
+``turn``: a new user message starts a new generation of that session (the generation number
+makes each answer's message id, ``<chat id>-<generation>``, unique within the chat), and one
+sent while an answer still runs cancels that answer first (it ends ``cancelled``, reason
+``superseded``): a question asked after Stop is never lost. A repeat of the same message (a
+retry, a second tab) joins the answer running for it, or replays it once finished; a
+``regenerate-message`` request is a turn of its own (``regenerate:<message id>``).
+
+The page side: ``GET /api/chat/~/chat-transport.js`` is the router's transport for
+``useChat``, whose ``stop()`` also cancels the answer on the server.
+
+A chat is a conversation: each generation's metadata is the user's turn (``{"user": {"id",
+"text"}}``), so ``GET /api/chat/{chat_id}?follow=conversation`` (the router's SSE stream, or
+``streamhub.js`` with ``conversation: true``, or ``StreamClient.stream(chat_id,
+conversation=True)``) shows a second tab or device every question and its answer, turn after
+turn; ``GET /api/chat/{chat_id}/status`` names the running generation. ``GET
+/api/history/{chat_id}`` lists the turns this instance answered (kept in memory: a real app
+saves them in its database).
 
 Run it with ``python -m examples.ai_sdk``; settings: ``REDIS_URL`` (``memory://``),
 ``HOST``/``PORT`` (127.0.0.1:8000), ``FAKE_LLM_DELAY`` (0.03 s per token), ``CORS_ORIGINS``
@@ -28,14 +41,14 @@ import os
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Path
 from fastapi.middleware.cors import CORSMiddleware
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from examples._common import SESSION_ID, add_healthz, fake_llm, serve
 from fastapi_streamhub import Event, ResumableStreamingResponse, StreamHub, create_router
 
-__all__ = ["ChatRequest", "answer", "app", "main", "prompt_of"]
+__all__ = ["HISTORY", "ChatRequest", "answer", "app", "history", "main", "prompt_of", "turn_of"]
 
 ChatId = Annotated[str, StringConstraints(pattern=SESSION_ID)]
 
@@ -61,7 +74,7 @@ class UIMessage(BaseModel):
     """A message as the SDK sends it; only text parts are read here."""
 
     model_config = ConfigDict(extra="allow")
-    id: str = Field(max_length=200)
+    id: str = Field(min_length=1, max_length=180)
     role: Literal["system", "user", "assistant"]
     parts: list[dict[str, Any]] = Field(max_length=1000)
 
@@ -73,7 +86,7 @@ class ChatRequest(BaseModel):
     id: ChatId
     messages: list[UIMessage] = Field(min_length=1, max_length=1000)
     trigger: Literal["submit-message", "regenerate-message"] = "submit-message"
-    messageId: str | None = None
+    messageId: str | None = Field(default=None, max_length=180)
 
 
 def prompt_of(messages: list[UIMessage]) -> str:
@@ -90,13 +103,33 @@ def prompt_of(messages: list[UIMessage]) -> str:
     raise HTTPException(status_code=422, detail="no user message with text to answer")
 
 
-async def answer(prompt: str) -> AsyncIterator[str | Event]:
-    """The fake LLM's tokens (``text-delta`` parts), then ``data-usage`` with their count."""
+# chat id -> the turns answered here: {"user": {"id", "text"}, "answer", "state"}.
+HISTORY: dict[str, list[dict[str, Any]]] = {}
+MAX_CHATS = 1000  # the oldest chat's history goes first
+
+
+async def answer(prompt: str, chat_id: str = "", user: Any = None) -> AsyncIterator[str | Event]:
+    """The fake LLM's tokens (``text-delta`` parts), then ``data-usage`` with their count.
+
+    The turn is kept in :data:`HISTORY`, with the answer as far as it got (``stopped`` when
+    the generation was cancelled or superseded).
+    """
     tokens = 0
-    async for token in fake_llm(prompt):
-        tokens += 1
-        yield token
-    yield Event({"tokens": tokens}, "usage")
+    text: list[str] = []
+    turn = {"user": user, "answer": "", "state": "stopped"}
+    if chat_id:
+        HISTORY.setdefault(chat_id, []).append(turn)
+        while len(HISTORY) > MAX_CHATS:
+            del HISTORY[next(iter(HISTORY))]
+    try:
+        async for token in fake_llm(prompt):
+            tokens += 1
+            text.append(token)
+            yield token
+        yield Event({"tokens": tokens}, "usage")
+        turn["state"] = "done"
+    finally:
+        turn["answer"] = "".join(text)
 
 
 @app.post(
@@ -106,9 +139,31 @@ async def answer(prompt: str) -> AsyncIterator[str | Event]:
     responses=ResumableStreamingResponse.openapi_responses("The UI message stream."),
 )
 async def chat(request: ChatRequest) -> ResumableStreamingResponse:
+    prompt = prompt_of(request.messages)
+    turn = turn_of(request)
+    user = {"id": turn, "text": prompt}
     return ResumableStreamingResponse(
-        request.id, answer(prompt_of(request.messages)), restart=True, protocol="ai-sdk"
+        request.id,
+        answer(prompt, request.id, user),
+        turn=turn,
+        metadata={"user": user},  # the user's turn, for followers of the conversation
+        protocol="ai-sdk",
     )
+
+
+@app.get("/api/history/{chat_id}", summary="The turns of a chat answered by this instance")
+async def history(chat_id: Annotated[str, Path(pattern=SESSION_ID)]) -> dict[str, Any]:
+    return {"chat_id": chat_id, "turns": HISTORY.get(chat_id, [])}
+
+
+def turn_of(request: ChatRequest) -> str:
+    """What the request asks: its last user message, or the answer it regenerates."""
+    if request.trigger == "regenerate-message" and request.messageId:
+        return f"regenerate:{request.messageId}"
+    for message in reversed(request.messages):
+        if message.role == "user":
+            return f"message:{message.id}"
+    raise HTTPException(status_code=422, detail="no user message to answer")
 
 
 def main() -> None:

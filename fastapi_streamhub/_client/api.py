@@ -51,9 +51,9 @@ class Options:
     def retrier(self, what: str) -> Retrier:
         return Retrier(self.backoff, what, self.rng)
 
-    def follow(self, session_id: str, after: str | None) -> Follow:
+    def follow(self, session_id: str, after: str | None, conversation: bool = False) -> Follow:
         """A stream of ``{prefix}/{session_id}`` from the start or after ``after``."""
-        target = Target(self.prefix, validate_session_id(session_id))
+        target = Target(self.prefix, validate_session_id(session_id), conversation=conversation)
         return Follow(target, after, self.retrier(f"stream {session_id!r}"))
 
     def start(self, path: str, params: Any, session_id: str | None) -> Follow:

@@ -245,9 +245,17 @@ class StreamClient(_Client[httpx.AsyncClient]):
         if self._owned:
             await self._http.aclose()
 
-    def stream(self, session_id: str, *, after: str | None = None) -> ClientStream:
-        """Follow ``GET {prefix}/{session_id}`` from the start, or after the cursor ``after``."""
-        return ClientStream(self._http, self._options, self._options.follow(session_id, after))
+    def stream(
+        self, session_id: str, *, after: str | None = None, conversation: bool = False
+    ) -> ClientStream:
+        """Follow ``GET {prefix}/{session_id}`` from the start, or after the cursor ``after``.
+
+        ``conversation=True`` follows the session across its generations (a chat's turns)
+        until the caller stops: each generation comes between a :class:`GenerationStart` and a
+        :class:`GenerationEnd` item, and reconnects resume across turns.
+        """
+        follow = self._options.follow(session_id, after, conversation)
+        return ClientStream(self._http, self._options, follow)
 
     def start(
         self, path: str, params: Any = None, *, session_id: str | None = None
@@ -316,9 +324,11 @@ class SyncStreamClient(_Client[httpx.Client]):
         if self._owned:
             self._http.close()
 
-    def stream(self, session_id: str, *, after: str | None = None) -> SyncClientStream:
+    def stream(
+        self, session_id: str, *, after: str | None = None, conversation: bool = False
+    ) -> SyncClientStream:
         """See :meth:`StreamClient.stream`."""
-        follow = self._options.follow(session_id, after)
+        follow = self._options.follow(session_id, after, conversation)
         return SyncClientStream(self._http, self._options, follow)
 
     def start(

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from .._errors import SessionNotFound, StreamHubError
-from .._types import Chunk, End, Metadata, Reset
+from .._types import Chunk, End, GenerationEnd, GenerationStart, Metadata, Reset
 from .sse_decode import EventParser, Item, ProtocolError, rebuild
 
 __all__ = [
@@ -176,6 +176,7 @@ class Target:
     session_id: str
     path: str | None = None  # an app route returning ResumableStreamingResponse
     params: Any = None
+    conversation: bool = False  # ``?follow=conversation``: on across generations
 
 
 class Follow:
@@ -202,7 +203,8 @@ class Follow:
 
     @property
     def text(self) -> str:
-        """The text chunks received since the start or the last reset, joined."""
+        """The text chunks received since the start, the last reset or (in a conversation)
+        the last generation's start, joined."""
         return "".join(self._texts)
 
     def request(self) -> tuple[str, Any, dict[str, str]]:
@@ -214,7 +216,8 @@ class Follow:
             headers["last-event-id"] = self.cursor
         if self._app_route:
             return self.target.path or "", self.target.params, headers
-        return f"{self.target.prefix}/{self.target.session_id}", None, headers
+        params = {"follow": "conversation"} if self.target.conversation else None
+        return f"{self.target.prefix}/{self.target.session_id}", params, headers
 
     def accepts(self, status: int, headers: Any) -> bool:
         """True when an event stream follows; False when the caller must read the body and call
@@ -263,6 +266,13 @@ class Follow:
                 if self._has_metadata and item.value == self.metadata:
                     continue
                 self._has_metadata, self.metadata = True, item.value
+            elif isinstance(item, GenerationStart | GenerationEnd):
+                # A conversation's next turn, or the end of one: the stream goes on.
+                offset = item.offset if isinstance(item, GenerationEnd) else 0
+                self.cursor = f"{item.generation}-{offset}"
+                if isinstance(item, GenerationStart):
+                    self._texts.clear()
+                    self._has_metadata = False
             elif isinstance(item, Reset):
                 # The replay starts over from what is stored: a reconnect before the next chunk
                 # must ask for the start too, not for a cursor the server cannot honour.

@@ -25,7 +25,16 @@ from typing import Any, Literal
 import orjson
 
 from .._errors import InvalidCursor, StreamHubError
-from .._types import Chunk, Cursor, End, Metadata, Reset, State
+from .._types import (
+    Chunk,
+    Cursor,
+    End,
+    GenerationEnd,
+    GenerationStart,
+    Metadata,
+    Reset,
+    State,
+)
 
 __all__ = ["EventParser", "ProtocolError", "SSEEvent", "rebuild"]
 
@@ -118,7 +127,8 @@ class EventParser:
             events.append(SSEEvent(event_type or "message", "\n".join(data), own_id))
 
 
-Item = Chunk | Metadata | Reset | End
+# GenerationStart and GenerationEnd only in a conversation (``stream(..., conversation=True)``).
+Item = Chunk | Metadata | Reset | End | GenerationStart | GenerationEnd
 
 
 def _json(event: SSEEvent) -> Any:
@@ -155,10 +165,26 @@ def rebuild(event: SSEEvent) -> Item:
             raise ProtocolError(f"malformed {event.type!r} event: {exc}") from None
     if event.type == "part":
         return _part(event, value)
+    if event.type in ("generation", "generation-end"):
+        return _generation(event, value)
     # The codec stores every str as text, so a JSON string is a text chunk (sent as JSON
     # because it held a CR or a NUL, or because it carries an event name).
     kind: Literal["text", "json"] = "text" if isinstance(value, str) else "json"
     return Chunk(_cursor(event), value, kind, None if event.type == "json" else event.type)
+
+
+def _generation(event: SSEEvent, value: Any) -> GenerationStart | GenerationEnd:
+    """A conversation's ``generation`` (start) or ``generation-end`` event; its id is a cursor."""
+    cursor = _cursor(event)
+    if not isinstance(value, dict) or value.get("generation") != cursor.generation:
+        raise ProtocolError(f"{event.type!r} event data does not match its id {event.id!r}")
+    if event.type == "generation":
+        return GenerationStart(cursor.generation)
+    try:
+        end = End(State(value["state"]), value.get("reason"))
+    except (KeyError, ValueError) as exc:
+        raise ProtocolError(f"malformed 'generation-end' event: {exc}") from None
+    return GenerationEnd(cursor.generation, cursor.offset, end)
 
 
 def _part(event: SSEEvent, value: Any) -> Chunk:

@@ -21,12 +21,12 @@ from .._hub import StreamHub
 from .._steering import MESSAGE_KEY_PATTERN
 from .._types import SESSION_ID_PATTERN, SESSION_ID_RULE
 from .access import Access, router_access
-from .browser import module_response
+from .browser import module_response, transport_response
 from .deps import get_hub
 from .errors import error_answer
 from .guard import check_message_value, read_body, require_json
 from .models import ActiveIn, MessageIn
-from .response import SessionStreamResponse
+from .response import Follow, SessionStreamResponse
 from .sse import parse_last_event_id
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "InvalidPath",
     "active",
     "browser_module",
+    "browser_transport",
     "cancel",
     "delete",
     "read_stream",
@@ -89,6 +90,10 @@ async def browser_module(request: Request) -> Response:
     return module_response(request)
 
 
+async def browser_transport(request: Request) -> Response:
+    return transport_response(request)
+
+
 # GET /{sid}: the SSE stream.
 async def read_stream(
     request: Request,
@@ -103,6 +108,15 @@ async def read_stream(
         str | None,
         Query(description="Cursor, when no header can be sent.", json_schema_extra=_CURSOR_DOC),
     ] = None,
+    follow: Annotated[
+        Follow,
+        Query(
+            description="`generation` (default): until the current generation ends. "
+            "`conversation`: on across the session's generations (a chat's turns) until the "
+            "client leaves; each generation is framed by `generation` and `generation-end` "
+            "events, whose ids are cursors too."
+        ),
+    ] = "generation",
 ) -> Response:
     await access.check(request, session_id, "read")
     try:
@@ -110,7 +124,7 @@ async def read_stream(
     except StreamHubError as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from None
     # An unknown session is answered 404 by the response itself, before any header.
-    return SessionStreamResponse(session_id, hub=hub, after=cursor)
+    return SessionStreamResponse(session_id, hub=hub, after=cursor, follow=follow)
 
 
 # GET /{sid}/status

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterable, Mapping
 from typing import Any, ClassVar, Literal
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from fastapi import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,13 +20,15 @@ from .._errors import (
     StreamClosed,
     StreamHubError,
 )
+from .._finish import FinishHook
 from .._hub import StreamHub
 from .._outflow import WRITE_SIZE, OutBuffer
 from .._producer import Producer
 from .._runner import GeneratorFactory, close_unused, run_factory, run_generator
 from .._subscriber import Subscription
-from .._types import Cursor, End, Item, State, validate_session_id
+from .._types import Cursor, End, Item, State, validate_session_id, validate_turn
 from .aisdk import UI_MESSAGE_STREAM_HEADERS, UIMessageStreamEncoder
+from .conversation import feed_conversation
 from .deps import get_hub_from
 from .errors import (
     UNAVAILABLE,
@@ -38,7 +39,7 @@ from .errors import (
 from .openapi import sse_responses
 from .sse import PING, encode_item, encode_retry, parse_last_event_id
 
-__all__ = ["ResumableStreamingResponse", "SessionStreamResponse", "StreamProtocol"]
+__all__ = ["Follow", "ResumableStreamingResponse", "SessionStreamResponse", "StreamProtocol"]
 
 log = logging.getLogger("fastapi_streamhub")
 
@@ -50,6 +51,9 @@ SSE_HEADERS = {
 # "sse": the wire format of ``sse.py``; "ai-sdk": the Vercel AI SDK's UI message stream.
 StreamProtocol = Literal["sse", "ai-sdk"]
 PROTOCOLS: tuple[StreamProtocol, ...] = ("sse", "ai-sdk")
+# "generation": until the generation's end; "conversation": across generations (conversation.py).
+Follow = Literal["generation", "conversation"]
+FOLLOWS: tuple[Follow, ...] = ("generation", "conversation")
 
 
 _STREAM_STATUSES = frozenset(range(200, 300)) - {204, 205}
@@ -71,6 +75,8 @@ class SessionStreamResponse(Response):
     Idle periods carry ``: ping`` comments; ``retry:`` is sent once at the start.
     ``protocol="ai-sdk"`` speaks the Vercel AI SDK's UI message stream instead (see
     ``aisdk.py``): always from the beginning of the generation, whatever the cursor.
+    ``follow="conversation"`` (SSE only) goes on across generations until the client leaves
+    (see ``conversation.py``).
     """
 
     # FastAPI documents a route's ``response_class`` with this media type, and its status
@@ -101,9 +107,14 @@ class SessionStreamResponse(Response):
         ping_interval: float | None = None,
         status_code: int = 200,
         protocol: StreamProtocol = "sse",
+        follow: Follow = "generation",
     ) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
+        if follow not in FOLLOWS:
+            raise ValueError(f"follow must be one of {FOLLOWS}, not {follow!r}")
+        if follow == "conversation" and protocol != "sse":
+            raise ValueError("follow='conversation' needs protocol='sse'")
         if protocol == "ai-sdk" and after is not None:
             raise ValueError("protocol='ai-sdk' always streams from the start; drop after=")
         _check_status_code(status_code)
@@ -116,6 +127,7 @@ class SessionStreamResponse(Response):
         self.after = after
         self.ping_interval = ping_interval
         self.protocol = protocol
+        self.follow = follow
         merged = {**SSE_HEADERS, **{k.lower(): v for k, v in (headers or {}).items()}}
         if protocol == "ai-sdk":
             merged.update(UI_MESSAGE_STREAM_HEADERS)
@@ -157,24 +169,24 @@ class SessionStreamResponse(Response):
         self, hub: StreamHub, cursor: Cursor | None, receive: Receive, send: Send, *, head: bool
     ) -> None:
         ping = self.ping_interval or hub.settings.ping_interval
-        sender, receiver = anyio.create_memory_object_stream[bytes](64)
         out = OutBuffer(hub.settings.subscriber_buffer_bytes, hub.out_bytes)
-        subscription = hub.subscribe(self.session_id, after=cursor, batch=True)
         ready = anyio.Event()  # the subscription is set up, or failed to be
         failed: list[StreamHubError] = []
         try:
             async with anyio.create_task_group() as tg:
-                timeout = hub.settings.stalled_reader_timeout
-                tg.start_soon(out.watch, timeout, tg.cancel_scope, self.session_id)
                 # Opening fails fast in an outage; once streaming, the reader waits it out.
                 with request_bound(hub.settings.request_timeout):
-                    tg.start_soon(self._feed, subscription, sender, ready, failed, out)
-                    tg.start_soon(_set_when_opened, subscription, ready)
+                    if self.follow == "conversation":
+                        feed = (hub, self.session_id, cursor, ready, failed, out)
+                        tg.start_soon(feed_conversation, *feed)
+                    else:
+                        subscription = hub.subscribe(self.session_id, after=cursor, batch=True)
+                        tg.start_soon(self._feed, subscription, ready, failed, out)
+                        tg.start_soon(_set_when_opened, subscription, ready)
                     tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
                     await ready.wait()
                 if failed:
                     # Before any header: an unknown session is a plain 404, and so on.
-                    receiver.close()  # _pump, which owns it otherwise, never runs
                     await json_error(send, failed[0])
                     tg.cancel_scope.cancel()
                     return
@@ -187,7 +199,6 @@ class SessionStreamResponse(Response):
                 )
                 if head:
                     # What a GET would get, without the stream, which may not end for hours.
-                    receiver.close()
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                     tg.cancel_scope.cancel()
                     return
@@ -198,7 +209,9 @@ class SessionStreamResponse(Response):
                         "more_body": True,
                     }
                 )
-                await _pump(receiver, send, ping, out)
+                timeout = hub.settings.stalled_reader_timeout
+                tg.start_soon(out.tick, ping, timeout, tg.cancel_scope, self.session_id)
+                await _pump(send, out)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 tg.cancel_scope.cancel()
         except* OSError as group:
@@ -212,7 +225,6 @@ class SessionStreamResponse(Response):
     async def _feed(
         self,
         subscription: Subscription,
-        sender: MemoryObjectSendStream[bytes],
         ready: anyio.Event,
         failed: list[StreamHubError],
         out: OutBuffer,
@@ -220,38 +232,35 @@ class SessionStreamResponse(Response):
         encoder: _Encoder = (
             UIMessageStreamEncoder(self.session_id) if self.protocol == "ai-sdk" else _SSEEncoder()
         )
-        async with sender:
-            try:
-                async with subscription:
-                    async for item in subscription:
-                        data = encoder.encode(item, subscription.generation)
-                        await out.reserve(len(data))
-                        await sender.send(data)
-                        if encoder.finished:
-                            return
-            except StreamHubError as exc:
-                if not ready.is_set():
-                    failed.append(exc)
-                    return
-                if isinstance(exc, SessionNotFound):
-                    data = encoder.encode(End(State.FAILED, "session not found"), 0)
-                    await out.reserve(len(data))
-                    await sender.send(data)
-                    return
-                if isinstance(exc, BackendUnavailable):
-                    log.warning("stream of %r interrupted: %s", self.session_id, exc)
-                elif not isinstance(exc, StreamClosed):
-                    raise
-                # The response ends before the session does. SSE clients reconnect by
-                # themselves (to another instance, when this one is shutting down) with their
-                # cursor; the AI SDK does not, so it is told why (the app can resume).
-                why = UNAVAILABLE if isinstance(exc, BackendUnavailable) else str(exc)
-                data = encoder.interrupted(why, subscription.generation)
-                if data:
-                    await out.reserve(len(data))
-                    await sender.send(data)
-            finally:
-                ready.set()
+        try:
+            async with subscription:
+                async for item in subscription:
+                    data = encoder.encode(item, subscription.generation)
+                    if not out.put(data):
+                        await out.put_wait(data)
+                    if encoder.finished:
+                        return
+        except StreamHubError as exc:
+            if not ready.is_set():
+                failed.append(exc)
+                return
+            if isinstance(exc, SessionNotFound):
+                await out.put_wait(encoder.encode(End(State.FAILED, "session not found"), 0))
+                return
+            if isinstance(exc, BackendUnavailable):
+                log.warning("stream of %r interrupted: %s", self.session_id, exc)
+            elif not isinstance(exc, StreamClosed):
+                raise
+            # The response ends before the session does. SSE clients reconnect by
+            # themselves (to another instance, when this one is shutting down) with their
+            # cursor; the AI SDK does not, so it is told why (the app can resume).
+            why = UNAVAILABLE if isinstance(exc, BackendUnavailable) else str(exc)
+            data = encoder.interrupted(why, subscription.generation)
+            if data:
+                await out.put_wait(data)
+        finally:
+            out.end()
+            ready.set()
 
 
 class _Encoder(typing.Protocol):
@@ -280,54 +289,23 @@ async def _set_when_opened(subscription: Subscription, ready: anyio.Event) -> No
     ready.set()
 
 
-async def _pump(
-    receiver: MemoryObjectReceiveStream[bytes], send: Send, ping: float, out: OutBuffer
-) -> None:
-    """Forward encoded events to the client, coalescing what is ready; ping when idle.
-
-    The ping timer (a cancel scope) is armed only when nothing is ready, so a busy stream
-    costs one ``send`` per ready run of events and no timer.
-    """
-    async with receiver:
-        while True:
-            data: bytes | None = None
-            try:
-                data = receiver.receive_nowait()
-            except anyio.EndOfStream:
-                return
-            except anyio.WouldBlock:
-                with anyio.move_on_after(ping):
-                    try:
-                        data = await receiver.receive()
-                    except anyio.EndOfStream:
-                        return
-            if data is None:
-                await _write(send, out, PING)
-                continue
-            parts = [data]
-            size = len(data)
-            ended = False
-            while size < WRITE_SIZE:
-                try:
-                    more = receiver.receive_nowait()
-                except anyio.WouldBlock:
-                    break
-                except anyio.EndOfStream:
-                    ended = True
-                    break
-                parts.append(more)
-                size += len(more)
-            body = data if len(parts) == 1 else b"".join(parts)
-            if size <= WRITE_SIZE:
-                await _write(send, out, body)
-            else:
-                # In pieces: a client that stops reading leaves the rest in the bounded buffer.
-                view = memoryview(body)
-                for at in range(0, size, WRITE_SIZE):
-                    await _write(send, out, bytes(view[at : at + WRITE_SIZE]))
-            out.release(size)
-            if ended:
-                return
+async def _pump(send: Send, out: OutBuffer) -> None:
+    """Write the queued events to the client, coalescing what is ready, and the pings
+    ``out`` asks for, until the feed is over and everything is written."""
+    while (job := await out.next()) != "end":
+        if job == "ping":
+            await _write(send, out, PING)
+            continue
+        parts, size = out.take()
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        if size <= WRITE_SIZE:
+            await _write(send, out, body)
+        else:
+            # In pieces: a client that stops reading leaves the rest in the bounded buffer.
+            view = memoryview(body)
+            for at in range(0, size, WRITE_SIZE):
+                await _write(send, out, bytes(view[at : at + WRITE_SIZE]))
+        out.release(size)
 
 
 async def _write(send: Send, out: OutBuffer, body: bytes) -> None:
@@ -351,7 +329,13 @@ class ResumableStreamingResponse(SessionStreamResponse):
     producer in the hub's task group, detached from this request (a disconnect never stops
     it; a cancel does, as a cancellation inside the generator). On an active session it
     closes ``generator`` unused and follows the running one; on a finished session it replays
-    the stored output (``restart=True`` starts a new generation instead). Either way this
+    the stored output (``restart=True`` starts a new generation instead).
+
+    ``turn`` (what this request asks, such as the id of a chat's last user message) decides
+    instead of ``restart``: a request of the turn the session's generation answers, running
+    or finished, follows it (a retry, a reconnect, a second tab); a request of a new turn
+    cancels a running generation (``end`` with ``cancelled``, reason ``superseded``) and
+    starts its own, atomically in the store (see :meth:`StreamHub.register`). Either way this
     client receives the stream from its ``Last-Event-ID`` (or ``?last_event_id=``).
     ``protocol="ai-sdk"`` answers in the Vercel AI SDK's UI message stream protocol instead,
     always from the start of the generation (the SDK rebuilds the message on a resume).
@@ -359,6 +343,9 @@ class ResumableStreamingResponse(SessionStreamResponse):
     ``generator`` may also be a factory, ``lambda ctx: answer(prompt, ctx)``: it is called
     with a :class:`StreamContext` only when this request starts a generation, and the
     generator reads the session's steering messages with ``ctx.messages()``.
+
+    ``on_finish`` replaces the hub's ``on_finish`` hook for the generations this response
+    starts (the hub's runs them when the instance that started them died).
 
     ``status_code`` (default 200) is the status of the stream; it must be a 2xx status with a
     body. As a route's ``response_class`` it documents the route's 200 as
@@ -379,12 +366,16 @@ class ResumableStreamingResponse(SessionStreamResponse):
         metadata: Any = None,
         hub: StreamHub | None = None,
         restart: bool = False,
+        turn: str | None = None,
         headers: Mapping[str, str] | None = None,
         ping_interval: float | None = None,
         authorize: Authorize | None = None,
         protocol: StreamProtocol = "sse",
         status_code: int = 200,
+        on_finish: FinishHook | None = None,
     ) -> None:
+        if on_finish is not None and not callable(on_finish):
+            raise TypeError("on_finish must be a callable taking a FinishedGeneration")
         if not hasattr(generator, "__aiter__") and not callable(generator):
             raise TypeError(
                 "ResumableStreamingResponse needs an async iterable or a factory of one, "
@@ -400,8 +391,11 @@ class ResumableStreamingResponse(SessionStreamResponse):
         )
         self.generator = generator
         self.metadata = metadata
+        validate_turn(turn)
         self.restart = restart
+        self.turn = turn
         self.authorize = authorize
+        self.on_finish = on_finish
         self.producer: Producer | None = None
         self.created = False
 
@@ -410,7 +404,7 @@ class ResumableStreamingResponse(SessionStreamResponse):
             await authorize_or_raise(self.authorize, Request(scope), self.session_id, "read")
         try:
             registration = await hub.register(
-                self.session_id, metadata=self.metadata, restart=self.restart
+                self.session_id, metadata=self.metadata, restart=self.restart, turn=self.turn
             )
         except BaseException:
             await close_unused(self.generator)
@@ -420,6 +414,8 @@ class ResumableStreamingResponse(SessionStreamResponse):
             await close_unused(self.generator)
             return
         self.producer = registration.producer
+        if self.on_finish is not None:
+            registration.producer.on_finish = self.on_finish
         if hasattr(self.generator, "__aiter__"):
             hub.spawn(run_generator, registration.producer, self.generator)
         else:

@@ -13,12 +13,13 @@ from pydantic import BaseModel
 from .._budget import request_bound
 from .._hub import StreamHub
 from .access import Access
-from .browser import MODULE_PATH
+from .browser import MODULE_PATH, TRANSPORT_PATH
 from .deps import get_hub
 from .endpoints import (
     InvalidPath,
     active,
     browser_module,
+    browser_transport,
     cancel,
     delete,
     read_stream,
@@ -72,6 +73,10 @@ Events:
 - `event: reset`: `{"reason", "generation"}`; the cursor could not be honoured and the replay
   starts from the beginning of what is stored.
 - `event: end`: `{"state": "done"|"cancelled"|"failed", "reason"}`; exactly once, last.
+- with `?follow=conversation`, each generation of the session in turn instead: `event:
+  generation` (`{"generation"}`, id `<generation>-0`) first, `event: generation-end`
+  (`{"generation", "state", "reason"}`, id `<generation>-<last offset + 1>`) last; `end` only
+  if the session is deleted.
 - `: ping` comments while idle; `retry:` once at the start.
 
 Resume by sending the last `id` back as the `Last-Event-ID` header (or `?last_event_id=`).
@@ -131,11 +136,15 @@ def create_router(
             **({403: json_error("Refused by authorize")} if authorize is not None else {}),
         },
     )
-    # Registration order is the document's order, and "/~streamhub.js" must come before
+    # Registration order is the document's order, and the "/~/..." modules must come before
     # "/{session_id}" ("~" is not a session id character). Each HEAD route is added before its
     # GET and left out of the document: FastAPI would give both one operation id.
     router.add_api_route(MODULE_PATH, browser_module, methods=["HEAD"], include_in_schema=False)
     router.add_api_route(MODULE_PATH, browser_module, methods=["GET"], include_in_schema=False)
+    for method in ("HEAD", "GET"):
+        router.add_api_route(
+            TRANSPORT_PATH, browser_transport, methods=[method], include_in_schema=False
+        )
     _add_session_routes(router)
     methods = dict(_ENDPOINT_METHODS)
     if ai_sdk:

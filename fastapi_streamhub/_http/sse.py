@@ -18,7 +18,11 @@ Each item is one event:
   ``{"producer": <name>, "data": <data>}``, plus ``"event": <name>`` when the chunk has one;
 - metadata: ``event: metadata`` and the value as JSON;
 - a reset: ``event: reset`` and ``{"reason": <str>, "generation": <int>}``;
-- the end: ``event: end`` and ``{"state": <str>, "reason": <str or null>}``.
+- the end: ``event: end`` and ``{"state": <str>, "reason": <str or null>}``;
+- in a conversation (``?follow=conversation``), instead of ``end``: a generation's start,
+  ``event: generation`` with ``id: <generation>-0`` and ``{"generation": <int>}``, and its end,
+  ``event: generation-end`` with ``id: <generation>-<last offset + 1>`` and ``{"generation",
+  "state", "reason"}``; their ids are cursors too (before the first chunk; after the end).
 
 ``metadata``, ``reset`` and ``end`` events carry no ``id:``, so they never move the client's
 resume point. Keep-alives are the comment ``: ping`` and the reconnection delay is sent as
@@ -58,6 +62,8 @@ __all__ = [
     "PING",
     "encode_chunk",
     "encode_end",
+    "encode_generation",
+    "encode_generation_end",
     "encode_item",
     "encode_metadata",
     "encode_reset",
@@ -131,6 +137,18 @@ def encode_end(state: State, reason: str | None) -> bytes:
     """Encode ``event: end`` with data ``{"state": ..., "reason": ...}`` and no id."""
     data = orjson.dumps({"state": state.value, "reason": reason})
     return b"event: end\ndata: " + data + b"\n\n"
+
+
+def encode_generation(generation: int) -> bytes:
+    """Encode ``event: generation`` (a conversation's next generation starts) with its cursor."""
+    data = orjson.dumps({"generation": generation})
+    return b"event: generation\ndata: " + data + b"\nid: %d-0\n\n" % generation
+
+
+def encode_generation_end(generation: int, offset: int, state: State, reason: str | None) -> bytes:
+    """Encode ``event: generation-end``; its id is the cursor of the end marker (``offset``)."""
+    data = orjson.dumps({"generation": generation, "state": state.value, "reason": reason})
+    return b"event: generation-end\ndata: " + data + b"\nid: %d-%d\n\n" % (generation, offset)
 
 
 def encode_retry(ms: int) -> bytes:

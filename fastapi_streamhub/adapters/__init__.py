@@ -41,6 +41,10 @@ Chunks. Text is a plain ``str`` chunk. Everything else is a JSON chunk: a ``dict
 
 Errors the provider reports inside its stream raise :class:`UpstreamError`, so the generation
 ends ``failed`` with the provider's message as the reason.
+
+Producers that already speak the AI SDK's UI message stream (pydantic-ai's ``VercelAIAdapter``,
+ai-python's ``to_sse``) go through :func:`ui_message_stream`: its parts are these chunks
+already, so they are parsed once and stored as chunks, never stored encoded or encoded twice.
 """
 
 from ._anthropic import anthropic_messages
@@ -49,6 +53,7 @@ from ._langchain import langchain_events, langgraph_messages
 from ._openai_chat import openai_chat
 from ._openai_responses import openai_responses
 from ._pydantic_ai import pydantic_ai_events
+from ._ui_messages import ui_message_stream
 
 __all__ = [
     "FINISH_REASONS",
@@ -59,4 +64,5 @@ __all__ = [
     "openai_chat",
     "openai_responses",
     "pydantic_ai_events",
+    "ui_message_stream",
 ]

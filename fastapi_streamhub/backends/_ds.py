@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 __all__ = [
     "DsAppend",
@@ -21,6 +22,8 @@ __all__ = [
     "DsProducer",
     "DsSpec",
     "DsStream",
+    "DurableMethods",
+    "DurableStore",
     "fork_cut",
     "is_json_type",
     "media_type",
@@ -184,3 +187,47 @@ def fork_cut(after: bytes, json_stream: bool, sub: int) -> int | None:
             return None
         cut = end + 1
     return cut
+
+
+class DurableStore(Protocol):
+    """What a backend's Durable Streams object does (``MemoryDurable``, ``RedisDurable``)."""
+
+    async def create(
+        self, stream_id: str, spec: DsSpec, data: bytes, fork: DsFork | None
+    ) -> DsCreated: ...
+
+    async def append(self, stream_id: str, append: DsAppend) -> DsAppended: ...
+
+    async def read(
+        self, stream_id: str, offset: int, limit: int, touch: bool
+    ) -> tuple[DsStream, bytes] | None: ...
+
+    async def delete(self, stream_id: str) -> str: ...
+
+
+class DurableMethods:
+    """The ``ds_*`` methods of a backend that holds a :class:`DurableStore` as ``_durable``
+    (see ``Backend`` for what each does); inherited by the built-in backends, so that their
+    modules stay about sessions."""
+
+    _durable: DurableStore
+
+    async def ds_create(
+        self, stream_id: str, spec: DsSpec, data: bytes, fork: DsFork | None = None
+    ) -> DsCreated:
+        """See :meth:`Backend.ds_create`."""
+        return await self._durable.create(stream_id, spec, data, fork)
+
+    async def ds_append(self, stream_id: str, append: DsAppend) -> DsAppended:
+        """See :meth:`Backend.ds_append`."""
+        return await self._durable.append(stream_id, append)
+
+    async def ds_read(
+        self, stream_id: str, offset: int, limit: int, *, touch: bool
+    ) -> tuple[DsStream, bytes] | None:
+        """See :meth:`Backend.ds_read`."""
+        return await self._durable.read(stream_id, offset, limit, touch)
+
+    async def ds_delete(self, stream_id: str) -> str:
+        """See :meth:`Backend.ds_delete`."""
+        return await self._durable.delete(stream_id)

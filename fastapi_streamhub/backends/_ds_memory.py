@@ -100,7 +100,9 @@ class MemoryDurable:
     def _touch(self, stream: _Stream) -> None:
         stream.deadline_ms = self._deadline(stream.spec)
 
-    def create(self, stream_id: str, spec: DsSpec, data: bytes, fork: DsFork | None) -> DsCreated:
+    async def create(
+        self, stream_id: str, spec: DsSpec, data: bytes, fork: DsFork | None
+    ) -> DsCreated:
         """See :meth:`Backend.ds_create`."""
         prefix = b""
         source: _Stream | None = None
@@ -141,7 +143,7 @@ class MemoryDurable:
         self._streams[stream_id] = stream
         return DsCreated("created", stream.view())
 
-    def append(self, stream_id: str, append: DsAppend) -> DsAppended:
+    async def append(self, stream_id: str, append: DsAppend) -> DsAppended:
         """See :meth:`Backend.ds_append`."""
         stream = self._get(stream_id)
         if stream is None:
@@ -177,7 +179,7 @@ class MemoryDurable:
         self._publish(stream_id, StoredMsg(0, len(stream.data)))
         return DsAppended(DsOutcome.APPENDED, stream.view(), epoch, seq)
 
-    def read(
+    async def read(
         self, stream_id: str, offset: int, limit: int, touch: bool
     ) -> tuple[DsStream, bytes] | None:
         """See :meth:`Backend.ds_read`."""
@@ -190,7 +192,7 @@ class MemoryDurable:
             self._touch(stream)
         return stream.view(), bytes(stream.data[offset : offset + limit])
 
-    def delete(self, stream_id: str) -> str:
+    async def delete(self, stream_id: str) -> str:
         """See :meth:`Backend.ds_delete`."""
         stream = self._get(stream_id)
         if stream is None:

@@ -28,6 +28,7 @@ __all__ = [
     "Backend",
     "ClaimResult",
     "ControlHandler",
+    "FinishClaim",
     "Lost",
     "ReadResult",
     "Reason",
@@ -104,6 +105,8 @@ class Reason(StrEnum):
     """
 
     LEASE_EXPIRED = "lease_expired"
+    SUPERSEDED = "superseded"
+    """Cancelled by a claim for another turn (``claim(turn=...)``; ``claim.lua``)."""
     REPLACED = "replaced"
     """Stale: another handle joined under the part's name."""
     PART_ENDED = "part_ended"
@@ -151,9 +154,16 @@ class Sent:
     full: Literal["count", "bytes"] | None = None
 
 
+FinishClaim = Literal["claimed", "busy", "settled", "gone"]
+"""Outcome of :meth:`Backend.claim_finish`: ``claimed`` (the caller runs the hook now),
+``busy`` (another caller's claim on it has not lapsed), ``settled`` (it ran already), ``gone``
+(the session is unknown, or a newer generation replaced this one)."""
+
+
 class Backend(abc.ABC):
     """Store of sessions. Fifteen methods: lifecycle (2), transitions (8), reads (4), live (1);
-    ``compact`` has a default."""
+    ``compact`` has a default. Optional groups (raising NotImplementedError by default):
+    steering messages, fan-in, and ``on_finish``'s settle marks."""
 
     settings: Settings
     # Log entries a resuming reader reads first, to send its first bytes early (0: a full page).
@@ -171,9 +181,22 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def claim(
-        self, session_id: str, *, token: str, restart: bool, metadata: bytes | None
+        self,
+        session_id: str,
+        *,
+        token: str,
+        restart: bool,
+        metadata: bytes | None,
+        turn: str | None = None,
     ) -> ClaimResult:
-        """Become the producer of a new generation unless a live or finished one holds the session."""
+        """Become the producer of a new generation unless a live or finished one holds the session.
+
+        ``turn`` (what the generation answers, stored with it) replaces ``restart``: a live or
+        finished generation of the same turn is left alone (a failed one is reclaimed); a
+        live one of another turn (or of none) first ends ``cancelled`` with reason
+        ``superseded`` (end marker, published, its producer told ``stale``), all in the same
+        transition, then the session is claimed as for ``restart``.
+        """
 
     @abc.abstractmethod
     async def append(self, batches: Sequence[Append]) -> list[Lost | None]:
@@ -342,3 +365,33 @@ class Backend(abc.ABC):
         goes too when soft-deleted and that was its last), ``soft`` (forks of it live: it
         answers 410 until they are gone), ``gone`` (already soft-deleted), ``not_found``."""
         raise NotImplementedError(f"{type(self).__name__} does not support Durable Streams")
+
+    # -- the on_finish hook's settle marks: optional, the built-in backends have them ---------
+
+    async def expect_finish(self, session_id: str, generation: int) -> None:
+        """Add ``(session_id, generation)`` to the store's index of generations whose hook has
+        not run (the hub calls it right after a claim it won, before producing)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support on_finish")
+
+    async def claim_finish(
+        self, session_id: str, generation: int, token: str, ttl: float
+    ) -> FinishClaim:
+        """Claim running the hook of ``generation`` for ``ttl`` seconds, atomically.
+
+        ``gone`` when the session is unknown or its current generation is not ``generation``;
+        ``settled`` when :meth:`settle` marked it; ``busy`` when a claim of another token on
+        this generation has not lapsed; else the claim is (re)set to ``token`` until now +
+        ``ttl`` (the same token extends its own claim) and the answer is ``claimed``. The
+        state is not checked: callers claim generations they saw end (or are about to end).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support on_finish")
+
+    async def settle(self, session_id: str, generation: int) -> None:
+        """Mark the hook of ``generation`` as run (if the session still exists: the settled
+        mark only grows) and remove ``(session_id, generation)`` from the index."""
+        raise NotImplementedError(f"{type(self).__name__} does not support on_finish")
+
+    async def unsettled(self, count: int, idle: float) -> list[tuple[str, int]]:
+        """Up to ``count`` entries of the index not handed out for ``idle`` seconds, oldest
+        first; each counts as handed out now (so instances sweeping together take turns)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support on_finish")

@@ -21,6 +21,7 @@ from .._codec import (
     ChunksMsg,
     DeletedMsg,
     EndMsg,
+    LostMsg,
     Message,
     MetadataMsg,
     SteerMsg,
@@ -32,7 +33,7 @@ from .._errors import InvalidSessionId
 from .._fanout import Fanout, Listener
 from .._types import Chunk, Cursor, End, SessionInfo, State
 from ._compact import PackedLog
-from ._ds import DsAppend, DsAppended, DsCreated, DsFork, DsSpec, DsStream
+from ._ds import DurableMethods
 from ._ds_memory import MemoryDurable
 from ._fanin_memory import MemoryFanIn, Part
 from .base import (
@@ -40,6 +41,7 @@ from .base import (
     Backend,
     ClaimResult,
     ControlHandler,
+    FinishClaim,
     Lost,
     ReadResult,
     Reason,
@@ -66,6 +68,7 @@ class _Record:
     n: int = 0
     cancel: bool = False
     metadata: bytes | None = None
+    turn: str | None = None  # what this generation answers (claim's ``turn``)
     # (offset, payload) of the current generation; trimmed to maxlen from the left; a
     # PackedLog once the generation finished and was compacted.
     log: MutableSequence[tuple[int, bytes]] = field(default_factory=list)
@@ -75,6 +78,9 @@ class _Record:
     parts: dict[str, Part] = field(default_factory=dict)
     # Fan-in: the first sub-producer whose part ended short of its batches (end_part).
     short: str | None = None
+    # on_finish: the hook of this generation ran (settle), and who runs it until when.
+    settled: bool = False
+    finish_claim: tuple[str, float] | None = None
 
 
 @dataclass(slots=True)
@@ -101,7 +107,7 @@ def _unexpired(entries: dict[str, _Expiring], session_id: str) -> _Expiring | No
     return entry
 
 
-class MemoryBackend(Backend):
+class MemoryBackend(DurableMethods, Backend):
     """Sessions in a dict of this process; live delivery by direct dispatch."""
 
     def __init__(self) -> None:
@@ -110,9 +116,11 @@ class MemoryBackend(Backend):
         self._fanout = Fanout()
         self._controls: list[ControlHandler] = []
         self._fanin = MemoryFanIn(self._active, self._append)
-        self._durable = MemoryDurable(
+        self._durable: MemoryDurable = MemoryDurable(
             self._publish, lambda: self.settings.retention, lambda sid: self._get(sid) is not None
         )
+        # on_finish: (session, generation) whose hook has not run -> when last handed out.
+        self._unsettled: dict[tuple[str, int], float] = {}
         self.settings = Settings()
 
     async def start(
@@ -190,7 +198,13 @@ class MemoryBackend(Backend):
     # -- transitions -----------------------------------------------------------------------
 
     async def claim(
-        self, session_id: str, *, token: str, restart: bool, metadata: bytes | None
+        self,
+        session_id: str,
+        *,
+        token: str,
+        restart: bool,
+        metadata: bytes | None,
+        turn: str | None = None,
     ) -> ClaimResult:
         if self._durable.exists(session_id):
             raise InvalidSessionId(f"{session_id!r} is a Durable Streams stream")
@@ -202,7 +216,14 @@ class MemoryBackend(Backend):
             if rec.state is State.ACTIVE and rec.token == token:
                 return ClaimResult(True, rec.generation, rec.state)
             self._expire_if_lapsed(session_id, rec)
-            if rec.state is State.ACTIVE or (rec.state is not State.FAILED and not restart):
+            if turn is not None:
+                if rec.turn == turn and rec.state is not State.FAILED:
+                    return ClaimResult(False, rec.generation, rec.state)
+                if rec.state is State.ACTIVE:
+                    # The twin of claim.lua: a new turn ends the running one, then claims.
+                    self._finish(session_id, rec, State.CANCELLED, Reason.SUPERSEDED.value)
+                    self._signal(session_id, LostMsg(rec.generation, "stale"))
+            elif rec.state is State.ACTIVE or (rec.state is not State.FAILED and not restart):
                 return ClaimResult(False, rec.generation, rec.state)
             generation = max(rec.generation + 1, now)
             created = rec.created
@@ -213,6 +234,7 @@ class MemoryBackend(Backend):
             lease_until=time.monotonic() + self.settings.lease_ttl,
             token=token,
             metadata=metadata,
+            turn=turn,
         )
         self._touch(rec)
         self._records[session_id] = rec
@@ -312,6 +334,40 @@ class MemoryBackend(Backend):
             rec.cancel = True
             self._signal(session_id, CancelMsg(rec.generation))
         return self._info(session_id, rec)
+
+    # -- on_finish settle marks ------------------------------------------------------------
+
+    async def expect_finish(self, session_id: str, generation: int) -> None:
+        self._unsettled.setdefault((session_id, generation), time.monotonic())
+
+    async def claim_finish(
+        self, session_id: str, generation: int, token: str, ttl: float
+    ) -> FinishClaim:
+        rec = self._get(session_id)
+        if rec is None or rec.generation != generation:
+            return "gone"
+        if rec.settled:
+            return "settled"
+        now = time.monotonic()
+        held = rec.finish_claim
+        if held is not None and held[0] != token and held[1] > now:
+            return "busy"
+        rec.finish_claim = (token, now + ttl)
+        return "claimed"
+
+    async def settle(self, session_id: str, generation: int) -> None:
+        rec = self._get(session_id)
+        if rec is not None and rec.generation == generation:
+            rec.settled = True
+        self._unsettled.pop((session_id, generation), None)
+
+    async def unsettled(self, count: int, idle: float) -> list[tuple[str, int]]:
+        now = time.monotonic()
+        due = sorted((t, key) for key, t in self._unsettled.items() if t <= now - idle)
+        picked = [key for _, key in due[:count]]
+        for key in picked:
+            self._unsettled[key] = now
+        return picked
 
     async def delete(self, session_id: str) -> bool:
         rec = self._get(session_id)
@@ -438,21 +494,3 @@ class MemoryBackend(Backend):
             yield
         finally:
             self._fanout.remove(key, listener)
-
-    # -- Durable Streams ---------------------------------------------------------------------
-
-    async def ds_create(
-        self, stream_id: str, spec: DsSpec, data: bytes, fork: DsFork | None = None
-    ) -> DsCreated:
-        return self._durable.create(stream_id, spec, data, fork)
-
-    async def ds_append(self, stream_id: str, append: DsAppend) -> DsAppended:
-        return self._durable.append(stream_id, append)
-
-    async def ds_read(
-        self, stream_id: str, offset: int, limit: int, *, touch: bool
-    ) -> tuple[DsStream, bytes] | None:
-        return self._durable.read(stream_id, offset, limit, touch)
-
-    async def ds_delete(self, stream_id: str) -> str:
-        return self._durable.delete(stream_id)

@@ -42,19 +42,21 @@ from .._errors import BackendUnavailable, InvalidSessionId
 from .._fanout import Fanout, Listener
 from .._types import SessionInfo, State
 from ._bus import Bus, ShardedBus, SingleBus, require_sharded_pubsub
-from ._ds import DsAppend, DsAppended, DsCreated, DsFork, DsSpec, DsStream
+from ._ds import DurableMethods
 from ._ds_redis import RedisDurable, ds_script_bodies
 from ._fanin_redis import FANIN_SCRIPTS, RedisFanIn
 from ._keys import Keys, slot_of
 from ._redis_append import RedisAppender
 from ._redis_compact import RedisCompactor
 from ._redis_exec import RedisExecutor, script_bodies
+from ._redis_finish import FINISH_SCRIPTS, RedisFinish
 from ._replies import as_bytes, as_str, fields_of, lost_of, page_of, record_of, refusal
 from .base import (
     Append,
     Backend,
     ClaimResult,
     ControlHandler,
+    FinishClaim,
     Lost,
     ReadResult,
     Sent,
@@ -67,10 +69,11 @@ _SCRIPTS = (
     *("claim", "append", "close", "metadata", "expire", "cancel", "delete", "info"),
     *("message", "compact", "page"),
     *FANIN_SCRIPTS,
+    *FINISH_SCRIPTS,
 )
 
 
-class RedisBackend(Backend):
+class RedisBackend(DurableMethods, Backend):
     """Sessions in Redis; live delivery through one pub/sub connection fanned out locally.
 
     The state transitions and reads live here; it holds the parts that do the rest: the
@@ -103,6 +106,7 @@ class RedisBackend(Backend):
         self._compactor = RedisCompactor(self._exec, self.keys, task_group)
         self._fanin = RedisFanIn(self._exec, self.keys, self.channels, self._subscribe)
         self._durable = RedisDurable(self._exec, self.keys, self.channels, settings.retention_ms)
+        self._finish = RedisFinish(self._exec, self.keys)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -175,7 +179,13 @@ class RedisBackend(Backend):
     # -- transitions -----------------------------------------------------------------------
 
     async def claim(
-        self, session_id: str, *, token: str, restart: bool, metadata: bytes | None
+        self,
+        session_id: str,
+        *,
+        token: str,
+        restart: bool,
+        metadata: bytes | None,
+        turn: str | None = None,
     ) -> ClaimResult:
         s = self.settings
         data_ch, ctl_ch = self.channels(session_id)
@@ -195,6 +205,7 @@ class RedisBackend(Backend):
                 self._exec.pub,
                 data_ch,
                 ctl_ch,
+                turn or "",
             ],
         )
         if as_str(r[2]) == "ds":
@@ -461,20 +472,18 @@ class RedisBackend(Backend):
         """Fold the finished log (see ``_redis_compact``); False when there is nothing to do."""
         return await self._compactor.compact(session_id)
 
-    # -- Durable Streams (``_ds_redis``) ---------------------------------------------------
+    # -- on_finish settle marks (see _redis_finish.py) --------------------------------------
 
-    async def ds_create(
-        self, stream_id: str, spec: DsSpec, data: bytes, fork: DsFork | None = None
-    ) -> DsCreated:
-        return await self._durable.create(stream_id, spec, data, fork)
+    async def expect_finish(self, session_id: str, generation: int) -> None:
+        await self._finish.expect_finish(session_id, generation)
 
-    async def ds_append(self, stream_id: str, append: DsAppend) -> DsAppended:
-        return await self._durable.append(stream_id, append)
+    async def claim_finish(
+        self, session_id: str, generation: int, token: str, ttl: float
+    ) -> FinishClaim:
+        return await self._finish.claim_finish(session_id, generation, token, ttl)
 
-    async def ds_read(
-        self, stream_id: str, offset: int, limit: int, *, touch: bool
-    ) -> tuple[DsStream, bytes] | None:
-        return await self._durable.read(stream_id, offset, limit, touch)
+    async def settle(self, session_id: str, generation: int) -> None:
+        await self._finish.settle(session_id, generation)
 
-    async def ds_delete(self, stream_id: str) -> str:
-        return await self._durable.delete(stream_id)
+    async def unsettled(self, count: int, idle: float) -> list[tuple[str, int]]:
+        return await self._finish.unsettled(count, idle)

@@ -15,8 +15,15 @@
 // "json" event whose value is a string is text (it held CR or NUL), any other "json" value is
 // a JSON chunk; "metadata", "reset" and "end" are control events; any other name is a chunk
 // the producer named (EventSource only reports names it listens to: list them in `events`).
+//
+// Conversations: `conversation: true` follows the session across its generations (a chat's
+// turns: GET {prefix}/{sid}?follow=conversation) until close(). Each generation starts with
+// onGeneration({generation}) (the record's text starts over; the user's turn, when the app
+// sets it as the generation's metadata, follows as onMetadata) and ends with
+// onGenerationEnd({generation, state, reason}); the record stays "streaming" and a reload
+// resumes across turns by cursor.
 
-const CONTROL = new Set(["message", "json", "metadata", "reset", "end"]);
+const CONTROL = new Set(["message", "json", "metadata", "reset", "end", "generation", "generation-end"]);
 const FINISHED = new Set(["done", "cancelled", "failed"]);
 const RECORD_VERSION = 1;
 
@@ -41,6 +48,9 @@ export class ResumableStream {
    * @param {(reset: {reason: string, generation: number}) => void} [options.onReset]
    * @param {(end: {state: string, reason: string | null}) => void} [options.onEnd]
    * @param {(status: string) => void} [options.onStatus] "connecting", "streaming", "reconnecting"
+   * @param {boolean} [options.conversation] follow every generation of the session (see above)
+   * @param {(start: {generation: number}) => void} [options.onGeneration] a generation starts
+   * @param {(end: {generation: number, state: string, reason: string | null}) => void} [options.onGenerationEnd]
    * @param {(error: Error) => void} [options.onError] a record that could not be saved or read
    */
   constructor(options = {}) {
@@ -57,6 +67,9 @@ export class ResumableStream {
     this.onReset = options.onReset ?? noop;
     this.onEnd = options.onEnd ?? noop;
     this.onStatus = options.onStatus ?? noop;
+    this.conversation = options.conversation ?? false;
+    this.onGeneration = options.onGeneration ?? noop;
+    this.onGenerationEnd = options.onGenerationEnd ?? noop;
     this.onError = options.onError ?? ((err) => console.error("streamhub:", err));
     this.record = null;
     this.source = null;
@@ -169,7 +182,10 @@ export class ResumableStream {
 
   streamUrl(sessionId, cursor = "") {
     const base = `${this.prefix}/${encodeURIComponent(sessionId)}`;
-    return cursor ? `${base}?last_event_id=${encodeURIComponent(cursor)}` : base;
+    const query = [];
+    if (this.conversation) query.push("follow=conversation");
+    if (cursor) query.push(`last_event_id=${encodeURIComponent(cursor)}`);
+    return query.length ? `${base}?${query.join("&")}` : base;
   }
 
   save() {
@@ -204,6 +220,23 @@ export class ResumableStream {
       this.save();
       this.onReset(JSON.parse(e.data));
       this.onText("", "");
+    }));
+    source.addEventListener("generation", mine((e) => {
+      // A conversation's next generation: its text starts over.
+      const start = JSON.parse(e.data);
+      this.record.cursor = e.lastEventId;
+      this.record.text = "";
+      this.record.generation = start.generation;
+      this.save();
+      this.onGeneration(start);
+      this.onText("", "");
+    }));
+    source.addEventListener("generation-end", mine((e) => {
+      const end = JSON.parse(e.data);
+      this.record.cursor = e.lastEventId; // resumes after it: waits for the next generation
+      this.record.lastEnd = end;
+      this.save();
+      this.onGenerationEnd(end);
     }));
     source.addEventListener("end", mine((e) => {
       const end = JSON.parse(e.data);

@@ -1,5 +1,6 @@
-// Drives the real Vercel AI SDK (npm package "ai", pinned in package.json) against the AI SDK
-// example (examples/ai_sdk) running under uvicorn. No part of the SDK is mocked.
+// Drives the real Vercel AI SDK (npm package "ai", pinned in package.json; `ai_package: "ai6"`
+// in the config runs ai 6 instead) against the AI SDK example (examples/ai_sdk) running under
+// uvicorn. No part of the SDK is mocked.
 //
 //   node ai_sdk.mjs <scenario> '<json config>'
 //
@@ -13,6 +14,14 @@
 // - "turns": two messages in one chat, each read to the end.
 // - "cancel": the app's Stop (POST /api/chat/{id}/cancel) after `cancel_after_deltas` deltas;
 //   the stream must end with an "abort" part.
+// - "stop": useChat's stop() through the router's transport (`/api/chat/~/chat-transport.js`,
+//   fetched and imported as a page would): the server's state and chunk count after it, and
+//   the headers each request carried (a resume in between must carry sendMessage's headers).
+// - "stop_elsewhere": a second tab resumes the answer and presses Stop: the first tab's
+//   answer ends aborted (onFinish), not finished.
+// - "stop_then_ask": Stop, then a second question in the same chat: it must be answered.
+// - "ask_while_running": the plain transport drops the first request (no cancel) and posts the
+//   next question at once: the running answer is superseded and the new one answered.
 // - "tool_resume": against tests/adapters_app.py (an SDK adapter behind the chat route; the
 //   request body names the SDK and the stand-in model): read until the first tool-input-delta,
 //   drop the connection, reconnectToStream, release the held provider (POST `release_url`) and
@@ -20,10 +29,10 @@
 // Prints one line "RESULT {json}", or "ERROR {json}" and exits with status 1. The assertions
 // are left to tests/test_ai_sdk.py.
 
-import { AbstractChat, DefaultChatTransport, readUIMessageStream } from "ai";
-
 const [scenario, rawConfig] = process.argv.slice(2);
 const config = JSON.parse(rawConfig || "{}");
+// "ai" (7) by default; "ai6" (the npm alias of ai 6 in package.json) for the ai 6 lane.
+const { AbstractChat, DefaultChatTransport, readUIMessageStream } = await import(config.ai_package ?? "ai");
 const timeoutMs = config.timeout_ms ?? 30000;
 
 function emit(kind, value) {
@@ -32,7 +41,8 @@ function emit(kind, value) {
 
 const transport = (body) => new DefaultChatTransport({ api: `${config.base}/api/chat`, body });
 
-function userMessage(text, id = "u1") {
+let messageCount = 0;
+function userMessage(text, id = `u${++messageCount}`) {
   return { id, role: "user", parts: [{ type: "text", text }] };
 }
 
@@ -100,7 +110,159 @@ function within(promise, what) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// The router's chat transport module, as a page would import it: fetched from the server.
+async function servedTransport(cfg) {
+  const res = await fetch(`${cfg.base}/api/chat/~/chat-transport.js`);
+  if (!res.ok) throw new Error(`chat-transport.js answered ${res.status}`);
+  const source = await res.text();
+  return import(`data:text/javascript;base64,${Buffer.from(source).toString("base64")}`);
+}
+
+// fetch that records what each request sent (the transport's and the cancel's).
+function recordingFetch(requests) {
+  return (url, init = {}) => {
+    const headers = Object.fromEntries(new Headers(init.headers ?? {}).entries());
+    requests.push({ url: String(url).replace(config.base, ""), method: init.method ?? "GET", headers });
+    return fetch(url, init);
+  };
+}
+
+async function statusOf(cfg, chatId) {
+  const res = await fetch(`${cfg.base}/api/chat/${chatId}/status`);
+  return res.status === 200 ? res.json() : { http: res.status };
+}
+
+// Poll the status until the state is no longer active: the time it took, and the status.
+async function untilFinished(cfg, chatId, limitMs) {
+  const started = Date.now();
+  for (;;) {
+    const status = await statusOf(cfg, chatId);
+    if (status.state !== "active" || Date.now() - started > limitMs) {
+      return { status, afterMs: Date.now() - started };
+    }
+    await sleep(10);
+  }
+}
+
+function reachedChars(chars) {
+  let reached;
+  const promise = new Promise((resolve) => { reached = resolve; });
+  const onChange = (state) => {
+    const last = state.messages[state.messages.length - 1];
+    if (last?.role === "assistant" && textOf(last).length >= chars) reached(textOf(last));
+  };
+  return { promise, onChange };
+}
+
 const scenarios = {
+  // useChat's Stop through the router's transport: the answer stops on the server too.
+  async stop(cfg) {
+    const { streamhubTransport } = await servedTransport(cfg);
+    const requests = [];
+    const tr = streamhubTransport(new DefaultChatTransport({
+      api: `${cfg.base}/api/chat`, headers: { "x-app": "static" }, fetch: recordingFetch(requests),
+    }));
+    const reached = reachedChars(cfg.stop_after_chars);
+    const chat = new Chat({ id: cfg.chat_id, transport: tr, onChange: reached.onChange });
+    const sending = chat.sendMessage(userMessage(cfg.prompt), { headers: { authorization: "Bearer t1" } });
+    await within(reached.promise, "reading the answer");
+    // A second reader of the running answer (another tab's resume): it carries the headers
+    // sendMessage was given; dropping it is not a stop.
+    const resumed = await tr.reconnectToStream({ chatId: cfg.chat_id });
+    await resumed.cancel();
+    await chat.stop();
+    await within(sending, "stopping");
+    const stopped = textOf(chat.messages[chat.messages.length - 1]);
+    const finished = await untilFinished(cfg, cfg.chat_id, 5000);
+    await sleep(cfg.settle_ms); // what is measured here is that nothing grows meanwhile
+    const later = await statusOf(cfg, cfg.chat_id);
+    return {
+      stoppedText: stopped, status: chat.status, finished, later, requests,
+      roles: chat.messages.map((m) => m.role),
+    };
+  },
+
+  // Two tabs of one chat: the second resumes the running answer and presses Stop; the first,
+  // still reading, must see the answer end as aborted, not finished.
+  async stop_elsewhere(cfg) {
+    const { streamhubTransport } = await servedTransport(cfg);
+    const make = () => streamhubTransport(new DefaultChatTransport({ api: `${cfg.base}/api/chat` }));
+    const reached = reachedChars(cfg.stop_after_chars);
+    const finishes = [];
+    const first = new Chat({
+      id: cfg.chat_id, transport: make(), onChange: reached.onChange,
+      onFinish: ({ isAbort, finishReason, message }) => finishes.push({ isAbort, finishReason, text: textOf(message) }),
+    });
+    const sending = first.sendMessage(userMessage(cfg.prompt));
+    await within(reached.promise, "the first tab reading");
+    const user = first.messages[0];
+    const second = new Chat({ id: cfg.chat_id, messages: [user], transport: make() });
+    const resuming = second.resumeStream();
+    await within(new Promise((resolve) => {
+      const check = () => (second.status === "streaming" ? resolve() : setTimeout(check, 10));
+      check();
+    }), "the second tab resuming");
+    await second.stop();
+    await within(resuming, "the second tab stopping");
+    await within(sending, "the first tab ending");
+    return {
+      firstStatus: first.status, finishes,
+      firstText: textOf(first.messages[first.messages.length - 1]),
+      final: await statusOf(cfg, cfg.chat_id),
+    };
+  },
+
+  // Stop, then a new question in the same chat: the question gets its own answer.
+  async stop_then_ask(cfg) {
+    const { streamhubTransport } = await servedTransport(cfg);
+    const tr = streamhubTransport(new DefaultChatTransport({ api: `${cfg.base}/api/chat` }));
+    const reached = reachedChars(cfg.stop_after_chars);
+    const errors = [];
+    const chat = new Chat({
+      id: cfg.chat_id, transport: tr, onChange: reached.onChange, onError: (e) => errors.push(String(e)),
+    });
+    const sending = chat.sendMessage(userMessage(cfg.prompt));
+    await within(reached.promise, "reading the first answer");
+    await chat.stop();
+    await within(sending, "stopping");
+    const afterStop = await untilFinished(cfg, cfg.chat_id, 5000);
+    await within(chat.sendMessage(userMessage(cfg.second_prompt)), "the second answer");
+    return {
+      afterStop,
+      messages: chat.messages.map((m) => ({ id: m.id, role: m.role, text: textOf(m) })),
+      status: chat.status, errors, final: await statusOf(cfg, cfg.chat_id),
+    };
+  },
+
+  // The plain DefaultChatTransport: the first request is dropped (no cancel is sent) and the
+  // next question is posted at once, while the first answer still runs on the server.
+  async ask_while_running(cfg) {
+    const controller = new AbortController();
+    const first = await send(transport(), cfg.chat_id, cfg.prompt, controller.signal);
+    const reader = first.getReader();
+    const firstParts = [];
+    while (firstParts.filter((p) => p.type === "text-delta").length < cfg.abort_after_deltas) {
+      const { done, value } = await reader.read();
+      if (done) throw new Error("the first answer ended early");
+      firstParts.push(value);
+    }
+    controller.abort();
+    await reader.cancel().catch(() => {});
+    const messages = [userMessage(cfg.prompt), userMessage(cfg.second_prompt)];
+    const second = await transport().sendMessages({
+      chatId: cfg.chat_id, messages, trigger: "submit-message", messageId: undefined, abortSignal: undefined,
+    });
+    const { parts, message } = await readAll(second);
+    return {
+      firstMessageId: firstParts[0].messageId,
+      messageId: message.id, text: textOf(message), last: parts[parts.length - 1],
+      final: await statusOf(cfg, cfg.chat_id),
+    };
+  },
+
+
   async reconnect(cfg) {
     const controller = new AbortController();
     const first = await send(transport(), cfg.chat_id, cfg.prompt, controller.signal);

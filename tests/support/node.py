@@ -4,7 +4,9 @@ A script prints ``RESULT {json}`` once at the end, ``ERROR {json}`` on failure, 
 ``STEP {json}`` and wait for a line on stdin (the test's answer, from ``on_step``).
 ``tests/browser/`` (playwright-core, for Chromium) and ``tests/node/`` (the Vercel AI SDK) each
 hold a ``package.json`` and a committed ``package-lock.json``; ``npm ci`` installs them on first
-use, so a fresh clone needs only ``node`` and ``npm``. Without them the tests skip, except
+use, so a fresh clone needs only ``node`` and ``npm``. ``tests/node`` pins the npm package
+``node`` (Node 22, which ``ai`` 7 needs): :func:`run_node` runs a directory's own
+``node_modules/.bin/node`` when it has one. Without them the tests skip, except
 under ``STREAMHUB_REQUIRE_TOOLS=1`` (CI), where a failed install fails the test.
 """
 
@@ -56,6 +58,15 @@ def node_modules(directory: Path, package: str) -> Path:
     return directory / "node_modules"
 
 
+def node_for(directory: Path) -> str:
+    """The Node binary for the scripts of ``directory``: its pinned one, else ``node``."""
+    pinned = directory / "node_modules" / ".bin" / "node"
+    if pinned.exists():
+        return str(pinned)
+    assert NODE is not None
+    return NODE
+
+
 def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
     for line in stream:
         lines.put(line)
@@ -73,10 +84,9 @@ def run_node(
 ) -> dict[str, Any]:
     """Run ``node <script> <scenario> <config>``; answer its STEP lines; return its RESULT."""
     deadline = time.monotonic() + timeout
-    assert NODE is not None
     with open(log_path, "wb") as stderr:
         proc = subprocess.Popen(
-            [NODE, script, scenario, json.dumps(config)],
+            [node_for(directory), script, scenario, json.dumps(config)],
             cwd=directory,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

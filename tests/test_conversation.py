@@ -1,0 +1,193 @@
+"""Conversations over HTTP: ``GET {prefix}/{sid}?follow=conversation`` across two instances.
+
+``examples/ai_sdk`` runs twice under uvicorn on one Redis server. The turns of a chat are
+posted to instance A in the AI SDK's request shape; a second tab follows the chat on instance B
+with the Python client (``StreamClient.stream(chat, conversation=True)``), reconnects to A in
+the middle of turn 2 with its cursor, and must see each question (the generation's metadata)
+and each answer exactly once. The raw wire format of the new events is checked too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from support.sids import new_sid
+from test_examples import AppProcess
+
+from examples.chat.app import fake_answer
+from fastapi_streamhub import Chunk, GenerationEnd, GenerationStart, Metadata, State
+from fastapi_streamhub.client import StreamClient
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+def instances(tmp_path: Path, redis_url: str) -> Iterator[list[AppProcess]]:
+    env = {"REDIS_URL": redis_url, "FAKE_LLM_DELAY": "0.01", "GRACEFUL_SHUTDOWN": "2"}
+    apps = [AppProcess("examples.ai_sdk", tmp_path / f"{n}.log", env=env) for n in "ab"]
+    try:
+        yield [app.start() for app in apps]
+    finally:
+        for app in apps:
+            app.stop()
+
+
+def request(chat: str, prompts: list[str]) -> dict[str, Any]:
+    """The body useChat posts: the chat's user messages, the last one new."""
+    messages = [
+        {"id": f"m{i}", "role": "user", "parts": [{"type": "text", "text": p}]}
+        for i, p in enumerate(prompts, 1)
+    ]
+    return {"id": chat, "messages": messages, "trigger": "submit-message"}
+
+
+class Tab:
+    """What a follower of the conversation has seen, turn by turn."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+    def turns(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for item in self.items:
+            if isinstance(item, GenerationStart):
+                out.append({"generation": item.generation, "text": "", "user": None, "end": None})
+            elif isinstance(item, Metadata):
+                out[-1]["user"] = item.value["user"]["text"]
+            elif isinstance(item, Chunk) and item.kind == "text" and item.event is None:
+                out[-1]["text"] += item.data
+            elif isinstance(item, GenerationEnd):
+                assert item.generation == out[-1]["generation"]
+                out[-1]["end"] = item.end.state
+        return out
+
+
+async def test_a_second_tab_follows_every_turn_across_instances(
+    instances: list[AppProcess],
+) -> None:
+    a, b = instances
+    chat = new_sid("conv")
+    q1, q2 = "What is a conversation?", "And what is a turn?"
+    tab = Tab()
+    async with httpx.AsyncClient(timeout=30) as http:
+        first = await http.post(f"{a.url}/api/chat", json=request(chat, [q1]))
+        assert first.status_code == 200 and '"type":"finish"' in first.text
+
+        async with StreamClient(b.url, prefix="/api/chat") as client:
+            stream = client.stream(chat, conversation=True)
+            async for item in stream:
+                tab.items.append(item)
+                if isinstance(item, GenerationEnd):
+                    break  # turn 1, replayed; the stream would now wait for turn 2
+            # Turn 2 on instance A, read there to its end, while the tab follows on B.
+            async with anyio.create_task_group() as tg:
+                second: list[httpx.Response] = []
+
+                async def ask() -> None:
+                    second.append(
+                        await http.post(f"{a.url}/api/chat", json=request(chat, [q1, q2]))
+                    )
+
+                tg.start_soon(ask)
+                text_chunks = 0
+                async for item in stream:
+                    tab.items.append(item)
+                    if isinstance(item, Chunk) and item.kind == "text":
+                        text_chunks += 1
+                        if text_chunks == 10:
+                            break  # mid-turn 2: this tab's connection drops
+                cursor = stream.cursor
+                await stream.aclose()
+                assert cursor is not None and cursor.endswith("-10")
+
+            # The tab comes back on the other instance, after its cursor.
+            other = StreamClient(a.url, prefix="/api/chat")
+            async with other, other.stream(chat, after=cursor, conversation=True) as resumed:
+                async for item in resumed:
+                    if not isinstance(item, Metadata):  # sent again on each connection
+                        tab.items.append(item)
+                    if isinstance(item, GenerationEnd):
+                        break
+        status = (await http.get(f"{b.url}/api/chat/{chat}/status")).json()
+        history = (await http.get(f"{a.url}/api/history/{chat}")).json()
+
+    turns = tab.turns()
+    assert [(t["user"], t["text"], t["end"]) for t in turns] == [
+        (q1, fake_answer(q1), State.DONE),
+        (q2, fake_answer(q2), State.DONE),
+    ]
+    assert turns[0]["generation"] < turns[1]["generation"] == status["generation"]
+    assert '"type":"finish"' in second[0].text
+    assert [t["user"]["text"] for t in history["turns"]] == [q1, q2]
+    assert [t["answer"] for t in history["turns"]] == [fake_answer(q1), fake_answer(q2)]
+    assert a.count("fake LLM started") == 2 and b.count("fake LLM started") == 0
+
+
+async def test_the_wire_format_of_a_conversation(instances: list[AppProcess]) -> None:
+    a, _ = instances
+    chat = new_sid("wire")
+    async with httpx.AsyncClient(timeout=30) as http:
+        await http.post(f"{a.url}/api/chat", json=request(chat, ["Hi?"]))
+        status = (await http.get(f"{a.url}/api/chat/{chat}/status")).json()
+        gen, n = status["generation"], status["chunks"]
+        url = f"{a.url}/api/chat/{chat}?follow=conversation"
+        raw = b""
+        async with http.stream("GET", url) as response:
+            assert response.status_code == 200
+            async for data in response.aiter_bytes():
+                raw += data
+                if b"event: generation-end" in raw and raw.endswith(b"\n\n"):
+                    break
+        assert raw.startswith(b"retry: ")
+        assert f'event: generation\ndata: {{"generation":{gen}}}\nid: {gen}-0\n\n'.encode() in raw
+        end = f'"generation":{gen},"state":"done","reason":null}}\nid: {gen}-{n + 1}\n\n'
+        assert raw.endswith(end.encode())
+        assert b"event: end" not in raw
+        # Bad values of the option are refused before any stream.
+        bad = await http.get(f"{a.url}/api/chat/{chat}?follow=everything")
+        assert bad.status_code == 422
+        unknown = await http.get(f"{a.url}/api/chat/{new_sid('none')}?follow=conversation")
+        assert unknown.status_code == 404
+
+
+def test_the_client_reads_a_conversation_and_resumes_across_turns() -> None:
+    """The client's decoding alone (pure): frames become items, and the cursor moves with them."""
+    from fastapi_streamhub._client.api import Options
+    from fastapi_streamhub._http.sse import encode_generation, encode_generation_end, encode_item
+    from fastapi_streamhub._types import Cursor, End
+
+    follow = Options("http://t", "/streams", None, 30.0, 5.0).follow("c", None, True)
+    path, params, headers = follow.request()
+    assert (path, params) == ("/streams/c", {"follow": "conversation"})
+    assert "last-event-id" not in headers
+    raw = b"".join(
+        [
+            encode_generation(7),
+            encode_item(Metadata({"user": "q1"})),
+            encode_item(Chunk(Cursor(7, 1), "a1", "text")),
+            encode_generation_end(7, 2, State.DONE, None),
+            encode_generation(9),
+            encode_item(Metadata({"user": "q2"})),
+            encode_item(Chunk(Cursor(9, 1), "a2", "text")),
+        ]
+    )
+    items = follow.feed(raw)
+    assert items == [
+        GenerationStart(7),
+        Metadata({"user": "q1"}),
+        Chunk(Cursor(7, 1), "a1", "text"),
+        GenerationEnd(7, 2, End(State.DONE)),
+        GenerationStart(9),
+        Metadata({"user": "q2"}),
+        Chunk(Cursor(9, 1), "a2", "text"),
+    ]
+    assert follow.end is None and follow.text == "a2" and follow.cursor == "9-1"
+    follow.feed(encode_generation_end(9, 2, State.CANCELLED, "superseded"))
+    assert follow.cursor == "9-2" and follow.end is None
+    _, params, headers = follow.request()  # the reconnect resumes after the turn's end
+    assert params == {"follow": "conversation"} and headers["last-event-id"] == "9-2"
