@@ -35,6 +35,7 @@ BENCHES = (
     "http_many_streams",
     "telemetry",
     "cluster",
+    "durable_streams",
 )
 
 

@@ -102,6 +102,12 @@ class Keys:
         """Hash: idempotency key of a steering message -> its id ``<generation>-<seq>``."""
         return self._base(session_id) + ":msgkeys"
 
+    def durable(self, stream_id: str) -> list[str]:
+        """A Durable Streams stream's keys (never a session's; see ``lua/_ds_lib.lua``): the
+        record (hash), the data (string), the idempotent producers (hash)."""
+        base = self._base(stream_id)
+        return [base + ":ds", base + ":dsdata", base + ":dsprod"]
+
     def three(self, session_id: str) -> list[str]:
         """The KEYS of most scripts: meta, log, lease."""
         return [self.meta(session_id), self.log(session_id), self.lease(session_id)]

@@ -20,6 +20,7 @@ from .._config import Settings
 from .._errors import BackendUnavailable
 from .._fanout import Listener
 from .._types import Chunk, End, SessionInfo, State
+from ._ds import DsAppend, DsAppended, DsCreated, DsFork, DsSpec, DsStream
 
 __all__ = [
     "PART_REFUSALS",
@@ -328,6 +329,42 @@ class Backend(abc.ABC):
         stores ``failed`` rather than ``done`` or ``cancelled``.
         """
         raise NotImplementedError(f"{type(self).__name__} does not support fan-in")
+
+    # -- Durable Streams (streams with no producer and no lease): optional -------------------
+    #
+    # A stream's keys are its own (never a session's): expire, cancel and the lease keeper
+    # never see them, and ``claim`` refuses a stream's id (InvalidSessionId) in the same
+    # atomic step. A create on an id a session holds answers a conflict. Live
+    # readers use ``listen``: every append or close publishes ``StoredMsg(0, tail)`` on the
+    # stream id's channel, a delete ``DeletedMsg``.
+
+    async def ds_create(
+        self, stream_id: str, spec: DsSpec, data: bytes, fork: DsFork | None = None
+    ) -> DsCreated:
+        """Create a stream holding ``data`` (after the prefix a ``fork`` copies from its source,
+        whose fork count goes up; an unset type, TTL or expiry is the source's).
+        ``created``; ``exists`` when it exists with an equal spec (nothing changes); else
+        ``conflict`` or a fork's refusal (see :class:`DsCreated`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support Durable Streams")
+
+    async def ds_append(self, stream_id: str, append: DsAppend) -> DsAppended:
+        """Check and apply one append atomically: producer, closed, content type, Stream-Seq
+        (see :class:`DsOutcome` for the order), then the data, the close, the expiry window."""
+        raise NotImplementedError(f"{type(self).__name__} does not support Durable Streams")
+
+    async def ds_read(
+        self, stream_id: str, offset: int, limit: int, *, touch: bool
+    ) -> tuple[DsStream, bytes] | None:
+        """The record and up to ``limit`` bytes from ``offset``; ``touch`` restarts the expiry
+        window in the same step. None when the stream does not exist (or expired); a
+        soft-deleted one answers its record (``gone``) and no bytes."""
+        raise NotImplementedError(f"{type(self).__name__} does not support Durable Streams")
+
+    async def ds_delete(self, stream_id: str) -> str:
+        """Delete a stream and tell its live readers: ``deleted`` (its source loses a fork, and
+        goes too when soft-deleted and that was its last), ``soft`` (forks of it live: it
+        answers 410 until they are gone), ``gone`` (already soft-deleted), ``not_found``."""
+        raise NotImplementedError(f"{type(self).__name__} does not support Durable Streams")
 
     # -- the on_finish hook's settle marks: optional, the built-in backends have them ---------
 

@@ -29,9 +29,12 @@ from .._codec import (
     decode_payload,
 )
 from .._config import Settings
+from .._errors import InvalidSessionId
 from .._fanout import Fanout, Listener
 from .._types import Chunk, Cursor, End, SessionInfo, State
 from ._compact import PackedLog
+from ._ds import DurableMethods
+from ._ds_memory import MemoryDurable
 from ._fanin_memory import MemoryFanIn, Part
 from .base import (
     Append,
@@ -104,7 +107,7 @@ def _unexpired(entries: dict[str, _Expiring], session_id: str) -> _Expiring | No
     return entry
 
 
-class MemoryBackend(Backend):
+class MemoryBackend(DurableMethods, Backend):
     """Sessions in a dict of this process; live delivery by direct dispatch."""
 
     def __init__(self) -> None:
@@ -113,6 +116,9 @@ class MemoryBackend(Backend):
         self._fanout = Fanout()
         self._controls: list[ControlHandler] = []
         self._fanin = MemoryFanIn(self._active, self._append)
+        self._durable: MemoryDurable = MemoryDurable(
+            self._publish, lambda: self.settings.retention, lambda sid: self._get(sid) is not None
+        )
         # on_finish: (session, generation) whose hook has not run -> when last handed out.
         self._unsettled: dict[tuple[str, int], float] = {}
         self.settings = Settings()
@@ -200,6 +206,8 @@ class MemoryBackend(Backend):
         metadata: bytes | None,
         turn: str | None = None,
     ) -> ClaimResult:
+        if self._durable.exists(session_id):
+            raise InvalidSessionId(f"{session_id!r} is a Durable Streams stream")
         now = _now_ms()
         rec = self._get(session_id)
         generation = now

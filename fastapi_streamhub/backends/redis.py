@@ -38,10 +38,12 @@ from redis.asyncio.cluster import RedisCluster
 
 from .._codec import ResyncMsg, decode_record, records
 from .._config import Settings
-from .._errors import BackendUnavailable
+from .._errors import BackendUnavailable, InvalidSessionId
 from .._fanout import Fanout, Listener
 from .._types import SessionInfo, State
 from ._bus import Bus, ShardedBus, SingleBus, require_sharded_pubsub
+from ._ds import DurableMethods
+from ._ds_redis import RedisDurable, ds_script_bodies
 from ._fanin_redis import FANIN_SCRIPTS, RedisFanIn
 from ._keys import Keys, slot_of
 from ._redis_append import RedisAppender
@@ -71,7 +73,7 @@ _SCRIPTS = (
 )
 
 
-class RedisBackend(Backend):
+class RedisBackend(DurableMethods, Backend):
     """Sessions in Redis; live delivery through one pub/sub connection fanned out locally.
 
     The state transitions and reads live here; it holds the parts that do the rest: the
@@ -88,7 +90,7 @@ class RedisBackend(Backend):
         self.cluster = isinstance(client, RedisCluster)
         if self.cluster:
             require_sharded_pubsub()
-        self._exec = RedisExecutor(client, script_bodies(_SCRIPTS))
+        self._exec = RedisExecutor(client, {**script_bodies(_SCRIPTS), **ds_script_bodies()})
         self._fanout = Fanout()
         self._bus: Bus | None = None
         self._data_channels: set[str] = set()
@@ -103,6 +105,7 @@ class RedisBackend(Backend):
         self._appender = RedisAppender(self._exec, self.keys, self.channels)
         self._compactor = RedisCompactor(self._exec, self.keys, task_group)
         self._fanin = RedisFanIn(self._exec, self.keys, self.channels, self._subscribe)
+        self._durable = RedisDurable(self._exec, self.keys, self.channels, settings.retention_ms)
         self._finish = RedisFinish(self._exec, self.keys)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -191,7 +194,7 @@ class RedisBackend(Backend):
             await self._subscribe(ctl_ch)
         r = await self._exec.script(
             "claim",
-            self.keys.three(session_id),
+            [*self.keys.three(session_id), self.keys.durable(session_id)[0]],
             [
                 session_id,
                 s.lease_ms,
@@ -205,6 +208,8 @@ class RedisBackend(Backend):
                 turn or "",
             ],
         )
+        if as_str(r[2]) == "ds":
+            raise InvalidSessionId(f"{session_id!r} is a Durable Streams stream")
         return ClaimResult(bool(int(r[0])), int(r[1]), State(as_str(r[2])))
 
     async def append(self, batches: Sequence[Append]) -> list[Lost | None]:

@@ -1,12 +1,14 @@
 -- Claim a session for a new generation.
--- KEYS: meta, log, lease
+-- KEYS: meta, log, lease, the Durable Streams record of the same id
 -- ARGV: sid, lease_ms, retention_ms, restart (0/1), token, metadata ('' = none), pub, data_ch,
 --       ctl_ch, turn ('' = none)
 -- With a turn: a generation of the same turn is left alone unless it failed; a live one of
 -- another turn ends 'cancelled' with reason 'superseded' (its producer is told 'stale'), and
 -- the session is claimed as for a restart.
--- Returns {created (0/1), generation, state}.
+-- Returns {created (0/1), generation, state}, or {0, 0, 'ds'} when a Durable Streams stream
+-- holds the id (it has no producer to replace: never claimed).
 local meta, log, lease_key = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('EXISTS', KEYS[4]) == 1 then return {0, 0, 'ds'} end
 local sid, lease, retention = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local turn = ARGV[10] or ''
 local now = now_ms()
