@@ -102,6 +102,15 @@ class Keys:
         """Hash: idempotency key of a steering message -> its id ``<generation>-<seq>``."""
         return self._base(session_id) + ":msgkeys"
 
+    def kept(self, session_id: str) -> str:
+        """Hash: the records of replaced generations kept for their on_finish hook (fields
+        ``<gen>:<field>``; ``gens``, the kept generations oldest first, space-separated)."""
+        return self._base(session_id) + ":kept"
+
+    def klog(self, session_id: str) -> str:
+        """Stream: the logs of the generations in :meth:`kept`, entries as in :meth:`log`."""
+        return self._base(session_id) + ":klog"
+
     def three(self, session_id: str) -> list[str]:
         """The KEYS of most scripts: meta, log, lease."""
         return [self.meta(session_id), self.log(session_id), self.lease(session_id)]

@@ -189,9 +189,10 @@ class RedisBackend(Backend):
         if self.cluster:
             # Cancels reach the producer on its slot's control channel: listen before claiming.
             await self._subscribe(ctl_ch)
+        k = self.keys
         r = await self._exec.script(
             "claim",
-            self.keys.three(session_id),
+            [*k.three(session_id), k.kept(session_id), k.klog(session_id)],
             [
                 session_id,
                 s.lease_ms,
@@ -339,7 +340,12 @@ class RedisBackend(Backend):
     async def delete(self, session_id: str) -> bool:
         r = await self._exec.script(
             "delete",
-            [*self.keys.three(session_id), *self._message_keys(session_id)],
+            [
+                *self.keys.three(session_id),
+                *self._message_keys(session_id),
+                self.keys.kept(session_id),
+                self.keys.klog(session_id),
+            ],
             [session_id, self._exec.pub, *self.channels(session_id)],
         )
         return bool(int(r))
@@ -482,3 +488,11 @@ class RedisBackend(Backend):
 
     async def unsettled(self, count: int, idle: float) -> list[tuple[str, int]]:
         return await self._finish.unsettled(count, idle)
+
+    async def read_generation(
+        self, session_id: str, generation: int, after: int, count: int
+    ) -> tuple[SessionInfo | None, ReadResult]:
+        s = self.settings
+        return await self._finish.read_generation(
+            session_id, generation, after, count, s.replay_batch_bytes, s.lease_ms
+        )
