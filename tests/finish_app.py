@@ -10,8 +10,8 @@ Configured by environment variables:
 - ``KEY_PREFIX``: the hub's ``key_prefix`` (default ``streamhub``), to keep a test's instances
   (and their sweeps) apart from the others'.
 
-``GET /gen/{sid}?n=&delay=&fail_at=&fails=&hold=&route=&turn=&restart=`` returns ``ResumableStreamingResponse``
-of ``t0 t1 ...`` (``delay`` seconds before each item; ``RuntimeError`` at item ``fail_at``), with
+``GET /gen/{sid}?n=&delay=&fail_at=&fails=&hold=&route=&turn=&restart=`` returns
+``ResumableStreamingResponse`` of ``t0 t1 ...`` (``delay`` seconds before each item; ``RuntimeError`` at item ``fail_at``), with
 one JSON chunk ``{"type": "usage", "n": n}`` at the end. Its metadata carries ``fails`` (the hook
 raises on its first ``fails`` calls of the generation on one instance), ``hold`` (seconds each
 call takes before it records) and ``hold_on`` (hold only on the instance of that name, and

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from support.conformance import HubFactory, Store
+from support.conformance import HubFactory, RedisStore, Store
 from support.sids import new_sid
 from support.sse_client import wait_until
 
@@ -33,7 +33,9 @@ async def _generation(hub: StreamHub, sid: str, text: str, *, restart: bool = Fa
     return reg.generation
 
 
-async def test_a_replaced_generation_is_kept_until_settled(make_hub: HubFactory) -> None:
+async def test_a_replaced_generation_is_kept_until_settled(
+    store: Store, make_hub: HubFactory
+) -> None:
     hub = await make_hub()  # no hook: the marks are set by hand, nothing runs them
     backend = hub.backend
     sid = new_sid("keep")
@@ -75,6 +77,9 @@ async def test_a_replaced_generation_is_kept_until_settled(make_hub: HubFactory)
     unmarked = reg.generation
     await hub.register(sid, restart=True)
     assert (await backend.read_generation(sid, unmarked, 0, 100))[0] is None
+    if isinstance(store, RedisStore):  # nothing kept: no keys of it left either
+        base = f"streamhub:{{{sid}}}"
+        assert store.execute(sid, "EXISTS", f"{base}:kept", f"{base}:klog") == 0
 
 
 async def test_a_session_keeps_the_newest_generations_and_delete_drops_them(
