@@ -11,15 +11,15 @@ Configured by environment variables:
   (and their sweeps) apart from the others'.
 
 ``GET /gen/{sid}?n=&delay=&fail_at=&fails=&hold=&route=&turn=&restart=`` returns
-``ResumableStreamingResponse`` of ``t0 t1 ...`` (``delay`` seconds before each item; ``RuntimeError`` at item ``fail_at``), with
-one JSON chunk ``{"type": "usage", "n": n}`` at the end. Its metadata carries ``fails`` (the hook
-raises on its first ``fails`` calls of the generation on one instance), ``hold`` (seconds each
-call takes before it records) and ``hold_on`` (hold only on the instance of that name, and
-write a ``{"sid", "started": <instance>}`` line when a call starts); ``route=1`` gives the
-response its own ``on_finish`` (its lines say ``"hook": "route"``, the hub's ``"hub"``); ``turn``
-and ``restart`` are the claim's. Lines
-are appended with ``O_APPEND`` (one ``write`` each, well under ``PIPE_BUF``), so two processes
-never interleave them.
+``ResumableStreamingResponse`` of ``t0 t1 ...`` (``delay`` seconds before each item;
+``RuntimeError`` at item ``fail_at``), with one JSON chunk ``{"type": "usage", "n": n}`` at the
+end. Its metadata carries ``fails`` (the hook raises on its first ``fails`` calls of the
+generation on one instance), ``hold`` (seconds each call takes before it records) and
+``hold_on`` (hold only on the instance of that name, and write a ``{"sid", "started":
+<instance>}`` line when a call starts); ``route=1`` gives the response its own ``on_finish``
+(its lines say ``"hook": "route"``, the hub's ``"hub"``); ``turn`` and ``restart`` are the
+claim's. Lines are appended with ``O_APPEND`` (one ``write`` each, well under ``PIPE_BUF``), so
+two processes never interleave them.
 """
 
 from __future__ import annotations
