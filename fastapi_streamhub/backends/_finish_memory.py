@@ -21,6 +21,8 @@ class FinishRecord(Protocol):
     """``expect_finish`` ran for this generation: keep it when a claim replaces it unsettled."""
     settled: bool
     finish_claim: tuple[str, float] | None
+    expires_at: float
+    """Once kept: the replacing claim's time + retention (the TTL of ``kept`` in Redis)."""
 
 
 _R = TypeVar("_R", bound=FinishRecord)
@@ -45,15 +47,22 @@ class MemoryFinish(Generic[_R]):
             return None
         if rec.generation == generation:
             return rec
-        return self._kept.get(session_id, {}).get(generation)
+        kept = self._kept.get(session_id, {})
+        old = kept.get(generation)
+        if old is not None and old.expires_at <= time.monotonic():
+            del kept[generation]
+            return None
+        return old
 
-    def replaced(self, session_id: str, old: _R | None) -> None:
-        """A claim replaces ``old`` (None: the session was unknown): keep it if its hook is
-        expected and has not settled, with the newest ``KEPT_GENERATIONS`` kept at most."""
+    def replaced(self, session_id: str, old: _R | None, expires_at: float) -> None:
+        """A claim replaces ``old`` (None: the session was unknown): keep it until
+        ``expires_at`` if its hook is expected and has not settled, with the newest
+        ``KEPT_GENERATIONS`` kept at most (all of them until ``expires_at``, as in Redis)."""
         kept = self._kept.pop(session_id, {}) if old is not None else {}
-        self._kept.pop(session_id, None)
         if old is not None and old.finish_expected and not old.settled:
             kept[old.generation] = old
+        for rec in kept.values():
+            rec.expires_at = expires_at
         while len(kept) > KEPT_GENERATIONS:
             del kept[next(iter(kept))]
         if kept:

@@ -221,7 +221,8 @@ class MemoryBackend(Backend):
                 return ClaimResult(False, rec.generation, rec.state)
             generation = max(rec.generation + 1, now)
             created = rec.created
-        self._finishes.replaced(session_id, rec)  # kept for its on_finish hook, or dropped
+        # Kept for its on_finish hook (until retention), or dropped.
+        self._finishes.replaced(session_id, rec, time.monotonic() + self.settings.retention)
         rec = _Record(
             generation=generation,
             created=created,

@@ -42,6 +42,12 @@ async def test_a_replaced_generation_is_kept_until_settled(
     first = await _generation(hub, sid, "one ")
     second = await _generation(hub, sid, "two ", restart=True)
 
+    if isinstance(store, RedisStore):  # kept for the retention, like the session's own keys
+        base = f"streamhub:{{{sid}}}"
+        retention_ms = hub.settings.retention * 1000
+        for key in (f"{base}:kept", f"{base}:klog"):
+            ttl = store.execute(sid, "PTTL", key)
+            assert isinstance(ttl, int) and 0 < ttl <= retention_ms, (key, ttl)
     info, page = await backend.read_generation(sid, first, 0, 100)
     assert info is not None and info.generation == first
     assert (info.state, info.reason, info.chunks) == (State.DONE, None, 2)
