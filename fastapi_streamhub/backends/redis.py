@@ -49,14 +49,13 @@ from ._keys import Keys, slot_of
 from ._redis_append import RedisAppender
 from ._redis_compact import RedisCompactor
 from ._redis_exec import RedisExecutor, script_bodies
-from ._redis_finish import FINISH_SCRIPTS, RedisFinish
+from ._redis_finish import FINISH_SCRIPTS, FinishMethods, RedisFinish
 from ._replies import as_bytes, as_str, fields_of, lost_of, page_of, record_of, refusal
 from .base import (
     Append,
     Backend,
     ClaimResult,
     ControlHandler,
-    FinishClaim,
     Lost,
     ReadResult,
     Sent,
@@ -73,7 +72,7 @@ _SCRIPTS = (
 )
 
 
-class RedisBackend(DurableMethods, Backend):
+class RedisBackend(FinishMethods, DurableMethods, Backend):
     """Sessions in Redis; live delivery through one pub/sub connection fanned out locally.
 
     The state transitions and reads live here; it holds the parts that do the rest: the
@@ -194,7 +193,7 @@ class RedisBackend(DurableMethods, Backend):
             await self._subscribe(ctl_ch)
         r = await self._exec.script(
             "claim",
-            [*self.keys.three(session_id), self.keys.durable(session_id)[0]],
+            self.keys.claim(session_id),
             [
                 session_id,
                 s.lease_ms,
@@ -344,7 +343,12 @@ class RedisBackend(DurableMethods, Backend):
     async def delete(self, session_id: str) -> bool:
         r = await self._exec.script(
             "delete",
-            [*self.keys.three(session_id), *self._message_keys(session_id)],
+            [
+                *self.keys.three(session_id),
+                *self._message_keys(session_id),
+                self.keys.kept(session_id),
+                self.keys.klog(session_id),
+            ],
             [session_id, self._exec.pub, *self.channels(session_id)],
         )
         return bool(int(r))
@@ -471,19 +475,3 @@ class RedisBackend(DurableMethods, Backend):
     async def compact(self, session_id: str) -> bool:
         """Fold the finished log (see ``_redis_compact``); False when there is nothing to do."""
         return await self._compactor.compact(session_id)
-
-    # -- on_finish settle marks (see _redis_finish.py) --------------------------------------
-
-    async def expect_finish(self, session_id: str, generation: int) -> None:
-        await self._finish.expect_finish(session_id, generation)
-
-    async def claim_finish(
-        self, session_id: str, generation: int, token: str, ttl: float
-    ) -> FinishClaim:
-        return await self._finish.claim_finish(session_id, generation, token, ttl)
-
-    async def settle(self, session_id: str, generation: int) -> None:
-        await self._finish.settle(session_id, generation)
-
-    async def unsettled(self, count: int, idle: float) -> list[tuple[str, int]]:
-        return await self._finish.unsettled(count, idle)
