@@ -8,7 +8,7 @@
 
 LOCK=requirements/lock.txt
 # Extras the lock covers: everything the tests, the examples and the linters import.
-LOCK_EXTRAS="dev,hiredis,client,cluster"
+LOCK_EXTRAS="dev,hiredis,client,cluster,postgres"
 
 # Run a command as root: directly if we are root, else through sudo if present.
 as_root() {
