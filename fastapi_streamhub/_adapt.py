@@ -24,6 +24,10 @@ def open_url(url: str) -> Opened:
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     if scheme == "memory":
         return Opened(MemoryBackend())
+    if scheme in ("postgresql", "postgres"):
+        from .backends.postgres import PostgresBackend
+
+        return Opened(PostgresBackend.from_url(url))
     from .backends._urls import redis_client
 
     client, owned = redis_client(url)
@@ -39,6 +43,10 @@ def as_backend(backend: Any) -> tuple[Backend, list[Any]]:
         return MemoryBackend(), []
     if isinstance(backend, Backend):
         return backend, []
+    if type(backend).__module__.startswith("psycopg_pool"):
+        from .backends.postgres import PostgresBackend
+
+        return PostgresBackend(backend), []
     from redis.asyncio import Redis, RedisCluster
 
     if isinstance(backend, (Redis, RedisCluster)):

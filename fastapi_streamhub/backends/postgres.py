@@ -1,0 +1,655 @@
+"""PostgreSQL backend: a session row, a log of batches, and LISTEN/NOTIFY for live messages.
+
+``PostgresBackend(pool)`` takes a ``psycopg_pool.AsyncConnectionPool`` the application already
+has (it is left open at exit); ``PostgresBackend.from_url(url)`` (and ``StreamHub.from_url``
+with ``postgresql://`` or ``postgres://``) builds and owns one. The schema (``postgres_sql``) is
+created on the first start if absent, under an advisory lock, and refused on a version mismatch.
+
+Every transition is one function call (one round trip, one transaction) that locks the session
+row first; the writer's round trip is one call for all its batches and one NOTIFY transaction.
+Live records are the Redis bus records (``_codec.records``) when they fit NOTIFY (under 8,000
+bytes, valid UTF-8, no NUL); otherwise a notice (``S``: stored, ``W``: read the store) wakes
+readers to read the log, which is the truth.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import psycopg
+from anyio.abc import TaskGroup
+from psycopg_pool import AsyncConnectionPool
+
+from .._budget import retry_budget
+from .._codec import ResyncMsg, chunks_head, decode_record, frame, records, stored_record
+from .._config import Settings
+from .._errors import BackendUnavailable
+from .._fanout import Fanout, Listener
+from .._types import SessionInfo, State
+from ._compact import fold
+from ._replies import page_of, record_of
+from .base import (
+    PART_REFUSALS,
+    Append,
+    Backend,
+    ClaimResult,
+    ControlHandler,
+    Lost,
+    ReadResult,
+    Reason,
+    Sent,
+    SharedAppend,
+)
+from .postgres_listen import Listener as NotifyListener
+from .postgres_sql import SCHEMA_VERSION, prefix_name, schema_sql
+
+__all__ = ["SCHEMES", "PostgresBackend", "SchemaMismatch"]
+
+log = logging.getLogger("fastapi_streamhub.postgres")
+
+SCHEMES = ("postgresql", "postgres")
+_NOTIFY_LIMIT = 7999  # bytes of one NOTIFY payload
+_BIGINT = 2**63 - 1
+_MAX_CONCURRENT = 48
+_COMPACT_DELAY = 1.0
+_COMPACT_PAGE = 1000
+_COMPACT_MAX_BYTES = 16 * 1024 * 1024
+_SWEEP_BATCH = 500
+
+
+class SchemaMismatch(RuntimeError):
+    """The database holds the streamhub tables of another schema version."""
+
+
+def _lost(code: str) -> Lost | None:
+    """A refusal string of the SQL functions (``postgres_sql``) as a :class:`Lost`."""
+    if not code:
+        return None
+    if code.startswith("part "):
+        return PART_REFUSALS[code[5:]]
+    if code == "lapsed":
+        return Lost("closed", State.FAILED, Reason.LEASE_EXPIRED)
+    head, _, rest = code.partition("\n")
+    if head == "closed":
+        state, _, reason = rest.partition("\n")
+        return Lost("closed", State(state), reason or None)
+    if head in ("stale", "gone"):
+        return Lost(head)  # type: ignore[arg-type]  # narrowed by the test above
+    raise BackendUnavailable(f"unexpected answer from PostgreSQL: {code!r}")
+
+
+def _inline(record: bytes) -> str | None:
+    """``record`` as a NOTIFY payload, or None when it cannot travel inline."""
+    if len(record) > _NOTIFY_LIMIT or b"\x00" in record:
+        return None
+    try:
+        return record.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _notes(recs: list[str]) -> list[str]:
+    """Records joined into as few payloads as fit NOTIFY's limit."""
+    out: list[str] = []
+    size = 0
+    for rec in recs:
+        n = len(rec.encode())
+        if out and size + n <= _NOTIFY_LIMIT:
+            out[-1] += rec
+            size += n
+        else:
+            out.append(rec)
+            size = n
+    return out
+
+
+class PostgresBackend(Backend):
+    """Sessions in PostgreSQL; live delivery through one LISTEN connection fanned out locally."""
+
+    first_page = 1
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any] | None = None,
+        *,
+        conninfo: str | None = None,
+        listen_conninfo: str | None = None,
+        pool_size: int = 10,
+    ) -> None:
+        if pool is None and conninfo is None:
+            raise ValueError("PostgresBackend needs a pool or a conninfo (URL)")
+        self._pool = pool
+        self._owned = pool is None
+        self._conninfo = conninfo if conninfo is not None else pool.conninfo  # type: ignore[union-attr]  # one is set, checked above
+        self._kwargs: dict[str, Any] = {} if pool is None else dict(pool.kwargs or {})
+        self._listen_conninfo = listen_conninfo or self._conninfo
+        self._pool_size = pool_size
+        self._fanout = Fanout()
+        self._on_control: ControlHandler = lambda session_id, msg: None
+        self._listener: NotifyListener | None = None
+        self._tg: TaskGroup | None = None
+        self._slots = anyio.Semaphore(_MAX_CONCURRENT)
+        self._compacting: set[str] = set()
+        self._configure(Settings())
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> PostgresBackend:
+        """A backend on its own pool for ``postgresql://`` / ``postgres://`` URLs."""
+        scheme = url.partition("://")[0].lower()
+        if scheme not in SCHEMES:
+            raise ValueError(f"not a PostgreSQL URL: {url!r}")
+        return cls(conninfo=url, **kwargs)
+
+    def _configure(self, settings: Settings) -> None:
+        self.settings = settings
+        self.p = prefix_name(settings.key_prefix)
+        self.data_channel = f"{self.p}_data"
+        self.ctl_channel = f"{self.p}_ctl"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(
+        self, settings: Settings, task_group: TaskGroup, on_control: ControlHandler
+    ) -> None:
+        self._configure(settings)
+        self._on_control = on_control
+        self._tg = task_group
+        if self._owned:
+            self._pool = AsyncConnectionPool(
+                self._conninfo,
+                min_size=1,
+                max_size=self._pool_size,
+                kwargs={"autocommit": True, "application_name": "streamhub"},
+                open=False,
+            )
+            await self._pool.open(wait=True, timeout=settings.outage_timeout)
+        await self._ensure_schema()
+        self._listener = NotifyListener(
+            self._listen_conninfo,
+            self._kwargs,
+            [self.data_channel, self.ctl_channel],
+            self._on_notify,
+            self._on_resync,
+            heartbeat=min(5.0, settings.renew_interval or settings.lease_ttl / 3),
+            timeout=min(settings.outage_timeout, 5.0),
+        )
+        await self._listener.start(task_group)
+        task_group.start_soon(self._sweeper)
+
+    async def aclose(self) -> None:
+        if self._listener is not None:
+            await self._listener.aclose()
+            self._listener = None
+        if self._owned and self._pool is not None:
+            with anyio.CancelScope(shield=True):
+                await self._pool.close()
+            self._pool = None
+        self._tg = None
+
+    async def _ensure_schema(self) -> None:
+        """Create the schema if absent (one creator at a time), else check its version."""
+        lock = f"SELECT pg_advisory_lock(hashtextextended('{self.p}:schema', 0))"
+        unlock = f"SELECT pg_advisory_unlock(hashtextextended('{self.p}:schema', 0))"
+
+        async def ensure(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute(lock)
+            try:
+                cur = await conn.execute("SELECT to_regclass(%s)", (f"{self.p}_schema",))
+                row = await cur.fetchone()
+                if row is None or row[0] is None:
+                    await conn.execute(schema_sql(self.p).encode())
+                    log.info("created the streamhub schema %r (version %d)", self.p, SCHEMA_VERSION)
+                else:
+                    cur = await conn.execute(f"SELECT version FROM {self.p}_schema")
+                    found = [r[0] for r in await cur.fetchall()]
+                    if found != [SCHEMA_VERSION]:
+                        raise SchemaMismatch(
+                            f"the database holds streamhub schema {self.p!r} version "
+                            f"{found[0] if found else 'unknown'}; this release needs version "
+                            f"{SCHEMA_VERSION} (see `streamhub postgres-schema`)"
+                        )
+            finally:
+                await conn.execute(unlock)
+
+        await self._run(ensure)
+
+    # -- running statements ----------------------------------------------------------------
+
+    async def _run(self, fn: Any, *, limited: bool = True) -> Any:
+        """``await fn(conn)`` on a pooled connection, retrying connection errors with backoff
+        for up to ``outage_timeout``; any other error of PostgreSQL is BackendUnavailable."""
+        assert self._pool is not None, "start() first"
+        budget = retry_budget(self.settings.outage_timeout)
+        deadline = time.monotonic() + budget
+        delay = 0.02
+        while True:
+            try:
+                with anyio.fail_after(max(deadline - time.monotonic(), 0.001)):
+                    if limited:
+                        async with self._slots:
+                            return await self._attempt(fn, deadline)
+                    return await self._attempt(fn, deadline)
+            except TimeoutError as exc:
+                raise BackendUnavailable(f"PostgreSQL did not answer within {budget:g}s") from exc
+            except psycopg.OperationalError as exc:
+                if time.monotonic() + delay >= deadline:
+                    raise BackendUnavailable(
+                        f"PostgreSQL unreachable for {budget:g}s: {exc}"
+                    ) from exc
+                log.warning("postgres call failed (%s); retrying in %.2fs", exc, delay)
+                await anyio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 1.0)
+            except psycopg.Error as exc:
+                raise BackendUnavailable(
+                    f"PostgreSQL refused: {type(exc).__name__}: {exc}"
+                ) from exc
+
+    async def _attempt(self, fn: Any, deadline: float) -> Any:
+        assert self._pool is not None
+        async with self._pool.connection(timeout=max(deadline - time.monotonic(), 0.001)) as conn:
+            result = await fn(conn)
+            if not conn.autocommit:
+                await conn.commit()
+            return result
+
+    async def _rows(self, sql: str, params: Sequence[Any] = (), **kw: Any) -> list[Any]:
+        async def go(conn: psycopg.AsyncConnection[Any]) -> list[Any]:
+            cur = await conn.execute(sql.replace("{p}", self.p).encode(), params)
+            return await cur.fetchall()
+
+        rows: list[Any] = await self._run(go, **kw)
+        return rows
+
+    async def _one(self, sql: str, params: Sequence[Any] = (), **kw: Any) -> Any:
+        return (await self._rows(sql, params, **kw))[0][0]
+
+    # -- live messages ---------------------------------------------------------------------
+
+    def _on_notify(self, channel: str, payload: str) -> None:
+        data = payload.encode()
+        if channel == self.data_channel:
+            fanout = self._fanout
+            for tag, sid, body in records(data):
+                if fanout.has(sid):
+                    msg = ResyncMsg() if tag == b"W" else decode_record(tag, body)
+                    fanout.dispatch(sid, msg)
+        elif channel == self.ctl_channel:
+            for tag, sid, body in records(data):
+                self._on_control(sid.decode(), decode_record(tag, body))
+
+    def _on_resync(self) -> None:
+        self._on_control("", ResyncMsg())
+        self._fanout.dispatch_all(ResyncMsg())
+
+    @asynccontextmanager
+    async def listen(self, session_id: str, listener: Listener) -> AsyncIterator[None]:
+        # The LISTEN of the data channel is in place since start(): reading the store after
+        # this returns misses nothing.
+        key = session_id.encode()
+        self._fanout.add(key, listener)
+        try:
+            yield
+        finally:
+            self._fanout.remove(key, listener)
+
+    # -- transitions -----------------------------------------------------------------------
+
+    async def claim(
+        self, session_id: str, *, token: str, restart: bool, metadata: bytes | None
+    ) -> ClaimResult:
+        s = self.settings
+        rows = await self._rows(
+            "SELECT * FROM {p}_claim(%s, %s, %s, %s, %s, %s)",
+            (session_id, token, restart, metadata, s.lease_ms, s.retention_ms),
+        )
+        created, generation, state = rows[0]
+        return ClaimResult(bool(created), int(generation), State(state))
+
+    async def append(self, batches: Sequence[Append]) -> list[Lost | None]:
+        sids, gens, firsts, lasts, bodies, recs = [], [], [], [], [], []
+        for b in batches:
+            value = frame(b.payloads)
+            last = b.first + len(b.payloads) - 1
+            sid = b.session_id.encode()
+            rec = _inline(chunks_head(sid, b.generation, b.first, len(value)) + value)
+            if rec is None:
+                rec = stored_record(sid, b.generation, last).decode()
+            sids.append(b.session_id)
+            gens.append(b.generation)
+            firsts.append(b.first)
+            lasts.append(last)
+            bodies.append(value)
+            recs.append(rec)
+        codes = await self._one(
+            "SELECT {p}_append(%s::text[], %s::bigint[], %s::bigint[], %s::bigint[], "
+            "%s::bytea[], %s, %s::text[])",
+            (sids, gens, firsts, lasts, bodies, self.settings.maxlen or 0, _notes(recs)),
+            limited=False,  # the writer (one call at a time) skips the queue
+        )
+        return [_lost(c) for c in codes]
+
+    async def set_metadata(self, session_id: str, generation: int, blob: bytes) -> Lost | None:
+        code = await self._one(
+            "SELECT {p}_metadata(%s, %s, %s)", (session_id, generation, blob)
+        )
+        return _lost(code)
+
+    async def renew(
+        self, leases: Sequence[tuple[str, int]], *, retention: bool = False
+    ) -> list[bool | Lost]:
+        order = sorted(range(len(leases)), key=lambda i: leases[i][0])
+        s = self.settings
+        codes = await self._one(
+            "SELECT {p}_renew(%s::text[], %s::bigint[], %s, %s)",
+            (
+                [leases[i][0] for i in order],
+                [leases[i][1] for i in order],
+                s.lease_ms,
+                s.retention_ms if retention else 0,
+            ),
+            limited=False,
+        )
+        out: list[bool | Lost] = [False] * len(leases)
+        for i, code in zip(order, codes, strict=True):
+            if code in ("ok", "cancel"):
+                out[i] = code == "cancel"
+            else:
+                lost = _lost(code)
+                assert lost is not None
+                out[i] = lost
+                self._compact_soon(leases[i][0])
+        return out
+
+    async def close(
+        self,
+        session_id: str,
+        generation: int,
+        state: State,
+        reason: str | None,
+        *,
+        last: int | None = None,
+    ) -> State | Lost:
+        code = await self._one(
+            "SELECT {p}_close(%s, %s, %s, %s, %s, %s)",
+            (session_id, generation, state.value, reason, last, self.settings.retention_ms),
+        )
+        head, _, stored = code.partition("\n")
+        if head != "ok":
+            lost = _lost(code)
+            assert lost is not None
+            return lost
+        self._compact_soon(session_id)
+        return State(stored)
+
+    async def expire(self, leases: Sequence[tuple[str, int]]) -> list[float | None]:
+        order = sorted(range(len(leases)), key=lambda i: leases[i][0])
+        remaining = await self._one(
+            "SELECT {p}_expire(%s::text[], %s::bigint[], %s)",
+            (
+                [leases[i][0] for i in order],
+                [leases[i][1] for i in order],
+                self.settings.retention_ms,
+            ),
+        )
+        out: list[float | None] = [None] * len(leases)
+        for i, ms in zip(order, remaining, strict=True):
+            if ms is None:
+                self._compact_soon(leases[i][0])
+            else:
+                out[i] = ms / 1000
+        return out
+
+    async def cancel(self, session_id: str) -> SessionInfo | None:
+        rows = await self._rows(
+            "SELECT * FROM {p}_cancel(%s, %s)", (session_id, self.settings.retention_ms)
+        )
+        info = self._info(session_id, rows[0]) if rows else None
+        if info is not None and info.state.finished:
+            self._compact_soon(session_id)
+        return info
+
+    async def delete(self, session_id: str) -> bool:
+        return bool(await self._one("SELECT {p}_delete(%s)", (session_id,)))
+
+    # -- steering messages -----------------------------------------------------------------
+
+    async def send_message(self, session_id: str, blob: bytes, key: str | None) -> Sent | None:
+        s = self.settings
+        rows = await self._rows(
+            "SELECT * FROM {p}_message_send(%s, %s, %s, %s, %s, %s)",
+            (session_id, blob, key or "", s.retention_ms, s.max_messages, s.max_messages_bytes),
+        )
+        if not rows:
+            return None
+        outcome, generation, detail, duplicate = rows[0]
+        if outcome == "ok":
+            return Sent(generation, State.ACTIVE, f"{generation}-{detail}", bool(duplicate))
+        if outcome == "full":
+            return Sent(generation, State.ACTIVE, None, full="count" if detail == "count" else "bytes")
+        return Sent(generation, State(detail), None)
+
+    async def read_messages(
+        self, session_id: str, generation: int, after: int, count: int
+    ) -> list[tuple[int, bytes]]:
+        rows = await self._rows(
+            "SELECT m.seq, m.body FROM {p}_message m JOIN {p}_session s USING (session_id) "
+            "WHERE m.session_id = %s AND m.generation = %s AND m.seq > %s "
+            "AND s.expires_at > clock_timestamp() ORDER BY m.seq LIMIT %s",
+            (session_id, generation, min(after, _BIGINT), count),
+        )
+        return [(int(seq), bytes(body)) for seq, body in rows]
+
+    # -- fan-in ----------------------------------------------------------------------------
+
+    async def admit(self, session_id: str, generation: int, name: str) -> Lost | None:
+        return _lost(await self._one("SELECT {p}_admit(%s, %s, %s)", (session_id, generation, name)))
+
+    async def join(self, session_id: str, generation: int, name: str, token: str) -> Lost | None:
+        return _lost(
+            await self._one(
+                "SELECT {p}_join(%s, %s, %s, %s)", (session_id, generation, name, token)
+            )
+        )
+
+    async def append_shared(self, batches: Sequence[SharedAppend]) -> list[int | Lost]:
+        out: list[int | Lost] = []
+        for b in batches:
+            value = frame(b.payloads)
+            # The live record's tail (the frames) when the whole record fits NOTIFY.
+            head = chunks_head(b.session_id.encode(), b.generation, 1 << 62, len(value))
+            tail = _inline(head + value)
+            code = await self._one(
+                "SELECT {p}_append_shared(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    b.session_id,
+                    b.generation,
+                    b.name,
+                    b.token,
+                    b.seq,
+                    len(b.payloads),
+                    value,
+                    self.settings.maxlen or 0,
+                    "",
+                    None if tail is None else value.decode(),
+                ),
+                limited=False,
+            )
+            if code.startswith("ok "):
+                out.append(int(code[3:]))
+            else:
+                lost = _lost(code)
+                assert lost is not None
+                out.append(lost)
+        return out
+
+    async def end_part(
+        self, session_id: str, generation: int, name: str, token: str, *, last: int | None = None
+    ) -> Lost | None:
+        return _lost(
+            await self._one(
+                "SELECT {p}_end_part(%s, %s, %s, %s, %s)",
+                (session_id, generation, name, token, last),
+            )
+        )
+
+    # -- reads -----------------------------------------------------------------------------
+
+    _INFO = (
+        "SELECT s.session_id, d.* FROM {p}_session s, LATERAL {p}_describe(s) d "
+        "WHERE s.session_id = ANY(%s::text[]) AND s.expires_at > clock_timestamp()"
+    )
+    _PAGE = (
+        "SELECT generation, last_offset, kind, body, total FROM ("
+        " SELECT generation, last_offset, kind, body, count(*) OVER () AS total,"
+        "  sum(octet_length(body)) OVER (ORDER BY generation, last_offset) AS run,"
+        "  row_number() OVER (ORDER BY generation, last_offset) AS rn"
+        " FROM (SELECT l.generation, l.last_offset, l.kind, l.body FROM {p}_log l"
+        "  WHERE l.session_id = %(sid)s AND (l.generation, l.last_offset) > (%(g)s, %(o)s)"
+        "  AND EXISTS (SELECT 1 FROM {p}_session s WHERE s.session_id = %(sid)s"
+        "   AND s.expires_at > clock_timestamp())"
+        "  ORDER BY l.generation, l.last_offset LIMIT %(count)s) l"
+        ") t WHERE rn = 1 OR run <= %(budget)s ORDER BY generation, last_offset"
+    )
+
+    def _info(self, session_id: str, row: Sequence[Any]) -> SessionInfo | None:
+        gen, state, reason, n, md, created, updated, cancel, lease_ms, now_ms = row
+        reply = [gen, state, reason, n, md, created, updated, True if cancel else None]
+        return record_of(session_id, [*reply, lease_ms, now_ms], self.settings.lease_ms)
+
+    async def info(self, session_ids: Sequence[str]) -> list[SessionInfo | None]:
+        rows = await self._rows(self._INFO, (list(session_ids),))
+        found = {row[0]: self._info(row[0], row[1:]) for row in rows}
+        return [found.get(sid) for sid in session_ids]
+
+    def _page_params(self, session_id: str, after: tuple[int, int], count: int) -> dict[str, Any]:
+        return {
+            "sid": session_id,
+            "g": min(after[0], _BIGINT),
+            "o": min(after[1], _BIGINT),
+            "count": count,
+            "budget": self.settings.replay_batch_bytes,
+        }
+
+    @staticmethod
+    def _page(rows: list[Any], after: tuple[int, int], count: int) -> ReadResult:
+        entries: list[Any] = []
+        for gen, last, kind, body, _ in rows:
+            field = b"e" if kind in ("e", b"e") else b"c"
+            entries.append((b"%d-%d" % (gen, last), {field: bytes(body)}))
+        cut = bool(rows) and len(rows) < int(rows[0][4])
+        return page_of([int(cut), *entries], after, count)
+
+    async def read(self, session_id: str, after: tuple[int, int], count: int) -> ReadResult:
+        rows = await self._rows(self._PAGE, self._page_params(session_id, after, count))  # type: ignore[arg-type]  # named parameters
+        return self._page(rows, after, count)
+
+    async def open(
+        self, session_id: str, after: tuple[int, int], count: int
+    ) -> tuple[SessionInfo | None, ReadResult | None]:
+        info_sql = self._INFO.replace("{p}", self.p).encode()
+        page_sql = self._PAGE.replace("{p}", self.p).encode()
+        params = self._page_params(session_id, after, count)
+
+        async def go(conn: psycopg.AsyncConnection[Any]) -> tuple[list[Any], list[Any]]:
+            async with conn.pipeline():
+                c1 = await conn.execute(info_sql, ([session_id],))
+                c2 = await conn.execute(page_sql, params)
+            return await c1.fetchall(), await c2.fetchall()
+
+        info_rows, page_rows = await self._run(go)
+        if not info_rows:
+            return None, None
+        info = self._info(session_id, info_rows[0][1:])
+        if info is not None and info.state.finished:
+            self._compact_soon(session_id)
+        return info, self._page(page_rows, after, count)
+
+    # -- compaction and retention ----------------------------------------------------------
+
+    def _compact_soon(self, session_id: str) -> None:
+        if not self.settings.compact_finished or self._tg is None:
+            return
+        if session_id in self._compacting:
+            return
+        self._compacting.add(session_id)
+        try:
+            self._tg.start_soon(self._compact_quietly, session_id)
+        except RuntimeError:  # the hub has stopped
+            self._compacting.discard(session_id)
+
+    async def _compact_quietly(self, session_id: str) -> None:
+        try:
+            await anyio.sleep(_COMPACT_DELAY * (0.5 + random.random()))
+            await self.compact(session_id)
+        except Exception as exc:  # readers stay exact on an uncompacted log: just say so
+            log.warning("could not compact session %r: %s", session_id, exc)
+        finally:
+            self._compacting.discard(session_id)
+
+    async def compact(self, session_id: str) -> bool:
+        """Read the finished log, fold it here (``_compact.fold``), swap it in with one call
+        that checks the log is still the one read."""
+        rows = await self._rows(
+            "SELECT generation, state, compacted FROM {p}_session "
+            "WHERE session_id = %s AND expires_at > clock_timestamp()",
+            (session_id,),
+        )
+        if not rows:
+            return False
+        gen, state, done = rows[0]
+        if state == "active" or done == gen:
+            return False
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = []
+        size = 0
+        after = -1
+        while True:
+            page = await self._rows(
+                "SELECT last_offset, kind, body FROM {p}_log WHERE session_id = %s "
+                "AND generation = %s AND last_offset > %s ORDER BY last_offset LIMIT %s",
+                (session_id, gen, after, _COMPACT_PAGE),
+            )
+            for last, kind, body in page:
+                field = b"e" if kind in ("e", b"e") else b"c"
+                entries.append((b"%d-%d" % (gen, last), {field: bytes(body)}))
+                size += len(body)
+                after = last
+            if size > _COMPACT_MAX_BYTES:
+                return False
+            if len(page) < _COMPACT_PAGE:
+                break
+        if len(entries) > _COMPACT_PAGE:
+            folded = await anyio.to_thread.run_sync(fold, entries, int(gen))
+        else:
+            folded = fold(entries, int(gen))
+        if folded is None:
+            return False
+        prefix = len(b"%d-" % gen)
+        lasts = [int(eid[prefix:]) for eid, _ in folded.slices]
+        bodies = [value for _, value in folded.slices]
+        end_last = int(folded.end[0][prefix:])
+        return bool(
+            await self._one(
+                "SELECT {p}_compact(%s, %s, %s, %s, %s::bigint[], %s::bytea[])",
+                (session_id, gen, folded.entries, end_last, lasts, bodies),
+            )
+        )
+
+    async def sweep(self) -> int:
+        """Delete up to one batch of expired sessions; how many (0 while another hub sweeps)."""
+        return int(await self._one("SELECT {p}_sweep(%s)", (_SWEEP_BATCH,)))
+
+    async def _sweeper(self) -> None:
+        period = min(self.settings.retention / 4, 3600.0)
+        while True:
+            await anyio.sleep(period * (0.5 + random.random()))
+            try:
+                while await self.sweep() == _SWEEP_BATCH:
+                    await anyio.sleep(0)
+            except BackendUnavailable as exc:
+                log.warning("retention sweep failed: %s", exc)
