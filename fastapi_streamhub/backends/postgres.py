@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -24,7 +25,7 @@ from typing import Any
 import anyio
 import psycopg
 from anyio.abc import TaskGroup
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .._budget import retry_budget
 from .._codec import ResyncMsg, chunks_head, decode_record, frame, records, stored_record
@@ -82,6 +83,23 @@ def _lost(code: str) -> Lost | None:
     if head in ("stale", "gone"):
         return Lost(head)  # type: ignore[arg-type]  # narrowed by the test above
     raise BackendUnavailable(f"unexpected answer from PostgreSQL: {code!r}")
+
+
+def _retryable(exc: psycopg.Error) -> bool:
+    """An error after which the same call may succeed: the connection failed or the server is
+    restarting (SQLSTATE 08, 57P), a serialisation failure or deadlock (40001, 40P01)."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    code = exc.sqlstate
+    if code is None:
+        return isinstance(exc, psycopg.OperationalError)
+    return code.startswith(("08", "57P")) or code in ("40001", "40P01")
+
+
+def _code(exc: psycopg.Error) -> str:
+    """The error's condition as an upper-case code (``OutOfMemory`` -> ``OUT_OF_MEMORY``), the
+    way Redis error replies start (the hub reports that, never the driver's text)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).upper()
 
 
 def _inline(record: bytes) -> str | None:
@@ -237,7 +255,11 @@ class PostgresBackend(Backend):
                     return await self._attempt(fn, deadline)
             except TimeoutError as exc:
                 raise BackendUnavailable(f"PostgreSQL did not answer within {budget:g}s") from exc
-            except psycopg.OperationalError as exc:
+            except psycopg.Error as exc:
+                if not _retryable(exc):
+                    raise BackendUnavailable(
+                        f"PostgreSQL refused the call: {_code(exc)} (SQLSTATE {exc.sqlstate})"
+                    ) from exc
                 if time.monotonic() + delay >= deadline:
                     raise BackendUnavailable(
                         f"PostgreSQL unreachable for {budget:g}s: {exc}"
@@ -245,10 +267,6 @@ class PostgresBackend(Backend):
                 log.warning("postgres call failed (%s); retrying in %.2fs", exc, delay)
                 await anyio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 1.0)
-            except psycopg.Error as exc:
-                raise BackendUnavailable(
-                    f"PostgreSQL refused: {type(exc).__name__}: {exc}"
-                ) from exc
 
     async def _attempt(self, fn: Any, deadline: float) -> Any:
         assert self._pool is not None
