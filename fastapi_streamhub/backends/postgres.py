@@ -15,25 +15,21 @@ readers to read the log, which is the truth.
 from __future__ import annotations
 
 import logging
-import random
-import re
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import psycopg
 from anyio.abc import TaskGroup
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
-from .._budget import retry_budget
 from .._codec import ResyncMsg, chunks_head, decode_record, frame, records, stored_record
 from .._config import Settings
 from .._errors import BackendUnavailable
 from .._fanout import Fanout, Listener
 from .._types import SessionInfo, State
-from ._compact import fold
 from ._replies import page_of, record_of
 from .base import (
     PART_REFUSALS,
@@ -47,25 +43,17 @@ from .base import (
     Sent,
     SharedAppend,
 )
+from .postgres_compact import PgCompactor
+from .postgres_exec import PgExecutor, SchemaMismatch
 from .postgres_listen import Listener as NotifyListener
-from .postgres_sql import SCHEMA_VERSION, prefix_name, schema_sql
+from .postgres_listen import inline, notes
 
 __all__ = ["SCHEMES", "PostgresBackend", "SchemaMismatch"]
 
 log = logging.getLogger("fastapi_streamhub.postgres")
 
 SCHEMES = ("postgresql", "postgres")
-_NOTIFY_LIMIT = 7999  # bytes of one NOTIFY payload
 _BIGINT = 2**63 - 1
-_MAX_CONCURRENT = 48
-_COMPACT_DELAY = 1.0
-_COMPACT_PAGE = 1000
-_COMPACT_MAX_BYTES = 16 * 1024 * 1024
-_SWEEP_BATCH = 500
-
-
-class SchemaMismatch(RuntimeError):
-    """The database holds the streamhub tables of another schema version."""
 
 
 def _lost(code: str) -> Lost | None:
@@ -80,51 +68,11 @@ def _lost(code: str) -> Lost | None:
     if head == "closed":
         state, _, reason = rest.partition("\n")
         return Lost("closed", State(state), reason or None)
-    if head in ("stale", "gone"):
-        return Lost(head)  # type: ignore[arg-type]  # narrowed by the test above
+    if head == "stale":
+        return Lost("stale")
+    if head == "gone":
+        return Lost("gone")
     raise BackendUnavailable(f"unexpected answer from PostgreSQL: {code!r}")
-
-
-def _retryable(exc: psycopg.Error) -> bool:
-    """An error after which the same call may succeed: the connection failed or the server is
-    restarting (SQLSTATE 08, 57P), a serialisation failure or deadlock (40001, 40P01)."""
-    if isinstance(exc, PoolTimeout):
-        return True
-    code = exc.sqlstate
-    if code is None:
-        return isinstance(exc, psycopg.OperationalError)
-    return code.startswith(("08", "57P")) or code in ("40001", "40P01")
-
-
-def _code(exc: psycopg.Error) -> str:
-    """The error's condition as an upper-case code (``OutOfMemory`` -> ``OUT_OF_MEMORY``), the
-    way Redis error replies start (the hub reports that, never the driver's text)."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).upper()
-
-
-def _inline(record: bytes) -> str | None:
-    """``record`` as a NOTIFY payload, or None when it cannot travel inline."""
-    if len(record) > _NOTIFY_LIMIT or b"\x00" in record:
-        return None
-    try:
-        return record.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
-def _notes(recs: list[str]) -> list[str]:
-    """Records joined into as few payloads as fit NOTIFY's limit."""
-    out: list[str] = []
-    size = 0
-    for rec in recs:
-        n = len(rec.encode())
-        if out and size + n <= _NOTIFY_LIMIT:
-            out[-1] += rec
-            size += n
-        else:
-            out.append(rec)
-            size = n
-    return out
 
 
 class PostgresBackend(Backend):
@@ -140,20 +88,28 @@ class PostgresBackend(Backend):
         listen_conninfo: str | None = None,
         pool_size: int = 10,
     ) -> None:
-        if pool is None and conninfo is None:
-            raise ValueError("PostgresBackend needs a pool or a conninfo (URL)")
-        self._pool = pool
+        self._exec = PgExecutor()
+        self._exec.pool = pool
+        self._compactor = PgCompactor(self._exec)
         self._owned = pool is None
-        self._conninfo = conninfo if conninfo is not None else pool.conninfo  # type: ignore[union-attr]  # one is set, checked above
-        self._kwargs: dict[str, Any] = {} if pool is None else dict(pool.kwargs or {})
-        self._listen_conninfo = listen_conninfo or self._conninfo
+        if pool is not None:
+            # The LISTEN connection is opened like the pool's, unless told otherwise.
+            conninfo = conninfo or (pool.conninfo if isinstance(pool.conninfo, str) else None)
+            kwargs = pool.kwargs if isinstance(pool.kwargs, dict) else {}
+        else:
+            kwargs = {}
+        if conninfo is None:
+            raise ValueError(
+                "PostgresBackend needs a pool or a conninfo (URL); a pool whose conninfo is a "
+                "callable needs conninfo= for its LISTEN connection"
+            )
+        self._conninfo: str = conninfo
+        self._kwargs: dict[str, Any] = dict(kwargs)
+        self._listen_conninfo = listen_conninfo or conninfo
         self._pool_size = pool_size
         self._fanout = Fanout()
         self._on_control: ControlHandler = lambda session_id, msg: None
         self._listener: NotifyListener | None = None
-        self._tg: TaskGroup | None = None
-        self._slots = anyio.Semaphore(_MAX_CONCURRENT)
-        self._compacting: set[str] = set()
         self._configure(Settings())
 
     @classmethod
@@ -166,7 +122,8 @@ class PostgresBackend(Backend):
 
     def _configure(self, settings: Settings) -> None:
         self.settings = settings
-        self.p = prefix_name(settings.key_prefix)
+        self._exec.configure(settings)
+        self.p = self._exec.p
         self.data_channel = f"{self.p}_data"
         self.ctl_channel = f"{self.p}_ctl"
 
@@ -177,17 +134,17 @@ class PostgresBackend(Backend):
     ) -> None:
         self._configure(settings)
         self._on_control = on_control
-        self._tg = task_group
+        self._compactor.tg = task_group
         if self._owned:
-            self._pool = AsyncConnectionPool(
+            self._exec.pool = pool = AsyncConnectionPool(
                 self._conninfo,
                 min_size=1,
                 max_size=self._pool_size,
                 kwargs={"autocommit": True, "application_name": "streamhub"},
                 open=False,
             )
-            await self._pool.open(wait=True, timeout=settings.outage_timeout)
-        await self._ensure_schema()
+            await pool.open(wait=True, timeout=settings.outage_timeout)
+        await self._exec.ensure_schema()
         self._listener = NotifyListener(
             self._listen_conninfo,
             self._kwargs,
@@ -198,94 +155,18 @@ class PostgresBackend(Backend):
             timeout=min(settings.outage_timeout, 5.0),
         )
         await self._listener.start(task_group)
-        task_group.start_soon(self._sweeper)
+        task_group.start_soon(self._compactor.sweeper)
 
     async def aclose(self) -> None:
         if self._listener is not None:
             await self._listener.aclose()
             self._listener = None
-        if self._owned and self._pool is not None:
+        pool = self._exec.pool
+        if self._owned and pool is not None:
             with anyio.CancelScope(shield=True):
-                await self._pool.close()
-            self._pool = None
-        self._tg = None
-
-    async def _ensure_schema(self) -> None:
-        """Create the schema if absent (one creator at a time), else check its version."""
-        lock = f"SELECT pg_advisory_lock(hashtextextended('{self.p}:schema', 0))"
-        unlock = f"SELECT pg_advisory_unlock(hashtextextended('{self.p}:schema', 0))"
-
-        async def ensure(conn: psycopg.AsyncConnection[Any]) -> None:
-            await conn.execute(lock)
-            try:
-                cur = await conn.execute("SELECT to_regclass(%s)", (f"{self.p}_schema",))
-                row = await cur.fetchone()
-                if row is None or row[0] is None:
-                    await conn.execute(schema_sql(self.p).encode())
-                    log.info("created the streamhub schema %r (version %d)", self.p, SCHEMA_VERSION)
-                else:
-                    cur = await conn.execute(f"SELECT version FROM {self.p}_schema")
-                    found = [r[0] for r in await cur.fetchall()]
-                    if found != [SCHEMA_VERSION]:
-                        raise SchemaMismatch(
-                            f"the database holds streamhub schema {self.p!r} version "
-                            f"{found[0] if found else 'unknown'}; this release needs version "
-                            f"{SCHEMA_VERSION} (see `streamhub postgres-schema`)"
-                        )
-            finally:
-                await conn.execute(unlock)
-
-        await self._run(ensure)
-
-    # -- running statements ----------------------------------------------------------------
-
-    async def _run(self, fn: Any, *, limited: bool = True) -> Any:
-        """``await fn(conn)`` on a pooled connection, retrying connection errors with backoff
-        for up to ``outage_timeout``; any other error of PostgreSQL is BackendUnavailable."""
-        assert self._pool is not None, "start() first"
-        budget = retry_budget(self.settings.outage_timeout)
-        deadline = time.monotonic() + budget
-        delay = 0.02
-        while True:
-            try:
-                with anyio.fail_after(max(deadline - time.monotonic(), 0.001)):
-                    if limited:
-                        async with self._slots:
-                            return await self._attempt(fn, deadline)
-                    return await self._attempt(fn, deadline)
-            except TimeoutError as exc:
-                raise BackendUnavailable(f"PostgreSQL did not answer within {budget:g}s") from exc
-            except psycopg.Error as exc:
-                if not _retryable(exc):
-                    raise BackendUnavailable(
-                        f"PostgreSQL refused the call: {_code(exc)} (SQLSTATE {exc.sqlstate})"
-                    ) from exc
-                if time.monotonic() + delay >= deadline:
-                    raise BackendUnavailable(
-                        f"PostgreSQL unreachable for {budget:g}s: {exc}"
-                    ) from exc
-                log.warning("postgres call failed (%s); retrying in %.2fs", exc, delay)
-                await anyio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 1.0)
-
-    async def _attempt(self, fn: Any, deadline: float) -> Any:
-        assert self._pool is not None
-        async with self._pool.connection(timeout=max(deadline - time.monotonic(), 0.001)) as conn:
-            result = await fn(conn)
-            if not conn.autocommit:
-                await conn.commit()
-            return result
-
-    async def _rows(self, sql: str, params: Sequence[Any] = (), **kw: Any) -> list[Any]:
-        async def go(conn: psycopg.AsyncConnection[Any]) -> list[Any]:
-            cur = await conn.execute(sql.replace("{p}", self.p).encode(), params)
-            return await cur.fetchall()
-
-        rows: list[Any] = await self._run(go, **kw)
-        return rows
-
-    async def _one(self, sql: str, params: Sequence[Any] = (), **kw: Any) -> Any:
-        return (await self._rows(sql, params, **kw))[0][0]
+                await pool.close()
+            self._exec.pool = None
+        self._compactor.tg = None
 
     # -- live messages ---------------------------------------------------------------------
 
@@ -322,7 +203,7 @@ class PostgresBackend(Backend):
         self, session_id: str, *, token: str, restart: bool, metadata: bytes | None
     ) -> ClaimResult:
         s = self.settings
-        rows = await self._rows(
+        rows = await self._exec.rows(
             "SELECT * FROM {p}_claim(%s, %s, %s, %s, %s, %s)",
             (session_id, token, restart, metadata, s.lease_ms, s.retention_ms),
         )
@@ -335,7 +216,7 @@ class PostgresBackend(Backend):
             value = frame(b.payloads)
             last = b.first + len(b.payloads) - 1
             sid = b.session_id.encode()
-            rec = _inline(chunks_head(sid, b.generation, b.first, len(value)) + value)
+            rec = inline(chunks_head(sid, b.generation, b.first, len(value)) + value)
             if rec is None:
                 rec = stored_record(sid, b.generation, last).decode()
             sids.append(b.session_id)
@@ -344,16 +225,16 @@ class PostgresBackend(Backend):
             lasts.append(last)
             bodies.append(value)
             recs.append(rec)
-        codes = await self._one(
+        codes = await self._exec.one(
             "SELECT {p}_append(%s::text[], %s::bigint[], %s::bigint[], %s::bigint[], "
             "%s::bytea[], %s, %s::text[])",
-            (sids, gens, firsts, lasts, bodies, self.settings.maxlen or 0, _notes(recs)),
+            (sids, gens, firsts, lasts, bodies, self.settings.maxlen or 0, notes(recs)),
             limited=False,  # the writer (one call at a time) skips the queue
         )
         return [_lost(c) for c in codes]
 
     async def set_metadata(self, session_id: str, generation: int, blob: bytes) -> Lost | None:
-        code = await self._one(
+        code = await self._exec.one(
             "SELECT {p}_metadata(%s, %s, %s)", (session_id, generation, blob)
         )
         return _lost(code)
@@ -363,7 +244,7 @@ class PostgresBackend(Backend):
     ) -> list[bool | Lost]:
         order = sorted(range(len(leases)), key=lambda i: leases[i][0])
         s = self.settings
-        codes = await self._one(
+        codes = await self._exec.one(
             "SELECT {p}_renew(%s::text[], %s::bigint[], %s, %s)",
             (
                 [leases[i][0] for i in order],
@@ -381,7 +262,7 @@ class PostgresBackend(Backend):
                 lost = _lost(code)
                 assert lost is not None
                 out[i] = lost
-                self._compact_soon(leases[i][0])
+                self._compactor.soon(leases[i][0])
         return out
 
     async def close(
@@ -393,7 +274,7 @@ class PostgresBackend(Backend):
         *,
         last: int | None = None,
     ) -> State | Lost:
-        code = await self._one(
+        code = await self._exec.one(
             "SELECT {p}_close(%s, %s, %s, %s, %s, %s)",
             (session_id, generation, state.value, reason, last, self.settings.retention_ms),
         )
@@ -402,12 +283,12 @@ class PostgresBackend(Backend):
             lost = _lost(code)
             assert lost is not None
             return lost
-        self._compact_soon(session_id)
+        self._compactor.soon(session_id)
         return State(stored)
 
     async def expire(self, leases: Sequence[tuple[str, int]]) -> list[float | None]:
         order = sorted(range(len(leases)), key=lambda i: leases[i][0])
-        remaining = await self._one(
+        remaining = await self._exec.one(
             "SELECT {p}_expire(%s::text[], %s::bigint[], %s)",
             (
                 [leases[i][0] for i in order],
@@ -418,28 +299,28 @@ class PostgresBackend(Backend):
         out: list[float | None] = [None] * len(leases)
         for i, ms in zip(order, remaining, strict=True):
             if ms is None:
-                self._compact_soon(leases[i][0])
+                self._compactor.soon(leases[i][0])
             else:
                 out[i] = ms / 1000
         return out
 
     async def cancel(self, session_id: str) -> SessionInfo | None:
-        rows = await self._rows(
+        rows = await self._exec.rows(
             "SELECT * FROM {p}_cancel(%s, %s)", (session_id, self.settings.retention_ms)
         )
         info = self._info(session_id, rows[0]) if rows else None
         if info is not None and info.state.finished:
-            self._compact_soon(session_id)
+            self._compactor.soon(session_id)
         return info
 
     async def delete(self, session_id: str) -> bool:
-        return bool(await self._one("SELECT {p}_delete(%s)", (session_id,)))
+        return bool(await self._exec.one("SELECT {p}_delete(%s)", (session_id,)))
 
     # -- steering messages -----------------------------------------------------------------
 
     async def send_message(self, session_id: str, blob: bytes, key: str | None) -> Sent | None:
         s = self.settings
-        rows = await self._rows(
+        rows = await self._exec.rows(
             "SELECT * FROM {p}_message_send(%s, %s, %s, %s, %s, %s)",
             (session_id, blob, key or "", s.retention_ms, s.max_messages, s.max_messages_bytes),
         )
@@ -449,13 +330,15 @@ class PostgresBackend(Backend):
         if outcome == "ok":
             return Sent(generation, State.ACTIVE, f"{generation}-{detail}", bool(duplicate))
         if outcome == "full":
-            return Sent(generation, State.ACTIVE, None, full="count" if detail == "count" else "bytes")
+            return Sent(
+                generation, State.ACTIVE, None, full="count" if detail == "count" else "bytes"
+            )
         return Sent(generation, State(detail), None)
 
     async def read_messages(
         self, session_id: str, generation: int, after: int, count: int
     ) -> list[tuple[int, bytes]]:
-        rows = await self._rows(
+        rows = await self._exec.rows(
             "SELECT m.seq, m.body FROM {p}_message m JOIN {p}_session s USING (session_id) "
             "WHERE m.session_id = %s AND m.generation = %s AND m.seq > %s "
             "AND s.expires_at > clock_timestamp() ORDER BY m.seq LIMIT %s",
@@ -466,11 +349,13 @@ class PostgresBackend(Backend):
     # -- fan-in ----------------------------------------------------------------------------
 
     async def admit(self, session_id: str, generation: int, name: str) -> Lost | None:
-        return _lost(await self._one("SELECT {p}_admit(%s, %s, %s)", (session_id, generation, name)))
+        return _lost(
+            await self._exec.one("SELECT {p}_admit(%s, %s, %s)", (session_id, generation, name))
+        )
 
     async def join(self, session_id: str, generation: int, name: str, token: str) -> Lost | None:
         return _lost(
-            await self._one(
+            await self._exec.one(
                 "SELECT {p}_join(%s, %s, %s, %s)", (session_id, generation, name, token)
             )
         )
@@ -481,8 +366,8 @@ class PostgresBackend(Backend):
             value = frame(b.payloads)
             # The live record's tail (the frames) when the whole record fits NOTIFY.
             head = chunks_head(b.session_id.encode(), b.generation, 1 << 62, len(value))
-            tail = _inline(head + value)
-            code = await self._one(
+            tail = inline(head + value)
+            code = await self._exec.one(
                 "SELECT {p}_append_shared(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     b.session_id,
@@ -510,7 +395,7 @@ class PostgresBackend(Backend):
         self, session_id: str, generation: int, name: str, token: str, *, last: int | None = None
     ) -> Lost | None:
         return _lost(
-            await self._one(
+            await self._exec.one(
                 "SELECT {p}_end_part(%s, %s, %s, %s, %s)",
                 (session_id, generation, name, token, last),
             )
@@ -541,7 +426,7 @@ class PostgresBackend(Backend):
         return record_of(session_id, [*reply, lease_ms, now_ms], self.settings.lease_ms)
 
     async def info(self, session_ids: Sequence[str]) -> list[SessionInfo | None]:
-        rows = await self._rows(self._INFO, (list(session_ids),))
+        rows = await self._exec.rows(self._INFO, (list(session_ids),))
         found = {row[0]: self._info(row[0], row[1:]) for row in rows}
         return [found.get(sid) for sid in session_ids]
 
@@ -564,7 +449,7 @@ class PostgresBackend(Backend):
         return page_of([int(cut), *entries], after, count)
 
     async def read(self, session_id: str, after: tuple[int, int], count: int) -> ReadResult:
-        rows = await self._rows(self._PAGE, self._page_params(session_id, after, count))  # type: ignore[arg-type]  # named parameters
+        rows = await self._exec.rows(self._PAGE, self._page_params(session_id, after, count))
         return self._page(rows, after, count)
 
     async def open(
@@ -580,94 +465,20 @@ class PostgresBackend(Backend):
                 c2 = await conn.execute(page_sql, params)
             return await c1.fetchall(), await c2.fetchall()
 
-        info_rows, page_rows = await self._run(go)
+        info_rows, page_rows = await self._exec.run(go)
         if not info_rows:
             return None, None
         info = self._info(session_id, info_rows[0][1:])
         if info is not None and info.state.finished:
-            self._compact_soon(session_id)
+            self._compactor.soon(session_id)
         return info, self._page(page_rows, after, count)
 
-    # -- compaction and retention ----------------------------------------------------------
-
-    def _compact_soon(self, session_id: str) -> None:
-        if not self.settings.compact_finished or self._tg is None:
-            return
-        if session_id in self._compacting:
-            return
-        self._compacting.add(session_id)
-        try:
-            self._tg.start_soon(self._compact_quietly, session_id)
-        except RuntimeError:  # the hub has stopped
-            self._compacting.discard(session_id)
-
-    async def _compact_quietly(self, session_id: str) -> None:
-        try:
-            await anyio.sleep(_COMPACT_DELAY * (0.5 + random.random()))
-            await self.compact(session_id)
-        except Exception as exc:  # readers stay exact on an uncompacted log: just say so
-            log.warning("could not compact session %r: %s", session_id, exc)
-        finally:
-            self._compacting.discard(session_id)
+    # -- compaction ------------------------------------------------------------------------
 
     async def compact(self, session_id: str) -> bool:
-        """Read the finished log, fold it here (``_compact.fold``), swap it in with one call
-        that checks the log is still the one read."""
-        rows = await self._rows(
-            "SELECT generation, state, compacted FROM {p}_session "
-            "WHERE session_id = %s AND expires_at > clock_timestamp()",
-            (session_id,),
-        )
-        if not rows:
-            return False
-        gen, state, done = rows[0]
-        if state == "active" or done == gen:
-            return False
-        entries: list[tuple[bytes, dict[bytes, bytes]]] = []
-        size = 0
-        after = -1
-        while True:
-            page = await self._rows(
-                "SELECT last_offset, kind, body FROM {p}_log WHERE session_id = %s "
-                "AND generation = %s AND last_offset > %s ORDER BY last_offset LIMIT %s",
-                (session_id, gen, after, _COMPACT_PAGE),
-            )
-            for last, kind, body in page:
-                field = b"e" if kind in ("e", b"e") else b"c"
-                entries.append((b"%d-%d" % (gen, last), {field: bytes(body)}))
-                size += len(body)
-                after = last
-            if size > _COMPACT_MAX_BYTES:
-                return False
-            if len(page) < _COMPACT_PAGE:
-                break
-        if len(entries) > _COMPACT_PAGE:
-            folded = await anyio.to_thread.run_sync(fold, entries, int(gen))
-        else:
-            folded = fold(entries, int(gen))
-        if folded is None:
-            return False
-        prefix = len(b"%d-" % gen)
-        lasts = [int(eid[prefix:]) for eid, _ in folded.slices]
-        bodies = [value for _, value in folded.slices]
-        end_last = int(folded.end[0][prefix:])
-        return bool(
-            await self._one(
-                "SELECT {p}_compact(%s, %s, %s, %s, %s::bigint[], %s::bytea[])",
-                (session_id, gen, folded.entries, end_last, lasts, bodies),
-            )
-        )
+        """Fold the finished log (see ``postgres_compact``); False when there is nothing to do."""
+        return await self._compactor.compact(session_id)
 
     async def sweep(self) -> int:
-        """Delete up to one batch of expired sessions; how many (0 while another hub sweeps)."""
-        return int(await self._one("SELECT {p}_sweep(%s)", (_SWEEP_BATCH,)))
-
-    async def _sweeper(self) -> None:
-        period = min(self.settings.retention / 4, 3600.0)
-        while True:
-            await anyio.sleep(period * (0.5 + random.random()))
-            try:
-                while await self.sweep() == _SWEEP_BATCH:
-                    await anyio.sleep(0)
-            except BackendUnavailable as exc:
-                log.warning("retention sweep failed: %s", exc)
+        """Delete up to one batch of expired sessions now; how many."""
+        return await self._compactor.sweep()

@@ -20,11 +20,37 @@ import anyio
 import psycopg
 from anyio.abc import TaskGroup
 
-__all__ = ["Listener"]
+__all__ = ["NOTIFY_LIMIT", "Listener", "inline", "notes"]
 
 log = logging.getLogger("fastapi_streamhub.postgres")
 
 APPLICATION_NAME = "streamhub-listen"
+NOTIFY_LIMIT = 7999  # bytes of one NOTIFY payload (PostgreSQL refuses 8000)
+
+
+def inline(record: bytes) -> str | None:
+    """``record`` as a NOTIFY payload, or None when it cannot travel inline."""
+    if len(record) > NOTIFY_LIMIT or b"\x00" in record:
+        return None
+    try:
+        return record.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def notes(recs: list[str]) -> list[str]:
+    """Records joined into as few payloads as fit NOTIFY's limit."""
+    out: list[str] = []
+    size = 0
+    for rec in recs:
+        n = len(rec.encode())
+        if out and size + n <= NOTIFY_LIMIT:
+            out[-1] += rec
+            size += n
+        else:
+            out.append(rec)
+            size = n
+    return out
 
 
 class Listener:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import psycopg
+
 from support.process import Started, read_log
 from support.redis_server import HOST, free_port
 
@@ -132,7 +133,9 @@ class PostgresServer(Started):
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def execute(self, sql: str, params: tuple[object, ...] = (), database: str = "postgres") -> list[tuple[object, ...]]:
+    def execute(
+        self, sql: str, params: tuple[object, ...] = (), database: str = "postgres"
+    ) -> list[tuple[object, ...]]:
         """One statement in autocommit; its rows (empty for a statement without a result)."""
         with psycopg.connect(self.url_of(database), autocommit=True) as conn:
             cur = conn.execute(sql.encode(), params)
