@@ -135,6 +135,19 @@ class PostgresBackend(Backend):
         self._configure(settings)
         self._on_control = on_control
         self._compactor.tg = task_group
+        try:
+            await self._open(settings, task_group)
+        except SchemaMismatch:
+            await self.aclose()
+            raise
+        except (psycopg.Error, TimeoutError) as exc:
+            await self.aclose()
+            raise BackendUnavailable(
+                f"PostgreSQL unreachable at start: {type(exc).__name__}: {exc}"
+            ) from exc
+        task_group.start_soon(self._compactor.sweeper)
+
+    async def _open(self, settings: Settings, task_group: TaskGroup) -> None:
         if self._owned:
             self._exec.pool = pool = AsyncConnectionPool(
                 self._conninfo,
@@ -155,7 +168,6 @@ class PostgresBackend(Backend):
             timeout=min(settings.outage_timeout, 5.0),
         )
         await self._listener.start(task_group)
-        task_group.start_soon(self._compactor.sweeper)
 
     async def aclose(self) -> None:
         if self._listener is not None:
@@ -472,6 +484,15 @@ class PostgresBackend(Backend):
         if info is not None and info.state.finished:
             self._compactor.soon(session_id)
         return info, self._page(page_rows, after, count)
+
+    async def session_ids(self, limit: int) -> tuple[list[str], bool]:
+        """Up to ``limit`` unexpired session ids, and whether there are more (``streamhub top``)."""
+        rows = await self._exec.rows(
+            "SELECT session_id FROM {p}_session WHERE expires_at > clock_timestamp() "
+            "ORDER BY session_id LIMIT %s",
+            (limit + 1,),
+        )
+        return [r[0] for r in rows[:limit]], len(rows) > limit
 
     # -- compaction ------------------------------------------------------------------------
 

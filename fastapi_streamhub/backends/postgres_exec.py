@@ -35,8 +35,9 @@ _MAX_CONCURRENT = 48
 Conn = psycopg.AsyncConnection[Any]
 
 
-class SchemaMismatch(RuntimeError):
-    """The database holds the streamhub tables of another schema version."""
+class SchemaMismatch(BackendUnavailable):
+    """The database holds the streamhub tables of another schema version: this release cannot
+    use them (nothing is changed; see ``streamhub postgres-schema``)."""
 
 
 def _retryable(exc: psycopg.Error) -> bool:
