@@ -139,8 +139,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = _parser().parse_args(argv)
     if not args.verbose:
         # The hub logs its retries as warnings; a command reports its outcome itself.
-        logging.getLogger("fastapi_streamhub").addHandler(logging.NullHandler())
-        logging.getLogger("fastapi_streamhub").propagate = False
+        # (psycopg's pool logs each failed connection attempt too.)
+        for name in ("fastapi_streamhub", "psycopg"):
+            logging.getLogger(name).addHandler(logging.NullHandler())
+            logging.getLogger(name).propagate = False
     else:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
