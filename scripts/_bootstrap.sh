@@ -39,6 +39,15 @@ ensure_redis_server() {
     fi
 }
 
+# PostgreSQL's server binaries (initdb, pg_ctl): the tests start private servers from them on
+# random loopback ports; the machine's own service, if any, is never used.
+ensure_postgres() {
+    if ! command -v pg_config >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+        echo "PostgreSQL (initdb) not found, installing it" >&2
+        apt_install postgresql
+    fi
+}
+
 # Print the path of an interpreter for Python X.Y: `pythonX.Y` on PATH if it runs (a pyenv
 # shim of a version that is not selected does not), else pyenv's own copy.
 find_python() {

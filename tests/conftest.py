@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 from support.cluster import Cluster
-from support.postgres_server import PostgresServer
+from support.postgres_server import PostgresServer, bindir
 from support.redis_server import RedisServer
 
 from fastapi_streamhub.backends._bus import require_sharded_pubsub
@@ -37,6 +37,8 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
     missing = [tool for tool in ("node", "npm", "redis-server") if shutil.which(tool) is None]
+    if bindir() is None:
+        missing.append("initdb (postgresql)")
     if not os.access(chromium, os.X_OK):
         missing.append(chromium)
     if missing:
