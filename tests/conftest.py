@@ -11,7 +11,7 @@
 - ``make_cluster`` (function): factory for private clusters a test may reshape or break.
 - ``postgres_server`` (session): one private PostgreSQL server (tests/support/postgres_server.py);
   ``postgres_url`` (function): its URL, with an empty ``public`` schema and no connection left by
-  an earlier test.
+  an earlier test; ``fresh_postgres`` (function): a private server a test may break.
 
 With ``STREAMHUB_REQUIRE_TOOLS=1`` (CI sets it), a missing tool that tests would otherwise skip
 for (Node, npm, Chromium) stops the run before any test: CI must not pass by skipping.
@@ -92,6 +92,16 @@ def postgres_url(postgres_server: PostgresServer) -> str:
         postgres_server.start()
     postgres_server.reset()
     return postgres_server.url
+
+
+@pytest.fixture
+def fresh_postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL server a test may stop, freeze or restart."""
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 @pytest.fixture

@@ -46,6 +46,7 @@ class PostgresServer(Started):
         if found is None:
             raise RuntimeError("PostgreSQL is not installed (apt-get install -y postgresql)")
         self.bin = found
+        self.host = HOST
         self.port = free_port()
         self.fsync = fsync
         self.dir = Path(tempfile.mkdtemp(prefix="streamhub-pg-"))
