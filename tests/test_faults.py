@@ -1178,7 +1178,7 @@ async def test_chaos_many_streams_random_reconnects_cancels_and_a_crash(
             a.kill()
             killed_at = time.monotonic() - started
             pool.remove(ca)
-            (a2,) = await launch(["A2"], redis=server.url, **env)
+            (a2,) = await launch(["A2"], redis=url, **env)
             async with clients(a2) as (ca2,):
                 pool.append(ca2)
                 await wait_until(lambda: all(f.ended for f in everyone_), within=150, interval=0.2)
