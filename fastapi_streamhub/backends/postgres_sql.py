@@ -20,7 +20,7 @@ import re
 
 from .postgres_sql_more import MORE_FUNCTIONS
 
-__all__ = ["SCHEMA_VERSION", "prefix_name", "schema_sql"]
+__all__ = ["SCHEMA_VERSION", "TABLES", "grants_sql", "prefix_name", "schema_sql"]
 
 SCHEMA_VERSION = 1
 
@@ -35,6 +35,21 @@ def prefix_name(key_prefix: str) -> str:
     readable = re.sub(r"[^a-z0-9_]", "_", key_prefix.lower())[:24]
     digest = hashlib.sha1(key_prefix.encode()).hexdigest()[:8]
     return f"{readable}_{digest}" if readable[:1].isalpha() else f"p{readable}_{digest}"
+
+
+TABLES = ("schema", "session", "log", "part", "message", "message_key")
+
+
+def grants_sql(p: str, role: str, schema: str = "public") -> str:
+    """The least a runtime role needs once the schema exists (created by another role): use the
+    schema, read and write the tables, call the functions. No DDL, no superuser, no ownership;
+    LISTEN/NOTIFY and advisory locks need no grant."""
+    tables = ", ".join(f"{schema}.{p}_{t}" for t in TABLES)
+    return (
+        f"GRANT USAGE ON SCHEMA {schema} TO {role};\n"
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON {tables} TO {role};\n"
+        f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {schema} TO {role};\n"
+    )
 
 
 def schema_sql(p: str) -> str:

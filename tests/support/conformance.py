@@ -32,6 +32,7 @@ from fastapi_streamhub import (
 )
 from fastapi_streamhub.backends._compact import PackedLog
 from fastapi_streamhub.backends._keys import slot_of
+from fastapi_streamhub.backends.postgres_sql import grants_sql, schema_sql
 from support.cluster import Cluster
 from support.postgres_server import PostgresServer
 from support.redis_server import RedisServer
@@ -230,7 +231,10 @@ class PostgresStore(Store):
 
 
 # The backends every conformance test runs on (the ``store`` fixtures' parameters).
-STORE_KINDS = ["memory", "redis", "redis-cluster", "postgres"]
+# ``postgres-role``: PostgreSQL as a runtime role holding only the grants the README documents
+# (``grants_sql``), the schema created beforehand by the superuser.
+STORE_KINDS = ["memory", "redis", "redis-cluster", "postgres", "postgres-role"]
+APP_ROLE = "streamhub_app"
 
 
 def make_store(request: pytest.FixtureRequest, memory: type[MemoryStore] = MemoryStore) -> Store:
@@ -241,10 +245,18 @@ def make_store(request: pytest.FixtureRequest, memory: type[MemoryStore] = Memor
         return ClusterStore(
             request.getfixturevalue("cluster_url"), request.getfixturevalue("redis_cluster")
         )
-    if request.param == "postgres":
-        return PostgresStore(
-            request.getfixturevalue("postgres_url"), request.getfixturevalue("postgres_server")
-        )
+    if request.param in ("postgres", "postgres-role"):
+        url = request.getfixturevalue("postgres_url")
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        if request.param == "postgres-role":
+            server.execute(schema_sql("streamhub"))
+            server.execute(
+                "DO $$ BEGIN CREATE ROLE " + APP_ROLE + " LOGIN; "
+                "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+            )
+            server.execute(grants_sql("streamhub", APP_ROLE))
+            url = server.url_of("postgres", user=APP_ROLE)
+        return PostgresStore(url, server)
     return RedisStore(request.getfixturevalue("redis_url"), request.getfixturevalue("redis_server"))
 
 
