@@ -1118,10 +1118,7 @@ async def test_chaos_many_streams_random_reconnects_cancels_and_a_crash(
     streams, n, per = 200, 500, 3
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
-    if backend == "redis":
-        url = make_redis().url
-    else:
-        url = request.getfixturevalue("fresh_postgres").url
+    url = make_redis().url if backend == "redis" else request.getfixturevalue("fresh_postgres").url
     env = {"LEASE_TTL": 3, "PING_INTERVAL": 2}
     a, b = await launch(["A", "B"], redis=url, **env)
     params = {"n": n, "delay": 0.05, "burst": 5, "count": "false"}
