@@ -34,6 +34,7 @@ BENCHES = (
     "many_streams",
     "telemetry",
     "cluster",
+    "pg",
 )
 
 

@@ -1,0 +1,312 @@
+"""PostgreSQL backend: ``pg_*`` metrics, each against a hand-written psycopg reference measured in
+the same run, on a private PostgreSQL server this benchmark starts (``initdb`` into a temporary
+folder, a free loopback port, ``fsync=off``; as root through ``runuser -u postgres``).
+
+- ``pg_persist_throughput``: ``producer.send`` × n + ``flush`` vs raw batched INSERTs (64 rows
+  per statement, ``unnest``, one statement in flight, the same driver and payload bytes).
+- ``pg_e2e_latency_p50``: ``send`` on hub A → yielded by a subscription on hub B (two hubs, two
+  pools, two LISTEN connections, one process) vs raw: ``INSERT … RETURNING`` + ``pg_notify`` in
+  one statement → the LISTEN connection wakes → ``SELECT`` of the row.
+- ``pg_idle_statements_per_s``: one active stream with one subscriber on another hub, no chunk:
+  transactions the server counted (``pg_stat_database``) per second, our own probes excluded.
+- ``pg_resume_catchup_ms``: a reader resuming at 5,000 of a finished 10,000-chunk log (one row
+  per chunk, uncompacted) until its end vs a hand-written range read of the same rows.
+
+``pg_many_streams_latency_p99`` (1,000 streams × 30 tokens/s) is not measured yet.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import anyio
+import psycopg
+
+from fastapi_streamhub import Chunk, Cursor, End, StreamHub
+from fastapi_streamhub._codec import encode_chunk
+
+from ._common import TOKEN, Context, Goal, Metric, median, new_id, percentile
+
+ROWS_PER_STATEMENT = 64
+
+
+@contextmanager
+def private_server() -> Iterator[str]:
+    """A throwaway PostgreSQL server; yields its URL."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
+    if not found:
+        raise RuntimeError("PostgreSQL is not installed (apt-get install -y postgresql)")
+    bindir = os.path.dirname(found[0])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    root = tempfile.mkdtemp(prefix="bench-pg-")
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_user:
+        shutil.chown(root, "postgres")
+    data = os.path.join(root, "data")
+    ctl = [*as_user, os.path.join(bindir, "pg_ctl"), "-D", data]
+    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    try:
+        subprocess.run(
+            [*as_user, os.path.join(bindir, "initdb"), "-D", data, "-A", "trust", "-U", "postgres"]
+            + ["--no-sync", "-E", "UTF8"],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [*ctl, "-l", os.path.join(root, "log"), "-w", "-o", opts, "start"],
+            check=True,
+            capture_output=True,
+        )
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*ctl, "-m", "immediate", "-w", "stop"], check=False, capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# -- persist ----------------------------------------------------------------------------------
+
+
+async def _raw_inserts(conn: psycopg.AsyncConnection[Any], n: int, payload: bytes) -> float:
+    sid = new_id("raw")
+    t0 = time.perf_counter()
+    done = 0
+    while done < n:
+        size = min(ROWS_PER_STATEMENT, n - done)
+        await conn.execute(
+            "INSERT INTO raw_log SELECT %s, o, b FROM unnest(%s::bigint[], %s::bytea[]) AS u(o, b)",
+            (sid, list(range(done + 1, done + size + 1)), [payload] * size),
+        )
+        done += size
+    return time.perf_counter() - t0
+
+
+async def _library_sends(h: StreamHub, n: int) -> float:
+    producer = (await h.register(new_id("persist"))).producer
+    assert producer is not None
+    t0 = time.perf_counter()
+    for _ in range(n):
+        await producer.send(TOKEN)
+    await producer.flush()
+    elapsed = time.perf_counter() - t0
+    await producer.close()
+    return elapsed
+
+
+async def _persist(ctx: Context, url: str, conn: psycopg.AsyncConnection[Any]) -> Metric:
+    n, rounds = ctx.pick(20_000, 100_000), ctx.pick(3, 5)
+    payload = encode_chunk(TOKEN)
+    raw: list[float] = []
+    lib: list[float] = []
+    async with StreamHub.from_url(url) as h:
+        await _raw_inserts(conn, 1_000, payload)
+        await _library_sends(h, 1_000)
+        for _ in range(rounds):
+            raw.append(n / await _raw_inserts(conn, n, payload))
+            lib.append(n / await _library_sends(h, n))
+    ctx.note(
+        "pg_persist_throughput",
+        f"{n} chunks x {rounds}; library {[round(x) for x in lib]}, raw {[round(x) for x in raw]}",
+    )
+    return Metric(
+        "pg_persist_throughput",
+        median(lib),
+        "chunks/s",
+        reference=median(raw),
+        goal=Goal("ratio", ">=", 1.0),
+    )
+
+
+# -- end to end -------------------------------------------------------------------------------
+
+
+async def _e2e_library(ctx: Context, url: str) -> list[float]:
+    samples = ctx.pick(300, 1000)
+    out: list[float] = []
+    async with StreamHub.from_url(url) as a, StreamHub.from_url(url) as b:
+        sid = new_id("e2e")
+        producer = (await a.register(sid)).producer
+        assert producer is not None
+        async with b.subscribe(sid) as sub:
+            await producer.send("warm")
+            received = anyio.Event()
+            sent_at = 0
+            async with anyio.create_task_group() as tg:
+
+                async def read() -> None:
+                    nonlocal received
+                    async for item in sub:
+                        if isinstance(item, Chunk) and item.data != "warm":
+                            out.append((time.perf_counter_ns() - sent_at) / 1e6)
+                            received.set()
+                        elif isinstance(item, End):
+                            return
+
+                tg.start_soon(read)
+                for i in range(samples):
+                    received = anyio.Event()
+                    sent_at = time.perf_counter_ns()
+                    await producer.send(f"m{i}")
+                    await received.wait()
+                    await anyio.sleep(0.002)
+                await producer.close()
+    return out
+
+
+async def _e2e_raw(ctx: Context, url: str) -> list[float]:
+    samples = ctx.pick(300, 1000)
+    out: list[float] = []
+    async with (
+        await psycopg.AsyncConnection.connect(url, autocommit=True) as writer,
+        await psycopg.AsyncConnection.connect(url, autocommit=True) as reader,
+        await psycopg.AsyncConnection.connect(url, autocommit=True) as listener,
+    ):
+        await listener.execute("LISTEN raw_ch")
+        sid = new_id("raw")
+        for i in range(samples):
+            t0 = time.perf_counter_ns()
+            await writer.execute(
+                "WITH i AS (INSERT INTO raw_log VALUES (%s, %s, %s) RETURNING offs) "
+                "SELECT pg_notify('raw_ch', offs::text) FROM i",
+                (sid, i + 1, b"payload"),
+            )
+            async for note in listener.notifies(stop_after=1):
+                cur = await reader.execute(
+                    "SELECT body FROM raw_log WHERE sid = %s AND offs > %s ORDER BY offs",
+                    (sid, int(note.payload) - 1),
+                )
+                await cur.fetchall()
+            out.append((time.perf_counter_ns() - t0) / 1e6)
+            await anyio.sleep(0.002)
+    return out
+
+
+# -- idle -------------------------------------------------------------------------------------
+
+
+async def _idle(ctx: Context, url: str, conn: psycopg.AsyncConnection[Any]) -> Metric:
+    seconds = ctx.pick(10, 30)
+
+    async def transactions() -> int:
+        cur = await conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database "
+            "WHERE datname = current_database()"
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async with StreamHub.from_url(url) as producing, StreamHub.from_url(url) as following:
+        sid = new_id("idle")
+        producer = (await producing.register(sid)).producer
+        assert producer is not None
+        async with following.subscribe(sid) as sub, anyio.create_task_group() as tg:
+
+            async def drain() -> None:
+                async for _ in sub:
+                    pass
+
+            tg.start_soon(drain)
+            await anyio.sleep(1.0)
+            await conn.execute("SELECT pg_stat_clear_snapshot()")
+            before = await transactions()
+            await anyio.sleep(seconds)
+            await conn.execute("SELECT pg_stat_clear_snapshot()")
+            # The statistics are flushed by each backend about once a second.
+            await anyio.sleep(1.5)
+            await conn.execute("SELECT pg_stat_clear_snapshot()")
+            after = await transactions()
+            await producer.close()
+    own = 4  # our probes: two reads and two snapshot clears inside the window
+    per_s = max(0, after - before - own) / (seconds + 1.5)
+    ctx.note("pg_idle_statements_per_s", f"{after - before} transactions in {seconds + 1.5:g}s")
+    return Metric("pg_idle_statements_per_s", per_s, "stmt/s", goal=Goal("value", "<=", 1.0))
+
+
+# -- resume -----------------------------------------------------------------------------------
+
+
+async def _resume(ctx: Context, url: str, conn: psycopg.AsyncConnection[Any]) -> Metric:
+    n, rounds = 10_000, ctx.pick(5, 11)
+    async with StreamHub.from_url(url, compact_finished=False) as h:
+        sid = new_id("resume")
+        producer = (await h.register(sid)).producer
+        assert producer is not None
+        for _ in range(n):
+            await producer.publish(TOKEN)  # one row per chunk, as an LLM's pace writes them
+        await producer.close()
+        gen = producer.generation
+        lib: list[float] = []
+        raw: list[float] = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            got = 0
+            async with h.subscribe(sid, after=Cursor(gen, n // 2)) as sub:
+                async for item in sub:
+                    if isinstance(item, Chunk):
+                        got += 1
+            assert got == n - n // 2, got
+            lib.append((time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            after, rows = n // 2, 0
+            while True:
+                cur = await conn.execute(
+                    "SELECT last_offset, body FROM streamhub_log WHERE session_id = %s "
+                    "AND (generation, last_offset) > (%s, %s) ORDER BY generation, last_offset "
+                    "LIMIT 1000",
+                    (sid, gen, after),
+                )
+                page = await cur.fetchall()
+                rows += len(page)
+                if len(page) < 1000:
+                    break
+                after = page[-1][0]
+            raw.append((time.perf_counter() - t0) * 1000)
+    return Metric(
+        "pg_resume_catchup_ms",
+        median(lib),
+        "ms",
+        reference=median(raw),
+        goal=Goal("ratio", "<=", 2.0),
+        note=f"{n - n // 2} chunks",
+    )
+
+
+async def run(ctx: Context) -> list[Metric]:
+    with private_server() as url:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await conn.execute(
+                "CREATE TABLE raw_log (sid text, offs bigint, body bytea, PRIMARY KEY (sid, offs))"
+            )
+            persist = await _persist(ctx, url, conn)
+            lib = await _e2e_library(ctx, url)
+            raw = await _e2e_raw(ctx, url)
+            idle = await _idle(ctx, url, conn)
+            resume = await _resume(ctx, url, conn)
+    ctx.note(
+        "pg_e2e_latency",
+        f"library p50/p99 {median(lib):.3f}/{percentile(lib, 99):.3f} ms, "
+        f"raw {median(raw):.3f}/{percentile(raw, 99):.3f} ms ({len(lib)} samples)",
+    )
+    return [
+        persist,
+        Metric(
+            "pg_e2e_latency_p50",
+            median(lib),
+            "ms",
+            reference=median(raw),
+            goal=Goal("ratio", "<=", 2.0),
+        ),
+        idle,
+        resume,
+    ]
