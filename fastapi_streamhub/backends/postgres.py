@@ -25,12 +25,22 @@ import psycopg
 from anyio.abc import TaskGroup
 from psycopg_pool import AsyncConnectionPool
 
-from .._codec import ResyncMsg, chunks_head, decode_record, frame, records, stored_record
+from .._codec import (
+    ResyncMsg,
+    chunks_head,
+    decode_chunks,
+    decode_end,
+    decode_record,
+    frame,
+    records,
+    stored_record,
+    unframe,
+)
 from .._config import Settings
 from .._errors import BackendUnavailable
 from .._fanout import Fanout, Listener
-from .._types import SessionInfo, State
-from ._replies import page_of, record_of
+from .._types import Chunk, End, SessionInfo, State
+from ._replies import record_of
 from .base import (
     PART_REFUSALS,
     Append,
@@ -164,7 +174,8 @@ class PostgresBackend(Backend):
             [self.data_channel, self.ctl_channel],
             self._on_notify,
             self._on_resync,
-            heartbeat=min(5.0, settings.renew_interval or settings.lease_ttl / 3),
+            # A half-open connection is found within heartbeat + timeout.
+            heartbeat=min(10.0, settings.ping_interval),
             timeout=min(settings.outage_timeout, 5.0),
         )
         await self._listener.start(task_group)
@@ -453,12 +464,22 @@ class PostgresBackend(Backend):
 
     @staticmethod
     def _page(rows: list[Any], after: tuple[int, int], count: int) -> ReadResult:
-        entries: list[Any] = []
+        """Chunks (and the end marker) of the page's rows, the twin of ``page_of`` for rows."""
+        chunks: list[Chunk] = []
+        end: tuple[int, End] | None = None
         for gen, last, kind, body, _ in rows:
-            field = b"e" if kind in ("e", b"e") else b"c"
-            entries.append((b"%d-%d" % (gen, last), {field: bytes(body)}))
+            if kind in ("e", b"e"):
+                end = (gen, End(*decode_end(bytes(body))))
+                break
+            payloads = unframe(bytes(body))
+            first = last - len(payloads) + 1
+            if gen == after[0] and first <= after[1]:
+                # The cursor points inside this row: skip what the reader already has.
+                payloads = payloads[after[1] - first + 1 :]
+                first = after[1] + 1
+            chunks.extend(decode_chunks(gen, first, payloads))
         cut = bool(rows) and len(rows) < int(rows[0][4])
-        return page_of([int(cut), *entries], after, count)
+        return ReadResult(chunks, end, end is None and (cut or len(rows) == count))
 
     async def read(self, session_id: str, after: tuple[int, int], count: int) -> ReadResult:
         rows = await self._exec.rows(self._PAGE, self._page_params(session_id, after, count))
