@@ -14,16 +14,21 @@ import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import orjson
 import pytest
 from psycopg_pool import AsyncConnectionPool
+from support.apps import AppServer, start_servers
 from support.conformance import assert_contiguous, chunks_of, collect, follow, start, texts
 from support.postgres_server import PostgresServer
 from support.sids import new_sid
+from support.sse_client import read_sse
 from test_cli import CLI, _env, assert_one_line_error, cli, producing, table
+from test_http import assert_complete, check_log, expected, start_reader
 
 from fastapi_streamhub import BackendUnavailable, Chunk, End, State, StreamHub
 from fastapi_streamhub.backends.postgres import PostgresBackend, SchemaMismatch
@@ -287,3 +292,52 @@ def test_the_schema_command_needs_no_server() -> None:
     done = subprocess.run([*CLI, "postgres-schema"], capture_output=True, text=True, check=False)
     assert done.returncode == 0 and "CREATE FUNCTION streamhub_claim" in done.stdout
     assert sys.executable  # the same interpreter as the tests
+
+
+# --------------------------------------------------------------------------- HTTP, two instances
+
+
+@pytest.mark.timeout(90)
+async def test_two_app_instances_resume_exactly_and_cancel_across(
+    postgres_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """``tests/http_app.py`` twice under uvicorn on one PostgreSQL: a stream read on A resumes
+    on B exactly (no gap, no duplicate, the generator ran once), and a cancel on B stops the
+    generator running on A. (The generators record their runs in Redis.)"""
+    settings = {"REDIS_URL": postgres_url, "REC_URL": redis_url, "LEASE_TTL": "5", "AUTH": "0"}
+    a, b = AppServer("A", settings, tmp_path), AppServer("B", settings, tmp_path)
+    try:
+        await anyio.to_thread.run_sync(start_servers, [a, b])
+        async with (
+            httpx.AsyncClient(base_url=a.url, timeout=15, trust_env=False) as ca,
+            httpx.AsyncClient(base_url=b.url, timeout=15, trust_env=False) as cb,
+        ):
+            sid = new_sid("pghttp")
+            n = 40
+            before = await read_sse(
+                ca, f"/gen/{sid}", params={"n": n, "delay": 0.03}, stop_after_chunks=10
+            )
+            assert before.status_code == 200 and not before.eof
+            after = await read_sse(
+                cb, f"/streams/{sid}", headers={"Last-Event-ID": before.last_id or ""}
+            )
+            assert_complete(after, "done")
+            assert before.values + after.values == expected(n)
+            ids = before.ids + after.ids
+            assert len(set(ids)) == n
+
+            long = new_sid("pghttp")
+            async with anyio.create_task_group() as tg:
+                on_a = await start_reader(
+                    tg, ca, f"/gen/{long}", params={"n": 1500, "delay": 0.02}, min_chunks=5
+                )
+                resp = await cb.post(f"/streams/{long}/cancel", params={"wait": 5})
+                assert resp.json() == {"state": "cancelled"}, resp.text
+            assert_complete(on_a, "cancelled")
+            status = (await ca.get(f"/streams/{long}/status")).json()
+            assert on_a.values == expected(status["chunks"])
+        for server in (a, b):
+            check_log(server.name, server.log())
+    finally:
+        a.stop()
+        b.stop()
