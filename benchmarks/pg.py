@@ -13,12 +13,16 @@ folder, a free loopback port, ``fsync=off``; as root through ``runuser -u postgr
 - ``pg_resume_catchup_ms``: a reader resuming at 5,000 of a finished 10,000-chunk log (one row
   per chunk, uncompacted) until its end vs a hand-written range read of the same rows.
 
-``pg_many_streams_latency_p99`` (1,000 streams at 30 tokens/s) is not measured yet.
+- ``pg_many_streams_latency_p99``: 1,000 streams on one hub, one chunk every 1/30 s each, one
+  subscriber per stream on a hub in another process (``many_streams``' own load, on
+  PostgreSQL); beside it the statements (transactions) per chunk and the server's CPU per
+  1,000 chunks.
 """
 
 from __future__ import annotations
 
 import glob
+import multiprocessing as mp
 import os
 import re
 import shutil
@@ -37,6 +41,7 @@ import psycopg
 from fastapi_streamhub import Chunk, Cursor, End, StreamHub
 from fastapi_streamhub._codec import encode_chunk
 
+from . import many_streams
 from ._common import TOKEN, Context, Goal, Metric, median, new_id, percentile
 
 ROWS_PER_STATEMENT = 64
@@ -232,6 +237,97 @@ async def _idle(ctx: Context, url: str, log: str, conn: psycopg.AsyncConnection[
     )
 
 
+# -- many streams ----------------------------------------------------------------------------
+
+
+def _server_cpu(log: str) -> float:
+    """CPU seconds of every process of the server so far: the postmaster, its live children and
+    (``cutime``/``cstime``) the children it reaped."""
+    data = os.path.join(os.path.dirname(log), "data", "postmaster.pid")
+    main = int(open(data).read().split()[0])  # a tiny local file
+
+    def fields(pid: int) -> list[str]:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+
+    children = subprocess.run(["pgrep", "-P", str(main)], capture_output=True, text=True)
+    own = fields(main)
+    ticks = sum(int(x) for x in own[11:15])
+    for pid in children.stdout.split():
+        try:
+            ticks += sum(int(x) for x in fields(int(pid))[11:13])
+        except (OSError, ValueError):
+            continue  # exited meanwhile: counted in cutime once reaped
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+async def _many_streams(
+    ctx: Context, url: str, log: str, conn: psycopg.AsyncConnection[Any]
+) -> list[Metric]:
+    streams, seconds = 1000, ctx.pick(5, 10)
+    per_stream = int(many_streams.RATE * seconds)
+    spawn = mp.get_context("spawn")
+    failures: Counter[str] = Counter()
+
+    async def transactions() -> int:
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        cur = await conn.execute("SELECT sum(xact_commit + xact_rollback) FROM pg_stat_database")
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async with StreamHub.from_url(url) as h:
+        ids = [new_id("many") for _ in range(streams)]
+        producers = []
+        for sid in ids:
+            producer = (await h.register(sid)).producer
+            assert producer is not None
+            producers.append(producer)
+            await producer.send(many_streams.WARMUP)
+        parent, child = spawn.Pipe()
+        proc = spawn.Process(target=many_streams._subscribers, args=(url, ids, child))
+        proc.start()
+        try:
+            with anyio.fail_after(120):
+                while not parent.poll(0):
+                    await anyio.sleep(0.02)
+            assert parent.recv() == "ready"
+            await anyio.sleep(1.5)  # the statistics of the set-up are flushed
+            xacts0, cpu0 = await transactions(), _server_cpu(log)
+            async with anyio.create_task_group() as tg:
+                t0 = time.perf_counter() + 0.05
+                for producer in producers:
+                    tg.start_soon(many_streams._produce, producer, per_stream, t0, failures)
+            with anyio.fail_after(300):
+                while not parent.poll(0):
+                    await anyio.sleep(0.02)
+            result: dict[str, Any] = parent.recv()
+            await anyio.sleep(1.5)
+            xacts, cpu = await transactions() - xacts0, _server_cpu(log) - cpu0
+        finally:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+    sent = sum(p.cursor.offset - 1 for p in producers)
+    latencies = result["latencies"]
+    ctx.note(
+        "pg_many_streams",
+        f"{streams} streams x {per_stream} chunks: {sent} sent, {result['received']} received, "
+        f"p50 {median(latencies):.2f} ms, failures {dict(failures)}; {xacts} transactions "
+        f"(closes and the probes included), server CPU {cpu:.2f}s",
+    )
+    return [
+        Metric(
+            "pg_many_streams_latency_p99",
+            percentile(latencies, 99),
+            "ms",
+            goal=Goal("value", "<=", 100.0),
+        ),
+        Metric("pg_many_streams_statements_per_chunk", xacts / max(sent, 1), "stmt/chunk"),
+        Metric("pg_many_streams_server_cpu_per_1k", cpu / max(sent, 1) * 1000, "s/1k chunks"),
+    ]
+
+
 # -- resume -----------------------------------------------------------------------------------
 
 
@@ -292,6 +388,7 @@ async def run(ctx: Context) -> list[Metric]:
             raw = await _e2e_raw(ctx, url)
             idle = await _idle(ctx, url, log, conn)
             resume = await _resume(ctx, url, conn)
+            many = await _many_streams(ctx, url, log, conn)
     ctx.note(
         "pg_e2e_latency",
         f"library p50/p99 {median(lib):.3f}/{percentile(lib, 99):.3f} ms, "
@@ -308,4 +405,5 @@ async def run(ctx: Context) -> list[Metric]:
         ),
         idle,
         resume,
+        *many,
     ]
