@@ -33,6 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -244,10 +245,10 @@ def _server_cpu(log: str) -> float:
     """CPU seconds of every process of the server so far: the postmaster, its live children and
     (``cutime``/``cstime``) the children it reaped."""
     data = os.path.join(os.path.dirname(log), "data", "postmaster.pid")
-    main = int(open(data).read().split()[0])  # a tiny local file
+    main = int(Path(data).read_text().split()[0])
 
     def fields(pid: int) -> list[str]:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
     children = subprocess.run(["pgrep", "-P", str(main)], capture_output=True, text=True)
     own = fields(main)
@@ -289,6 +290,8 @@ async def _many_streams(
         try:
             with anyio.fail_after(120):
                 while not parent.poll(0):
+                    if not proc.is_alive():
+                        raise RuntimeError("the subscriber process died")
                     await anyio.sleep(0.02)
             assert parent.recv() == "ready"
             await anyio.sleep(1.5)  # the statistics of the set-up are flushed
@@ -299,6 +302,8 @@ async def _many_streams(
                     tg.start_soon(many_streams._produce, producer, per_stream, t0, failures)
             with anyio.fail_after(300):
                 while not parent.poll(0):
+                    if not proc.is_alive():
+                        raise RuntimeError("the subscriber process died")
                     await anyio.sleep(0.02)
             result: dict[str, Any] = parent.recv()
             await anyio.sleep(1.5)

@@ -30,7 +30,7 @@ from support.sse_client import read_sse
 from test_cli import CLI, _env, assert_one_line_error, cli, producing, table
 from test_http import assert_complete, check_log, expected, start_reader
 
-from fastapi_streamhub import BackendUnavailable, Chunk, End, State, StreamHub
+from fastapi_streamhub import BackendUnavailable, Chunk, End, Metadata, State, StreamHub
 from fastapi_streamhub.backends.postgres import PostgresBackend, SchemaMismatch
 from fastapi_streamhub.backends.postgres_sql import SCHEMA_VERSION
 
@@ -152,6 +152,8 @@ async def test_chunks_over_the_notify_limit_and_with_nul_arrive_live(hub: Stream
         items = await f.result()
     assert texts(items) == ["first", big, nul, "last"]
     assert_contiguous(chunks_of(items), p.generation, 1, 4)
+    # The metadata over the limit was read from the store and delivered too.
+    assert [i.value for i in items if isinstance(i, Metadata)] == [{"m": "y" * 9000}]
 
 
 async def test_a_killed_listener_connection_is_replaced_and_readers_repair(

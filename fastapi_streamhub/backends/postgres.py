@@ -15,7 +15,7 @@ readers to read the log, which is the truth.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -26,30 +26,26 @@ from anyio.abc import TaskGroup
 from psycopg_pool import AsyncConnectionPool
 
 from .._codec import (
+    MetadataMsg,
     ResyncMsg,
     chunks_head,
-    decode_chunks,
-    decode_end,
     decode_record,
     frame,
     records,
     stored_record,
-    unframe,
 )
 from .._config import Settings
 from .._errors import BackendUnavailable
 from .._fanout import Fanout, Listener
-from .._types import Chunk, End, SessionInfo, State
+from .._types import SessionInfo, State
 from ._replies import record_of
 from .base import (
-    PART_REFUSALS,
     Append,
     Backend,
     ClaimResult,
     ControlHandler,
     Lost,
     ReadResult,
-    Reason,
     Sent,
     SharedAppend,
 )
@@ -57,6 +53,7 @@ from .postgres_compact import PgCompactor
 from .postgres_exec import PgExecutor, SchemaMismatch
 from .postgres_listen import Listener as NotifyListener
 from .postgres_listen import inline, notes
+from .postgres_rows import INFO_SQL, PAGE_SQL, lost_of, page_of_rows
 
 __all__ = ["SCHEMES", "PostgresBackend", "SchemaMismatch"]
 
@@ -64,25 +61,6 @@ log = logging.getLogger("fastapi_streamhub.postgres")
 
 SCHEMES = ("postgresql", "postgres")
 _BIGINT = 2**63 - 1
-
-
-def _lost(code: str) -> Lost | None:
-    """A refusal string of the SQL functions (``postgres_sql``) as a :class:`Lost`."""
-    if not code:
-        return None
-    if code.startswith("part "):
-        return PART_REFUSALS[code[5:]]
-    if code == "lapsed":
-        return Lost("closed", State.FAILED, Reason.LEASE_EXPIRED)
-    head, _, rest = code.partition("\n")
-    if head == "closed":
-        state, _, reason = rest.partition("\n")
-        return Lost("closed", State(state), reason or None)
-    if head == "stale":
-        return Lost("stale")
-    if head == "gone":
-        return Lost("gone")
-    raise BackendUnavailable(f"unexpected answer from PostgreSQL: {code!r}")
 
 
 class PostgresBackend(Backend):
@@ -193,17 +171,41 @@ class PostgresBackend(Backend):
 
     # -- live messages ---------------------------------------------------------------------
 
-    def _on_notify(self, channel: str, payload: str) -> None:
+    def _on_notify(self, channel: str, payload: str) -> Awaitable[None] | None:
         data = payload.encode()
         if channel == self.data_channel:
             fanout = self._fanout
-            for tag, sid, body in records(data):
-                if fanout.has(sid):
-                    msg = ResyncMsg() if tag == b"W" else decode_record(tag, body)
-                    fanout.dispatch(sid, msg)
+            for i, (tag, sid, body) in enumerate(recs := records(data)):
+                if not fanout.has(sid):
+                    continue
+                if tag == b"W":
+                    return self._woken(sid, body, recs[i + 1 :])
+                fanout.dispatch(sid, decode_record(tag, body))
         elif channel == self.ctl_channel:
             for tag, sid, body in records(data):
                 self._on_control(sid.decode(), decode_record(tag, body))
+        return None
+
+    async def _woken(self, sid: bytes, tag: bytes, rest: list[tuple[bytes, bytes, bytes]]) -> None:
+        """A record too big for NOTIFY (``W``): metadata is read from the store and delivered,
+        anything else makes the session's listeners repair from the log; then the records
+        that followed it in the same notification."""
+        if tag == b"M":
+            try:
+                info = (await self.info([sid.decode()]))[0]
+            except BackendUnavailable as exc:
+                log.warning("could not read the metadata of session %r: %s", sid, exc)
+                info = None
+            if info is not None:
+                self._fanout.dispatch(sid, MetadataMsg(info.generation, info.metadata))
+        else:
+            self._fanout.dispatch(sid, ResyncMsg())
+        for tag_, sid_, body in rest:
+            if self._fanout.has(sid_):
+                if tag_ == b"W":
+                    await self._woken(sid_, body, [])
+                else:
+                    self._fanout.dispatch(sid_, decode_record(tag_, body))
 
     def _on_resync(self) -> None:
         self._on_control("", ResyncMsg())
@@ -254,13 +256,13 @@ class PostgresBackend(Backend):
             (sids, gens, firsts, lasts, bodies, self.settings.maxlen or 0, notes(recs)),
             limited=False,  # the writer (one call at a time) skips the queue
         )
-        return [_lost(c) for c in codes]
+        return [lost_of(c) for c in codes]
 
     async def set_metadata(self, session_id: str, generation: int, blob: bytes) -> Lost | None:
         code = await self._exec.one(
             "SELECT {p}_metadata(%s, %s, %s)", (session_id, generation, blob)
         )
-        return _lost(code)
+        return lost_of(code)
 
     async def renew(
         self, leases: Sequence[tuple[str, int]], *, retention: bool = False
@@ -282,7 +284,7 @@ class PostgresBackend(Backend):
             if code in ("ok", "cancel"):
                 out[i] = code == "cancel"
             else:
-                lost = _lost(code)
+                lost = lost_of(code)
                 assert lost is not None
                 out[i] = lost
                 self._compactor.soon(leases[i][0])
@@ -303,7 +305,7 @@ class PostgresBackend(Backend):
         )
         head, _, stored = code.partition("\n")
         if head != "ok":
-            lost = _lost(code)
+            lost = lost_of(code)
             assert lost is not None
             return lost
         self._compactor.soon(session_id)
@@ -372,12 +374,12 @@ class PostgresBackend(Backend):
     # -- fan-in ----------------------------------------------------------------------------
 
     async def admit(self, session_id: str, generation: int, name: str) -> Lost | None:
-        return _lost(
+        return lost_of(
             await self._exec.one("SELECT {p}_admit(%s, %s, %s)", (session_id, generation, name))
         )
 
     async def join(self, session_id: str, generation: int, name: str, token: str) -> Lost | None:
-        return _lost(
+        return lost_of(
             await self._exec.one(
                 "SELECT {p}_join(%s, %s, %s, %s)", (session_id, generation, name, token)
             )
@@ -409,7 +411,7 @@ class PostgresBackend(Backend):
             if code.startswith("ok "):
                 out.append(int(code[3:]))
             else:
-                lost = _lost(code)
+                lost = lost_of(code)
                 assert lost is not None
                 out.append(lost)
         return out
@@ -417,7 +419,7 @@ class PostgresBackend(Backend):
     async def end_part(
         self, session_id: str, generation: int, name: str, token: str, *, last: int | None = None
     ) -> Lost | None:
-        return _lost(
+        return lost_of(
             await self._exec.one(
                 "SELECT {p}_end_part(%s, %s, %s, %s, %s)",
                 (session_id, generation, name, token, last),
@@ -426,30 +428,13 @@ class PostgresBackend(Backend):
 
     # -- reads -----------------------------------------------------------------------------
 
-    _INFO = (
-        "SELECT s.session_id, d.* FROM {p}_session s, LATERAL {p}_describe(s) d "
-        "WHERE s.session_id = ANY(%s::text[]) AND s.expires_at > clock_timestamp()"
-    )
-    _PAGE = (
-        "SELECT generation, last_offset, kind, body, total FROM ("
-        " SELECT generation, last_offset, kind, body, count(*) OVER () AS total,"
-        "  sum(octet_length(body)) OVER (ORDER BY generation, last_offset) AS run,"
-        "  row_number() OVER (ORDER BY generation, last_offset) AS rn"
-        " FROM (SELECT l.generation, l.last_offset, l.kind, l.body FROM {p}_log l"
-        "  WHERE l.session_id = %(sid)s AND (l.generation, l.last_offset) > (%(g)s, %(o)s)"
-        "  AND EXISTS (SELECT 1 FROM {p}_session s WHERE s.session_id = %(sid)s"
-        "   AND s.expires_at > clock_timestamp())"
-        "  ORDER BY l.generation, l.last_offset LIMIT %(count)s) l"
-        ") t WHERE rn = 1 OR run <= %(budget)s ORDER BY generation, last_offset"
-    )
-
     def _info(self, session_id: str, row: Sequence[Any]) -> SessionInfo | None:
         gen, state, reason, n, md, created, updated, cancel, lease_ms, now_ms = row
         reply = [gen, state, reason, n, md, created, updated, True if cancel else None]
         return record_of(session_id, [*reply, lease_ms, now_ms], self.settings.lease_ms)
 
     async def info(self, session_ids: Sequence[str]) -> list[SessionInfo | None]:
-        rows = await self._exec.rows(self._INFO, (list(session_ids),))
+        rows = await self._exec.rows(INFO_SQL, (list(session_ids),))
         found = {row[0]: self._info(row[0], row[1:]) for row in rows}
         return [found.get(sid) for sid in session_ids]
 
@@ -462,34 +447,15 @@ class PostgresBackend(Backend):
             "budget": self.settings.replay_batch_bytes,
         }
 
-    @staticmethod
-    def _page(rows: list[Any], after: tuple[int, int], count: int) -> ReadResult:
-        """Chunks (and the end marker) of the page's rows, the twin of ``page_of`` for rows."""
-        chunks: list[Chunk] = []
-        end: tuple[int, End] | None = None
-        for gen, last, kind, body, _ in rows:
-            if kind in ("e", b"e"):
-                end = (gen, End(*decode_end(bytes(body))))
-                break
-            payloads = unframe(bytes(body))
-            first = last - len(payloads) + 1
-            if gen == after[0] and first <= after[1]:
-                # The cursor points inside this row: skip what the reader already has.
-                payloads = payloads[after[1] - first + 1 :]
-                first = after[1] + 1
-            chunks.extend(decode_chunks(gen, first, payloads))
-        cut = bool(rows) and len(rows) < int(rows[0][4])
-        return ReadResult(chunks, end, end is None and (cut or len(rows) == count))
-
     async def read(self, session_id: str, after: tuple[int, int], count: int) -> ReadResult:
-        rows = await self._exec.rows(self._PAGE, self._page_params(session_id, after, count))
-        return self._page(rows, after, count)
+        rows = await self._exec.rows(PAGE_SQL, self._page_params(session_id, after, count))
+        return page_of_rows(rows, after, count)
 
     async def open(
         self, session_id: str, after: tuple[int, int], count: int
     ) -> tuple[SessionInfo | None, ReadResult | None]:
-        info_sql = self._INFO.replace("{p}", self.p).encode()
-        page_sql = self._PAGE.replace("{p}", self.p).encode()
+        info_sql = INFO_SQL.replace("{p}", self.p).encode()
+        page_sql = PAGE_SQL.replace("{p}", self.p).encode()
         params = self._page_params(session_id, after, count)
 
         async def go(conn: psycopg.AsyncConnection[Any]) -> tuple[list[Any], list[Any]]:
@@ -504,7 +470,7 @@ class PostgresBackend(Backend):
         info = self._info(session_id, info_rows[0][1:])
         if info is not None and info.state.finished:
             self._compactor.soon(session_id)
-        return info, self._page(page_rows, after, count)
+        return info, page_of_rows(page_rows, after, count)
 
     async def session_ids(self, limit: int) -> tuple[list[str], bool]:
         """Up to ``limit`` unexpired session ids, and whether there are more (``streamhub top``)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -61,7 +61,7 @@ class Listener:
         conninfo: str,
         kwargs: dict[str, Any],
         channels: list[str],
-        on_notify: Callable[[str, str], None],
+        on_notify: Callable[[str, str], Awaitable[None] | None],
         on_resync: Callable[[], None],
         *,
         heartbeat: float,
@@ -143,7 +143,11 @@ class Listener:
         while True:
             async for note in conn.notifies(timeout=self._heartbeat):
                 try:
-                    self._on_notify(note.channel, note.payload)
+                    pending = self._on_notify(note.channel, note.payload)
+                    if pending is not None:
+                        # A record that needs a read first (rare: one over NOTIFY's limit):
+                        # the records after it wait, so every listener sees them in order.
+                        await pending
                 except Exception:
                     # A record we cannot decode is a bug or a foreign sender on our channel:
                     # report it and keep serving everyone else.

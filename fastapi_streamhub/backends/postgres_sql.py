@@ -130,12 +130,13 @@ $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint $$;
 CREATE FUNCTION {p}_rec(tag text, sid text, body text) RETURNS text LANGUAGE sql IMMUTABLE AS
 $$ SELECT tag || octet_length(sid) || ':' || sid || octet_length(body) || ':' || body $$;
 
--- Send a record; one over NOTIFY's limit becomes a wake record ('W'): read the store.
+-- Send a record; one over NOTIFY's limit becomes a wake record ('W', body: the tag it
+-- replaces): listeners read what it was from the store.
 CREATE FUNCTION {p}_notify(ch text, tag text, sid text, body text) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE r text := {p}_rec(tag, sid, body);
 BEGIN
-  IF octet_length(r) > 7999 THEN r := {p}_rec('W', sid, ''); END IF;
+  IF octet_length(r) > 7999 THEN r := {p}_rec('W', sid, tag); END IF;
   PERFORM pg_notify(ch, r);
 END $$;
 
