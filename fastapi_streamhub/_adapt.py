@@ -1,4 +1,5 @@
-"""What StreamHub accepts as its store: a Backend, a redis-py client it wraps, or a URL."""
+"""What StreamHub accepts as its store: a Backend, a redis-py client or a psycopg pool it
+wraps, or a URL."""
 
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ def as_backend(backend: Any) -> tuple[Backend, list[Any]]:
 
         return RedisBackend(backend), []
     raise TypeError(
-        "StreamHub takes a redis.asyncio.Redis or RedisCluster client or a Backend instance "
+        "StreamHub takes a redis.asyncio.Redis or RedisCluster client, a "
+        "psycopg_pool.AsyncConnectionPool or a Backend instance "
         f"(got {type(backend).__name__}); use StreamHub.from_url for URLs"
     )

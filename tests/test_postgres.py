@@ -107,17 +107,23 @@ async def test_postgres_schema_prints_the_ddl_a_dba_can_run(
 
 
 async def test_an_application_pool_is_used_and_left_open(postgres_url: str) -> None:
-    async with AsyncConnectionPool(postgres_url, min_size=1, max_size=4, open=False) as pool:
+    # Not opened yet (``open=False``): the hub opens it, and leaves it open at exit.
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        postgres_url, min_size=1, max_size=4, open=False
+    )
+    try:
         async with StreamHub(pool) as h:
             assert isinstance(h.backend, PostgresBackend)
             p = await start(h, "pooled")
             await p.publish("x")
             await p.close()
             assert texts(await collect(h.subscribe("pooled"))) == ["x"]
-        # The hub left the application's pool open (and its connections not in a transaction).
+        assert not pool.closed
         async with pool.connection() as conn:
             cur = await conn.execute("SELECT count(*) FROM streamhub_log")
             assert (await cur.fetchone()) == (2,)
+    finally:
+        await pool.close()
 
 
 async def test_an_unreachable_server_is_backend_unavailable(

@@ -145,6 +145,9 @@ class PostgresBackend(Backend):
                 open=False,
             )
             await pool.open(wait=True, timeout=settings.outage_timeout)
+        elif self._exec.pool is not None and self._exec.pool.closed:
+            # The application's pool, not opened yet (``open=False``): open it; it stays open.
+            await self._exec.pool.open(wait=True, timeout=settings.outage_timeout)
         await self._exec.ensure_schema()
         self._listener = NotifyListener(
             self._listen_conninfo,
