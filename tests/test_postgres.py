@@ -31,6 +31,7 @@ from test_cli import CLI, _env, assert_one_line_error, cli, producing, table
 from test_http import assert_complete, check_log, expected, start_reader
 
 from fastapi_streamhub import BackendUnavailable, Chunk, End, Metadata, State, StreamHub
+from fastapi_streamhub.backends.base import ReadResult
 from fastapi_streamhub.backends.postgres import PostgresBackend, SchemaMismatch
 from fastapi_streamhub.backends.postgres_sql import SCHEMA_VERSION
 
@@ -137,6 +138,32 @@ async def test_an_unreachable_server_is_backend_unavailable(
     while isinstance(leaf, BaseExceptionGroup):
         leaf = leaf.exceptions[0]
     assert isinstance(leaf, BackendUnavailable), repr(leaf)
+
+
+async def test_expired_sessions_are_absent_then_swept(
+    postgres_url: str, postgres_server: PostgresServer
+) -> None:
+    async with StreamHub.from_url(postgres_url, retention=1.0, lease_ttl=0.5) as h:
+        for sid in ("old1", "old2"):
+            p = await start(h, sid)
+            await p.publish("x")
+            await p.close()
+        rows = postgres_server.execute("SELECT count(*) FROM streamhub_log")
+        assert rows == [(4,)]
+        # A row past its retention is absent to every read at once, swept or not (the hub's
+        # sweeper runs every retention / 4 or so: here it may already have run).
+        await anyio.sleep(1.2)
+        assert await h.status("old1") is None
+        assert await h.backend.read("old2", (0, 0), 10) == ReadResult([], None, False)
+        backend = h.backend
+        assert isinstance(backend, PostgresBackend)
+        await backend.sweep()
+        for table in ("session", "log"):
+            left = postgres_server.execute(f"SELECT count(*) FROM streamhub_{table}")
+            assert left == [(0,)], table
+        # Expired and unswept, or swept: a new claim starts afresh either way.
+        p = await start(h, "old1")
+        assert p.generation > 0
 
 
 # --------------------------------------------------------------------------- live delivery
