@@ -166,6 +166,16 @@ async def test_expired_sessions_are_absent_then_swept(
         assert p.generation > 0
 
 
+async def test_wait_replicas_is_refused_with_a_pointer(postgres_url: str) -> None:
+    with pytest.raises(BaseException) as caught:  # wrapped by the task group
+        async with StreamHub.from_url(postgres_url, wait_replicas=1):
+            pass
+    leaf: BaseException = caught.value
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    assert isinstance(leaf, ValueError) and "synchronous_commit" in str(leaf)
+
+
 # --------------------------------------------------------------------------- live delivery
 
 

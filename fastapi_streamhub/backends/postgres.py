@@ -120,6 +120,11 @@ class PostgresBackend(Backend):
     async def start(
         self, settings: Settings, task_group: TaskGroup, on_control: ControlHandler
     ) -> None:
+        if settings.wait_replicas:
+            raise ValueError(
+                "wait_replicas is Redis' WAIT; on PostgreSQL make commits wait for a standby "
+                "with synchronous_commit and synchronous_standby_names (see the README)"
+            )
         self._configure(settings)
         self._on_control = on_control
         self._compactor.tg = task_group
