@@ -29,6 +29,7 @@ from support.sids import new_sid
 from support.sse_client import read_sse
 from test_cli import CLI, _env, assert_one_line_error, cli, producing, table
 from test_http import assert_complete, check_log, expected, start_reader
+from test_http_fanin import two_sub_producers_interleave
 
 from fastapi_streamhub import BackendUnavailable, Chunk, End, Metadata, State, StreamHub
 from fastapi_streamhub.backends.base import ReadResult
@@ -352,8 +353,9 @@ async def test_two_app_instances_resume_exactly_and_cancel_across(
     postgres_url: str, redis_url: str, tmp_path: Path
 ) -> None:
     """``tests/http_app.py`` twice under uvicorn on one PostgreSQL: a stream read on A resumes
-    on B exactly (no gap, no duplicate, the generator ran once), and a cancel on B stops the
-    generator running on A. (The generators record their runs in Redis.)"""
+    on B exactly (no gap, no duplicate, the generator ran once), a cancel on B stops the
+    generator running on A, and test_http_fanin's two sub-producers on two instances
+    interleave into one order. (The generators record their runs in Redis.)"""
     settings = {"REDIS_URL": postgres_url, "REC_URL": redis_url, "LEASE_TTL": "5", "AUTH": "0"}
     a, b = AppServer("A", settings, tmp_path), AppServer("B", settings, tmp_path)
     try:
@@ -386,6 +388,8 @@ async def test_two_app_instances_resume_exactly_and_cancel_across(
             assert_complete(on_a, "cancelled")
             status = (await ca.get(f"/streams/{long}/status")).json()
             assert on_a.values == expected(status["chunks"])
+
+            await two_sub_producers_interleave(ca, cb)
         for server in (a, b):
             check_log(server.name, server.log())
     finally:
