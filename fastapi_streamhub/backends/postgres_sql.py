@@ -233,12 +233,21 @@ BEGIN
     DELETE FROM {p}_log WHERE session_id = sid;
     DELETE FROM {p}_part WHERE session_id = sid;
     DELETE FROM {p}_message WHERE session_id = sid;
-    DELETE FROM {p}_session WHERE session_id = sid;
+    -- The row is rewritten in place, never deleted and inserted again: a transition waiting
+    -- on its lock then reads the new generation (and refuses a stale write) instead of
+    -- finding the row gone.
+    UPDATE {p}_session SET generation = gen, state = 'active', reason = NULL, owner = tok,
+      n = 0, cancel = false, metadata = md, q = 0, qb = 0, compacted = NULL, short = NULL,
+      lease_until = clock_timestamp() + lease_ms * interval '1 millisecond',
+      created_ms = born, updated_ms = now_ms,
+      expires_at = clock_timestamp() + ret_ms * interval '1 millisecond'
+    WHERE session_id = sid;
+  ELSE
+    INSERT INTO {p}_session (session_id, generation, state, owner, metadata, lease_until,
+      created_ms, updated_ms, expires_at)
+    VALUES (sid, gen, 'active', tok, md, clock_timestamp() + lease_ms * interval '1 millisecond',
+      born, now_ms, clock_timestamp() + ret_ms * interval '1 millisecond');
   END IF;
-  INSERT INTO {p}_session (session_id, generation, state, owner, metadata, lease_until,
-    created_ms, updated_ms, expires_at)
-  VALUES (sid, gen, 'active', tok, md, clock_timestamp() + lease_ms * interval '1 millisecond',
-    born, now_ms, clock_timestamp() + ret_ms * interval '1 millisecond');
   RETURN QUERY SELECT true, gen, 'active'::text;
 END $$;
 
