@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 import httpx
 import orjson
+import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 from support.apps import AppServer, start_servers
@@ -288,6 +289,52 @@ async def test_concurrent_fan_in_writers_and_readers_see_one_gap_free_order(
     for index in range(4):  # each writer's own chunks in its order
         mine = [d for d in orders[0] if d.startswith(f"w{index}-")]
         assert mine == [f"w{index}-{i}" for i in range(per_part)]
+
+
+async def test_a_transition_waiting_on_a_reclaim_sees_the_new_generation(
+    hub: StreamHub, postgres_server: PostgresServer
+) -> None:
+    """A reclaim and a cancel queued on the same locked session row: the cancel, served after
+    the reclaim committed, finds the new generation (the row is rewritten in place), never
+    "not found"."""
+    old = await start(hub, "queued")
+    hub._forget(old)  # its hub stops renewing: the lease can lapse
+    postgres_server.execute(
+        "UPDATE streamhub_session SET lease_until = clock_timestamp() - interval '1 ms'"
+    )
+
+    def waiting(n: int) -> bool:
+        rows = postgres_server.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        )
+        return rows == [(n,)]
+
+    with psycopg.connect(postgres_server.url) as holder:  # a transaction holding the row
+        holder.execute("SELECT 1 FROM streamhub_session WHERE session_id = 'queued' FOR UPDATE")
+        async with anyio.create_task_group() as tg:
+            claimed: list[Any] = []
+            cancelled: list[Any] = []
+
+            async def claim() -> None:
+                claimed.append(await hub.register("queued"))
+
+            async def cancel() -> None:
+                cancelled.append(await hub.backend.cancel("queued"))
+
+            tg.start_soon(claim)
+            with anyio.fail_after(10):
+                while not waiting(1):
+                    await anyio.sleep(0.01)
+            tg.start_soon(cancel)
+            with anyio.fail_after(10):
+                while not waiting(2):
+                    await anyio.sleep(0.01)
+            holder.commit()
+    new = claimed[0].producer
+    assert new is not None and new.generation > old.generation
+    info = cancelled[0]
+    assert info is not None and info.generation == new.generation and info.cancel_requested
+    await new.close()
 
 
 # --------------------------------------------------------------------------- CLI
