@@ -27,7 +27,7 @@ from support.apps import AppServer, start_servers
 from support.conformance import assert_contiguous, chunks_of, collect, follow, start, texts
 from support.postgres_server import PostgresServer
 from support.sids import new_sid
-from support.sse_client import read_sse
+from support.sse_client import read_sse, wait_until
 from test_cli import CLI, _env, assert_one_line_error, cli, producing, table
 from test_http import assert_complete, check_log, expected, start_reader
 from test_http_fanin import two_sub_producers_interleave
@@ -322,13 +322,9 @@ async def test_a_transition_waiting_on_a_reclaim_sees_the_new_generation(
                 cancelled.append(await hub.backend.cancel("queued"))
 
             tg.start_soon(claim)
-            with anyio.fail_after(10):
-                while not waiting(1):
-                    await anyio.sleep(0.01)
+            await wait_until(lambda: waiting(1), within=10, what="the claim to wait on the row")
             tg.start_soon(cancel)
-            with anyio.fail_after(10):
-                while not waiting(2):
-                    await anyio.sleep(0.01)
+            await wait_until(lambda: waiting(2), within=10, what="the cancel to queue behind")
             holder.commit()
     new = claimed[0].producer
     assert new is not None and new.generation > old.generation
