@@ -33,7 +33,7 @@ from test_http import assert_complete, check_log, expected, start_reader
 from test_http_fanin import two_sub_producers_interleave
 
 from fastapi_streamhub import BackendUnavailable, Chunk, End, Metadata, State, StreamHub
-from fastapi_streamhub.backends.base import ReadResult
+from fastapi_streamhub.backends.base import Lost, ReadResult
 from fastapi_streamhub.backends.postgres import PostgresBackend, SchemaMismatch
 from fastapi_streamhub.backends.postgres_sql import SCHEMA_VERSION
 
@@ -331,6 +331,25 @@ async def test_a_transition_waiting_on_a_reclaim_sees_the_new_generation(
     info = cancelled[0]
     assert info is not None and info.generation == new.generation and info.cancel_requested
     await new.close()
+
+
+async def test_a_renewal_that_finds_its_lease_lapsed_keeps_the_output(
+    hub: StreamHub, postgres_server: PostgresServer
+) -> None:
+    """The renewal fails the generation (lease_expired) and the session stays stored for
+    ``retention`` like any finished one (a retention of zero deleted it on the next touch)."""
+    p = await start(hub, "lapsed")
+    await p.publish("kept")
+    await p.flush()
+    postgres_server.execute(
+        "UPDATE streamhub_session SET lease_until = clock_timestamp() - interval '1 ms'"
+    )
+    lost = await hub.backend.renew([("lapsed", p.generation)])
+    assert lost == [Lost("closed", State.FAILED, "lease_expired")]
+    info = await hub.status("lapsed")
+    assert info is not None and info.state is State.FAILED
+    assert texts(await collect(hub.subscribe("lapsed"))) == ["kept"]
+    assert (await hub.backend.cancel("lapsed")) is not None
 
 
 # --------------------------------------------------------------------------- CLI

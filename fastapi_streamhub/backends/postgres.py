@@ -278,12 +278,13 @@ class PostgresBackend(Backend):
         order = sorted(range(len(leases)), key=lambda i: leases[i][0])
         s = self.settings
         codes = await self._exec.one(
-            "SELECT {p}_renew(%s::text[], %s::bigint[], %s, %s)",
+            "SELECT {p}_renew(%s::text[], %s::bigint[], %s, %s, %s)",
             (
                 [leases[i][0] for i in order],
                 [leases[i][1] for i in order],
                 s.lease_ms,
-                s.retention_ms if retention else 0,
+                s.retention_ms,
+                retention,
             ),
             limited=False,
         )

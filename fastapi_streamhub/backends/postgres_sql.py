@@ -305,8 +305,10 @@ BEGIN
 END $$;
 
 -- Extend leases (never a lapsed one); per lease 'ok', 'cancel' (ok, a cancel is pending), or
--- a refusal ('closed failed lease_expired' for one that lapsed: failed here).
-CREATE FUNCTION {p}_renew(sids text[], gens bigint[], lease_ms bigint, ret_ms bigint)
+-- a refusal ('closed failed lease_expired' for one that lapsed: failed here, kept for
+-- ret_ms like every finished generation). With push, retention is pushed forward too.
+CREATE FUNCTION {p}_renew(sids text[], gens bigint[], lease_ms bigint, ret_ms bigint,
+  push boolean)
 RETURNS text[] LANGUAGE plpgsql AS $$
 DECLARE out text[] := '{}'; r {p}_session; why text;
 BEGIN
@@ -318,7 +320,7 @@ BEGIN
     END IF;
     IF why = '' THEN
       UPDATE {p}_session SET lease_until = clock_timestamp() + lease_ms * interval '1 millisecond',
-        expires_at = CASE WHEN ret_ms > 0
+        expires_at = CASE WHEN push
           THEN clock_timestamp() + ret_ms * interval '1 millisecond' ELSE expires_at END
       WHERE session_id = sids[i];
       why := CASE WHEN r.cancel THEN 'cancel' ELSE 'ok' END;
