@@ -8,8 +8,7 @@ created on the first start if absent, under an advisory lock, and refused on a v
 Every transition is one function call (one round trip, one transaction) that locks the session
 row first; the writer's round trip is one call for all its batches and one NOTIFY transaction.
 Live records are the Redis bus records (``_codec.records``) when they fit NOTIFY (under 8,000
-bytes, valid UTF-8, no NUL); otherwise a notice (``S``: stored, ``W``: read the store) wakes
-readers to read the log, which is the truth.
+bytes, UTF-8, no NUL); otherwise a notice (``S``, ``W``) makes readers read the store.
 """
 
 from __future__ import annotations
@@ -153,6 +152,7 @@ class PostgresBackend(Backend):
         elif self._exec.pool is not None and self._exec.pool.closed:
             # The application's pool, not opened yet (``open=False``): open it; it stays open.
             await self._exec.pool.open(wait=True, timeout=settings.outage_timeout)
+        self._exec.bound()
         await self._exec.ensure_schema()
         self._listener = NotifyListener(
             self._listen_conninfo,
@@ -221,8 +221,7 @@ class PostgresBackend(Backend):
 
     @asynccontextmanager
     async def listen(self, session_id: str, listener: Listener) -> AsyncIterator[None]:
-        # The LISTEN of the data channel is in place since start(): reading the store after
-        # this returns misses nothing.
+        # LISTEN is in place since start(): reading the store after this misses nothing.
         key = session_id.encode()
         self._fanout.add(key, listener)
         try:

@@ -29,8 +29,9 @@ __all__ = ["PgExecutor", "SchemaMismatch"]
 
 log = logging.getLogger("fastapi_streamhub.postgres")
 
-# Concurrent statements of one backend: callers queue here instead of exhausting the pool.
-_MAX_CONCURRENT = 48
+# Pool connections kept free of queued calls: the writer and the lease keeper (one call in
+# flight each, ``limited=False``) always find one, however many reads are waiting.
+_RESERVED = 2
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -64,17 +65,24 @@ class PgExecutor:
         self.pool: AsyncConnectionPool[Any] | None = None
         self.settings = Settings()
         self.p = prefix_name(self.settings.key_prefix)
-        self._slots = anyio.Semaphore(_MAX_CONCURRENT)
+        self._slots = anyio.Semaphore(1)
 
     def configure(self, settings: Settings) -> None:
         self.settings = settings
         self.p = prefix_name(settings.key_prefix)
 
+    def bound(self) -> None:
+        """Size the queue of ``limited`` calls to the pool: all its connections but
+        ``_RESERVED`` (a small pool of 3 or fewer: one)."""
+        assert self.pool is not None
+        self._slots = anyio.Semaphore(max(1, self.pool.max_size - _RESERVED))
+
     async def run(self, fn: Callable[[Conn], Awaitable[Any]], *, limited: bool = True) -> Any:
         """``await fn(conn)`` on a pooled connection, retried through outages (see above).
 
-        ``limited`` calls queue for one of a bounded number of slots; the hub's writer and
-        lease keeper (one call in flight each) skip the queue.
+        ``limited`` calls queue for one of the pool's connections but two; the hub's writer
+        and lease keeper (one call in flight each) skip the queue, so they never wait behind
+        reads for a connection.
         """
         budget = retry_budget(self.settings.outage_timeout)
         deadline = time.monotonic() + budget
