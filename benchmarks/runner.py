@@ -35,6 +35,8 @@ BENCHES = (
     "http_many_streams",
     "telemetry",
     "cluster",
+    "durable_streams",
+    "pg",
 )
 
 

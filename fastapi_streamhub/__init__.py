@@ -19,6 +19,7 @@ from ._errors import (
 from ._fanin import Grant, SubProducer
 from ._finish import FinishedGeneration
 from ._http.deps import get_hub
+from ._http.durable import create_durable_streams_router
 from ._http.response import ResumableStreamingResponse, SessionStreamResponse
 from ._http.router import create_router, streamhub_router
 from ._hub import Registration, Session, StreamHub
@@ -82,6 +83,7 @@ __all__ = [
     "SubProducer",
     "Subscription",
     "__version__",
+    "create_durable_streams_router",
     "create_router",
     "get_hub",
     "streamhub_router",

@@ -9,7 +9,11 @@ The store holds a settled mark per generation and a claim on running its hook (s
   so the ``end`` event reaches readers after the hook succeeded (or the wait ran out);
 - a periodic, bounded sweep on every instance with a hub-level hook picks up the rest: a
   producer that died (its lapsed lease is failed here first), a hook whose instance died, a
-  hook that failed every attempt (its claim lapses, it is tried again).
+  hook that failed every attempt (its claim lapses, it is tried again);
+- a claim that replaces a generation whose hook has not settled (a new turn superseding a
+  running answer, ``restart=True``, a failed generation claimed again) keeps its record and
+  log in the store until it settles (``Backend.expect_finish``), so its hook still runs: on the
+  instance whose producer was replaced, or on the sweep's after a crash.
 
 So a hook runs once per generation without faults and at least once across crashes:
 ``(session_id, generation)`` is the idempotency key for whatever the hook writes.
@@ -27,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._types import State
+from ._types import SessionInfo, State
 
 if TYPE_CHECKING:
     from ._config import Settings
@@ -233,23 +237,29 @@ class Finisher:
         self, session_id: str, generation: int, ending: Ending | None
     ) -> FinishedGeneration | None:
         """The generation's record and output, or None when it is gone."""
-        info = (await self._backend.info([session_id]))[0]
-        if info is None or info.generation != generation:
-            return None
         texts: list[str] = []
         values: list[Any] = []
-        position = (generation, 0)
+        offset = 0
+        info: SessionInfo | None = None
         while True:
-            page = await self._backend.read(session_id, position, self._settings.replay_batch)
+            # The current generation, or one a newer claim kept for this hook.
+            record, page = await self._backend.read_generation(
+                session_id, generation, offset, self._settings.replay_batch
+            )
+            if record is None:
+                return None
+            info = info or record
+            other = False
             for chunk in page.chunks:
                 if chunk.cursor.generation != generation:
+                    other = True
                     break
                 if chunk.kind == "text" and chunk.event is None:
                     texts.append(chunk.data)
                 elif chunk.kind == "json":
                     values.append(chunk.data)
-                position = (generation, chunk.cursor.offset)
-            if page.end is not None or not page.more:
+                offset = chunk.cursor.offset
+            if other or page.end is not None or not page.more:
                 break
         state, reason = (ending.state, ending.reason) if ending else (info.state, info.reason)
         return FinishedGeneration(
@@ -314,8 +324,12 @@ class Finisher:
         lapsed: list[tuple[str, int]] = []
         due: list[tuple[str, int]] = []
         now = time.time()
-        for (sid, gen), info in zip(entries, infos, strict=True):
-            if info is None or info.generation != gen:
+        for (sid, gen), current in zip(entries, infos, strict=True):
+            info = current
+            if info is not None and info.generation != gen:
+                # Replaced: a generation the session kept for its hook, or gone.
+                info = (await self._backend.read_generation(sid, gen, 0, 1))[0]
+            if info is None:
                 await self._backend.settle(sid, gen)  # gone: nothing to run
             elif info.state is State.ACTIVE:
                 if info.lease_remaining <= 0:

@@ -384,6 +384,10 @@ class Producer:
             return self._state
         # Flushed first: a write that fails during the flush decides the state too.
         if await self._stop():
+            if self.name is None and not isinstance(self.lost, SessionDeleted):
+                # Replaced (a new turn, a restart) or failed by the store: the hook of this
+                # generation runs here if the store still has it (a claim keeps it for that).
+                self._host.finisher.ended(self.session_id, self.generation, self.on_finish)
             return State.FAILED
         lost = self.lost is not None
         cancel = self.cancel_reason if self.cancelled.is_set() else None
@@ -427,8 +431,9 @@ class Producer:
         finally:
             if ending is not None:
                 ending.closed.set()
-        if ending is None and (not isinstance(result, Lost) or result.why == "closed"):
-            # Ended here, or by whoever failed its lapsed lease: the claim decides who runs it.
+        if ending is None and (not isinstance(result, Lost) or result.why != "gone"):
+            # Ended here, by whoever failed its lapsed lease, or by a claim that replaced it
+            # (which keeps it for its hook): the claim decides who runs it.
             finisher.ended(sid, gen, self.on_finish)
         return result
 

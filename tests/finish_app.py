@@ -6,17 +6,20 @@ Configured by environment variables:
 - ``REDIS_URL``: the hub's backend (default ``memory://``); ``LEASE_TTL`` (default 1.0);
 - ``FINISH_REC``: the file the hook appends one JSON line to per call (required);
 - ``INSTANCE``: this instance's name, written in every line;
-- ``BEFORE_END``: the hub's ``finish_before_end`` (default: unset, the end comes first).
+- ``BEFORE_END``: the hub's ``finish_before_end`` (default: unset, the end comes first);
+- ``KEY_PREFIX``: the hub's ``key_prefix`` (default ``streamhub``), to keep a test's instances
+  (and their sweeps) apart from the others'.
 
-``GET /gen/{sid}?n=&delay=&fail_at=&fails=&hold=&route=`` returns ``ResumableStreamingResponse``
-of ``t0 t1 ...`` (``delay`` seconds before each item; ``RuntimeError`` at item ``fail_at``), with
-one JSON chunk ``{"type": "usage", "n": n}`` at the end. Its metadata carries ``fails`` (the hook
-raises on its first ``fails`` calls of the generation on one instance), ``hold`` (seconds each
-call takes before it records) and ``hold_on`` (hold only on the instance of that name, and
-write a ``{"sid", "started": <instance>}`` line when a call starts); ``route=1`` gives the
-response its own ``on_finish`` (its lines say ``"hook": "route"``, the hub's ``"hub"``). Lines
-are appended with ``O_APPEND`` (one ``write`` each, well under ``PIPE_BUF``), so two processes
-never interleave them.
+``GET /gen/{sid}?n=&delay=&fail_at=&fails=&hold=&route=&turn=&restart=`` returns
+``ResumableStreamingResponse`` of ``t0 t1 ...`` (``delay`` seconds before each item;
+``RuntimeError`` at item ``fail_at``), with one JSON chunk ``{"type": "usage", "n": n}`` at the
+end. Its metadata carries ``fails`` (the hook raises on its first ``fails`` calls of the
+generation on one instance), ``hold`` (seconds each call takes before it records) and
+``hold_on`` (hold only on the instance of that name, and write a ``{"sid", "started":
+<instance>}`` line when a call starts); ``route=1`` gives the response its own ``on_finish``
+(its lines say ``"hook": "route"``, the hub's ``"hub"``); ``turn`` and ``restart`` are the
+claim's. Lines are appended with ``O_APPEND`` (one ``write`` each, well under ``PIPE_BUF``), so
+two processes never interleave them.
 """
 
 from __future__ import annotations
@@ -95,6 +98,7 @@ def _build() -> FastAPI:
         finish_backoff=0.05,
         finish_claim_ttl=5.0,
         finish_before_end=float(before) if before else None,
+        key_prefix=os.environ.get("KEY_PREFIX", "streamhub"),
     )
     app = FastAPI(lifespan=hub.lifespan)
     app.include_router(streamhub_router)
@@ -113,6 +117,8 @@ def _build() -> FastAPI:
         hold: float = 0.0,
         hold_on: str = "",
         route: bool = False,
+        turn: str = "",
+        restart: bool = False,
     ) -> ResumableStreamingResponse:
         async def items() -> AsyncIterator[Any]:
             for i in range(n):
@@ -129,6 +135,8 @@ def _build() -> FastAPI:
             metadata={"fails": fails, "hold": hold, "hold_on": hold_on},
             hub=hub,
             on_finish=route_hook if route else None,
+            turn=turn or None,
+            restart=restart,
         )
 
     return app

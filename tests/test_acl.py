@@ -7,6 +7,7 @@ makes Redis answer ``NOPERM`` and the hub raise.
 
 from __future__ import annotations
 
+import logging
 import re
 import shlex
 from pathlib import Path
@@ -33,7 +34,9 @@ def documented_acl() -> list[str]:
     return args
 
 
-async def test_every_feature_runs_as_the_documented_acl_user(fresh_redis: RedisServer) -> None:
+async def test_every_feature_runs_as_the_documented_acl_user(
+    fresh_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
     fresh_redis.execute(*documented_acl())
     url = f"redis://streamhub:{PASSWORD}@127.0.0.1:{fresh_redis.port}/0"
     async with StreamHub.from_url(url) as hub_a, StreamHub.from_url(url) as hub_b:
@@ -99,4 +102,22 @@ async def test_every_feature_runs_as_the_documented_acl_user(fresh_redis: RedisS
         await reg.producer.close()
         await hub_c.backend.expect_finish("acl-gone", 1)
         assert ("acl-gone", 1) in await hub_c.backend.unsettled(10, 0.0)
-    assert [(f.session_id, f.text) for f in finished] == [("acl-4", "y")]  # drained at exit
+        # Superseded twice before their hooks ran: kept (the log renamed, then copied), each
+        # settled (its kept fields and entries dropped).
+        turns = []
+        for i, turn in enumerate(("a", "b", "c")):
+            producer = (await hub_c.register("acl-5", turn=turn)).producer
+            assert producer is not None
+            turns.append(producer)
+            if i < 2:
+                await producer.publish(f"turn {i}")
+                await producer.flush()
+        for producer in turns:
+            assert producer is not None
+            await producer.close()
+    texts = sorted((f.session_id, f.text) for f in finished)
+    assert texts == [("acl-4", "y"), ("acl-5", ""), ("acl-5", "turn 0"), ("acl-5", "turn 1")]
+    assert fresh_redis.execute("EXISTS", "streamhub:{acl-5}:kept", "streamhub:{acl-5}:klog") == 0
+    # Nothing refused on the way (a hook's settle that failed would only be logged).
+    refused = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not refused, refused

@@ -69,8 +69,7 @@ def run_chat(
 
 @pytest.fixture
 def chat(tmp_path: Path) -> Iterator[AppProcess]:
-    env = {**chat_env(delay=DELAY), "CHAT_DB": str(tmp_path / "chat.db")}
-    app = AppProcess("examples.chat", tmp_path / "chat.log", env=env)
+    app = AppProcess("examples.chat", tmp_path / "chat.log", env=chat_env(delay=DELAY))
     try:
         yield app.start()
     finally:

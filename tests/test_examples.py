@@ -152,6 +152,9 @@ class AppProcess:
             self.port = free_port()
         env = {**os.environ, **self.env, "HOST": "127.0.0.1", "PORT": str(self.port)}
         env["PYTHONUNBUFFERED"] = "1"
+        # The chat example's saved answers: beside the log unless the test shares a file, never
+        # the default in the temporary folder (a developer's own example runs read it).
+        env.setdefault("CHAT_DB", str(self.log_path.with_suffix(".db")))
         with open(self.log_path, "ab") as log:
             log.write(f"--- {self.module} on port {self.port}\n".encode())
             log.flush()

@@ -253,6 +253,126 @@ async def test_end_waits_for_the_hook_with_finish_before_end(
     assert len(calls) == 1 and calls[0]["ok"] and calls[0]["text"] == "t0 t1 ", calls
 
 
+# -- generations replaced before their hook settled (kept by the claim) ------------------------
+
+
+async def settled_generations(
+    store: aioredis.Redis, rec: Path, sid: str, count: int, prefix: str = "streamhub"
+) -> dict[int, dict[str, Any]]:
+    """Wait until the hooks of ``count`` generations of ``sid`` succeeded, the store holds no
+    kept generation nor index entry of them and marked the current one settled; then the calls
+    are final: one per generation, each succeeded. By generation."""
+    base = f"{prefix}:{{{sid}}}"
+
+    async def done() -> bool:
+        gens = {line["gen"] for line in lines(rec, sid) if line["ok"]}
+        if len(gens) < count or await store.exists(f"{base}:kept", f"{base}:klog"):
+            return False
+        for gen in gens:
+            if await store.zscore(f"{prefix}:finish", f"{gen}:{sid}") is not None:
+                return False
+        return bool(await store.hget(f"{base}:meta", "settled") == "1")
+
+    await wait_until(done, within=20, what=f"the settled hooks of {sid}")
+    calls = lines(rec, sid)
+    assert len(calls) == count and all(c["ok"] for c in calls), calls
+    return {c["gen"]: c for c in calls}
+
+
+async def test_a_superseding_turn_runs_the_old_answers_hook_once_on_its_instance(
+    pair: tuple[AppServer, AppServer], rec: Path, store: aioredis.Redis, http: httpx.AsyncClient
+) -> None:
+    """A new chat message on B while A streams the answer to the previous one: the partial
+    answer is saved (by A, whose producer was superseded), and the new one (by B)."""
+    a, b = pair
+    sid = new_sid("fin-turn")
+    params = {"n": 2000, "delay": 0.02, "turn": "q1"}
+    await read_sse(http, f"{a.url}/gen/{sid}", params=params, stop_after_chunks=3)
+    res = await read_sse(http, f"{b.url}/gen/{sid}", params={"n": 2, "turn": "q2"})
+    assert res.ends[0]["state"] == "done"
+    calls = await settled_generations(store, rec, sid, 2)
+    old, new = (calls[gen] for gen in sorted(calls))
+    assert (old["state"], old["reason"], old["truncated"]) == ("cancelled", "superseded", True)
+    assert old["text"].startswith("t0 t1 t2 ") and old["chunks"] == []
+    assert old["instance"] == "A"
+    assert (new["state"], new["text"], new["truncated"]) == ("done", "t0 t1 ", False)
+    assert new["instance"] == "B" and new["chunks"] == [{"type": "usage", "n": 2}]
+
+
+async def test_restart_right_after_the_end_runs_both_hooks_once(
+    pair: tuple[AppServer, AppServer], rec: Path, store: aioredis.Redis, http: httpx.AsyncClient
+) -> None:
+    """``restart=True`` on B as soon as A's stream ended (A's hook may not have run yet)."""
+    a, b = pair
+    sid = new_sid("fin-restart")
+    first = await read_sse(http, f"{a.url}/gen/{sid}", params={"n": 3})
+    assert first.ends[0]["state"] == "done"
+    again = await read_sse(http, f"{b.url}/gen/{sid}", params={"n": 1, "restart": "true"})
+    assert again.ends[0]["state"] == "done"
+    calls = await settled_generations(store, rec, sid, 2)
+    old, new = (calls[gen] for gen in sorted(calls))
+    assert (old["state"], old["text"], old["truncated"]) == ("done", "t0 t1 t2 ", False)
+    assert old["instance"] == "A" and old["chunks"] == [{"type": "usage", "n": 3}]
+    assert (new["state"], new["text"], new["instance"]) == ("done", "t0 ", "B")
+
+
+@pytest.mark.timeout(90)
+async def test_sigkill_then_a_claim_before_any_sweep_still_runs_the_failed_hook(
+    redis_server: RedisServer,
+    rec: Path,
+    store: aioredis.Redis,
+    http: httpx.AsyncClient,
+    tmp_path: Path,
+) -> None:
+    """The producing instance is SIGKILLed; a user's retry claims the session again (failing
+    the lapsed generation) before any survivor swept it. The claim keeps the failed generation;
+    a survivor started afterwards runs its hook once. Instances under a prefix of their own:
+    no other sweep can get there first."""
+    prefix = new_sid("kp")
+    env = {"KEY_PREFIX": prefix}
+    c = _server("C", redis_server.url, rec, tmp_path, **env)
+    start_servers([c])
+    sid = new_sid("fin-retry-kill")
+    base = f"{prefix}:{{{sid}}}"
+    try:
+        params = {"n": 5000, "delay": 0.02}
+        await read_sse(http, f"{c.url}/gen/{sid}", params=params, stop_after_chunks=3)
+        assert c.proc is not None
+        c.proc.kill()  # SIGKILL: no close, no shutdown, the lease is left to lapse
+    finally:
+        c.stop()
+    gen = int(await store.hget(f"{base}:meta", "gen") or 0)
+
+    async def lapsed() -> bool:
+        return not await store.exists(f"{base}:lease")
+
+    await wait_until(lapsed, within=10, what="the lease lapsing")
+    async with StreamHub.from_url(redis_server.url, key_prefix=prefix) as retry:  # no hook
+        reg = await retry.register(sid)  # fails the lapsed generation, keeps it, claims
+        assert reg.producer is not None and reg.generation > gen
+        assert await store.hget(f"{base}:kept", "gens") == str(gen)
+        assert await store.hget(f"{base}:kept", f"{gen}:state") == "failed"
+        await reg.producer.send("retried")
+        assert await reg.producer.close() is State.DONE
+    d = _server("D", redis_server.url, rec, tmp_path, **env)
+    start_servers([d])
+    try:
+
+        async def ran() -> bool:
+            settled = not await store.exists(f"{base}:kept", f"{base}:klog")
+            return settled and await store.zscore(f"{prefix}:finish", f"{gen}:{sid}") is None
+
+        await wait_until(ran, within=20, what="the kept generation's hook")
+    finally:
+        d.stop()
+    calls = lines(rec, sid)
+    assert len(calls) == 1 and calls[0]["ok"], calls
+    call = calls[0]
+    assert (call["gen"], call["state"], call["reason"]) == (gen, "failed", "lease_expired")
+    assert call["truncated"] is True and call["instance"] == "D"
+    assert call["text"].startswith("t0 t1 t2 ")
+
+
 # -- the memory backend, two hubs in one process ----------------------------------------------
 
 

@@ -25,6 +25,7 @@ def test_data_files_are_in_the_package() -> None:
     """The Lua scripts, the browser helper and the typing marker ship with the code."""
     scripts = {p.name for p in (PACKAGE / "backends" / "lua").glob("*.lua")}
     assert {"append.lua", "claim.lua", "close.lua", "compact.lua", "message.lua"} <= scripts
+    assert {"_ds_lib.lua", "ds_append.lua", "ds_create.lua", "ds_fork_take.lua"} <= scripts
     assert (PACKAGE / "static" / "streamhub.js").read_text().strip()
     assert (PACKAGE / "py.typed").exists()
 

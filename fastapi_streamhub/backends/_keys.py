@@ -102,6 +102,27 @@ class Keys:
         """Hash: idempotency key of a steering message -> its id ``<generation>-<seq>``."""
         return self._base(session_id) + ":msgkeys"
 
+    def durable(self, stream_id: str) -> list[str]:
+        """A Durable Streams stream's keys (never a session's; see ``lua/_ds_lib.lua``): the
+        record (hash), the data (string), the idempotent producers (hash)."""
+        base = self._base(stream_id)
+        return [base + ":ds", base + ":dsdata", base + ":dsprod"]
+
+    def kept(self, session_id: str) -> str:
+        """Hash: the records of replaced generations kept for their on_finish hook (fields
+        ``<gen>:<field>``; ``gens``, the kept generations oldest first, space-separated)."""
+        return self._base(session_id) + ":kept"
+
+    def klog(self, session_id: str) -> str:
+        """Stream: the logs of the generations in :meth:`kept`, entries as in :meth:`log`."""
+        return self._base(session_id) + ":klog"
+
+    def claim(self, session_id: str) -> list[str]:
+        """The KEYS of ``claim.lua``: meta, log, lease, kept, klog, and the Durable Streams record
+        of the same id (a stream's id is never claimed)."""
+        base = self._base(session_id)
+        return [base + name for name in (":meta", ":log", ":lease", ":kept", ":klog", ":ds")]
+
     def three(self, session_id: str) -> list[str]:
         """The KEYS of most scripts: meta, log, lease."""
         return [self.meta(session_id), self.log(session_id), self.lease(session_id)]

@@ -20,8 +20,10 @@ from .._config import Settings
 from .._errors import BackendUnavailable
 from .._fanout import Listener
 from .._types import Chunk, End, SessionInfo, State
+from ._ds import DsAppend, DsAppended, DsCreated, DsFork, DsSpec, DsStream
 
 __all__ = [
+    "KEPT_GENERATIONS",
     "PART_REFUSALS",
     "Append",
     "Backend",
@@ -156,7 +158,10 @@ class Sent:
 FinishClaim = Literal["claimed", "busy", "settled", "gone"]
 """Outcome of :meth:`Backend.claim_finish`: ``claimed`` (the caller runs the hook now),
 ``busy`` (another caller's claim on it has not lapsed), ``settled`` (it ran already), ``gone``
-(the session is unknown, or a newer generation replaced this one)."""
+(the session is unknown, or a newer generation replaced this one and does not keep it)."""
+
+KEPT_GENERATIONS = 3
+"""Replaced generations a session keeps at most for their ``on_finish`` hook (the newest)."""
 
 
 class Backend(abc.ABC):
@@ -329,11 +334,56 @@ class Backend(abc.ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} does not support fan-in")
 
+    # -- Durable Streams (streams with no producer and no lease): optional -------------------
+    #
+    # A stream's keys are its own (never a session's): expire, cancel and the lease keeper
+    # never see them, and ``claim`` refuses a stream's id (InvalidSessionId) in the same
+    # atomic step. A create on an id a session holds answers a conflict. Live
+    # readers use ``listen``: every append or close publishes ``StoredMsg(0, tail)`` on the
+    # stream id's channel, a delete ``DeletedMsg``.
+
+    async def ds_create(
+        self, stream_id: str, spec: DsSpec, data: bytes, fork: DsFork | None = None
+    ) -> DsCreated:
+        """Create a stream holding ``data`` (after the prefix a ``fork`` copies from its source,
+        whose fork count goes up; an unset type, TTL or expiry is the source's).
+        ``created``; ``exists`` when it exists with an equal spec (nothing changes); else
+        ``conflict`` or a fork's refusal (see :class:`DsCreated`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support Durable Streams")
+
+    async def ds_append(self, stream_id: str, append: DsAppend) -> DsAppended:
+        """Check and apply one append atomically: producer, closed, content type, Stream-Seq
+        (see :class:`DsOutcome` for the order), then the data, the close, the expiry window."""
+        raise NotImplementedError(f"{type(self).__name__} does not support Durable Streams")
+
+    async def ds_read(
+        self, stream_id: str, offset: int, limit: int, *, touch: bool
+    ) -> tuple[DsStream, bytes] | None:
+        """The record and up to ``limit`` bytes from ``offset``; ``touch`` restarts the expiry
+        window in the same step. None when the stream does not exist (or expired); a
+        soft-deleted one answers its record (``gone``) and no bytes."""
+        raise NotImplementedError(f"{type(self).__name__} does not support Durable Streams")
+
+    async def ds_delete(self, stream_id: str) -> str:
+        """Delete a stream and tell its live readers: ``deleted`` (its source loses a fork, and
+        goes too when soft-deleted and that was its last), ``soft`` (forks of it live: it
+        answers 410 until they are gone), ``gone`` (already soft-deleted), ``not_found``."""
+        raise NotImplementedError(f"{type(self).__name__} does not support Durable Streams")
+
     # -- the on_finish hook's settle marks: optional, the built-in backends have them ---------
 
     async def expect_finish(self, session_id: str, generation: int) -> None:
         """Add ``(session_id, generation)`` to the store's index of generations whose hook has
-        not run (the hub calls it right after a claim it won, before producing)."""
+        not run (the hub calls it right after a claim it won, before producing), and mark the
+        record of ``generation`` (if it is still the current one) as expecting its hook.
+
+        A claim that replaces a marked generation whose hook has not settled (``restart``, a
+        new ``turn``, a failed generation claimed again) *keeps* it, in the same transition:
+        its record (state, reason, metadata, times, chunk count, the hook's claim) and its log
+        stay readable through :meth:`read_generation` and claimable through
+        :meth:`claim_finish` until :meth:`settle`, :meth:`delete` or the retention TTL removes
+        them. A session keeps the newest :data:`KEPT_GENERATIONS` at most (an older one is
+        dropped). Unmarked generations are never kept: hubs without a hook pay nothing."""
         raise NotImplementedError(f"{type(self).__name__} does not support on_finish")
 
     async def claim_finish(
@@ -341,8 +391,8 @@ class Backend(abc.ABC):
     ) -> FinishClaim:
         """Claim running the hook of ``generation`` for ``ttl`` seconds, atomically.
 
-        ``gone`` when the session is unknown or its current generation is not ``generation``;
-        ``settled`` when :meth:`settle` marked it; ``busy`` when a claim of another token on
+        ``gone`` when the session is unknown or ``generation`` is neither its current one nor
+        one it keeps; ``settled`` when :meth:`settle` marked it; ``busy`` when a claim of another token on
         this generation has not lapsed; else the claim is (re)set to ``token`` until now +
         ``ttl`` (the same token extends its own claim) and the answer is ``claimed``. The
         state is not checked: callers claim generations they saw end (or are about to end).
@@ -351,8 +401,23 @@ class Backend(abc.ABC):
 
     async def settle(self, session_id: str, generation: int) -> None:
         """Mark the hook of ``generation`` as run (if the session still exists: the settled
-        mark only grows) and remove ``(session_id, generation)`` from the index."""
+        mark only grows), drop the kept record and log of ``generation`` if the session kept
+        it, and remove ``(session_id, generation)`` from the index."""
         raise NotImplementedError(f"{type(self).__name__} does not support on_finish")
+
+    async def read_generation(
+        self, session_id: str, generation: int, after: int, count: int
+    ) -> tuple[SessionInfo | None, ReadResult]:
+        """The record of ``generation`` and up to ``count`` entries of its log after offset
+        ``after``, whether it is the session's current generation or one it keeps (see
+        :meth:`expect_finish`); ``(None, empty)`` when it is neither. Entries of another
+        generation may follow in the page: the caller stops at them.
+
+        This default reads the current generation only (a backend that keeps none)."""
+        info = (await self.info([session_id]))[0]
+        if info is None or info.generation != generation:
+            return None, ReadResult([], None, False)
+        return info, await self.read(session_id, (generation, after), count)
 
     async def unsettled(self, count: int, idle: float) -> list[tuple[str, int]]:
         """Up to ``count`` entries of the index not handed out for ``idle`` seconds, oldest

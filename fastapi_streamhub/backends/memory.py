@@ -29,10 +29,14 @@ from .._codec import (
     decode_payload,
 )
 from .._config import Settings
+from .._errors import InvalidSessionId
 from .._fanout import Fanout, Listener
 from .._types import Chunk, Cursor, End, SessionInfo, State
 from ._compact import PackedLog
+from ._ds import DurableMethods
+from ._ds_memory import MemoryDurable
 from ._fanin_memory import MemoryFanIn, Part
+from ._finish_memory import MemoryFinish
 from .base import (
     Append,
     Backend,
@@ -75,8 +79,10 @@ class _Record:
     parts: dict[str, Part] = field(default_factory=dict)
     # Fan-in: the first sub-producer whose part ended short of its batches (end_part).
     short: str | None = None
-    # on_finish: the hook of this generation ran (settle), and who runs it until when.
+    # on_finish: the hook of this generation ran (settle), and who runs it until when;
+    # finish_expected: expect_finish ran (a claim replacing it unsettled keeps it).
     settled: bool = False
+    finish_expected: bool = False
     finish_claim: tuple[str, float] | None = None
 
 
@@ -104,7 +110,7 @@ def _unexpired(entries: dict[str, _Expiring], session_id: str) -> _Expiring | No
     return entry
 
 
-class MemoryBackend(Backend):
+class MemoryBackend(DurableMethods, Backend):
     """Sessions in a dict of this process; live delivery by direct dispatch."""
 
     def __init__(self) -> None:
@@ -113,8 +119,10 @@ class MemoryBackend(Backend):
         self._fanout = Fanout()
         self._controls: list[ControlHandler] = []
         self._fanin = MemoryFanIn(self._active, self._append)
-        # on_finish: (session, generation) whose hook has not run -> when last handed out.
-        self._unsettled: dict[tuple[str, int], float] = {}
+        self._durable: MemoryDurable = MemoryDurable(
+            self._publish, lambda: self.settings.retention, lambda sid: self._get(sid) is not None
+        )
+        self._finishes = MemoryFinish(self._get)
         self.settings = Settings()
 
     async def start(
@@ -200,6 +208,8 @@ class MemoryBackend(Backend):
         metadata: bytes | None,
         turn: str | None = None,
     ) -> ClaimResult:
+        if self._durable.exists(session_id):
+            raise InvalidSessionId(f"{session_id!r} is a Durable Streams stream")
         now = _now_ms()
         rec = self._get(session_id)
         generation = now
@@ -219,6 +229,8 @@ class MemoryBackend(Backend):
                 return ClaimResult(False, rec.generation, rec.state)
             generation = max(rec.generation + 1, now)
             created = rec.created
+        # Kept for its on_finish hook (until retention), or dropped.
+        self._finishes.replaced(session_id, rec, time.monotonic() + self.settings.retention)
         rec = _Record(
             generation=generation,
             created=created,
@@ -330,36 +342,26 @@ class MemoryBackend(Backend):
     # -- on_finish settle marks ------------------------------------------------------------
 
     async def expect_finish(self, session_id: str, generation: int) -> None:
-        self._unsettled.setdefault((session_id, generation), time.monotonic())
+        self._finishes.expect_finish(session_id, generation)
 
     async def claim_finish(
         self, session_id: str, generation: int, token: str, ttl: float
     ) -> FinishClaim:
-        rec = self._get(session_id)
-        if rec is None or rec.generation != generation:
-            return "gone"
-        if rec.settled:
-            return "settled"
-        now = time.monotonic()
-        held = rec.finish_claim
-        if held is not None and held[0] != token and held[1] > now:
-            return "busy"
-        rec.finish_claim = (token, now + ttl)
-        return "claimed"
+        return self._finishes.claim_finish(session_id, generation, token, ttl)
 
     async def settle(self, session_id: str, generation: int) -> None:
-        rec = self._get(session_id)
-        if rec is not None and rec.generation == generation:
-            rec.settled = True
-        self._unsettled.pop((session_id, generation), None)
+        self._finishes.settle(session_id, generation)
 
     async def unsettled(self, count: int, idle: float) -> list[tuple[str, int]]:
-        now = time.monotonic()
-        due = sorted((t, key) for key, t in self._unsettled.items() if t <= now - idle)
-        picked = [key for _, key in due[:count]]
-        for key in picked:
-            self._unsettled[key] = now
-        return picked
+        return self._finishes.unsettled(count, idle)
+
+    async def read_generation(
+        self, session_id: str, generation: int, after: int, count: int
+    ) -> tuple[SessionInfo | None, ReadResult]:
+        rec = self._finishes.find(session_id, generation)
+        if rec is None:
+            return None, ReadResult([], None, False)
+        return self._info(session_id, rec), self._page(rec, (generation, after), count)
 
     async def delete(self, session_id: str) -> bool:
         rec = self._get(session_id)
@@ -367,6 +369,7 @@ class MemoryBackend(Backend):
             return False
         del self._records[session_id]
         self._inboxes.pop(session_id, None)
+        self._finishes.forget(session_id)
         self._signal(session_id, DeletedMsg())
         self._publish(session_id, DeletedMsg())
         return True
@@ -442,7 +445,12 @@ class MemoryBackend(Backend):
 
     async def read(self, session_id: str, after: tuple[int, int], count: int) -> ReadResult:
         rec = self._get(session_id)
-        if rec is None or (rec.generation, rec.n + 1) <= after:
+        if rec is None:
+            return ReadResult([], None, False)
+        return self._page(rec, after, count)
+
+    def _page(self, rec: _Record, after: tuple[int, int], count: int) -> ReadResult:
+        if (rec.generation, rec.n + 1) <= after:
             return ReadResult([], None, False)
         generation = rec.generation
         start_offset = after[1] if generation == after[0] else 0

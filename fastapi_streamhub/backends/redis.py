@@ -38,23 +38,24 @@ from redis.asyncio.cluster import RedisCluster
 
 from .._codec import ResyncMsg, decode_record, records
 from .._config import Settings
-from .._errors import BackendUnavailable
+from .._errors import BackendUnavailable, InvalidSessionId
 from .._fanout import Fanout, Listener
 from .._types import SessionInfo, State
 from ._bus import Bus, ShardedBus, SingleBus, require_sharded_pubsub
+from ._ds import DurableMethods
+from ._ds_redis import RedisDurable, ds_script_bodies
 from ._fanin_redis import FANIN_SCRIPTS, RedisFanIn
 from ._keys import Keys, slot_of
 from ._redis_append import RedisAppender
 from ._redis_compact import RedisCompactor
 from ._redis_exec import RedisExecutor, script_bodies
-from ._redis_finish import FINISH_SCRIPTS, RedisFinish
+from ._redis_finish import FINISH_SCRIPTS, FinishMethods, RedisFinish
 from ._replies import as_bytes, as_str, fields_of, lost_of, page_of, record_of, refusal
 from .base import (
     Append,
     Backend,
     ClaimResult,
     ControlHandler,
-    FinishClaim,
     Lost,
     ReadResult,
     Sent,
@@ -71,7 +72,7 @@ _SCRIPTS = (
 )
 
 
-class RedisBackend(Backend):
+class RedisBackend(FinishMethods, DurableMethods, Backend):
     """Sessions in Redis; live delivery through one pub/sub connection fanned out locally.
 
     The state transitions and reads live here; it holds the parts that do the rest: the
@@ -88,7 +89,7 @@ class RedisBackend(Backend):
         self.cluster = isinstance(client, RedisCluster)
         if self.cluster:
             require_sharded_pubsub()
-        self._exec = RedisExecutor(client, script_bodies(_SCRIPTS))
+        self._exec = RedisExecutor(client, {**script_bodies(_SCRIPTS), **ds_script_bodies()})
         self._fanout = Fanout()
         self._bus: Bus | None = None
         self._data_channels: set[str] = set()
@@ -103,6 +104,7 @@ class RedisBackend(Backend):
         self._appender = RedisAppender(self._exec, self.keys, self.channels)
         self._compactor = RedisCompactor(self._exec, self.keys, task_group)
         self._fanin = RedisFanIn(self._exec, self.keys, self.channels, self._subscribe)
+        self._durable = RedisDurable(self._exec, self.keys, self.channels, settings.retention_ms)
         self._finish = RedisFinish(self._exec, self.keys)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -191,7 +193,7 @@ class RedisBackend(Backend):
             await self._subscribe(ctl_ch)
         r = await self._exec.script(
             "claim",
-            self.keys.three(session_id),
+            self.keys.claim(session_id),
             [
                 session_id,
                 s.lease_ms,
@@ -205,6 +207,8 @@ class RedisBackend(Backend):
                 turn or "",
             ],
         )
+        if as_str(r[2]) == "ds":
+            raise InvalidSessionId(f"{session_id!r} is a Durable Streams stream")
         return ClaimResult(bool(int(r[0])), int(r[1]), State(as_str(r[2])))
 
     async def append(self, batches: Sequence[Append]) -> list[Lost | None]:
@@ -339,7 +343,12 @@ class RedisBackend(Backend):
     async def delete(self, session_id: str) -> bool:
         r = await self._exec.script(
             "delete",
-            [*self.keys.three(session_id), *self._message_keys(session_id)],
+            [
+                *self.keys.three(session_id),
+                *self._message_keys(session_id),
+                self.keys.kept(session_id),
+                self.keys.klog(session_id),
+            ],
             [session_id, self._exec.pub, *self.channels(session_id)],
         )
         return bool(int(r))
@@ -466,19 +475,3 @@ class RedisBackend(Backend):
     async def compact(self, session_id: str) -> bool:
         """Fold the finished log (see ``_redis_compact``); False when there is nothing to do."""
         return await self._compactor.compact(session_id)
-
-    # -- on_finish settle marks (see _redis_finish.py) --------------------------------------
-
-    async def expect_finish(self, session_id: str, generation: int) -> None:
-        await self._finish.expect_finish(session_id, generation)
-
-    async def claim_finish(
-        self, session_id: str, generation: int, token: str, ttl: float
-    ) -> FinishClaim:
-        return await self._finish.claim_finish(session_id, generation, token, ttl)
-
-    async def settle(self, session_id: str, generation: int) -> None:
-        await self._finish.settle(session_id, generation)
-
-    async def unsettled(self, count: int, idle: float) -> list[tuple[str, int]]:
-        return await self._finish.unsettled(count, idle)

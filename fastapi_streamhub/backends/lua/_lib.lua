@@ -78,3 +78,36 @@ local function part_of(value)
   local state, token, seq, first = string.match(value, '^(%a):([^:]*):(%d+):(%d+):%d+$')
   return {state = state, token = token, seq = seq, first = first}
 end
+
+-- on_finish: the fields of a replaced generation's record that `kept` holds (as '<gen>:<field>'),
+-- and how many generations it keeps at most (KEPT_GENERATIONS in backends/base.py).
+local KEPT_FIELDS = {'state', 'reason', 'md', 'n', 'created', 'updated', 'finisher'}
+local KEPT_MAX = 3
+
+-- The generations `kept` holds, oldest first.
+local function kept_list(kept)
+  local list = {}
+  local gens = redis.call('HGET', kept, 'gens')
+  if gens then for g in string.gmatch(gens, '%d+') do list[#list + 1] = g end end
+  return list
+end
+
+-- Drop kept generation `gen` (its fields, its entries in `klog`); both keys go with the last.
+local function drop_kept(kept, klog, gen)
+  local list, rest = kept_list(kept), {}
+  for _, g in ipairs(list) do if g ~= gen then rest[#rest + 1] = g end end
+  if #rest == #list then return 0 end
+  if #rest == 0 then
+    redis.call('DEL', kept, klog)
+    return 1
+  end
+  for _, name in ipairs(KEPT_FIELDS) do redis.call('HDEL', kept, gen .. ':' .. name) end
+  redis.call('HSET', kept, 'gens', table.concat(rest, ' '))
+  while true do
+    local entries = redis.call('XRANGE', klog, gen .. '-0', gen .. '-18446744073709551615',
+      'COUNT', 100)
+    if #entries == 0 then break end
+    for _, entry in ipairs(entries) do redis.call('XDEL', klog, entry[1]) end
+  end
+  return 1
+end

@@ -1,0 +1,190 @@
+"""``ds_*``: the Durable Streams router against the protocol's reference server
+(``@durable-streams/server`` 0.3.7, in memory, Node; ``benchmarks/node_ds/``, installed with
+``npm ci`` on first use), same machine, same client, same workload.
+
+- appends: ``APPENDS`` POSTs of a 64-byte ``text/plain`` body to one stream, by ``WRITERS``
+  concurrent httpx clients (keep-alive); appends/s.
+- long-poll: a reader waits in ``live=long-poll`` at the tail; a writer appends one 64-byte
+  body once the reader's request is pending (a 5 ms head start); the time from the POST to the
+  reader's answer, median and p90 over ``POLLS`` rounds.
+
+Ours runs on memory (the reference's store) and on Redis (informational: the durable one).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import anyio
+import httpx
+
+from ._common import Context, Goal, Metric, median, new_id, percentile
+from ._redis import HOST, free_port
+from ._server import AppServer
+
+NODE_DIR = Path(__file__).resolve().parent / "node_ds"
+BODY = b"x" * 64
+WRITERS = 8
+
+
+def _install() -> str:
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        raise RuntimeError("node and npm are needed for the reference server")
+    if not (NODE_DIR / "node_modules" / "@durable-streams" / "server").exists():
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts"],
+            cwd=NODE_DIR,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+    return node
+
+
+@contextmanager
+def reference_server() -> Iterator[str]:
+    """The reference server on a free loopback port: its base URL."""
+    node = _install()
+    port = free_port()
+    proc = subprocess.Popen(
+        [node, "serve.mjs", str(port), "5000"],
+        cwd=NODE_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "NODE_ENV": "production"},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if b"READY" not in line:
+            raise RuntimeError(f"reference server did not start: {line!r}")
+        yield f"http://{HOST}:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def _appends(base: str, n: int) -> float:
+    url = f"{base}/v1/stream/{new_id('dsa')}"
+    headers = {"Content-Type": "text/plain"}
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=WRITERS)) as c:
+        if (await c.put(url, headers=headers)).status_code != 201:
+            raise RuntimeError("create refused")
+        left = n
+
+        async def writer() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                answer = await c.post(url, headers=headers, content=BODY)
+                if answer.status_code != 204:
+                    raise RuntimeError(f"append answered {answer.status_code}")
+
+        t0 = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for _ in range(WRITERS):
+                tg.start_soon(writer)
+        elapsed = time.perf_counter() - t0
+        size, offset = 0, "-1"
+        while True:  # every byte is there (offsets are each server's own)
+            page = await c.get(url, params={"offset": offset})
+            size += len(page.content)
+            offset = page.headers["stream-next-offset"]
+            if page.headers.get("stream-up-to-date") == "true":
+                break
+        if size != n * len(BODY):
+            raise RuntimeError(f"{size} bytes after {n} appends")
+    return n / elapsed
+
+
+async def _long_polls(base: str, rounds: int) -> list[float]:
+    url = f"{base}/v1/stream/{new_id('dsl')}"
+    headers = {"Content-Type": "text/plain"}
+    out: list[float] = []
+    async with httpx.AsyncClient(timeout=30) as reader, httpx.AsyncClient(timeout=30) as writer:
+        created = await writer.put(url, headers=headers)
+        offset = created.headers["stream-next-offset"]
+        got: list[float] = []
+
+        async def poll(at: str) -> None:
+            answer = await reader.get(url, params={"offset": at, "live": "long-poll"})
+            got.append(time.perf_counter())
+            if answer.status_code != 200 or answer.content != BODY:
+                raise RuntimeError(f"long-poll answered {answer.status_code}")
+
+        for _ in range(rounds):
+            got.clear()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(poll, offset)
+                await anyio.sleep(0.005)  # the reader's request is pending at the tail
+                sent = time.perf_counter()
+                answer = await writer.post(url, headers=headers, content=BODY)
+                offset = answer.headers["stream-next-offset"]
+            out.append((got[0] - sent) * 1000)
+    return out
+
+
+async def run(ctx: Context) -> list[Metric]:
+    appends = ctx.pick(1000, 4000)
+    polls = ctx.pick(50, 200)
+    results: dict[str, tuple[float, float, float]] = {}
+    servers = {"reference": None, "memory": "memory://", "redis": ctx.url}
+    for name, store in servers.items():
+        if store is None:
+            with reference_server() as base:
+                rate = await _appends(base, appends)
+                lat = await _long_polls(base, polls)
+        else:
+            with AppServer(store, app="benchmarks._ds_app:app") as server:
+                rate = await _appends(server.url, appends)
+                lat = await _long_polls(server.url, polls)
+            ctx.redis.flush()
+        results[name] = (rate, median(lat), percentile(lat, 90))
+    ref = results["reference"]
+    ctx.note(
+        "durable_streams",
+        f"{appends} appends by {WRITERS} writers, {polls} long-polls; "
+        + "; ".join(
+            f"{k}: {v[0]:.0f} appends/s, long-poll p50 {v[1]:.2f} ms p90 {v[2]:.2f} ms"
+            for k, v in results.items()
+        ),
+    )
+    return [
+        Metric(
+            "ds_append_rate_memory",
+            results["memory"][0],
+            "appends/s",
+            ref[0],
+            Goal("ratio", ">=", 1.0),
+            "ours on memory vs the reference server (memory)",
+        ),
+        Metric(
+            "ds_append_rate_redis",
+            results["redis"][0],
+            "appends/s",
+            ref[0],
+            note="ours on Redis (durable, any instance) vs the reference server (memory)",
+        ),
+        Metric(
+            "ds_longpoll_p50_memory",
+            results["memory"][1],
+            "ms",
+            ref[1],
+            Goal("ratio", "<=", 1.0),
+            "append to long-poll answer, ours on memory vs the reference",
+        ),
+        Metric(
+            "ds_longpoll_p50_redis",
+            results["redis"][1],
+            "ms",
+            ref[1],
+            note="append to long-poll answer, ours on Redis vs the reference (memory)",
+        ),
+    ]
