@@ -88,5 +88,11 @@ def test_every_script_that_stores_lease_expired_is_listed_beside_the_reason() ->
 
 
 def test_reasons_are_the_plain_strings_of_the_wire() -> None:
-    assert [str(r) for r in Reason] == ["lease_expired", "replaced", "part_ended", "not_admitted"]
+    assert [str(r) for r in Reason] == [
+        "lease_expired",
+        "superseded",
+        "replaced",
+        "part_ended",
+        "not_admitted",
+    ]
     assert Reason("replaced") is Reason.REPLACED
