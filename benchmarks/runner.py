@@ -36,6 +36,7 @@ BENCHES = (
     "telemetry",
     "cluster",
     "durable_streams",
+    "pg",
 )
 
 

@@ -1,4 +1,5 @@
-"""What StreamHub accepts as its store: a Backend, a redis-py client it wraps, or a URL."""
+"""What StreamHub accepts as its store: a Backend, a redis-py client or a psycopg pool it
+wraps, or a URL."""
 
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ def open_url(url: str) -> Opened:
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     if scheme == "memory":
         return Opened(MemoryBackend())
+    if scheme in ("postgresql", "postgres"):
+        from .backends.postgres import PostgresBackend
+
+        return Opened(PostgresBackend.from_url(url))
     from .backends._urls import redis_client
 
     client, owned = redis_client(url)
@@ -39,6 +44,10 @@ def as_backend(backend: Any) -> tuple[Backend, list[Any]]:
         return MemoryBackend(), []
     if isinstance(backend, Backend):
         return backend, []
+    if type(backend).__module__.startswith("psycopg_pool"):
+        from .backends.postgres import PostgresBackend
+
+        return PostgresBackend(backend), []
     from redis.asyncio import Redis, RedisCluster
 
     if isinstance(backend, (Redis, RedisCluster)):
@@ -46,6 +55,7 @@ def as_backend(backend: Any) -> tuple[Backend, list[Any]]:
 
         return RedisBackend(backend), []
     raise TypeError(
-        "StreamHub takes a redis.asyncio.Redis or RedisCluster client or a Backend instance "
+        "StreamHub takes a redis.asyncio.Redis or RedisCluster client, a "
+        "psycopg_pool.AsyncConnectionPool or a Backend instance "
         f"(got {type(backend).__name__}); use StreamHub.from_url for URLs"
     )

@@ -113,8 +113,9 @@ class StreamHub:
     def from_url(cls, url: str, **options: Any) -> StreamHub:
         """``memory://``, ``redis://``, ``rediss://``, ``unix://``,
         ``redis+cluster://host:port[,host:port...]`` or
-        ``redis+sentinel://host:port[,host:port...]/service_name[/db]``; options as for the
-        constructor."""
+        ``redis+sentinel://host:port[,host:port...]/service_name[/db]``,
+        ``postgresql://...`` or ``postgres://...`` (libpq URLs; ``pip install
+        'fastapi-streamhub[postgres]'``); options as for the constructor."""
         return cls(open_url(url), **options)
 
     def __repr__(self) -> str:

@@ -8,7 +8,7 @@
 
 LOCK=requirements/lock.txt
 # Extras the lock covers: everything the tests, the examples and the linters import.
-LOCK_EXTRAS="dev,hiredis,client,cluster"
+LOCK_EXTRAS="dev,hiredis,client,cluster,postgres"
 
 # Run a command as root: directly if we are root, else through sudo if present.
 as_root() {
@@ -36,6 +36,15 @@ ensure_redis_server() {
     if ! command -v redis-server >/dev/null 2>&1; then
         echo "redis-server not found on PATH, installing it" >&2
         apt_install redis-server
+    fi
+}
+
+# PostgreSQL's server binaries (initdb, pg_ctl): the tests start private servers from them on
+# random loopback ports; the machine's own service, if any, is never used.
+ensure_postgres() {
+    if ! command -v pg_config >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+        echo "PostgreSQL (initdb) not found, installing it" >&2
+        apt_install postgresql
     fi
 }
 

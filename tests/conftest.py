@@ -9,6 +9,9 @@
 - ``redis_cluster`` (session): a 3-primary Redis Cluster (see tests/support/cluster.py) shared by the
   run; ``cluster_url`` (function): its ``redis+cluster://`` URL, every primary flushed first.
 - ``make_cluster`` (function): factory for private clusters a test may reshape or break.
+- ``postgres_server`` (session): one private PostgreSQL server (tests/support/postgres_server.py);
+  ``postgres_url`` (function): its URL, with an empty ``public`` schema and no connection left by
+  an earlier test; ``fresh_postgres`` (function): a private server a test may break.
 
 With ``STREAMHUB_REQUIRE_TOOLS=1`` (CI sets it), a missing tool that tests would otherwise skip
 for (Node, npm, Chromium) stops the run before any test: CI must not pass by skipping.
@@ -23,6 +26,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 from support.cluster import Cluster
+from support.postgres_server import PostgresServer, bindir
 from support.redis_server import RedisServer
 
 from fastapi_streamhub.backends._bus import require_sharded_pubsub
@@ -33,6 +37,8 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
     missing = [tool for tool in ("node", "npm", "redis-server") if shutil.which(tool) is None]
+    if bindir() is None:
+        missing.append("initdb (postgresql)")
     if not os.access(chromium, os.X_OK):
         missing.append(chromium)
     if missing:
@@ -66,6 +72,36 @@ def redis_url(redis_server: RedisServer) -> str:
         client.flushall()
     redis_server.reset_stats()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    # Heal the shared server if an earlier test stopped or froze it by mistake.
+    if postgres_server.paused:
+        postgres_server.resume()
+    if not postgres_server.running:
+        postgres_server.start()
+    postgres_server.reset()
+    return postgres_server.url
+
+
+@pytest.fixture
+def fresh_postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL server a test may stop, freeze or restart."""
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 @pytest.fixture

@@ -377,15 +377,18 @@ def assert_no_crash(
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.parametrize("backend", ["redis", "postgres"])
 async def test_killed_producer_fails_by_lease_and_is_reclaimed(
-    launch: Launch, redis_url: str, rec_store: redis.Redis
+    launch: Launch, redis_url: str, rec_store: redis.Redis, backend: str, request: Any
 ) -> None:
     """SIGKILL of the producer's instance: the followers on the other instance get ``end``
     (failed) within lease + one renewal; the partial output stays readable; the next start
-    claims a higher generation; an old cursor gets ``reset`` and then the new output."""
+    claims a higher generation; an old cursor gets ``reset`` and then the new output.
+    (The hubs run on Redis or on PostgreSQL; the generators record in Redis either way.)"""
     lease = 1.5
     renew = lease / 3
-    a, b = await launch(["A", "B"], redis=redis_url, LEASE_TTL=lease)
+    url = redis_url if backend == "redis" else request.getfixturevalue("postgres_url")
+    a, b = await launch(["A", "B"], redis=url, LEASE_TTL=lease)
     sid = new_sid("kill")
     n = 2000  # 40 s at 20 ms: only the crash ends it
     async with clients(a, b) as (ca, cb):
@@ -623,18 +626,25 @@ async def test_redis_restart_with_aof_loses_nothing(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("backend", ["redis", "postgres"])
 async def test_connections_dropped_and_stalled_lose_nothing(
     make_redis: Callable[..., RedisServer],
-    proxy_for: Callable[[RedisServer], TCPProxy],
+    proxy_for: Callable[[Any], TCPProxy],
     launch: Launch,
     rec_store: redis.Redis,
+    backend: str,
+    request: Any,
 ) -> None:
-    """The apps reach Redis through a TCP proxy that resets every connection three times and
-    stalls them all for two seconds: every follower's output is exact, every generator ran
-    once to the end."""
-    server = make_redis()
-    proxy = proxy_for(server)
-    a, b = await launch(["A", "B"], redis=proxy.url, OUTAGE_TIMEOUT=20)
+    """The apps reach the store (Redis, or PostgreSQL: the pool and the LISTEN connection)
+    through a TCP proxy that resets every connection three times and stalls them all for two
+    seconds: every follower's output is exact, every generator ran once to the end."""
+    if backend == "redis":
+        proxy = proxy_for(make_redis())
+        url = proxy.url
+    else:
+        proxy = proxy_for(request.getfixturevalue("fresh_postgres"))
+        url = f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres"
+    a, b = await launch(["A", "B"], redis=url, OUTAGE_TIMEOUT=20)
     marks = log_marks(a, b)
     n = 1000  # 10 s of output: every fault below lands while the streams still run
     sids = [new_sid(f"net{i}") for i in range(6)]
@@ -1092,8 +1102,13 @@ async def test_sigterm_fails_local_producers_after_the_grace_and_ends_responses(
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("backend", ["redis", "postgres"])
 async def test_chaos_many_streams_random_reconnects_cancels_and_a_crash(
-    make_redis: Callable[..., RedisServer], launch: Launch, rec_store: redis.Redis
+    make_redis: Callable[..., RedisServer],
+    launch: Launch,
+    rec_store: redis.Redis,
+    backend: str,
+    request: Any,
 ) -> None:
     """200 streams of 500 chunks on two instances, three readers each that disconnect at random
     and reconnect with their cursor to a random live instance; 10 % of the streams are
@@ -1103,9 +1118,9 @@ async def test_chaos_many_streams_random_reconnects_cancels_and_a_crash(
     streams, n, per = 200, 500, 3
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
-    server = make_redis()
+    url = make_redis().url if backend == "redis" else request.getfixturevalue("fresh_postgres").url
     env = {"LEASE_TTL": 3, "PING_INTERVAL": 2}
-    a, b = await launch(["A", "B"], redis=server.url, **env)
+    a, b = await launch(["A", "B"], redis=url, **env)
     params = {"n": n, "delay": 0.05, "burst": 5, "count": "false"}
     sids = [new_sid(f"chaos{i}") for i in range(streams)]
     cancel = set(rng.sample(sids, streams // 10))
@@ -1160,7 +1175,7 @@ async def test_chaos_many_streams_random_reconnects_cancels_and_a_crash(
             a.kill()
             killed_at = time.monotonic() - started
             pool.remove(ca)
-            (a2,) = await launch(["A2"], redis=server.url, **env)
+            (a2,) = await launch(["A2"], redis=url, **env)
             async with clients(a2) as (ca2,):
                 pool.append(ca2)
                 await wait_until(lambda: all(f.ended for f in everyone_), within=150, interval=0.2)

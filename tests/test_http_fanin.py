@@ -40,6 +40,11 @@ def parts(res: SSEResult) -> list[tuple[str | None, str | None, Any]]:
     return out
 
 
+class _Clients:
+    def __init__(self, ca: httpx.AsyncClient, cb: httpx.AsyncClient) -> None:
+        self.ca, self.cb = ca, cb
+
+
 async def post(client: httpx.AsyncClient, url: str, params: dict[str, Any] | None = None) -> Any:
     resp = await client.post(url, params=params)
     assert resp.status_code == 200, resp.text
@@ -47,6 +52,14 @@ async def post(client: httpx.AsyncClient, url: str, params: dict[str, Any] | Non
 
 
 async def test_two_sub_producers_on_two_instances_interleave_into_one_session(env: Env) -> None:
+    await two_sub_producers_interleave(env.ca, env.cb)
+
+
+async def two_sub_producers_interleave(ca: httpx.AsyncClient, cb: httpx.AsyncClient) -> None:
+    """The owner on A, sub-producers joined on A and B, readers on both: one order everywhere,
+    each producer's chunks in its own order, a resume and a replay exact (also run on
+    PostgreSQL by tests/test_postgres.py)."""
+    env = _Clients(ca, cb)
     sid = new_sid("fanin")
     n, delay = 30, 0.01
     owner = {"names": "planner,coder", "n": 10, "delay": 0.02}

@@ -38,9 +38,21 @@ class Two:
 
 @pytest.fixture
 async def two(
-    anyio_backend: str, tmp_path: Path, redis_url: str, redis_server: RedisServer
+    request: pytest.FixtureRequest,
+    anyio_backend: str,
+    tmp_path: Path,
+    redis_url: str,
+    redis_server: RedisServer,
 ) -> AsyncIterator[Two]:
-    proxies = {name: TCPProxy(redis_server.host, redis_server.port).start() for name in "AB"}
+    """Apps A and B, each reaching the store through its own TCP proxy; the store is Redis, or
+    PostgreSQL when the test asks for it (``indirect`` parameter ``"postgres"``)."""
+    backend = getattr(request, "param", "redis")
+    host, port = redis_server.host, redis_server.port
+    if backend == "postgres":
+        request.getfixturevalue("postgres_url")  # an empty schema
+        pg = request.getfixturevalue("postgres_server")
+        host, port = pg.host, pg.port
+    proxies = {name: TCPProxy(host, port).start() for name in "AB"}
     settings = {
         "REC_URL": redis_url,
         "LEASE_TTL": "5",
@@ -48,7 +60,13 @@ async def two(
         "SHUTDOWN_GRACE": "1.0",
         "OUTAGE_TIMEOUT": "20",
     }
-    apps = [App(name, {**settings, "REDIS_URL": proxies[name].url}, tmp_path) for name in "AB"]
+
+    def url(proxy: TCPProxy) -> str:
+        if backend == "postgres":
+            return f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres"
+        return proxy.url
+
+    apps = [App(name, {**settings, "REDIS_URL": url(proxies[name])}, tmp_path) for name in "AB"]
     try:
         await anyio.to_thread.run_sync(start_apps, apps)
         env = Two(apps, proxies)
@@ -97,6 +115,7 @@ async def _up_after(proxy: TCPProxy, delay: float) -> None:
     proxy.up()
 
 
+@pytest.mark.parametrize("two", ["redis", "postgres"], indirect=True)
 async def test_messages_sent_to_b_reach_the_producer_on_a_in_order_exactly_once_across_drops(
     two: Two,
 ) -> None:

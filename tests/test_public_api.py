@@ -105,7 +105,7 @@ def test_unknown_option_is_a_type_error() -> None:
         StreamHub(lease_tll=3)
 
 
-@pytest.mark.parametrize("url", ["http://x", "redis", "postgres://a/b", ""])
+@pytest.mark.parametrize("url", ["http://x", "redis", "mysql://a/b", ""])
 def test_from_url_refuses_unknown_schemes(url: str) -> None:
     with pytest.raises(ValueError, match="scheme"):
         StreamHub.from_url(url)
@@ -115,6 +115,8 @@ def test_from_url_schemes() -> None:
     assert type(StreamHub.from_url("memory://").backend).__name__ == "MemoryBackend"
     for url in ("redis://127.0.0.1:1/0", "rediss://127.0.0.1:1/0", "unix:///tmp/x.sock"):
         assert type(StreamHub.from_url(url).backend).__name__ == "RedisBackend"
+    for url in ("postgresql://u@127.0.0.1:1/db", "postgres://127.0.0.1:1/db"):
+        assert type(StreamHub.from_url(url).backend).__name__ == "PostgresBackend"
 
 
 def test_constructor_refuses_other_objects() -> None:

@@ -26,6 +26,7 @@ from support.conformance import (
     BASE_OPTIONS,
     STORE_KINDS,
     MemoryStore,
+    PostgresStore,
     RedisStore,
     Store,
     chunks_of,
@@ -116,7 +117,8 @@ HubMaker = Callable[..., Any]
 
 @pytest.fixture(params=STORE_KINDS)
 def store(request: pytest.FixtureRequest) -> Store:
-    """The conformance suite's stores: memory, a real Redis and a Redis Cluster (flushed first)."""
+    """The conformance suite's stores: memory, a real Redis, a Redis Cluster (flushed first) and
+    PostgreSQL."""
     return make_store(request)
 
 
@@ -137,7 +139,7 @@ async def make_hub(store: Store) -> AsyncIterator[HubMaker]:
             if isinstance(store, MemoryStore):
                 hub = StreamHub(store.backend, **options)
             else:
-                assert isinstance(store, RedisStore)
+                assert isinstance(store, RedisStore | PostgresStore)
                 hub = StreamHub.from_url(store.url, **options)
             await stack.enter_async_context(hub)
             return hub

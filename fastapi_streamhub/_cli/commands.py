@@ -1,9 +1,12 @@
-"""``python -m fastapi_streamhub`` (also ``streamhub``): look at and act on sessions in Redis.
+"""``python -m fastapi_streamhub`` (also ``streamhub``): look at and act on sessions in Redis
+or PostgreSQL.
 
 Commands: ``status SID``, ``tail SID [--from CURSOR]``, ``cancel SID [--wait S]``, ``delete SID``
 and ``top``. Each builds a :class:`StreamHub` on ``--redis`` (default ``$STREAMHUB_REDIS_URL``,
-else ``redis://127.0.0.1:6379/0``) under ``--prefix`` and uses its public API inside ``async
-with hub``; ``top`` also scans the keyspace (see :mod:`.top`). httpx is not needed.
+else ``redis://127.0.0.1:6379/0``; a ``postgresql://`` or ``postgres://`` URL works too) under
+``--prefix`` and uses its public API inside ``async with hub``; ``top`` also lists the sessions
+(see :mod:`.top`). ``postgres-schema`` prints the SQL that creates the PostgreSQL schema, for a
+DBA who creates it by hand; it connects to nothing. httpx is not needed.
 
 Errors are one line on stderr, never a traceback. Exit codes: see :data:`EXIT_CODES`.
 """
@@ -35,7 +38,7 @@ EXIT_CODES = {
     "when the wait ran out",
     USAGE: "usage error (bad option, session id, cursor or URL)",
     NOT_FOUND: "the session does not exist",
-    UNAVAILABLE: "Redis could not be reached within --timeout",
+    UNAVAILABLE: "the store (Redis or PostgreSQL) could not be reached within --timeout",
     INTERRUPTED: "interrupted (Ctrl-C)",
 }
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -58,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
         "--redis",
         metavar="URL",
         default=os.environ.get("STREAMHUB_REDIS_URL") or DEFAULT_URL,
-        help="redis://, rediss:// or unix:// URL (default: $STREAMHUB_REDIS_URL, else %(default)s)",
+        help="redis://, rediss://, unix://, postgresql:// or postgres:// URL "
+        "(default: $STREAMHUB_REDIS_URL, else %(default)s)",
     )
     parser.add_argument(
         "--prefix", default="streamhub", help="the hub's key_prefix (default: %(default)s)"
@@ -93,6 +97,10 @@ def _parser() -> argparse.ArgumentParser:
     top.add_argument("--once", action="store_true", help="print one table (two samples) and exit")
     top.add_argument("--limit", type=_count, default=20, metavar="N", help="rows to show")
     top.add_argument("--all", action="store_true", help="finished sessions too")
+    commands.add_parser(
+        "postgres-schema",
+        help="print the SQL that creates the PostgreSQL tables and functions of --prefix",
+    )
     top.add_argument(
         "--max-keys",
         type=_count,
@@ -131,8 +139,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = _parser().parse_args(argv)
     if not args.verbose:
         # The hub logs its retries as warnings; a command reports its outcome itself.
-        logging.getLogger("fastapi_streamhub").addHandler(logging.NullHandler())
-        logging.getLogger("fastapi_streamhub").propagate = False
+        # (psycopg's pool logs each failed connection attempt too.)
+        for name in ("fastapi_streamhub", "psycopg"):
+            logging.getLogger(name).addHandler(logging.NullHandler())
+            logging.getLogger(name).propagate = False
     else:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -157,9 +167,16 @@ def _error(message: str) -> None:
 async def _run(args: argparse.Namespace) -> int:
     from ..backends._urls import redis_client
 
+    if args.command == "postgres-schema":
+        return _postgres_schema(args.prefix)
     try:
-        # redis://, rediss://, unix://, redis+cluster://, redis+sentinel://
-        client, owned = redis_client(args.redis)
+        client: Any
+        owned: list[Any] = []
+        if args.redis.partition("://")[0].lower() in ("postgresql", "postgres"):
+            client = _postgres_backend(args.redis)
+        else:
+            # redis://, rediss://, unix://, redis+cluster://, redis+sentinel://
+            client, owned = redis_client(args.redis)
         hub = StreamHub(client, key_prefix=args.prefix, outage_timeout=args.timeout)
     except ValueError as exc:
         raise _Exit(USAGE, str(exc)) from None
@@ -172,6 +189,28 @@ async def _run(args: argparse.Namespace) -> int:
         with anyio.CancelScope(shield=True):
             for owned_client in owned:
                 await owned_client.aclose()
+
+
+def _postgres_backend(url: str) -> Any:
+    try:
+        from ..backends.postgres import PostgresBackend
+    except ImportError:
+        raise _Exit(
+            USAGE, "PostgreSQL needs psycopg: pip install 'fastapi-streamhub[postgres]'"
+        ) from None
+    return PostgresBackend.from_url(url, pool_size=2)
+
+
+def _postgres_schema(prefix: str) -> int:
+    from ..backends.postgres_sql import prefix_name, schema_sql
+
+    try:
+        name = prefix_name(StreamHub(key_prefix=prefix).settings.key_prefix)
+    except ValueError as exc:
+        raise _Exit(USAGE, str(exc)) from None
+    sys.stdout.write(schema_sql(name))
+    sys.stdout.flush()
+    return OK
 
 
 def _leaf(exc: BaseException) -> BaseException:
@@ -188,12 +227,18 @@ def _exit_for(exc: BaseException, args: argparse.Namespace) -> BaseException:
     if isinstance(exc, SessionNotFound):
         return _Exit(NOT_FOUND, f"session {getattr(args, 'session_id', '')!r} not found")
     if isinstance(exc, BackendUnavailable):
-        return _Exit(UNAVAILABLE, f"Redis at {_redacted(args.redis)} is unavailable: {exc}")
+        return _Exit(
+            UNAVAILABLE, f"{_store(args)} at {_redacted(args.redis)} is unavailable: {exc}"
+        )
     if isinstance(exc, StreamHubError | ValueError):
         return _Exit(USAGE if isinstance(exc, ValueError) else ENDED_NOT_DONE, str(exc))
     if isinstance(exc, OSError | RedisError):
-        return _Exit(UNAVAILABLE, f"Redis at {_redacted(args.redis)}: {exc}")
+        return _Exit(UNAVAILABLE, f"{_store(args)} at {_redacted(args.redis)}: {exc}")
     return exc
+
+
+def _store(args: argparse.Namespace) -> str:
+    return "PostgreSQL" if args.redis.lower().startswith("postgres") else "Redis"
 
 
 def _redacted(url: str) -> str:

@@ -81,7 +81,12 @@ class Sample:
 
 async def sample(hub: StreamHub, client: Any, max_keys: int) -> Sample:
     """Scan for sessions and read their records."""
-    ids, partial = await scan_session_ids(client, hub.settings.key_prefix, max_keys)
+    listing = getattr(hub.backend, "session_ids", None)
+    if callable(listing):
+        # PostgreSQL: one indexed query instead of a scan.
+        ids, partial = await listing(max_keys)
+    else:
+        ids, partial = await scan_session_ids(client, hub.settings.key_prefix, max_keys)
     infos: dict[str, SessionInfo] = {}
     for start in range(0, len(ids), _INFO_BATCH):
         batch = ids[start : start + _INFO_BATCH]

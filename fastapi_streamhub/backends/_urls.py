@@ -93,4 +93,5 @@ def redis_client(url: str) -> tuple[Any, list[Any]]:
     raise ValueError(
         f"unsupported URL scheme {scheme!r}: use memory://, "
         + ", ".join(f"{s}://" for s in SCHEMES)
+        + ", postgresql://, postgres://"
     )

@@ -21,6 +21,7 @@ from support.conformance import (
     ClusterStore,
     HubFactory,
     MemoryStore,
+    PostgresStore,
     RedisStore,
     Store,
     collect,
@@ -47,6 +48,8 @@ pytestmark = pytest.mark.anyio
 OUTAGE = 1.0
 FROZEN = "backend: the store did not answer within 1s"
 REFUSED = "backend: the store refused the write (OutOfMemoryError)"
+# PostgreSQL: the condition the refusing trigger raises (see set_fault).
+REFUSED_PG = "backend: the store refused the write (OUT_OF_MEMORY)"
 
 
 class FaultyMemory(MemoryBackend):
@@ -89,6 +92,25 @@ def set_fault(store: Store, sid: str, kind: str, *, on: bool) -> None:
     if isinstance(store, FaultyMemoryStore):
         store.backend.fault = kind if on else None
         return
+    if isinstance(store, PostgresStore):
+        if kind == "freeze":
+            if on:
+                store.server.pause()
+            elif store.server.paused:
+                store.server.resume()
+        elif on:
+            # The store refuses this session's chunks as a full server would (out of memory).
+            store.sql(
+                "CREATE OR REPLACE FUNCTION refuse_log() RETURNS trigger LANGUAGE plpgsql AS $$"
+                " BEGIN IF NEW.session_id = '" + sid + "' AND NEW.kind = 'c' THEN"
+                " RAISE EXCEPTION 'no memory' USING ERRCODE = 'out_of_memory'; END IF;"
+                " RETURN NEW; END $$;"
+                "CREATE OR REPLACE TRIGGER refuse_log BEFORE INSERT ON streamhub_log"
+                " FOR EACH ROW EXECUTE FUNCTION refuse_log()"
+            )
+        else:
+            store.sql("DROP TRIGGER IF EXISTS refuse_log ON streamhub_log")
+        return
     assert isinstance(store, RedisStore)
     node = store.cluster.owner(slot_of(sid)) if isinstance(store, ClusterStore) else store.server
     if kind == "refuse":
@@ -125,7 +147,7 @@ async def test_a_lost_final_write_ends_failed_with_a_backend_reason(
 ) -> None:
     if kind == "freeze" and isinstance(store, ClusterStore):
         pytest.skip("freezing a primary of the shared cluster past its node timeout fails it over")
-    expected = FROZEN if kind == "freeze" else REFUSED
+    expected = FROZEN if kind == "freeze" else REFUSED_PG if store.kind == "postgres" else REFUSED
     hub_a = await make_hub(outage_timeout=OUTAGE)
     # The reader's hub rides the outage out (a reader's own reads fail after outage_timeout);
     # hubs sharing one memory backend must share settings, and it has no outage to ride out.

@@ -32,7 +32,9 @@ from fastapi_streamhub import (
 )
 from fastapi_streamhub.backends._compact import PackedLog
 from fastapi_streamhub.backends._keys import slot_of
+from fastapi_streamhub.backends.postgres_sql import grants_sql, schema_sql
 from support.cluster import Cluster
+from support.postgres_server import PostgresServer
 from support.redis_server import RedisServer
 
 Item = Chunk | Batch | Metadata | Reset | End
@@ -181,8 +183,58 @@ class ClusterStore(RedisStore):
         return self.cluster.owner(slot_of(key)).execute(*args)
 
 
+class PostgresStore(Store):
+    """One PostgreSQL server (tables of the default prefix ``streamhub``)."""
+
+    kind = "postgres"
+
+    def __init__(self, url: str, server: PostgresServer) -> None:
+        self.url = url
+        self.server = server
+
+    def new_hub(self, **options: Any) -> StreamHub:
+        return StreamHub.from_url(self.url, **options)
+
+    def sql(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
+        return self.server.execute(sql, params)
+
+    def lapse_lease(self, sid: str) -> None:
+        self.sql(
+            "UPDATE streamhub_session SET lease_until = clock_timestamp() - interval '1 ms' "
+            "WHERE session_id = %s AND state = 'active'",
+            sid,
+        )
+
+    def set_cancel_flag(self, sid: str) -> None:
+        # No NOTIFY: the producer can learn it only from the durable flag (its renewal).
+        self.sql("UPDATE streamhub_session SET cancel = true WHERE session_id = %s", sid)
+
+    def key_count(self) -> int:
+        return len(self.ttls())
+
+    def ttls(self) -> dict[str, float]:
+        """Session rows and idempotency keys: the rows that carry their own ``expires_at``
+        (log, part and message rows live and die with their session row)."""
+        rows = self.sql(
+            "SELECT 'session:' || session_id, extract(epoch FROM expires_at - clock_timestamp()) "
+            "FROM streamhub_session UNION ALL "
+            "SELECT 'key:' || session_id || ':' || key, "
+            "extract(epoch FROM expires_at - clock_timestamp()) FROM streamhub_message_key"
+        )
+        return {str(k): float(v) for k, v in rows}
+
+    def drop_pubsub(self) -> None:
+        self.sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'streamhub-listen'"
+        )
+
+
 # The backends every conformance test runs on (the ``store`` fixtures' parameters).
-STORE_KINDS = ["memory", "redis", "redis-cluster"]
+# ``postgres-role``: PostgreSQL as a runtime role holding only the grants the README documents
+# (``grants_sql``), the schema created beforehand by the superuser.
+STORE_KINDS = ["memory", "redis", "redis-cluster", "postgres", "postgres-role"]
+APP_ROLE = "streamhub_app"
 
 
 def make_store(request: pytest.FixtureRequest, memory: type[MemoryStore] = MemoryStore) -> Store:
@@ -193,6 +245,18 @@ def make_store(request: pytest.FixtureRequest, memory: type[MemoryStore] = Memor
         return ClusterStore(
             request.getfixturevalue("cluster_url"), request.getfixturevalue("redis_cluster")
         )
+    if request.param in ("postgres", "postgres-role"):
+        url = request.getfixturevalue("postgres_url")
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        if request.param == "postgres-role":
+            server.execute(schema_sql("streamhub"))
+            server.execute(
+                "DO $$ BEGIN CREATE ROLE " + APP_ROLE + " LOGIN; "
+                "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+            )
+            server.execute(grants_sql("streamhub", APP_ROLE))
+            url = server.url_of("postgres", user=APP_ROLE)
+        return PostgresStore(url, server)
     return RedisStore(request.getfixturevalue("redis_url"), request.getfixturevalue("redis_server"))
 
 
@@ -334,6 +398,13 @@ async def start(hub: StreamHub, sid: str, **kwargs: Any) -> Producer:
 def is_compacted(store: Store, sid: str) -> bool:
     if isinstance(store, MemoryStore):
         return isinstance(store.backend._records[sid].log, PackedLog)
+    if isinstance(store, PostgresStore):
+        rows = store.sql(
+            "SELECT compacted IS NOT DISTINCT FROM generation FROM streamhub_session "
+            "WHERE session_id = %s",
+            sid,
+        )
+        return bool(rows and rows[0][0])
     assert isinstance(store, RedisStore)
     reply = store.execute(sid, "HMGET", store.meta(sid), "gen", "compact")
     assert isinstance(reply, list)
@@ -344,6 +415,10 @@ def log_entries(store: Store, sid: str) -> int:
     """Redis: entries of the log stream; memory: chunks held (it has no entries)."""
     if isinstance(store, MemoryStore):
         return len(store.backend._records[sid].log)
+    if isinstance(store, PostgresStore):
+        n = store.sql("SELECT count(*) FROM streamhub_log WHERE session_id = %s", sid)[0][0]
+        assert isinstance(n, int)
+        return n
     assert isinstance(store, RedisStore)
     n = store.execute(sid, "XLEN", store.log(sid))
     assert isinstance(n, int)

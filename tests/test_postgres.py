@@ -1,0 +1,459 @@
+"""What is specific to the PostgreSQL backend, on the tests' own PostgreSQL server: the schema
+(created once under a lock, refused on a version mismatch, printable for a DBA), a pool the
+application already has, live delivery through NOTIFY at its limits (a chunk over 8,000 bytes, a
+NUL byte, a listener connection killed mid-stream), a server restart mid-stream, ordering under
+concurrent fan-in writers, and the CLI on a ``postgresql://`` URL.
+
+The backend contract itself runs on PostgreSQL in tests/conformance (store ``postgres``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool
+from support.apps import AppServer, start_servers
+from support.conformance import assert_contiguous, chunks_of, collect, follow, start, texts
+from support.postgres_server import PostgresServer
+from support.sids import new_sid
+from support.sse_client import read_sse, wait_until
+from test_cli import CLI, _env, assert_one_line_error, cli, producing, table
+from test_http import assert_complete, check_log, expected, start_reader
+from test_http_fanin import two_sub_producers_interleave
+
+from fastapi_streamhub import BackendUnavailable, Chunk, End, Metadata, State, StreamHub
+from fastapi_streamhub.backends.base import Lost, ReadResult
+from fastapi_streamhub.backends.postgres import PostgresBackend, SchemaMismatch
+from fastapi_streamhub.backends.postgres_sql import SCHEMA_VERSION
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def hub(postgres_url: str) -> AsyncIterator[StreamHub]:
+    async with StreamHub.from_url(postgres_url, lease_ttl=5) as running:
+        yield running
+
+
+# --------------------------------------------------------------------------- schema
+
+
+async def test_hubs_starting_together_create_the_schema_once(
+    postgres_url: str, postgres_server: PostgresServer
+) -> None:
+    # Four processes' worth of hubs starting at the same moment (each on its own event loop).
+    barrier = threading.Barrier(4)
+
+    async def one(i: int) -> list[Any]:
+        async with StreamHub.from_url(postgres_url, key_prefix="together") as h:
+            p = await start(h, f"s{i}")
+            await p.publish(i)
+            await p.close()
+            barrier.wait(10)  # all four are up before any leaves
+            return texts(await collect(h.subscribe(f"s{(i + 1) % 4}")))
+
+    def run(i: int) -> list[Any]:
+        return anyio.run(one, i)
+
+    results: list[list[Any]] = [[] for _ in range(4)]
+
+    async def runner(i: int) -> None:
+        results[i] = await anyio.to_thread.run_sync(run, i)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            for i in range(4):
+                tg.start_soon(runner, i)
+    assert results == [[(i + 1) % 4] for i in range(4)]
+    assert postgres_server.execute("SELECT version FROM together_schema") == [(SCHEMA_VERSION,)]
+
+
+async def test_another_schema_version_is_refused_and_left_alone(
+    postgres_url: str, postgres_server: PostgresServer
+) -> None:
+    async with StreamHub.from_url(postgres_url):
+        pass
+    postgres_server.execute("UPDATE streamhub_schema SET version = 999")
+    with pytest.raises(Exception) as caught:  # the hub's start wraps it in a group
+        async with StreamHub.from_url(postgres_url):
+            pass
+    leaf: BaseException = caught.value
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    assert isinstance(leaf, SchemaMismatch) and "version 999" in str(leaf)
+    assert postgres_server.execute("SELECT version FROM streamhub_schema") == [(999,)]
+
+
+async def test_postgres_schema_prints_the_ddl_a_dba_can_run(
+    postgres_url: str, postgres_server: PostgresServer
+) -> None:
+    done = await cli("--prefix", "byhand", "postgres-schema", redis=None)
+    assert done.returncode == 0, done.stderr
+    assert "CREATE TABLE byhand_session" in done.stdout
+    postgres_server.execute(done.stdout)
+    async with StreamHub.from_url(postgres_url, key_prefix="byhand") as h:
+        p = await start(h, "s")
+        await p.publish("made by hand")
+        await p.close()
+        assert texts(await collect(h.subscribe("s"))) == ["made by hand"]
+
+
+async def test_an_application_pool_is_used_and_left_open(postgres_url: str) -> None:
+    # Not opened yet (``open=False``): the hub opens it, and leaves it open at exit.
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        postgres_url, min_size=1, max_size=4, open=False
+    )
+    try:
+        async with StreamHub(pool) as h:
+            assert isinstance(h.backend, PostgresBackend)
+            p = await start(h, "pooled")
+            await p.publish("x")
+            await p.close()
+            assert texts(await collect(h.subscribe("pooled"))) == ["x"]
+        assert not pool.closed
+        async with pool.connection() as conn:
+            cur = await conn.execute("SELECT count(*) FROM streamhub_log")
+            assert (await cur.fetchone()) == (2,)
+    finally:
+        await pool.close()
+
+
+async def test_an_unreachable_server_is_backend_unavailable(
+    postgres_server: PostgresServer,
+) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{postgres_server.port + 1}/postgres"
+    with pytest.raises(BaseException) as caught:  # wrapped by the task group
+        async with StreamHub.from_url(url, outage_timeout=0.5):
+            pass
+    leaf: BaseException = caught.value
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    assert isinstance(leaf, BackendUnavailable), repr(leaf)
+
+
+async def test_expired_sessions_are_absent_then_swept(
+    postgres_url: str, postgres_server: PostgresServer
+) -> None:
+    async with StreamHub.from_url(postgres_url, retention=1.0, lease_ttl=0.5) as h:
+        for sid in ("old1", "old2"):
+            p = await start(h, sid)
+            await p.publish("x")
+            await p.close()
+        rows = postgres_server.execute("SELECT count(*) FROM streamhub_log")
+        assert rows == [(4,)]
+        # A row past its retention is absent to every read at once, swept or not (the hub's
+        # sweeper runs every retention / 4 or so: here it may already have run).
+        await anyio.sleep(1.2)
+        assert await h.status("old1") is None
+        assert await h.backend.read("old2", (0, 0), 10) == ReadResult([], None, False)
+        backend = h.backend
+        assert isinstance(backend, PostgresBackend)
+        await backend.sweep()
+        for table in ("session", "log"):
+            left = postgres_server.execute(f"SELECT count(*) FROM streamhub_{table}")
+            assert left == [(0,)], table
+        # Expired and unswept, or swept: a new claim starts afresh either way.
+        p = await start(h, "old1")
+        assert p.generation > 0
+
+
+async def test_wait_replicas_is_refused_with_a_pointer(postgres_url: str) -> None:
+    with pytest.raises(BaseException) as caught:  # wrapped by the task group
+        async with StreamHub.from_url(postgres_url, wait_replicas=1):
+            pass
+    leaf: BaseException = caught.value
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    assert isinstance(leaf, ValueError) and "synchronous_commit" in str(leaf)
+
+
+# --------------------------------------------------------------------------- live delivery
+
+
+async def test_chunks_over_the_notify_limit_and_with_nul_arrive_live(hub: StreamHub) -> None:
+    big = "x" * 20_000
+    nul = "a\x00b"
+    p = await start(hub, "big")
+    async with anyio.create_task_group() as tg:
+        f = follow(tg, hub.subscribe("big"))
+        await p.publish("first")
+        await f.first_chunk()
+        await p.publish(big)
+        await p.publish(nul)
+        await f.until(lambda items: len(chunks_of(items)) == 3)
+        # Metadata over the limit: a wake record, then read from the store and delivered.
+        # (Live only, as on Redis: a reader that catches up to the end through the log first
+        # does not get it; hence the waits around it.)
+        await p.set_metadata({"m": "y" * 9000})
+        await f.until(lambda items: any(isinstance(i, Metadata) for i in items))
+        await p.publish("last")
+        await p.close()
+        items = await f.result()
+    assert texts(items) == ["first", big, nul, "last"]
+    assert_contiguous(chunks_of(items), p.generation, 1, 4)
+    # The metadata over the limit was read from the store and delivered too.
+    assert [i.value for i in items if isinstance(i, Metadata)] == [{"m": "y" * 9000}]
+
+
+async def test_a_killed_listener_connection_is_replaced_and_readers_repair(
+    hub: StreamHub, postgres_server: PostgresServer
+) -> None:
+    p = await start(hub, "heal")
+    n = 200
+    async with anyio.create_task_group() as tg:
+        f = follow(tg, hub.subscribe("heal"))
+        for i in range(n):
+            await p.publish(f"t{i}")
+            if i == n // 2:
+                postgres_server.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = 'streamhub-listen'"
+                )
+            await anyio.sleep(0.002)
+        await p.close()
+        items = await f.result(within=30)
+    assert texts(items) == [f"t{i}" for i in range(n)]
+    assert_contiguous(chunks_of(items), p.generation, 1, n)
+
+
+@pytest.mark.timeout(60)
+async def test_a_server_restart_mid_stream_completes_exactly() -> None:
+    with PostgresServer() as server:
+        async with (
+            StreamHub.from_url(server.url, lease_ttl=10, outage_timeout=20) as hub_a,
+            StreamHub.from_url(server.url, lease_ttl=10, outage_timeout=20) as hub_b,
+        ):
+            p = await start(hub_a, "restart")
+            n = 300
+            async with anyio.create_task_group() as tg:
+                f = follow(tg, hub_b.subscribe("restart"))
+                for i in range(n):
+                    await p.publish(f"t{i}")
+                    if i == n // 2:
+                        await anyio.to_thread.run_sync(server.restart)
+                await p.close()
+                items = await f.result(within=40)
+    assert items[-1] == End(State.DONE, None)
+    assert texts(items) == [f"t{i}" for i in range(n)]
+    assert_contiguous(chunks_of(items), p.generation, 1, n)
+
+
+# --------------------------------------------------------------------------- ordering
+
+
+@pytest.mark.timeout(60)
+async def test_concurrent_fan_in_writers_and_readers_see_one_gap_free_order(
+    postgres_url: str,
+) -> None:
+    """Four hubs, a sub-producer on each, writing one session at once; every reader (live on
+    each hub, and a replay afterwards) sees offsets 1..N, gap-free, in one identical order."""
+    hubs = [StreamHub.from_url(postgres_url, lease_ttl=10) for _ in range(4)]
+    per_part = 150
+    async with AsyncExitStack() as stack:
+        for h in hubs:
+            await stack.enter_async_context(h)
+        owner = await start(hubs[0], "fan")
+        async with anyio.create_task_group() as tg:
+            readers = [follow(tg, h.subscribe("fan")) for h in hubs]
+
+            async def part(index: int) -> None:
+                handle = await owner.admit(f"w{index}")
+                async with await hubs[index].join(handle) as sub:
+                    for i in range(per_part):
+                        await sub.publish(f"w{index}-{i}")
+
+            async with anyio.create_task_group() as writers:
+                for index in range(4):
+                    writers.start_soon(part, index)
+            await owner.close()
+            results = [await r.result(within=40) for r in readers]
+        replay = await collect(hubs[1].subscribe("fan"))
+    total = 4 * per_part
+    orders: list[list[Any]] = []
+    for items in [*results, replay]:
+        chunks = [i for i in items if isinstance(i, Chunk)]
+        assert_contiguous(chunks, owner.generation, 1, total)
+        orders.append([c.data for c in chunks])
+    assert all(order == orders[0] for order in orders)
+    for index in range(4):  # each writer's own chunks in its order
+        mine = [d for d in orders[0] if d.startswith(f"w{index}-")]
+        assert mine == [f"w{index}-{i}" for i in range(per_part)]
+
+
+async def test_a_transition_waiting_on_a_reclaim_sees_the_new_generation(
+    hub: StreamHub, postgres_server: PostgresServer
+) -> None:
+    """A reclaim and a cancel queued on the same locked session row: the cancel, served after
+    the reclaim committed, finds the new generation (the row is rewritten in place), never
+    "not found"."""
+    old = await start(hub, "queued")
+    hub._forget(old)  # its hub stops renewing: the lease can lapse
+    postgres_server.execute(
+        "UPDATE streamhub_session SET lease_until = clock_timestamp() - interval '1 ms'"
+    )
+
+    def waiting(n: int) -> bool:
+        rows = postgres_server.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        )
+        return rows == [(n,)]
+
+    with psycopg.connect(postgres_server.url) as holder:  # a transaction holding the row
+        holder.execute("SELECT 1 FROM streamhub_session WHERE session_id = 'queued' FOR UPDATE")
+        async with anyio.create_task_group() as tg:
+            claimed: list[Any] = []
+            cancelled: list[Any] = []
+
+            async def claim() -> None:
+                claimed.append(await hub.register("queued"))
+
+            async def cancel() -> None:
+                cancelled.append(await hub.backend.cancel("queued"))
+
+            tg.start_soon(claim)
+            await wait_until(lambda: waiting(1), within=10, what="the claim to wait on the row")
+            tg.start_soon(cancel)
+            await wait_until(lambda: waiting(2), within=10, what="the cancel to queue behind")
+            holder.commit()
+    new = claimed[0].producer
+    assert new is not None and new.generation > old.generation
+    info = cancelled[0]
+    assert info is not None and info.generation == new.generation and info.cancel_requested
+    await new.close()
+
+
+async def test_a_renewal_that_finds_its_lease_lapsed_keeps_the_output(
+    hub: StreamHub, postgres_server: PostgresServer
+) -> None:
+    """The renewal fails the generation (lease_expired) and the session stays stored for
+    ``retention`` like any finished one (a retention of zero deleted it on the next touch)."""
+    p = await start(hub, "lapsed")
+    await p.publish("kept")
+    await p.flush()
+    postgres_server.execute(
+        "UPDATE streamhub_session SET lease_until = clock_timestamp() - interval '1 ms'"
+    )
+    lost = await hub.backend.renew([("lapsed", p.generation)])
+    assert lost == [Lost("closed", State.FAILED, "lease_expired")]
+    info = await hub.status("lapsed")
+    assert info is not None and info.state is State.FAILED
+    assert texts(await collect(hub.subscribe("lapsed"))) == ["kept"]
+    assert (await hub.backend.cancel("lapsed")) is not None
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+async def test_cli_on_a_postgres_url(hub: StreamHub, postgres_url: str) -> None:
+    sid = new_sid("cli")
+    producer = await producing(hub, sid, "hello ", "world", metadata={"model": "m"})
+    status = await cli("status", sid, redis=postgres_url)
+    assert status.returncode == 0, status.stderr
+    record = orjson.loads(status.stdout)
+    assert (record["state"], record["chunks"], record["metadata"]) == ("active", 2, {"model": "m"})
+
+    shown = await cli("top", "--once", "--interval", "0.2", redis=postgres_url)
+    assert shown.returncode == 0, shown.stderr
+    assert set(table(shown.stdout)[1]) == {sid}
+
+    argv = [*CLI, "--redis", postgres_url, "tail", sid]
+    with anyio.fail_after(30):
+        async with await anyio.open_process(argv, env=_env()) as process:
+            assert process.stdout is not None
+            seen = b""
+            while b"world" not in seen:
+                seen += await process.stdout.receive()
+            await producer.publish("!")
+            await producer.close()
+            async for data in process.stdout:
+                seen += data
+            assert await process.wait() == 0
+    assert seen.decode() == "hello world!"
+
+    other = await producing(hub, new_sid("cli"), "x")
+    cancelled = await cli("cancel", other.session_id, redis=postgres_url)
+    assert (cancelled.returncode, cancelled.stdout) == (0, "active\n")
+    with anyio.fail_after(10):
+        await other.cancelled.wait()
+    await other.close()
+    deleted = await cli("delete", sid, redis=postgres_url)
+    assert (deleted.returncode, deleted.stdout) == (0, "deleted\n")
+    assert_one_line_error(await cli("status", sid, redis=postgres_url), 3, "not found")
+
+
+async def test_cli_on_an_unreachable_postgres_is_one_line_and_exit_4(
+    postgres_server: PostgresServer,
+) -> None:
+    url = f"postgresql://postgres:secret@127.0.0.1:{postgres_server.port + 1}/postgres"
+    done = await cli("--timeout", "0.5", "status", "s1", redis=url)
+    assert_one_line_error(done, 4, "PostgreSQL")
+    assert "secret" not in done.stderr
+
+
+def test_the_schema_command_needs_no_server() -> None:
+    done = subprocess.run([*CLI, "postgres-schema"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and "CREATE FUNCTION streamhub_claim" in done.stdout
+    assert sys.executable  # the same interpreter as the tests
+
+
+# --------------------------------------------------------------------------- HTTP, two instances
+
+
+@pytest.mark.timeout(90)
+async def test_two_app_instances_resume_exactly_and_cancel_across(
+    postgres_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """``tests/http_app.py`` twice under uvicorn on one PostgreSQL: a stream read on A resumes
+    on B exactly (no gap, no duplicate, the generator ran once), a cancel on B stops the
+    generator running on A, and test_http_fanin's two sub-producers on two instances
+    interleave into one order. (The generators record their runs in Redis.)"""
+    settings = {"REDIS_URL": postgres_url, "REC_URL": redis_url, "LEASE_TTL": "5", "AUTH": "0"}
+    a, b = AppServer("A", settings, tmp_path), AppServer("B", settings, tmp_path)
+    try:
+        await anyio.to_thread.run_sync(start_servers, [a, b])
+        async with (
+            httpx.AsyncClient(base_url=a.url, timeout=15, trust_env=False) as ca,
+            httpx.AsyncClient(base_url=b.url, timeout=15, trust_env=False) as cb,
+        ):
+            sid = new_sid("pghttp")
+            n = 40
+            before = await read_sse(
+                ca, f"/gen/{sid}", params={"n": n, "delay": 0.03}, stop_after_chunks=10
+            )
+            assert before.status_code == 200 and not before.eof
+            after = await read_sse(
+                cb, f"/streams/{sid}", headers={"Last-Event-ID": before.last_id or ""}
+            )
+            assert_complete(after, "done")
+            assert before.values + after.values == expected(n)
+            ids = before.ids + after.ids
+            assert len(set(ids)) == n
+
+            long = new_sid("pghttp")
+            async with anyio.create_task_group() as tg:
+                on_a = await start_reader(
+                    tg, ca, f"/gen/{long}", params={"n": 1500, "delay": 0.02}, min_chunks=5
+                )
+                resp = await cb.post(f"/streams/{long}/cancel", params={"wait": 5})
+                assert resp.json() == {"state": "cancelled"}, resp.text
+            assert_complete(on_a, "cancelled")
+            status = (await ca.get(f"/streams/{long}/status")).json()
+            assert on_a.values == expected(status["chunks"])
+
+            await two_sub_producers_interleave(ca, cb)
+        for server in (a, b):
+            check_log(server.name, server.log())
+    finally:
+        a.stop()
+        b.stop()
