@@ -51,6 +51,7 @@ from .base import (
 )
 from .postgres_compact import PgCompactor
 from .postgres_exec import PgExecutor, SchemaMismatch
+from .postgres_finish import PgFinishMethods
 from .postgres_listen import Listener as NotifyListener
 from .postgres_listen import inline, notes
 from .postgres_rows import INFO_SQL, PAGE_SQL, lost_of, page_of_rows
@@ -63,7 +64,7 @@ SCHEMES = ("postgresql", "postgres")
 _BIGINT = 2**63 - 1
 
 
-class PostgresBackend(Backend):
+class PostgresBackend(PgFinishMethods, Backend):
     """Sessions in PostgreSQL; live delivery through one LISTEN connection fanned out locally."""
 
     first_page = 1

@@ -18,11 +18,13 @@ from __future__ import annotations
 import hashlib
 import re
 
+from .postgres_sql_finish import FINISH_SQL, FINISH_TABLES
 from .postgres_sql_more import MORE_FUNCTIONS
 
 __all__ = ["SCHEMA_VERSION", "TABLES", "grants_sql", "prefix_name", "schema_sql"]
 
-SCHEMA_VERSION = 1
+# 2: the on_finish settle marks (postgres_sql_finish).
+SCHEMA_VERSION = 2
 
 _SAFE = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 
@@ -37,7 +39,7 @@ def prefix_name(key_prefix: str) -> str:
     return f"{readable}_{digest}" if readable[:1].isalpha() else f"p{readable}_{digest}"
 
 
-TABLES = ("schema", "session", "log", "part", "message", "message_key")
+TABLES = ("schema", "session", "log", "part", "message", "message_key", *FINISH_TABLES)
 
 
 def grants_sql(p: str, role: str, schema: str = "public") -> str:
@@ -54,7 +56,7 @@ def grants_sql(p: str, role: str, schema: str = "public") -> str:
 
 def schema_sql(p: str) -> str:
     """The DDL of prefix ``p`` (a name from :func:`prefix_name`): tables, then functions."""
-    text = _SCHEMA + MORE_FUNCTIONS
+    text = _SCHEMA + MORE_FUNCTIONS + FINISH_SQL
     return text.replace("{p}", p).replace("{version}", str(SCHEMA_VERSION))
 
 

@@ -18,11 +18,6 @@ from support.redis_server import RedisServer
 # expected failure on the ``postgres`` and ``postgres-role`` parameters only, strict, so a test
 # that starts passing must be taken off this list. Keyed by test file, then test name.
 _NOT_YET_ON_POSTGRES: dict[str, dict[str, str]] = {
-    "test_conformance_finish.py": {
-        "test_claim_settle_and_index_contract": "on_finish (issue 16)",
-        "test_a_producer_that_stopped_renewing_is_settled_once_by_the_sweep": "on_finish",
-        "test_fan_in_runs_the_hook_once_at_the_owners_end": "on_finish (issue 16)",
-    },
     "test_conformance_turns.py": {
         "test_racing_claims_of_one_turn_give_one_producer": "turns (issue 19)",
         "test_a_finished_turn_is_replayed_and_a_new_one_starts": "turns (issue 19)",
