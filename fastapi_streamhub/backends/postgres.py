@@ -42,13 +42,13 @@ from ._replies import record_of
 from .base import (
     Append,
     Backend,
-    ClaimResult,
     ControlHandler,
     Lost,
     ReadResult,
     Sent,
     SharedAppend,
 )
+from .postgres_claim import PgClaimMethods
 from .postgres_compact import PgCompactor
 from .postgres_exec import PgExecutor, SchemaMismatch
 from .postgres_finish import PgFinishMethods
@@ -64,7 +64,7 @@ SCHEMES = ("postgresql", "postgres")
 _BIGINT = 2**63 - 1
 
 
-class PostgresBackend(PgFinishMethods, Backend):
+class PostgresBackend(PgClaimMethods, PgFinishMethods, Backend):
     """Sessions in PostgreSQL; live delivery through one LISTEN connection fanned out locally."""
 
     first_page = 1
@@ -232,17 +232,6 @@ class PostgresBackend(PgFinishMethods, Backend):
             self._fanout.remove(key, listener)
 
     # -- transitions -----------------------------------------------------------------------
-
-    async def claim(
-        self, session_id: str, *, token: str, restart: bool, metadata: bytes | None
-    ) -> ClaimResult:
-        s = self.settings
-        rows = await self._exec.rows(
-            "SELECT * FROM {p}_claim(%s, %s, %s, %s, %s, %s)",
-            (session_id, token, restart, metadata, s.lease_ms, s.retention_ms),
-        )
-        created, generation, state = rows[0]
-        return ClaimResult(bool(created), int(generation), State(state))
 
     async def append(self, batches: Sequence[Append]) -> list[Lost | None]:
         sids, gens, firsts, lasts, bodies, recs = [], [], [], [], [], []

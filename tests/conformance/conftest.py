@@ -18,15 +18,6 @@ from support.redis_server import RedisServer
 # expected failure on the ``postgres`` and ``postgres-role`` parameters only, strict, so a test
 # that starts passing must be taken off this list. Keyed by test file, then test name.
 _NOT_YET_ON_POSTGRES: dict[str, dict[str, str]] = {
-    "test_conformance_turns.py": {
-        "test_racing_claims_of_one_turn_give_one_producer": "turns (issue 19)",
-        "test_a_finished_turn_is_replayed_and_a_new_one_starts": "turns (issue 19)",
-        "test_a_failed_turn_is_claimed_again": "turns (issue 19)",
-    },
-    "test_conformance_conversation.py": {
-        "test_a_follower_sees_every_turn_and_resumes_across_them": "turns (issue 19)",
-        "test_a_superseded_turn_ends_and_the_next_follows": "turns (issue 19)",
-    },
     "test_conformance_durable.py": {
         "test_a_stream_is_never_claimed_by_register": "Durable Streams (issue 17)",
         "test_a_session_id_is_never_created_as_a_stream": "Durable Streams (issue 17)",
