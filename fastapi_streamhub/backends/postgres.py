@@ -38,6 +38,7 @@ from .._config import Settings
 from .._errors import BackendUnavailable
 from .._fanout import Fanout, Listener
 from .._types import SessionInfo, State
+from ._ds import DurableMethods
 from ._replies import record_of
 from .base import (
     Append,
@@ -50,6 +51,7 @@ from .base import (
 )
 from .postgres_claim import PgClaimMethods
 from .postgres_compact import PgCompactor
+from .postgres_ds import PgDurable
 from .postgres_exec import PgExecutor, SchemaMismatch
 from .postgres_finish import PgFinishMethods
 from .postgres_listen import Listener as NotifyListener
@@ -64,7 +66,7 @@ SCHEMES = ("postgresql", "postgres")
 _BIGINT = 2**63 - 1
 
 
-class PostgresBackend(PgClaimMethods, PgFinishMethods, Backend):
+class PostgresBackend(PgClaimMethods, PgFinishMethods, DurableMethods, Backend):
     """Sessions in PostgreSQL; live delivery through one LISTEN connection fanned out locally."""
 
     first_page = 1
@@ -80,6 +82,7 @@ class PostgresBackend(PgClaimMethods, PgFinishMethods, Backend):
         self._exec = PgExecutor()
         self._exec.pool = pool
         self._compactor = PgCompactor(self._exec)
+        self._durable = PgDurable(self._exec)
         self._owned = pool is None
         if pool is not None:
             # The LISTEN connection is opened like the pool's, unless told otherwise.

@@ -14,33 +14,6 @@ import pytest
 from support.conformance import STORE_KINDS, HubFactory, RedisStore, Store, make_store, open_hubs
 from support.redis_server import RedisServer
 
-# Contracts the PostgreSQL backend does not implement yet (issue 15): each listed test is an
-# expected failure on the ``postgres`` and ``postgres-role`` parameters only, strict, so a test
-# that starts passing must be taken off this list. Keyed by test file, then test name.
-_NOT_YET_ON_POSTGRES: dict[str, dict[str, str]] = {
-    "test_conformance_durable.py": {
-        "test_a_stream_is_never_claimed_by_register": "Durable Streams (issue 17)",
-        "test_a_session_id_is_never_created_as_a_stream": "Durable Streams (issue 17)",
-        "test_append_checks_in_order_and_applies_atomically": "Durable Streams (issue 17)",
-        "test_fork_copies_a_prefix_and_soft_deletes_its_source": "Durable Streams (issue 17)",
-        "test_ordinary_sessions_touch_no_stream_key": "Durable Streams (issue 17)",
-        "test_appends_compare_media_types": "Durable Streams (issue 17)",
-    },
-}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        if callspec is None or callspec.params.get("store") not in ("postgres", "postgres-role"):
-            continue
-        name = getattr(item, "originalname", item.name)
-        reason = _NOT_YET_ON_POSTGRES.get(item.path.name, {}).get(name)
-        if reason is not None:
-            item.add_marker(
-                pytest.mark.xfail(strict=True, reason=f"not yet on PostgreSQL: {reason}")
-            )
-
 
 @pytest.fixture(params=STORE_KINDS)
 def store(request: pytest.FixtureRequest) -> Store:
