@@ -1,18 +1,23 @@
 """What is PostgreSQL's own in the contracts added beside its backend (the contracts themselves
 run on it in tests/conformance and tests/test_durable_streams.py): Durable Streams expiry, the
 retention sweep and the fork chain it releases; the schema's version and the runtime role's
-grants covering the new tables; the on_finish index taken by two sweepers at once."""
+grants covering the new tables; the on_finish index taken by two sweepers at once, and the
+hook of a SIGKILLed producer run once by the surviving instance (tests/finish_app.py)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
+import httpx
 import pytest
+from support.apps import start_servers
 from support.postgres_server import PostgresServer
 from support.sids import new_sid
-from support.sse_client import wait_until
+from support.sse_client import read_sse, wait_until
+from test_on_finish import _server, lines
 
 from fastapi_streamhub import StreamHub
 from fastapi_streamhub.backends._ds import DsAppend, DsFork, DsSpec
@@ -153,3 +158,46 @@ async def test_two_sweepers_take_different_unsettled_entries(backend: PostgresBa
     for sid, gen in mine:
         await backend.settle(sid, gen)
     assert not [e for e in await backend.unsettled(10_000, 0.0) if e in mine]
+
+
+@pytest.mark.timeout(90)
+async def test_sigkill_of_the_producer_runs_the_hook_once_on_the_survivor(
+    postgres_url: str, postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    """Nobody follows the session: the survivor's sweep fails the lapsed lease and runs the
+    hook, and the store marks it settled and drops its index row."""
+    rec = tmp_path / "calls.jsonl"
+    a = _server("A", postgres_url, rec, tmp_path)
+    c = _server("C", postgres_url, rec, tmp_path)
+    start_servers([a, c])
+    sid = new_sid("fin-kill")
+    try:
+        async with httpx.AsyncClient(timeout=10.0, trust_env=False) as http:
+            params = {"n": 5000, "delay": 0.02}
+            await read_sse(http, f"{c.url}/gen/{sid}", params=params, stop_after_chunks=3)
+        assert c.proc is not None
+        c.proc.kill()  # SIGKILL: no close, no shutdown, the lease is left to lapse
+
+        def settled() -> bool:
+            calls = lines(rec, sid)
+            if not any(call["ok"] for call in calls):
+                return False
+            gen = calls[0]["gen"]
+            mark = postgres_server.execute(
+                "SELECT settled FROM streamhub_session WHERE session_id = %s", (sid,)
+            )
+            left = postgres_server.execute(
+                "SELECT count(*) FROM streamhub_finish_index WHERE session_id = %s", (sid,)
+            )
+            return mark == [(gen,)] and left == [(0,)]
+
+        await wait_until(settled, within=20, what=f"the settled hook of {sid}")
+    finally:
+        c.stop()
+        a.stop()
+    calls = lines(rec, sid)
+    assert len(calls) == 1 and calls[0]["ok"], calls
+    call = calls[0]
+    assert call["state"] == "failed" and call["reason"] == "lease_expired"
+    assert call["instance"] == "A" and call["truncated"] is True
+    assert call["text"].startswith("t0 t1 t2 ")
