@@ -127,7 +127,7 @@ async def test_the_schema_version_and_the_grants_cover_the_new_tables(
     assert SCHEMA_VERSION == 2
     assert postgres_server.execute("SELECT version FROM streamhub_schema") == [(SCHEMA_VERSION,)]
     grants = grants_sql("streamhub", "app")
-    for table in ("finish_index", "stream", "stream_producer"):
+    for table in ("finish_index", "stream", "stream_data", "stream_producer"):
         assert table in TABLES
         assert f"public.streamhub_{table}" in grants
         assert _rows(postgres_server, f"SELECT count(*) FROM streamhub_{table} WHERE false") == 0
@@ -201,3 +201,32 @@ async def test_sigkill_of_the_producer_runs_the_hook_once_on_the_survivor(
     assert call["state"] == "failed" and call["reason"] == "lease_expired"
     assert call["instance"] == "A" and call["truncated"] is True
     assert call["text"].startswith("t0 t1 t2 ")
+
+
+async def test_reads_and_forks_across_the_stored_rows_are_byte_exact(
+    backend: PostgresBackend, postgres_server: PostgresServer
+) -> None:
+    """A stream's bytes are one row per append: reads and fork prefixes that start, end or cut
+    inside rows give exactly the bytes, and an append stores one row whatever the size."""
+    sid, fork = new_sid("rows"), new_sid("rows-fork")
+    assert (await backend.ds_create(sid, DsSpec("application/octet-stream"), b"")).outcome == (
+        "created"
+    )
+    whole = b""
+    for i in range(40):
+        piece = bytes((i * 7 + k) % 256 for k in range(1 + (i * 13) % 29))
+        appended = await backend.ds_append(sid, DsAppend(piece, "application/octet-stream"))
+        assert appended.outcome == "appended"
+        whole += piece
+    stored = f"SELECT count(*) FROM streamhub_stream_data WHERE stream_id = '{sid}'"
+    assert _rows(postgres_server, stored) == 40
+    for off, lim in ((0, 1), (0, 10_000), (5, 3), (17, 100), (len(whole) - 1, 5), (333, 1)):
+        read = await backend.ds_read(sid, off, lim, touch=False)
+        assert read is not None and read[1] == whole[off : off + lim], (off, lim)
+    assert (await backend.ds_read(sid, len(whole), 10, touch=False)) is not None
+    cut = 101  # inside a row
+    made = await backend.ds_create(fork, DsSpec(""), b"tail", DsFork(sid, cut, sub=3))
+    assert made.outcome == "created" and made.stream is not None
+    assert made.stream.tail == cut + 3 + 4
+    read = await backend.ds_read(fork, 0, 10_000, touch=False)
+    assert read is not None and read[1] == whole[: cut + 3] + b"tail"

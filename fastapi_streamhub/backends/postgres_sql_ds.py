@@ -4,8 +4,9 @@ producers, and one plpgsql function per operation (the twins of ``lua/ds_*.lua``
 A stream's id and a session's share one namespace: a create and a claim of the same id both
 take the advisory lock of that id first (``hashtextextended('<p>:' || id, 0)``), so a create
 answers ``conflict`` for a session's id and a claim refuses a stream's id (``{p}_is_stream``).
-Functions never load ``data`` into a variable (plpgsql would detoast all of it): the row
-they lock is read without it, ``tail`` is its length, and appends concatenate in place.
+The bytes are rows of ``{p}_stream_data``, one per append (or per copied slice of a fork's
+source), keyed by their start offset: an append inserts one row whatever the stream's size,
+and a read finds the row holding its offset through the primary key and concatenates slices.
 Expiry is the row's ``deadline``: an expired stream is dropped by the next operation that
 looks it up (its source's fork count goes down with it), and by the retention sweep.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 __all__ = ["DS_SQL", "DS_TABLES"]
 
-DS_TABLES = ("stream", "stream_producer")
+DS_TABLES = ("stream", "stream_data", "stream_producer")
 
 DS_SQL = r"""
 CREATE TABLE {p}_stream (
@@ -31,12 +32,17 @@ CREATE TABLE {p}_stream (
   source       text,                     -- a fork's source id
   forks        bigint  NOT NULL DEFAULT 0,       -- forks of it that live
   deadline     timestamptz NOT NULL,     -- expiry: absent to everyone past it
-  tail         bigint  NOT NULL DEFAULT 0,       -- octet_length(data), kept with it
-  data         bytea   NOT NULL DEFAULT ''::bytea  -- the bytes; the tail is their length
+  tail         bigint  NOT NULL DEFAULT 0        -- bytes stored: the next append's offset
 );
--- Uncompressed out of line: a read's substring fetches only the slices it needs.
-ALTER TABLE {p}_stream ALTER COLUMN data SET STORAGE EXTERNAL;
 CREATE INDEX {p}_stream_deadline ON {p}_stream (deadline);
+
+-- The bytes: [start, start + octet_length(body)) of the stream, rows contiguous from 0.
+CREATE TABLE {p}_stream_data (
+  stream_id text   NOT NULL,
+  start     bigint NOT NULL,
+  body      bytea  NOT NULL,
+  PRIMARY KEY (stream_id, start)
+);
 
 CREATE TABLE {p}_stream_producer (
   stream_id   text   NOT NULL,
@@ -55,6 +61,21 @@ $$;
 -- A media type: parameters dropped, lower case, trimmed.
 CREATE FUNCTION {p}_ds_media(ct text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
   SELECT lower(btrim(split_part(ct, ';', 1), ' ' || chr(9)))
+$$;
+
+-- Up to lim bytes of the stream from off: the row holding off (found through the key), and
+-- slices of it and of the rows after it.
+CREATE FUNCTION {p}_ds_bytes(sid text, off bigint, lim bigint) RETURNS bytea
+LANGUAGE sql STABLE AS $$
+  SELECT coalesce(string_agg(substring(d.body
+      FROM (greatest(off - d.start, 0) + 1)::int
+      FOR (least(off + lim, d.start + octet_length(d.body)) - greatest(off, d.start))::int),
+    ''::bytea ORDER BY d.start), ''::bytea)
+  FROM {p}_stream_data d
+  WHERE d.stream_id = sid AND d.start < off + lim
+    AND d.start >= coalesce((SELECT max(x.start) FROM {p}_stream_data x
+                             WHERE x.stream_id = sid AND x.start <= off), 0)
+    AND d.start + octet_length(d.body) > off
 $$;
 
 -- The reply of every operation: outcome, the stream after it, two numbers the outcome explains
@@ -82,6 +103,7 @@ DECLARE src text; left_ bigint; gone_ boolean;
 BEGIN
   DELETE FROM {p}_stream WHERE stream_id = sid RETURNING source INTO src;
   DELETE FROM {p}_stream_producer WHERE stream_id = sid;
+  DELETE FROM {p}_stream_data WHERE stream_id = sid;
   WHILE src IS NOT NULL LOOP
     UPDATE {p}_stream SET forks = forks - 1 WHERE stream_id = src
     RETURNING forks, gone INTO left_, gone_;
@@ -89,16 +111,15 @@ BEGIN
     sid := src;
     DELETE FROM {p}_stream WHERE stream_id = sid RETURNING source INTO src;
     DELETE FROM {p}_stream_producer WHERE stream_id = sid;
+    DELETE FROM {p}_stream_data WHERE stream_id = sid;
   END LOOP;
 END $$;
 
--- The locked, unexpired stream row without its bytes (an expired one is dropped: absent).
+-- The locked, unexpired stream row (an expired one is dropped: absent).
 CREATE FUNCTION {p}_ds_get(sid text) RETURNS {p}_stream LANGUAGE plpgsql AS $$
 DECLARE r {p}_stream;
 BEGIN
-  SELECT s.stream_id, s.content_type, s.ttl, s.expires_text, s.expires_ms, s.created_closed,
-    s.fork_spec, s.closed, s.gone, s.seq, s.source, s.forks, s.deadline, s.tail, ''::bytea
-  INTO r FROM {p}_stream s WHERE s.stream_id = sid FOR UPDATE;
+  SELECT * INTO r FROM {p}_stream s WHERE s.stream_id = sid FOR UPDATE;
   IF NOT FOUND THEN RETURN NULL; END IF;
   IF r.deadline <= clock_timestamp() THEN
     PERFORM {p}_ds_drop(sid);
@@ -118,7 +139,7 @@ RETURNS TABLE (outcome text, tail bigint, closed boolean, content_type text, ttl
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-  r {p}_stream; s {p}_stream; prefix bytea := ''::bytea; after bytea; cut bigint := 0;
+  r {p}_stream; s {p}_stream; after bytea; cut bigint := 0; copied bigint := 0;
   nl int; is_json boolean; same boolean;
 BEGIN
   PERFORM pg_advisory_xact_lock(hashtextextended('{p}:' || sid, 0));
@@ -137,8 +158,7 @@ BEGIN
       RETURN QUERY SELECT * FROM {p}_ds_out('bad_fork_offset', NULL, 0, 0, NULL); RETURN;
     END IF;
     IF is_json AND at > 0 THEN
-      IF (SELECT get_byte(st.data, (at - 1)::int) FROM {p}_stream st
-          WHERE st.stream_id = src) <> 10 THEN
+      IF {p}_ds_bytes(src, at - 1, 1) <> '\x0a'::bytea THEN
         RETURN QUERY SELECT * FROM {p}_ds_out('bad_fork_offset', NULL, 0, 0, NULL); RETURN;
       END IF;
     END IF;
@@ -152,7 +172,7 @@ BEGIN
         END IF;
         cut := sub;
       ELSE
-        SELECT substring(st.data FROM (at + 1)::int) INTO after FROM {p}_stream st WHERE st.stream_id = src;
+        after := {p}_ds_bytes(src, at, s.tail - at);
         FOR k IN 1 .. sub LOOP
           nl := position('\x0a'::bytea IN substring(after FROM (cut + 1)::int));
           IF nl = 0 THEN
@@ -162,8 +182,7 @@ BEGIN
         END LOOP;
       END IF;
     END IF;
-    SELECT substring(st.data FROM 1 FOR (at + cut)::int) INTO prefix FROM {p}_stream st
-    WHERE st.stream_id = src;
+    copied := at + cut;
     ct := s.content_type;
     IF ttl_ IS NULL AND exp_ms IS NULL THEN
       ttl_ := s.ttl; exp_text := s.expires_text; exp_ms := s.expires_ms;
@@ -183,10 +202,16 @@ BEGIN
     RETURN;
   END IF;
   INSERT INTO {p}_stream AS st (stream_id, content_type, ttl, expires_text, expires_ms,
-    created_closed, fork_spec, closed, source, deadline, tail, data)
+    created_closed, fork_spec, closed, source, deadline, tail)
   VALUES (sid, ct, ttl_, exp_text, exp_ms, closed_, fork_, closed_, src,
-    {p}_ds_deadline(ttl_, exp_ms, ret_ms), octet_length(prefix) + octet_length(body),
-    prefix || body);
+    {p}_ds_deadline(ttl_, exp_ms, ret_ms), copied + octet_length(body));
+  IF copied > 0 THEN
+    -- The source's prefix, row by row (the last one cut): it never changes in the source.
+    INSERT INTO {p}_stream_data
+    SELECT sid, d.start, substring(d.body FROM 1 FOR least(octet_length(d.body), copied - d.start)::int)
+    FROM {p}_stream_data d WHERE d.stream_id = src AND d.start < copied;
+  END IF;
+  IF octet_length(body) > 0 THEN INSERT INTO {p}_stream_data VALUES (sid, copied, body); END IF;
   IF src IS NOT NULL THEN UPDATE {p}_stream SET forks = forks + 1 WHERE stream_id = src; END IF;
   r := {p}_ds_get(sid);
   RETURN QUERY SELECT * FROM {p}_ds_out('created', r, 0, 0, NULL);
@@ -235,8 +260,8 @@ BEGIN
     INSERT INTO {p}_stream_producer VALUES (sid, pid, ep, pq)
     ON CONFLICT (stream_id, producer_id) DO UPDATE SET epoch = ep, seq = pq;
   END IF;
+  IF octet_length(body) > 0 THEN INSERT INTO {p}_stream_data VALUES (sid, r.tail, body); END IF;
   UPDATE {p}_stream st SET
-    data = CASE WHEN octet_length(body) > 0 THEN st.data || body ELSE st.data END,
     tail = st.tail + octet_length(body), closed = st.closed OR close_,
     seq = coalesce(sseq, st.seq), deadline = {p}_ds_deadline(st.ttl, st.expires_ms, ret_ms)
   WHERE st.stream_id = sid;
@@ -256,9 +281,8 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE r {p}_stream; d bytea := ''::bytea;
 BEGIN
-  SELECT s.stream_id, s.content_type, s.ttl, s.expires_text, s.expires_ms, s.created_closed,
-    s.fork_spec, s.closed, s.gone, s.seq, s.source, s.forks, s.deadline, s.tail, ''::bytea
-  INTO r FROM {p}_stream s WHERE s.stream_id = sid AND s.deadline > clock_timestamp();
+  SELECT * INTO r FROM {p}_stream s
+  WHERE s.stream_id = sid AND s.deadline > clock_timestamp();
   IF NOT FOUND THEN RETURN; END IF;
   IF NOT r.gone THEN
     IF touch THEN
@@ -266,10 +290,7 @@ BEGIN
       WHERE s.stream_id = sid;
     END IF;
     -- Bounded by the tail read above: bytes below a tail never change.
-    IF lim > 0 AND off < r.tail THEN
-      SELECT substring(s.data FROM (off + 1)::int FOR least(lim, r.tail - off)::int) INTO d
-      FROM {p}_stream s WHERE s.stream_id = sid;
-    END IF;
+    IF lim > 0 AND off < r.tail THEN d := {p}_ds_bytes(sid, off, least(lim, r.tail - off)); END IF;
   END IF;
   RETURN QUERY SELECT * FROM {p}_ds_out('ok', r, 0, 0, coalesce(d, ''::bytea));
 END $$;
@@ -282,8 +303,9 @@ BEGIN
   IF r.stream_id IS NULL THEN RETURN 'not_found'; END IF;
   IF r.gone THEN RETURN 'gone'; END IF;
   IF r.forks > 0 THEN
-    UPDATE {p}_stream SET gone = true, data = ''::bytea, tail = 0 WHERE stream_id = sid;
+    UPDATE {p}_stream SET gone = true, tail = 0 WHERE stream_id = sid;
     DELETE FROM {p}_stream_producer WHERE stream_id = sid;
+    DELETE FROM {p}_stream_data WHERE stream_id = sid;
     o := 'soft';
   ELSE
     PERFORM {p}_ds_drop(sid);
