@@ -1,6 +1,6 @@
 """Our sessions read through the Durable Streams protocol (``sessions_view=True``), read-only:
 over plain HTTP, and followed live by the official TypeScript client (``@durable-streams/client``,
-SSE and long-poll) while a ``ResumableStreamingResponse`` produces them, on memory and Redis."""
+SSE and long-poll) while a ``ResumableStreamingResponse`` produces them, on memory, Redis and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 from ds_app import item
 from support.apps import SERVER_ERROR_MARKERS, AppServer, start_servers
 from support.node import NODE, node_modules, run_node
+from support.postgres_server import PostgresServer
 from support.redis_server import RedisServer
 from support.sids import new_sid
 from test_durable_streams import PACKAGE, SUITE_DIR
@@ -35,12 +36,13 @@ def expected(n: int) -> list[Any]:
     return out
 
 
-@pytest.fixture(scope="module", params=["memory", "redis"])
+@pytest.fixture(scope="module", params=["memory", "redis", "postgres"])
 def app(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AppServer]:
     redis = RedisServer().start() if request.param == "redis" else None
-    env = {"REDIS_URL": redis.url if redis else "memory://"}
+    pg = PostgresServer().start() if request.param == "postgres" else None
+    env = {"REDIS_URL": redis.url if redis else pg.url if pg else "memory://"}
     server = AppServer(
         f"ds-view-{request.param}", env, tmp_path_factory.mktemp("ds-view"), "ds_app:app"
     )
@@ -51,6 +53,8 @@ def app(
         server.stop()
         if redis is not None:
             redis.close()
+        if pg is not None:
+            pg.close()
     for marker in SERVER_ERROR_MARKERS:
         assert marker not in server.log(), server.log()[-4000:]
 

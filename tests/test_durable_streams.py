@@ -1,11 +1,11 @@
 """The Durable Streams server conformance suite (``@durable-streams/server-conformance-tests``,
 pinned in ``tests/node/durable_streams/``) against ``tests/ds_app.py`` in uvicorn, on memory,
-Redis and a Redis Cluster.
+Redis, a Redis Cluster and PostgreSQL.
 
 The suite runs in vitest with its JSON reporter; this test fails on any failure not listed in
 ``tests/node/durable_streams/expected_failures.txt`` and on any listed test that now passes
 (so the list only ever shrinks to the truth). A line there is ``[backend ]<full test name>
-# <reason>``; without a backend it applies to all three. The full name is the suite's
+# <reason>``; without a backend it applies to all four. The full name is the suite's
 describe titles and the test title joined by `` > ``.
 """
 
@@ -84,7 +84,7 @@ def run_suite(base_url: str, log_dir: Path) -> dict[str, str]:
     return results
 
 
-@pytest.fixture(params=["memory", "redis", "cluster"])
+@pytest.fixture(params=["memory", "redis", "cluster", "postgres"])
 def backend_url(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     kind = request.param
     if kind == "memory":
@@ -96,6 +96,9 @@ def backend_url(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
             yield kind, server.url
         finally:
             server.close()
+        return
+    if kind == "postgres":
+        yield kind, request.getfixturevalue("postgres_url")
         return
     cluster_url = request.getfixturevalue("cluster_url")
     yield kind, cluster_url

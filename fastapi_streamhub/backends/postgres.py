@@ -37,19 +37,22 @@ from .._config import Settings
 from .._errors import BackendUnavailable
 from .._fanout import Fanout, Listener
 from .._types import SessionInfo, State
+from ._ds import DurableMethods
 from ._replies import record_of
 from .base import (
     Append,
     Backend,
-    ClaimResult,
     ControlHandler,
     Lost,
     ReadResult,
     Sent,
     SharedAppend,
 )
+from .postgres_claim import PgClaimMethods
 from .postgres_compact import PgCompactor
+from .postgres_ds import PgDurable
 from .postgres_exec import PgExecutor, SchemaMismatch
+from .postgres_finish import PgFinishMethods
 from .postgres_listen import Listener as NotifyListener
 from .postgres_listen import inline, notes
 from .postgres_rows import INFO_SQL, PAGE_SQL, lost_of, page_of_rows
@@ -62,7 +65,7 @@ SCHEMES = ("postgresql", "postgres")
 _BIGINT = 2**63 - 1
 
 
-class PostgresBackend(Backend):
+class PostgresBackend(PgClaimMethods, PgFinishMethods, DurableMethods, Backend):
     """Sessions in PostgreSQL; live delivery through one LISTEN connection fanned out locally."""
 
     first_page = 1
@@ -78,6 +81,7 @@ class PostgresBackend(Backend):
         self._exec = PgExecutor()
         self._exec.pool = pool
         self._compactor = PgCompactor(self._exec)
+        self._durable = PgDurable(self._exec)
         self._owned = pool is None
         if pool is not None:
             # The LISTEN connection is opened like the pool's, unless told otherwise.
@@ -230,25 +234,6 @@ class PostgresBackend(Backend):
             self._fanout.remove(key, listener)
 
     # -- transitions -----------------------------------------------------------------------
-
-    async def claim(
-        self,
-        session_id: str,
-        *,
-        token: str,
-        restart: bool,
-        metadata: bytes | None,
-        turn: str | None = None,
-    ) -> ClaimResult:
-        if turn is not None:
-            raise NotImplementedError("claims with a turn are not on PostgreSQL yet")
-        s = self.settings
-        rows = await self._exec.rows(
-            "SELECT * FROM {p}_claim(%s, %s, %s, %s, %s, %s)",
-            (session_id, token, restart, metadata, s.lease_ms, s.retention_ms),
-        )
-        created, generation, state = rows[0]
-        return ClaimResult(bool(created), int(generation), State(state))
 
     async def append(self, batches: Sequence[Append]) -> list[Lost | None]:
         sids, gens, firsts, lasts, bodies, recs = [], [], [], [], [], []

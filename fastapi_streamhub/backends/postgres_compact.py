@@ -106,8 +106,10 @@ class PgCompactor:
         )
 
     async def sweep(self) -> int:
-        """Delete up to one batch of expired sessions; how many (0 while another hub sweeps)."""
-        return int(await self._exec.one("SELECT {p}_sweep(%s)", (SWEEP_BATCH,)))
+        """Delete up to one batch of expired sessions; how many (0 while another hub sweeps).
+        Up to a batch of expired Durable Streams streams go in the same call."""
+        sql = "SELECT {p}_sweep(%s), {p}_ds_sweep(%s)"
+        return int(await self._exec.one(sql, (SWEEP_BATCH, SWEEP_BATCH)))
 
     async def sweeper(self) -> None:
         """Sweep every ``min(retention / 4, 1 h)`` or so, for as long as the hub runs."""

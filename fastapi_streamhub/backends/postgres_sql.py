@@ -18,11 +18,14 @@ from __future__ import annotations
 import hashlib
 import re
 
+from .postgres_sql_ds import DS_SQL, DS_TABLES
+from .postgres_sql_finish import FINISH_SQL, FINISH_TABLES
 from .postgres_sql_more import MORE_FUNCTIONS
 
 __all__ = ["SCHEMA_VERSION", "TABLES", "grants_sql", "prefix_name", "schema_sql"]
 
-SCHEMA_VERSION = 1
+# 2: the on_finish settle marks (postgres_sql_finish), turns, Durable Streams (postgres_sql_ds).
+SCHEMA_VERSION = 2
 
 _SAFE = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 
@@ -37,7 +40,7 @@ def prefix_name(key_prefix: str) -> str:
     return f"{readable}_{digest}" if readable[:1].isalpha() else f"p{readable}_{digest}"
 
 
-TABLES = ("schema", "session", "log", "part", "message", "message_key")
+TABLES = ("schema", "session", "log", "part", "message", "message_key", *FINISH_TABLES, *DS_TABLES)
 
 
 def grants_sql(p: str, role: str, schema: str = "public") -> str:
@@ -54,7 +57,7 @@ def grants_sql(p: str, role: str, schema: str = "public") -> str:
 
 def schema_sql(p: str) -> str:
     """The DDL of prefix ``p`` (a name from :func:`prefix_name`): tables, then functions."""
-    text = _SCHEMA + MORE_FUNCTIONS
+    text = _SCHEMA + MORE_FUNCTIONS + FINISH_SQL + DS_SQL
     return text.replace("{p}", p).replace("{version}", str(SCHEMA_VERSION))
 
 
@@ -76,6 +79,7 @@ CREATE TABLE {p}_session (
   qb          bigint  NOT NULL DEFAULT 0,  -- ... and bytes
   compacted   bigint,                      -- the generation whose log was folded
   short       text,                        -- fan-in: the first part that ended short
+  turn        text,                        -- what this generation answers (claim's turn)
   lease_until timestamptz,                 -- NULL once finished
   created_ms  bigint  NOT NULL,
   updated_ms  bigint  NOT NULL,
@@ -203,8 +207,13 @@ LANGUAGE sql VOLATILE AS $$
   WHERE r.session_id IS NOT NULL
 $$;
 
+-- Claim a session for a new generation. With a turn (trn): a generation of the same turn is
+-- left alone unless it failed; a live one of another turn (or of none) is finished 'cancelled'
+-- with reason 'superseded' (end marker, E on data, its producer told L stale on ctl) and the
+-- session is claimed as for a restart, all in this transaction. state 'ds': a Durable Streams
+-- stream holds the id (never claimed).
 CREATE FUNCTION {p}_claim(sid text, tok text, restart boolean, md bytea, lease_ms bigint,
-  ret_ms bigint) RETURNS TABLE (created boolean, generation bigint, state text)
+  ret_ms bigint, trn text) RETURNS TABLE (created boolean, generation bigint, state text)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -214,20 +223,32 @@ DECLARE
   born bigint := now_ms;
   st text;
 BEGIN
-  -- An id that may not exist yet: two first claims serialise on this lock.
+  -- An id that may not exist yet: two first claims serialise on this lock (so do a claim
+  -- and a Durable Streams create of the same id: both take it).
   PERFORM pg_advisory_xact_lock(hashtextextended('{p}:' || sid, 0));
+  IF {p}_is_stream(sid) THEN RETURN QUERY SELECT false, 0::bigint, 'ds'::text; RETURN; END IF;
   r := {p}_lock(sid);
   IF r.session_id IS NOT NULL THEN
     st := r.state;
     IF st = 'active' THEN
       IF r.owner = tok THEN RETURN QUERY SELECT true, r.generation, st; RETURN; END IF;
       IF r.lease_until > clock_timestamp() THEN
-        RETURN QUERY SELECT false, r.generation, st; RETURN;
+        IF trn IS NULL OR r.turn = trn THEN
+          RETURN QUERY SELECT false, r.generation, st; RETURN;
+        END IF;
+        PERFORM {p}_finish(r, 'cancelled', 'superseded', ret_ms);
+        PERFORM {p}_notify('{p}_ctl', 'L', sid, r.generation || ':stale');
+        st := 'cancelled';
+      ELSE
+        PERFORM {p}_lapse(r, ret_ms, 'stale');
+        st := 'failed';
       END IF;
-      PERFORM {p}_lapse(r, ret_ms, 'stale');
-      st := 'failed';
     END IF;
-    IF st <> 'failed' AND NOT restart THEN RETURN QUERY SELECT false, r.generation, st; RETURN; END IF;
+    IF trn IS NOT NULL THEN
+      IF st <> 'failed' AND r.turn = trn THEN RETURN QUERY SELECT false, r.generation, st; RETURN; END IF;
+    ELSIF st <> 'failed' AND NOT restart THEN
+      RETURN QUERY SELECT false, r.generation, st; RETURN;
+    END IF;
     gen := greatest(r.generation + 1, now_ms);
     born := r.created_ms;
     DELETE FROM {p}_log WHERE session_id = sid;
@@ -238,14 +259,15 @@ BEGIN
     -- finding the row gone.
     UPDATE {p}_session SET generation = gen, state = 'active', reason = NULL, owner = tok,
       n = 0, cancel = false, metadata = md, q = 0, qb = 0, compacted = NULL, short = NULL,
-      lease_until = clock_timestamp() + lease_ms * interval '1 millisecond',
+      turn = trn, lease_until = clock_timestamp() + lease_ms * interval '1 millisecond',
       created_ms = born, updated_ms = now_ms,
       expires_at = clock_timestamp() + ret_ms * interval '1 millisecond'
     WHERE session_id = sid;
   ELSE
-    INSERT INTO {p}_session (session_id, generation, state, owner, metadata, lease_until,
+    INSERT INTO {p}_session (session_id, generation, state, owner, metadata, turn, lease_until,
       created_ms, updated_ms, expires_at)
-    VALUES (sid, gen, 'active', tok, md, clock_timestamp() + lease_ms * interval '1 millisecond',
+    VALUES (sid, gen, 'active', tok, md, trn,
+      clock_timestamp() + lease_ms * interval '1 millisecond',
       born, now_ms, clock_timestamp() + ret_ms * interval '1 millisecond');
   END IF;
   RETURN QUERY SELECT true, gen, 'active'::text;
