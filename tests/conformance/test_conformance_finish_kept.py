@@ -22,6 +22,15 @@ from fastapi_streamhub.backends.base import KEPT_GENERATIONS
 pytestmark = pytest.mark.anyio
 
 
+@pytest.fixture(autouse=True)
+def _not_yet_on_postgres(request: pytest.FixtureRequest) -> None:
+    # Kept generations are not on PostgreSQL yet (its claim drops a replaced generation).
+    if request.node.callspec.params.get("store", "").startswith("postgres"):
+        request.node.add_marker(
+            pytest.mark.xfail(strict=True, reason="kept generations are not on PostgreSQL yet")
+        )
+
+
 async def _generation(hub: StreamHub, sid: str, text: str, *, restart: bool = False) -> int:
     """A generation claimed, marked as expecting its hook, written and closed ``done``."""
     reg = await hub.register(sid, restart=restart)
