@@ -1,8 +1,9 @@
 """What is PostgreSQL's own in the contracts added beside its backend (the contracts themselves
 run on it in tests/conformance and tests/test_durable_streams.py): Durable Streams expiry, the
 retention sweep and the fork chain it releases; the schema's version and the runtime role's
-grants covering the new tables; the on_finish index taken by two sweepers at once, and the
-hook of a SIGKILLed producer run once by the surviving instance (tests/finish_app.py)."""
+grants covering the new tables; the on_finish index taken by two sweepers at once, the
+hook of a SIGKILLed producer run once by the surviving instance (tests/finish_app.py), and the
+log rows of kept generations (in place, out of the current reads, dropped with them)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from support.sids import new_sid
 from support.sse_client import read_sse, wait_until
 from test_on_finish import _server, lines
 
-from fastapi_streamhub import StreamHub
+from fastapi_streamhub import State, StreamHub
 from fastapi_streamhub.backends._ds import DsAppend, DsFork, DsSpec
+from fastapi_streamhub.backends.base import KEPT_GENERATIONS
 from fastapi_streamhub.backends.postgres import PostgresBackend
 from fastapi_streamhub.backends.postgres_sql import SCHEMA_VERSION, TABLES, grants_sql
 
@@ -124,10 +126,10 @@ async def test_a_session_and_a_stream_never_share_an_id(backend: PostgresBackend
 async def test_the_schema_version_and_the_grants_cover_the_new_tables(
     backend: PostgresBackend, postgres_server: PostgresServer
 ) -> None:
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     assert postgres_server.execute("SELECT version FROM streamhub_schema") == [(SCHEMA_VERSION,)]
     grants = grants_sql("streamhub", "app")
-    for table in ("finish_index", "stream", "stream_data", "stream_producer"):
+    for table in ("finish_index", "kept", "stream", "stream_data", "stream_producer"):
         assert table in TABLES
         assert f"public.streamhub_{table}" in grants
         assert _rows(postgres_server, f"SELECT count(*) FROM streamhub_{table} WHERE false") == 0
@@ -230,3 +232,56 @@ async def test_reads_and_forks_across_the_stored_rows_are_byte_exact(
     assert made.stream.tail == cut + 3 + 4
     read = await backend.ds_read(fork, 0, 10_000, touch=False)
     assert read is not None and read[1] == whole[: cut + 3] + b"tail"
+
+
+async def test_a_kept_generation_s_rows_stay_in_place_and_out_of_the_current_reads(
+    postgres_url: str, postgres_server: PostgresServer
+) -> None:
+    """A kept generation's log rows stay in the log under their own generation: a read of the
+    session (even from a cursor of the kept generation) and the compaction of the current
+    generation never see them; settle drops them, and the sweep drops a kept generation past
+    its retention, rows included."""
+    async with StreamHub.from_url(postgres_url, lease_ttl=5) as hub:
+        backend = hub.backend
+        assert isinstance(backend, PostgresBackend)
+        sid = new_sid("pgkept")
+        gens = []
+        for i in range(KEPT_GENERATIONS + 2):
+            reg = await hub.register(sid, restart=True)
+            assert reg.producer is not None
+            await backend.expect_finish(sid, reg.generation)
+            await reg.producer.publish(f"g{i} ")
+            assert await reg.producer.close() is State.DONE
+            gens.append(reg.generation)
+        current = gens[-1]
+        kept = f"SELECT count(*) FROM streamhub_kept WHERE session_id = '{sid}'"
+        log = f"SELECT count(*) FROM streamhub_log WHERE session_id = '{sid}' AND generation = "
+        assert _rows(postgres_server, kept) == KEPT_GENERATIONS  # the oldest was dropped
+        assert _rows(postgres_server, log + str(gens[0])) == 0
+        assert _rows(postgres_server, log + str(gens[1])) == 2  # a chunk and the end marker
+        assert (await backend.read_generation(sid, gens[0], 0, 100))[0] is None
+        page = await backend.read(sid, (gens[1], 0), 100)
+        assert [(c.cursor.generation, c.data) for c in page.chunks] == [
+            (current, f"g{len(gens) - 1} ")
+        ]
+        assert page.end is not None and page.end[0] == current
+        assert await backend.compact(sid) is True
+        await backend.settle(sid, gens[1])
+        assert _rows(postgres_server, log + str(gens[1])) == 0
+        assert _rows(postgres_server, kept) == KEPT_GENERATIONS - 1
+        postgres_server.execute(
+            "UPDATE streamhub_kept SET expires_at = clock_timestamp() - interval '1 second' "
+            f"WHERE session_id = '{sid}' AND generation = {gens[2]}"
+        )
+        assert (await backend.read_generation(sid, gens[2], 0, 100))[0] is None
+        await backend.sweep()
+        assert _rows(postgres_server, log + str(gens[2])) == 0
+        assert _rows(postgres_server, kept) == KEPT_GENERATIONS - 2
+        info, page = await backend.read_generation(sid, gens[3], 0, 100)
+        assert info is not None and info.state is State.DONE
+        assert await backend.delete(sid) is True
+        assert _rows(postgres_server, kept) == 0
+        assert (
+            _rows(postgres_server, f"SELECT count(*) FROM streamhub_log WHERE session_id = '{sid}'")
+            == 0
+        )

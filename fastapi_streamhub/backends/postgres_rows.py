@@ -24,7 +24,8 @@ PAGE_SQL = (
     "  row_number() OVER (ORDER BY generation, last_offset) AS rn"
     " FROM (SELECT l.generation, l.last_offset, l.kind, l.body FROM {p}_log l"
     "  WHERE l.session_id = %(sid)s AND (l.generation, l.last_offset) > (%(g)s, %(o)s)"
-    "  AND EXISTS (SELECT 1 FROM {p}_session s WHERE s.session_id = %(sid)s"
+    # Rows of the current generation on (a kept generation's rows stay under their own).
+    "  AND l.generation >= (SELECT s.generation FROM {p}_session s WHERE s.session_id = %(sid)s"
     "   AND s.expires_at > clock_timestamp())"
     "  ORDER BY l.generation, l.last_offset LIMIT %(count)s) l"
     ") t WHERE rn = 1 OR run <= %(budget)s ORDER BY generation, last_offset"

@@ -25,7 +25,8 @@ from .postgres_sql_more import MORE_FUNCTIONS
 __all__ = ["SCHEMA_VERSION", "TABLES", "grants_sql", "prefix_name", "schema_sql"]
 
 # 2: the on_finish settle marks (postgres_sql_finish), turns, Durable Streams (postgres_sql_ds).
-SCHEMA_VERSION = 2
+# 3: generations kept for their on_finish hook ({p}_kept, {p}_session.fin).
+SCHEMA_VERSION = 3
 
 _SAFE = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 
@@ -153,6 +154,7 @@ BEGIN
     DELETE FROM {p}_log WHERE session_id = sid;
     DELETE FROM {p}_part WHERE session_id = sid;
     DELETE FROM {p}_message WHERE session_id = sid;
+    DELETE FROM {p}_kept WHERE session_id = sid;
     DELETE FROM {p}_session WHERE session_id = sid;
     RETURN NULL;
   END IF;
@@ -251,7 +253,10 @@ BEGIN
     END IF;
     gen := greatest(r.generation + 1, now_ms);
     born := r.created_ms;
-    DELETE FROM {p}_log WHERE session_id = sid;
+    -- A replaced generation whose hook is expected stays (postgres_sql_finish), log included.
+    PERFORM {p}_keep(sid, ret_ms);
+    DELETE FROM {p}_log WHERE session_id = sid
+      AND generation NOT IN (SELECT k.generation FROM {p}_kept k WHERE k.session_id = sid);
     DELETE FROM {p}_part WHERE session_id = sid;
     DELETE FROM {p}_message WHERE session_id = sid;
     -- The row is rewritten in place, never deleted and inserted again: a transition waiting

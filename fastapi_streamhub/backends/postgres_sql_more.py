@@ -35,6 +35,7 @@ BEGIN
   DELETE FROM {p}_log WHERE session_id = sid;
   DELETE FROM {p}_part WHERE session_id = sid;
   DELETE FROM {p}_message WHERE session_id = sid;
+  DELETE FROM {p}_kept WHERE session_id = sid;
   DELETE FROM {p}_session WHERE session_id = sid;
   RETURN true;
 END $$;
@@ -85,9 +86,10 @@ DECLARE r {p}_session := {p}_lock(sid); have bigint; top bigint;
 BEGIN
   IF r.session_id IS NULL OR r.generation <> gen OR r.state = 'active'
      OR r.compacted IS NOT DISTINCT FROM gen THEN RETURN false; END IF;
-  SELECT count(*), max(last_offset) INTO have, top FROM {p}_log WHERE session_id = sid;
+  SELECT count(*), max(last_offset) INTO have, top FROM {p}_log
+  WHERE session_id = sid AND generation = gen;
   IF have <> rows_read OR top IS DISTINCT FROM end_last THEN RETURN false; END IF;
-  DELETE FROM {p}_log WHERE session_id = sid AND kind = 'c';
+  DELETE FROM {p}_log WHERE session_id = sid AND generation = gen AND kind = 'c';
   INSERT INTO {p}_log SELECT sid, gen, l, 'c', b FROM unnest(lasts, bodies) AS u(l, b);
   UPDATE {p}_session SET compacted = gen WHERE session_id = sid;
   RETURN true;
@@ -183,6 +185,16 @@ BEGIN
   DELETE FROM {p}_log WHERE session_id = ANY(gone);
   DELETE FROM {p}_part WHERE session_id = ANY(gone);
   DELETE FROM {p}_message WHERE session_id = ANY(gone);
+  DELETE FROM {p}_kept WHERE session_id = ANY(gone);
+  -- Kept generations past their retention (their sessions live on), with their log rows; the
+  -- condition is checked again on a row a claim just renewed.
+  WITH k AS (
+    DELETE FROM {p}_kept WHERE (session_id, generation) IN (
+      SELECT session_id, generation FROM {p}_kept WHERE expires_at < clock_timestamp()
+      ORDER BY expires_at LIMIT batch) AND expires_at < clock_timestamp()
+    RETURNING session_id, generation)
+  DELETE FROM {p}_log l USING k WHERE l.session_id = k.session_id
+    AND l.generation = k.generation;
   DELETE FROM {p}_message_key WHERE expires_at < clock_timestamp();
   RETURN coalesce(array_length(gone, 1), 0);
 END $$;

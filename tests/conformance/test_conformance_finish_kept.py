@@ -1,5 +1,5 @@
 """Conformance of keeping a replaced generation for its ``on_finish`` hook, on every backend
-(memory, redis, redis-cluster).
+(memory, redis, redis-cluster, postgres).
 
 A claim that replaces a generation whose hook is expected (``expect_finish``) and has not
 settled keeps its record and log (``read_generation``, ``claim_finish``) until ``settle``,
@@ -20,15 +20,6 @@ from fastapi_streamhub import FinishedGeneration, State, StreamHub
 from fastapi_streamhub.backends.base import KEPT_GENERATIONS
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def _not_yet_on_postgres(request: pytest.FixtureRequest) -> None:
-    # Kept generations are not on PostgreSQL yet (its claim drops a replaced generation).
-    if request.node.callspec.params.get("store", "").startswith("postgres"):
-        request.node.add_marker(
-            pytest.mark.xfail(strict=True, reason="kept generations are not on PostgreSQL yet")
-        )
 
 
 async def _generation(hub: StreamHub, sid: str, text: str, *, restart: bool = False) -> int:
