@@ -12,6 +12,8 @@ import os
 import sqlite3
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +63,17 @@ class History:
         with self._connect() as db:
             db.execute(_SCHEMA)
 
-    def _connect(self) -> sqlite3.Connection:
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """One connection for a ``with`` block: committed (or rolled back) and closed after it
+        (``sqlite3``'s own ``with`` commits but never closes)."""
         # Several instances of the example may share the file: wait for each other's writes.
-        return sqlite3.connect(self.path, timeout=10)
+        db = sqlite3.connect(self.path, timeout=10)
+        try:
+            with db:
+                yield db
+        finally:
+            db.close()
 
     async def save(self, done: FinishedGeneration) -> None:
         """The ``on_finish`` hook: upsert the answer of one generation."""
