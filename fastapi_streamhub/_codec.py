@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from ._errors import InvalidChunk, LimitExceeded
+from ._trusted import trusted_chunk, trusted_cursor
 from ._types import Chunk, Cursor, Event, State
 
 __all__ = [
@@ -167,12 +168,12 @@ def decode_payload(payload: bytes, cursor: Cursor) -> Chunk:
     """Decode a stored payload into the :class:`Chunk` at ``cursor``."""
     tag = payload[:1]
     if tag == b"t":
-        return Chunk(cursor, payload[1:].decode("utf-8"), "text")
+        return trusted_chunk(cursor, payload[1:].decode("utf-8"), "text", None, None)
     if tag == b"j":
-        return Chunk(cursor, orjson.loads(payload[1:]), "json")
+        return trusted_chunk(cursor, orjson.loads(payload[1:]), "json", None, None)
     if tag == b"x":
         kind, data, event, producer = orjson.loads(payload[1:])
-        return Chunk(cursor, data, "text" if kind == "t" else "json", event, producer)
+        return trusted_chunk(cursor, data, "text" if kind == "t" else "json", event, producer)
     raise ValueError(f"unknown payload tag {tag!r}")
 
 
@@ -182,23 +183,60 @@ def decode_end(value: bytes) -> tuple[State, str | None]:
     return State(state), reason or None
 
 
-@dataclass(frozen=True, slots=True)
 class ChunksMsg:
-    """Chunks appended in one batch."""
+    """Chunks appended in one batch, at consecutive offsets ``first`` to ``last``.
 
-    generation: int
-    chunks: tuple[Chunk, ...]
-    size: int = 0  # bytes of the chunks' payloads (bounds a subscriber's queue in bytes)
+    A plain class: one is built per batch on the live path and shared, read-only, by every
+    listener of the process. A message read off the bus keeps the stored ``payloads`` and
+    decodes them into :class:`Chunk` objects only when :attr:`chunks` is first read, so an SSE
+    response can encode the stored bytes directly (``_http/sse.encode_stored``).
+    """
+
+    __slots__ = ("_chunks", "first", "generation", "last", "payloads", "size")
+
+    def __init__(
+        self,
+        generation: int,
+        chunks: tuple[Chunk, ...] | None,
+        size: int = 0,
+        first: int = -1,
+        payloads: list[bytes] | None = None,
+    ) -> None:
+        self.generation = generation
+        self._chunks = chunks
+        self.payloads = payloads
+        self.size = size  # bytes of the chunks' payloads (bounds a subscriber's queue in bytes)
+        if chunks is not None:
+            if first < 0:
+                first = chunks[0].cursor.offset
+            count = len(chunks)
+        else:
+            assert payloads is not None, "chunks or payloads"
+            count = len(payloads)
+        self.first = first
+        self.last = first + count - 1
+
+    @classmethod
+    def stored(cls, generation: int, first: int, payloads: list[bytes], size: int) -> ChunksMsg:
+        """The message of stored ``payloads`` (decoded when :attr:`chunks` is first read)."""
+        return cls(generation, None, size, first, payloads)
 
     @property
-    def first(self) -> int:
-        """Offset of the first chunk."""
-        return self.chunks[0].cursor.offset
+    def chunks(self) -> tuple[Chunk, ...]:
+        """The chunks, decoded once."""
+        chunks = self._chunks
+        if chunks is None:
+            assert self.payloads is not None
+            chunks = self._chunks = tuple(decode_chunks(self.generation, self.first, self.payloads))
+        return chunks
 
     @property
-    def last(self) -> int:
-        """Offset of the last chunk."""
-        return self.chunks[-1].cursor.offset
+    def count(self) -> int:
+        """How many chunks."""
+        return self.last - self.first + 1
+
+    def __repr__(self) -> str:
+        return f"ChunksMsg(generation={self.generation}, first={self.first}, last={self.last})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +338,10 @@ def unframe(data: bytes) -> list[bytes]:
 
 def decode_chunks(generation: int, first: int, payloads: list[bytes]) -> list[Chunk]:
     """Chunks at consecutive offsets from ``first``."""
-    return [decode_payload(p, Cursor(generation, first + i)) for i, p in enumerate(payloads)]
+    return [
+        decode_payload(p, trusted_cursor(generation, offset))
+        for offset, p in enumerate(payloads, first)
+    ]
 
 
 def chunks_head(session_id: bytes, generation: int, first: int, size: int) -> bytes:
@@ -337,12 +378,7 @@ def decode_record(tag: bytes, body: bytes) -> Message:
     """Decode the body of one bus record."""
     if tag == b"C":
         gen_s, first_s, framed = body.split(b":", 2)
-        generation = int(gen_s)
-        return ChunksMsg(
-            generation,
-            tuple(decode_chunks(generation, int(first_s), unframe(framed))),
-            len(framed),
-        )
+        return ChunksMsg.stored(int(gen_s), int(first_s), unframe(framed), len(framed))
     if tag == b"S":
         gen_s, _, last_s = body.partition(b":")
         return StoredMsg(int(gen_s), int(last_s))

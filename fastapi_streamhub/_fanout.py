@@ -61,8 +61,8 @@ class QueueListener(Listener):
         return self._bytes
 
     def push(self, msg: Message) -> None:
-        if isinstance(msg, ChunksMsg):
-            weight, size = len(msg.chunks), msg.size
+        if type(msg) is ChunksMsg:
+            weight, size = msg.last - msg.first + 1, msg.size
         else:
             weight, size = 1, 0
         limit = self._capacity_bytes
@@ -88,8 +88,8 @@ class QueueListener(Listener):
                 wake.set()
 
     def _took(self, msg: Message) -> Message:
-        if isinstance(msg, ChunksMsg):
-            self._size -= len(msg.chunks)
+        if type(msg) is ChunksMsg:
+            self._size -= msg.last - msg.first + 1
             self._bytes -= msg.size
         else:
             self._size -= 1
@@ -150,6 +150,10 @@ class Fanout:
             return False
         del self._channels[channel]
         return True
+
+    def get(self, channel: bytes) -> set[Listener] | None:
+        """The listeners of a channel (None when it has none); do not change the set."""
+        return self._channels.get(channel)
 
     def has(self, channel: bytes) -> bool:
         """True when the channel has listeners."""

@@ -180,9 +180,15 @@ class LeaseKeeper:
                 producer.request_cancel("cancelled")
 
     async def _expire_due(self, now: float) -> None:
+        if all(w.deadline > now for w in self._watched.values()):
+            return
+        # Once one check is due, the ones due soon go in the same round trip: followed
+        # sessions' deadlines are spread over the lease, and one call each would cost a round
+        # trip per session per lease (a check made early only learns the time left).
+        horizon = now + self._settings.renew_every / 2
         due = []
         for sid, w in self._watched.items():
-            if w.deadline > now:
+            if w.deadline > horizon:
                 continue
             local = self._producers.get(sid)
             if local is not None and local.generation == w.generation:

@@ -47,7 +47,7 @@ class Gap:
     generation: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per live message, the cheapest to build
 class Deliver:
     """Chunks to deliver, duplicates already dropped; the position is past them."""
 
@@ -75,7 +75,8 @@ class Closing:
 
 
 # What a live message asks for; None: nothing (a duplicate, or another generation's news).
-Decision = Deliver | Repair | Finish | Metadata | Closing | None
+# A ChunksMsg: deliver the whole live message (the common case, nothing to copy).
+Decision = ChunksMsg | Deliver | Repair | Finish | Metadata | Closing | None
 # What the record or a stored page asks the subscription to yield, in order.
 Step = Gap | End
 
@@ -131,7 +132,7 @@ class Position:
 
     def live(self, msg: object) -> Decision:
         """What the live message ``msg`` means at this position."""
-        if isinstance(msg, ChunksMsg):
+        if type(msg) is ChunksMsg:
             return self._chunks(msg)
         if isinstance(msg, HubClosingMsg):
             return Closing()
@@ -159,11 +160,11 @@ class Position:
             return Repair(check=True)
         return None
 
-    def _chunks(self, msg: ChunksMsg) -> Deliver | Repair | None:
+    def _chunks(self, msg: ChunksMsg) -> ChunksMsg | Deliver | Repair | None:
         if msg.generation == self.generation and msg.first == self.offset + 1:
-            # The common case first: the next chunks.
-            self.offset = msg.chunks[-1].cursor.offset
-            return Deliver(msg.chunks)
+            # The common case first: the next chunks, all of the message.
+            self.offset = msg.last
+            return msg
         if msg.generation < self.generation:
             return None  # a stale producer's late message: its appends were refused
         if msg.generation != self.generation or msg.first > self.offset + 1:

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
+from ._codec import ChunksMsg
 from ._errors import LimitExceeded, SessionNotFound, StreamClosed
 from ._fanout import QueueListener
 from ._position import Closing, Decision, Deliver, Finish, Gap, Position, Repair, Step, runs
+from ._trusted import trusted_batch
 from ._types import (
-    Batch,
     Chunk,
     Cursor,
     Item,
@@ -118,7 +119,17 @@ class Subscription:
         self.listener = QueueListener(buffer, hub.settings.subscriber_buffer_bytes)
         self._position = Position(after.generation if after else 0)
         self.opened = anyio.Event()  # set once the session is found and followed live
+        self._stored = False
         self._iter = self._run()
+
+    def stored_items(self) -> AsyncIterator[Item | ChunksMsg]:
+        """The items, each whole live write as the backend's ``ChunksMsg`` rather than a
+        :class:`Batch` (batch mode only; instead of iterating the subscription itself): its
+        stored payloads, which the SSE response encodes without building a chunk object
+        (``_http/sse.encode_stored``)."""
+        assert self._batch_live, "batch mode only"
+        self._stored = True
+        return self._iter
 
     @property
     def generation(self) -> int:
@@ -131,7 +142,8 @@ class Subscription:
         return self._position.cursor
 
     def __aiter__(self) -> AsyncIterator[Item]:
-        return self
+        # The generator itself: ``async for`` then skips the __anext__ frame below per item.
+        return self._iter
 
     async def __anext__(self) -> Item:
         return await self._iter.__anext__()
@@ -193,9 +205,16 @@ class Subscription:
                 replay = self._repair(check=False, first_page=size, prefetched=page, info=info)
                 async for item in replay:
                     yield item
+                stored = self._stored
                 while not position.ended:
                     decision = position.live(await listener.get())
-                    if type(decision) is Deliver:
+                    if type(decision) is ChunksMsg:
+                        if stored:
+                            yield decision  # type: ignore[misc]  # see stored_items()
+                        else:
+                            for item in _items(decision.chunks, self._batch_live):
+                                yield item
+                    elif type(decision) is Deliver:
                         for item in _items(decision.chunks, self._batch_live):
                             yield item
                     elif decision is not None:
@@ -280,7 +299,7 @@ class Subscription:
 def _items(chunks: Sequence[Chunk], batch: bool) -> Sequence[Item]:
     """Consecutive chunks as the subscriber takes them: one :class:`Batch`, or one by one."""
     if batch:
-        return (Batch(tuple(chunks), chunks[-1].cursor),)
+        return (trusted_batch(tuple(chunks), chunks[-1].cursor),)
     return chunks
 
 

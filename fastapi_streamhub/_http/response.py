@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .._budget import request_bound
+from .._codec import ChunksMsg
 from .._errors import (
     BackendUnavailable,
     SessionNotFound,
@@ -37,7 +38,7 @@ from .errors import (
     json_error,
 )
 from .openapi import sse_responses
-from .sse import PING, encode_item, encode_retry, parse_last_event_id
+from .sse import PING, encode_item, encode_retry, encode_stored, parse_last_event_id
 
 __all__ = ["Follow", "ResumableStreamingResponse", "SessionStreamResponse", "StreamProtocol"]
 
@@ -232,10 +233,15 @@ class SessionStreamResponse(Response):
         encoder: _Encoder = (
             UIMessageStreamEncoder(self.session_id) if self.protocol == "ai-sdk" else _SSEEncoder()
         )
+        # Plain SSE frames live writes from their stored bytes (no chunk objects).
+        items = subscription if self.protocol == "ai-sdk" else subscription.stored_items()
         try:
             async with subscription:
-                async for item in subscription:
-                    data = encoder.encode(item, subscription.generation)
+                async for item in items:
+                    if isinstance(item, ChunksMsg):
+                        data = encode_stored(item)
+                    else:
+                        data = encoder.encode(item, subscription.generation)
                     if not out.put(data):
                         await out.put_wait(data)
                     if encoder.finished:

@@ -54,8 +54,9 @@ from typing import Any
 
 import orjson
 
-from .._codec import RESERVED_EVENTS
+from .._codec import RESERVED_EVENTS, ChunksMsg, decode_payload
 from .._errors import InvalidChunk, InvalidCursor
+from .._trusted import trusted_cursor
 from .._types import Batch, Chunk, Cursor, End, Metadata, Reset, State
 
 __all__ = [
@@ -68,6 +69,7 @@ __all__ = [
     "encode_metadata",
     "encode_reset",
     "encode_retry",
+    "encode_stored",
     "parse_last_event_id",
 ]
 
@@ -111,6 +113,28 @@ def encode_chunk(chunk: Chunk) -> bytes:
             return b"data: " + text.replace("\n", "\ndata: ").encode("utf-8") + tail
     # orjson escapes every control character, so the JSON always fits on one line.
     return b"event: json\ndata: " + orjson.dumps(chunk.data) + tail
+
+
+def encode_stored(msg: ChunksMsg) -> bytes:
+    """:func:`encode_chunk` of each chunk of a live write, from its stored payloads.
+
+    Plain text (``t`` + UTF-8, already checked when it was stored) without ``\r`` or NUL is
+    framed as is: no chunk object, no decoding; anything else takes :func:`encode_chunk`.
+    """
+    payloads = msg.payloads
+    if payloads is None:
+        return b"".join([encode_chunk(c) for c in msg.chunks])
+    generation = msg.generation
+    out = []
+    for offset, payload in enumerate(payloads, msg.first):
+        if payload[:1] == b"t" and b"\r" not in payload and b"\0" not in payload:
+            out.append(
+                b"data: %s\nid: %d-%d\n\n"
+                % (payload[1:].replace(b"\n", b"\ndata: "), generation, offset)
+            )
+        else:
+            out.append(encode_chunk(decode_payload(payload, trusted_cursor(generation, offset))))
+    return b"".join(out)
 
 
 def _part(chunk: Chunk) -> bytes:

@@ -145,10 +145,13 @@ class RedisBackend(FinishMethods, DurableMethods, Backend):
 
     def _on_bus(self, channel: str, data: bytes) -> None:
         if channel in self._data_channels:
-            fanout = self._fanout
+            listening = self._fanout.get
             for tag, sid, body in records(data):
-                if fanout.has(sid):
-                    fanout.dispatch(sid, decode_record(tag, body))
+                listeners = listening(sid)
+                if listeners:  # decoded once for all of this process's listeners
+                    msg = decode_record(tag, body)
+                    for listener in tuple(listeners):
+                        listener.push(msg)
         else:
             for tag, sid, body in records(data):
                 self._on_control(sid.decode(), decode_record(tag, body))
