@@ -358,6 +358,7 @@ async def run(ctx: Context) -> list[Metric]:
             got["cpu_producer"],
             "s/1000 chunks",
             reference=floor,
+            goal=Goal("ratio", "<=", 1.5),
             note="reference: the same pacing loops without any library call",
         ),
         Metric(
@@ -365,6 +366,7 @@ async def run(ctx: Context) -> list[Metric]:
             got["cpu_subscriber"],
             "s/1000 chunks",
             reference=by_hand["cpu_subscriber"],
+            goal=Goal("ratio", "<=", 1.5),
             note="reference: a hand-written reader of the same live records (one pub/sub "
             "connection, each record decoded once, one task woken per stream)",
         ),

@@ -93,14 +93,15 @@ async def run(ctx: Context) -> list[Metric]:
             ms(lib[MIDDLE], "first_id"),
             "ms",
             reference=ms(raw, "first_id"),
-            goal=Goal("value", "<=", 5.0, "ms"),
+            # By ratio: the hand-written reference alone takes about 5 ms on this machine.
+            goal=Goal("ratio", "<=", 1.2),
         ),
         Metric(
             "resume_catchup_ms",
             catchup[MIDDLE],
             "ms",
             reference=ms(raw, "end"),
-            goal=Goal("value", "<=", 50.0, "ms"),
+            goal=Goal("ratio", "<=", 2.0),
         ),
         Metric(
             "resume_catchup_ratio_9900_vs_100",
