@@ -52,6 +52,9 @@ class Settings:
     subscriber_buffer: int = 1024
     subscriber_buffer_bytes: int = 4 * 1024 * 1024  # a reader's live queue, and its output
     max_subscribers: int = 1000
+    # Durable Streams one store holds at once (expired ones do not count); one more create is
+    # refused (HTTP 429). None: no limit. Read by the instance that creates.
+    ds_max_streams: int | None = 100_000
     replay_batch: int = 1000
     replay_batch_bytes: int = 4 * 1024 * 1024  # one replay page (one entry above goes alone)
     stalled_reader_timeout: float = 45.0  # an SSE write blocked this long ends the response
@@ -96,6 +99,7 @@ class Settings:
         if self.finish_before_end is not None:
             _positive("finish_before_end", self.finish_before_end)
         _positive_int("maxlen", self.maxlen, allow_none=True)
+        _positive_int("ds_max_streams", self.ds_max_streams, allow_none=True)
         if isinstance(self.wait_replicas, bool) or not isinstance(self.wait_replicas, int):
             raise ValueError(f"wait_replicas must be an integer, got {self.wait_replicas!r}")
         if self.wait_replicas < 0:

@@ -4,7 +4,8 @@ Our router at ``/streams`` and the Durable Streams router at ``/v1/stream`` (the
 conformance suite hard-codes) on one hub. Configured by environment variables:
 ``REDIS_URL`` (the hub's backend, default ``memory://``), ``LONG_POLL_TIMEOUT`` (seconds,
 default 1), ``AUTH=1`` (``authorize`` lets only requests with ``X-User: owner`` through),
-``MAX_APPEND_BYTES``, ``MAX_LIVE_READERS`` (default the library's). The sessions view is on.
+``MAX_APPEND_BYTES``, ``MAX_LIVE_READERS``, ``DS_MAX_STREAMS`` (default the library's). The
+sessions view is on.
 
 ``GET /gen/{sid}?n=&delay=`` returns ``ResumableStreamingResponse(sid, gen())``: ``n`` items
 (``t0``, ``{"i": 1}``, an ``Event("t2", "note")``, ... by ``i % 3``), ``delay`` seconds apart,
@@ -44,7 +45,10 @@ def _authorize(request: Request, stream_id: str, action: str) -> bool:
 
 def build() -> FastAPI:
     """The app, configured from the environment."""
-    hub = StreamHub.from_url(os.environ.get("REDIS_URL", "memory://"))
+    settings: dict[str, Any] = {}
+    if "DS_MAX_STREAMS" in os.environ:
+        settings["ds_max_streams"] = int(os.environ["DS_MAX_STREAMS"])
+    hub = StreamHub.from_url(os.environ.get("REDIS_URL", "memory://"), **settings)
     app = FastAPI(lifespan=hub.lifespan, title="streamhub durable streams tests")
     authorize = _authorize if os.environ.get("AUTH") == "1" else None
     options: dict[str, Any] = {}

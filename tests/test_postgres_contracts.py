@@ -42,7 +42,7 @@ def _rows(server: PostgresServer, sql: str) -> int:
     return value
 
 
-async def test_an_expired_stream_is_absent_then_swept_with_its_soft_deleted_source(
+async def test_an_expired_fork_is_absent_then_releases_its_soft_deleted_source(
     backend: PostgresBackend, postgres_server: PostgresServer
 ) -> None:
     src, fork = new_sid("src"), new_sid("fork")
@@ -61,15 +61,30 @@ async def test_an_expired_stream_is_absent_then_swept_with_its_soft_deleted_sour
         return await backend.ds_read(fork, 0, 10, touch=True) is None
 
     await wait_until(fork_expired, what="the fork's expiry")
-    # Absent to every read at once; the row stays until the sweep (a read never deletes).
-    appended = await backend.ds_append(src, DsAppend(b"x", "text/plain"))
-    assert appended.outcome == "gone"
+    # Absent to every read at once; a read of the fork never deletes: the rows stay...
     where = f"stream_id IN ('{src}', '{fork}')"
+    count = "SELECT n FROM streamhub_ds_count"
+    held = _rows(postgres_server, count)
     assert _rows(postgres_server, f"SELECT count(*) FROM streamhub_stream WHERE {where}") == 2
-    await backend.sweep()
-    # The fork went, and its soft-deleted source with it (its last fork).
+    # ...until the source is looked up: it drops its expired fork, and goes with its last.
+    appended = await backend.ds_append(src, DsAppend(b"x", "text/plain"))
+    assert appended.outcome == "not_found"
     assert _rows(postgres_server, f"SELECT count(*) FROM streamhub_stream WHERE {where}") == 0
+    assert _rows(postgres_server, count) == held - 2
     assert await backend.ds_read(src, 0, 10, touch=False) is None
+    # An expired stream nobody looks up is the sweep's.
+    lone = new_sid("lone")
+    soon = DsSpec("text/plain", expires_ms=int(time.time() * 1000) + 300)
+    assert (await backend.ds_create(lone, soon, b"")).outcome == "created"
+
+    async def lone_expired() -> bool:
+        return await backend.ds_read(lone, 0, 10, touch=False) is None
+
+    await wait_until(lone_expired, what="the stream's expiry")
+    lone_rows = f"SELECT count(*) FROM streamhub_stream WHERE stream_id = '{lone}'"
+    assert _rows(postgres_server, lone_rows) == 1
+    await backend.sweep()
+    assert _rows(postgres_server, lone_rows) == 0
 
 
 async def test_a_fork_of_a_fork_releases_up_the_chain(
@@ -126,10 +141,10 @@ async def test_a_session_and_a_stream_never_share_an_id(backend: PostgresBackend
 async def test_the_schema_version_and_the_grants_cover_the_new_tables(
     backend: PostgresBackend, postgres_server: PostgresServer
 ) -> None:
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     assert postgres_server.execute("SELECT version FROM streamhub_schema") == [(SCHEMA_VERSION,)]
     grants = grants_sql("streamhub", "app")
-    for table in ("finish_index", "kept", "stream", "stream_data", "stream_producer"):
+    for table in ("finish_index", "kept", "stream", "stream_data", "stream_producer", "ds_count"):
         assert table in TABLES
         assert f"public.streamhub_{table}" in grants
         assert _rows(postgres_server, f"SELECT count(*) FROM streamhub_{table} WHERE false") == 0

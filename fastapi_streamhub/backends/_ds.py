@@ -63,7 +63,8 @@ class DsFork:
 
 @dataclass(frozen=True, slots=True)
 class DsCreated:
-    """A create's outcome: ``created``, ``exists`` (equal spec), ``conflict``; for a fork also
+    """A create's outcome: ``created``, ``exists`` (equal spec), ``conflict``, ``full`` (the
+    store holds ``ds_max_streams`` streams: nothing was created); for a fork also
     ``source_not_found``, ``source_gone`` (soft-deleted), ``bad_fork_offset`` (past the
     source's tail, inside a JSON message, or a sub-offset past its end)."""
 

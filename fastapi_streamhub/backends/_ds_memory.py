@@ -2,8 +2,11 @@
 (so a fork, which reads its source and writes itself, is atomic too).
 
 Expiry is lazy: a stream past its deadline is dropped by the next operation that looks it up
-(its source's fork count drops with it). Live readers are told through the backend's fan-out:
-an append or a close dispatches a ``StoredMsg(0, tail)``, a delete a ``DeletedMsg``.
+(its source's fork count drops with it); a soft-deleted source looks its forks up whenever it is
+looked up itself, so it goes as soon as its last fork has expired. A create past
+``ds_max_streams`` first drops every expired stream, then counts. Live readers are told
+through the backend's fan-out: an append or a close dispatches a ``StoredMsg(0, tail)``, a
+delete a ``DeletedMsg``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from .._codec import DeletedMsg, Message, StoredMsg
+from .._config import Settings
 from ._ds import (
     DsAppend,
     DsAppended,
@@ -43,7 +47,8 @@ class _Stream:
     seq: str | None = None
     producers: dict[str, tuple[int, int]] = field(default_factory=dict)
     source: str | None = None
-    forks: int = 0
+    forks: set[str] = field(default_factory=set)
+    """The ids of the forks of it that live (or were not looked up since they expired)."""
     gone: bool = False
 
     def view(self) -> DsStream:
@@ -56,12 +61,12 @@ class MemoryDurable:
     def __init__(
         self,
         publish: Callable[[str, Message], None],
-        retention: Callable[[], float],
+        settings: Callable[[], Settings],
         taken: Callable[[str], bool],
     ) -> None:
         self._streams: dict[str, _Stream] = {}
         self._publish = publish
-        self._retention = retention
+        self._settings = settings
         self._taken = taken
 
     def exists(self, stream_id: str) -> bool:
@@ -74,14 +79,35 @@ class MemoryDurable:
             return spec.expires_ms
         if spec.ttl is not None:
             return now + spec.ttl * 1000
-        return now + int(self._retention() * 1000)
+        return now + int(self._settings().retention * 1000)
 
     def _get(self, stream_id: str) -> _Stream | None:
         stream = self._streams.get(stream_id)
         if stream is not None and stream.deadline_ms <= _now_ms():
             self._drop(stream_id, stream)
             return None
+        if stream is not None and stream.gone:
+            self._prune_forks(stream)
+            if self._streams.get(stream_id) is not stream:
+                return None  # its last fork had expired: it went with it
         return stream
+
+    def _prune_forks(self, stream: _Stream) -> None:
+        """Look each fork of ``stream`` up, so that the expired ones are dropped (and release
+        it)."""
+        for fork_id in list(stream.forks):
+            self._get(fork_id)
+
+    def _full(self) -> bool:
+        """Whether the store holds ``ds_max_streams`` streams, after dropping the expired."""
+        limit = self._settings().ds_max_streams
+        if limit is None or len(self._streams) < limit:
+            return False
+        now = _now_ms()
+        for stream_id, stream in list(self._streams.items()):
+            if self._streams.get(stream_id) is stream and stream.deadline_ms <= now:
+                self._drop(stream_id, stream)
+        return len(self._streams) >= limit
 
     def _drop(self, stream_id: str, stream: _Stream) -> None:
         """Remove a stream; a soft-deleted source it was the last fork of goes with it."""
@@ -91,11 +117,11 @@ class MemoryDurable:
             source = self._streams.get(source_id)
             if source is None:
                 return
-            source.forks -= 1
-            if not (source.gone and source.forks <= 0):
+            source.forks.discard(stream_id)
+            if not (source.gone and not source.forks):
                 return
             del self._streams[source_id]
-            source_id = source.source
+            stream_id, source_id = source_id, source.source
 
     def _touch(self, stream: _Stream) -> None:
         stream.deadline_ms = self._deadline(stream.spec)
@@ -136,10 +162,12 @@ class MemoryDurable:
             return DsCreated("exists" if stream.spec == spec else "conflict", stream.view())
         if self._taken(stream_id):
             return DsCreated("conflict", None)
+        if self._full():
+            return DsCreated("full", None)
         stream = _Stream(spec, bytearray(prefix + data), spec.closed, self._deadline(spec))
         if fork is not None and source is not None:
             stream.source = fork.source
-            source.forks += 1
+            source.forks.add(stream_id)
         self._streams[stream_id] = stream
         return DsCreated("created", stream.view())
 
@@ -199,7 +227,8 @@ class MemoryDurable:
             return "not_found"
         if stream.gone:
             return "gone"
-        if stream.forks > 0:
+        self._prune_forks(stream)
+        if stream.forks:
             stream.gone = True
             stream.data = bytearray()
             stream.producers.clear()

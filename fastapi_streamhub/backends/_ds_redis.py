@@ -3,15 +3,24 @@
 
 Live readers are told on the data bus of the stream id, like a session's subscribers: an
 append or a close publishes ``S<sid>:0:<tail>`` (a ``StoredMsg``), a delete ``D``.
+
+The store's streams are counted in one sorted set (``Keys.ds_index``) scored by an upper bound
+of each one's expiry, so that expired streams (their keys gone by Redis' TTL) leave the count
+when their score passes. On one Redis the create admits itself into it in its own script. On a
+cluster the index is in a slot of its own: ``ds_admit.lua`` reserves the id first (atomic in the
+index's slot, so two creates never both take the last place), and the create's outcome then
+sets its real score or drops the reservation (``ds_index.lua``). A touch that moves an expiry
+past its score answers a new score, set in the index by a second call (on both).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from importlib import resources
 from typing import Any
 
+from .._config import Settings
 from ._ds import DsAppend, DsAppended, DsCreated, DsFork, DsOutcome, DsSpec, DsStream
 from ._keys import Keys
 from ._redis_exec import RedisExecutor
@@ -19,7 +28,18 @@ from ._replies import as_bytes, as_str
 
 __all__ = ["DS_SCRIPTS", "RedisDurable", "ds_script_bodies"]
 
-DS_SCRIPTS = ("ds_create", "ds_append", "ds_read", "ds_delete", "ds_fork_take", "ds_fork_release")
+DS_SCRIPTS = (
+    "ds_create",
+    "ds_append",
+    "ds_read",
+    "ds_delete",
+    "ds_fork_take",
+    "ds_fork_release",
+    "ds_admit",
+    "ds_index",
+)
+# How long a cluster's reservation in the index holds before its create sets the real score.
+_HOLD_MS = 60_000
 
 
 def ds_script_bodies() -> dict[str, str]:
@@ -60,22 +80,25 @@ class RedisDurable:
         executor: RedisExecutor,
         keys: Keys,
         channels: Callable[[str], tuple[str, str]],
-        retention_ms: int,
+        settings: Settings,
     ) -> None:
         self._exec = executor
         self._keys = keys
         self._channels = channels
-        self._retention_ms = retention_ms
+        self._retention_ms = settings.retention_ms
+        self._max = "" if settings.ds_max_streams is None else str(settings.ds_max_streams)
+        self._index = keys.ds_index()
 
     async def create(
         self, stream_id: str, spec: DsSpec, data: bytes, fork: DsFork | None
     ) -> DsCreated:
         """See :meth:`Backend.ds_create`. A fork is two steps, each atomic in its own slot: the
-        source's half (``ds_fork_take.lua``: checks, one more fork counted, the prefix), then
+        source's half (``ds_fork_take.lua``: checks, the fork's id counted, the prefix), then
         the fork's create; when that does not create, the count is given back
         (``ds_fork_release.lua``). A crash between the two leaves the source counting a fork
-        that does not exist: deleting it then only soft-deletes it (410) until it expires."""
-        source = ""
+        that does not exist: it is released when the source, soft-deleted, looks its forks up
+        (:meth:`_settle`)."""
+        source, counted = "", False
         if fork is not None:
             taken = await self._exec.script(
                 "ds_fork_take",
@@ -87,10 +110,14 @@ class RedisDurable:
                     "" if spec.ttl is None else spec.ttl,
                     spec.expires_at or "",
                     "" if spec.expires_ms is None else spec.expires_ms,
+                    stream_id,
                 ],
             )
-            if as_str(taken[0]) != "ok":
-                return DsCreated(as_str(taken[0]), None)
+            outcome = as_str(taken[0])
+            if outcome == "source_gone" and await self._settle(fork.source):
+                outcome = "source_not_found"
+            if outcome != "ok":
+                return DsCreated(outcome, None)
             ttl, expms = as_str(taken[3]), as_str(taken[5])
             spec = replace(
                 spec,
@@ -100,21 +127,56 @@ class RedisDurable:
                 expires_ms=int(expms) if expms else None,
             )
             data = as_bytes(taken[1]) + data
-            source = fork.source
+            source, counted = fork.source, as_str(taken[6]) == "1"
+        created: DsCreated | None = None
         try:
-            created = await self._create(stream_id, spec, data, source)
-        except BaseException:
-            if source:
-                await self._release(source)
-            raise
-        if source and created.outcome != "created":
-            await self._release(source)
+            created = await self._admitted(stream_id, spec, data, source)
+            gone = created.outcome == "conflict" and created.stream and created.stream.gone
+            if gone and await self._settle(stream_id):  # it went with its last (expired) fork
+                created = await self._admitted(stream_id, spec, data, source)
+        finally:
+            if counted and (created is None or created.outcome != "created"):
+                await self._release(source, stream_id)
+        assert created is not None
         return created
 
-    async def _create(self, stream_id: str, spec: DsSpec, data: bytes, source: str) -> DsCreated:
+    async def _admitted(self, stream_id: str, spec: DsSpec, data: bytes, source: str) -> DsCreated:
+        """The create, counted in the index: in its own script on one Redis; on a cluster
+        reserved there first, then given its score or dropped."""
+        if not self._exec.cluster:
+            created, bump = await self._create(stream_id, spec, data, source, with_index=True)
+            if bump:
+                await self._index_op("bump", stream_id, bump)
+            return created
+        admitted = as_str(
+            (
+                await self._exec.script(
+                    "ds_admit", [self._index], [stream_id, self._max, _HOLD_MS], refusable=True
+                )
+            )[0]
+        )
+        if admitted == "full":
+            return DsCreated("full", None)
+        try:
+            created, bump = await self._create(stream_id, spec, data, source, with_index=False)
+        except BaseException:
+            if admitted == "added":
+                await self._index_op("drop", stream_id)
+            raise
+        if bump:
+            await self._index_op("set" if created.outcome == "created" else "bump", stream_id, bump)
+        elif created.stream is None and admitted == "added":
+            await self._index_op("drop", stream_id)
+        return created
+
+    async def _create(
+        self, stream_id: str, spec: DsSpec, data: bytes, source: str, *, with_index: bool
+    ) -> tuple[DsCreated, str]:
+        """``ds_create.lua``: its outcome and the index score it asks for ('' = none)."""
+        keys = [*self._keys.durable(stream_id), self._keys.meta(stream_id)]
         reply = await self._exec.script(
             "ds_create",
-            [*self._keys.durable(stream_id), self._keys.meta(stream_id)],
+            [*keys, self._index] if with_index else keys,
             [
                 spec.content_type,
                 "" if spec.ttl is None else spec.ttl,
@@ -125,20 +187,52 @@ class RedisDurable:
                 self._retention_ms,
                 spec.fork or "",
                 source,
+                stream_id,
+                self._max,
             ],
             refusable=True,
         )
         outcome = as_str(reply[0])
-        return DsCreated(outcome, _stream(reply) if len(reply) > 1 else None)
+        if len(reply) <= 1:
+            return DsCreated(outcome, None), ""
+        return DsCreated(outcome, _stream(reply)), as_str(reply[12])
 
-    async def _release(self, source: str) -> None:
-        """One fork of ``source`` is gone; a soft-deleted source goes with its last fork, and
-        its own source is released in turn."""
+    async def _index_op(self, op: str, stream_id: str, score: str = "") -> None:
+        await self._exec.script("ds_index", [self._index], [op, stream_id, score], refusable=True)
+
+    async def _release(self, source: str, fork_id: str) -> None:
+        """``fork_id`` no longer counts as a fork of ``source``; a soft-deleted source goes
+        with its last fork (and leaves the index), and its own source is released in turn."""
         while source:
             reply = await self._exec.script(
-                "ds_fork_release", self._keys.durable(source), [], refusable=True
+                "ds_fork_release", self._keys.durable(source), [fork_id], refusable=True
             )
-            source = as_str(reply[1]) if as_str(reply[0]) == "deleted" else ""
+            if as_str(reply[0]) != "deleted":
+                return
+            await self._index_op("drop", source)
+            fork_id, source = source, as_str(reply[1])
+
+    async def _settle(self, stream_id: str) -> bool:
+        """A soft-deleted stream looks its forks up: each one that expired (or whose create
+        never happened) releases it. True when it went with its last."""
+        record = self._keys.durable(stream_id)[0]
+        client: Any = self._exec.client
+        names = await self._exec.call(lambda: client.hkeys(record))
+        for name in names:
+            field = as_str(name)
+            if not field.startswith("f:"):
+                continue
+            fork_id = field[2:]
+            src = await self._exec.call(self._source_of(fork_id))
+            if src is None or as_str(src) != stream_id:
+                await self._release(stream_id, fork_id)
+        return not await self._exec.call(lambda: client.exists(record))
+
+    def _source_of(self, stream_id: str) -> Callable[[], Awaitable[Any]]:
+        """The call reading a stream's source id (None when it does not exist)."""
+        client: Any = self._exec.client
+        record = self._keys.durable(stream_id)[0]
+        return lambda: client.hget(record, "src")
 
     async def append(self, stream_id: str, append: DsAppend) -> DsAppended:
         """See :meth:`Backend.ds_append`."""
@@ -164,7 +258,16 @@ class RedisDurable:
         outcome = DsOutcome(as_str(reply[0]))
         if outcome is DsOutcome.NOT_FOUND:
             return DsAppended(outcome, None)
+        if outcome is DsOutcome.GONE and await self._settle(stream_id):
+            return DsAppended(DsOutcome.NOT_FOUND, None)
+        await self._bumped(stream_id, reply)
         return DsAppended(outcome, _stream(reply), int(reply[8]), int(reply[9]))
+
+    async def _bumped(self, stream_id: str, reply: list[Any]) -> None:
+        """Set the index score a touch asked for (see ``ds_touch`` in ``_ds_lib.lua``)."""
+        bump = as_str(reply[12])
+        if bump:
+            await self._index_op("bump", stream_id, bump)
 
     async def read(
         self, stream_id: str, offset: int, limit: int, touch: bool
@@ -177,7 +280,11 @@ class RedisDurable:
         )
         if as_str(reply[0]) == "not_found":
             return None
-        return _stream(reply), as_bytes(reply[12])
+        stream = _stream(reply)
+        if stream.gone and await self._settle(stream_id):
+            return None
+        await self._bumped(stream_id, reply)
+        return stream, as_bytes(reply[13])
 
     async def delete(self, stream_id: str) -> str:
         """See :meth:`Backend.ds_delete`."""
@@ -189,5 +296,9 @@ class RedisDurable:
         )
         outcome = as_str(reply[0])
         if outcome == "deleted":
-            await self._release(as_str(reply[1]))
+            await self._index_op("drop", stream_id)
+            await self._release(as_str(reply[1]), stream_id)
+        elif outcome in ("soft", "gone") and await self._settle(stream_id):
+            # Its forks had all expired: it went now (a second delete finds nothing).
+            outcome = "deleted" if outcome == "soft" else "not_found"
         return outcome

@@ -108,6 +108,12 @@ class Keys:
         base = self._base(stream_id)
         return [base + ":ds", base + ":dsdata", base + ":dsprod"]
 
+    def ds_index(self) -> str:
+        """Sorted set: the id of every Durable Streams stream, scored by (an upper bound of) its
+        expiry in Unix ms (``lua/_ds_lib.lua``). Its hash tag holds ``#``, which no session id
+        does, so it names no session's slot on purpose."""
+        return f"{self.prefix}:{{#ds}}:index"
+
     def kept(self, session_id: str) -> str:
         """Hash: the records of replaced generations kept for their on_finish hook (fields
         ``<gen>:<field>``; ``gens``, the kept generations oldest first, space-separated)."""

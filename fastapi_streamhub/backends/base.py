@@ -348,7 +348,9 @@ class Backend(abc.ABC):
         """Create a stream holding ``data`` (after the prefix a ``fork`` copies from its source,
         whose fork count goes up; an unset type, TTL or expiry is the source's).
         ``created``; ``exists`` when it exists with an equal spec (nothing changes); else
-        ``conflict`` or a fork's refusal (see :class:`DsCreated`)."""
+        ``conflict``, ``full`` (the store already holds ``settings.ds_max_streams`` unexpired
+        streams, checked in the same atomic step as the create) or a fork's refusal (see
+        :class:`DsCreated`)."""
         raise NotImplementedError(f"{type(self).__name__} does not support Durable Streams")
 
     async def ds_append(self, stream_id: str, append: DsAppend) -> DsAppended:
@@ -366,7 +368,8 @@ class Backend(abc.ABC):
 
     async def ds_delete(self, stream_id: str) -> str:
         """Delete a stream and tell its live readers: ``deleted`` (its source loses a fork, and
-        goes too when soft-deleted and that was its last), ``soft`` (forks of it live: it
+        goes too when soft-deleted and that was its last; a fork that expires releases its
+        source the same way, at the latest when the source is next looked up), ``soft`` (forks of it live: it
         answers 410 until they are gone), ``gone`` (already soft-deleted), ``not_found``."""
         raise NotImplementedError(f"{type(self).__name__} does not support Durable Streams")
 

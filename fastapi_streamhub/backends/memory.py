@@ -120,7 +120,7 @@ class MemoryBackend(DurableMethods, Backend):
         self._controls: list[ControlHandler] = []
         self._fanin = MemoryFanIn(self._active, self._append)
         self._durable: MemoryDurable = MemoryDurable(
-            self._publish, lambda: self.settings.retention, lambda sid: self._get(sid) is not None
+            self._publish, lambda: self.settings, lambda sid: self._get(sid) is not None
         )
         self._finishes = MemoryFinish(self._get)
         self.settings = Settings()

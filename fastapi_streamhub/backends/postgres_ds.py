@@ -39,7 +39,7 @@ class PgDurable:
     ) -> DsCreated:
         """See :meth:`Backend.ds_create`."""
         rows = await self._exec.rows(
-            f"SELECT {_OUT} FROM {{p}}_ds_create(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            f"SELECT {_OUT} FROM {{p}}_ds_create(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 stream_id,
                 spec.content_type,
@@ -53,6 +53,7 @@ class PgDurable:
                 fork.source if fork else None,
                 fork.offset if fork else None,
                 fork.sub if fork else 0,
+                self._exec.settings.ds_max_streams,
             ),
         )
         row = rows[0]

@@ -26,7 +26,9 @@ __all__ = ["SCHEMA_VERSION", "TABLES", "grants_sql", "prefix_name", "schema_sql"
 
 # 2: the on_finish settle marks (postgres_sql_finish), turns, Durable Streams (postgres_sql_ds).
 # 3: generations kept for their on_finish hook ({p}_kept, {p}_session.fin).
-SCHEMA_VERSION = 3
+# 4: Durable Streams limits: {p}_ds_count (streams held), {p}_stream_source, forks released
+#    when they expire ({p}_ds_prune), {p}_ds_create's max_streams argument.
+SCHEMA_VERSION = 4
 
 _SAFE = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 

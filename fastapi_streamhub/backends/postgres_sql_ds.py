@@ -8,14 +8,21 @@ The bytes are rows of ``{p}_stream_data``, one per append (or per copied slice o
 source), keyed by their start offset: an append inserts one row whatever the stream's size,
 and a read finds the row holding its offset through the primary key and concatenates slices.
 Expiry is the row's ``deadline``: an expired stream is dropped by the next operation that
-looks it up (its source's fork count goes down with it), and by the retention sweep.
+looks it up (its source's fork count goes down with it), and by the retention sweep; a
+soft-deleted source, and a source being deleted, first drops its expired forks
+(``{p}_ds_prune``), so that it goes with its last one.
+
+``{p}_ds_count`` holds how many rows ``{p}_stream`` has (the create adds one, ``{p}_ds_drop``
+takes one away). A create locks that row before it counts, so creates past the limit are
+serialized and two of them never both take the last place; when the count is at the limit the
+create first drops expired streams (as the sweep does), then counts again.
 """
 
 from __future__ import annotations
 
 __all__ = ["DS_SQL", "DS_TABLES"]
 
-DS_TABLES = ("stream", "stream_data", "stream_producer")
+DS_TABLES = ("stream", "stream_data", "stream_producer", "ds_count")
 
 DS_SQL = r"""
 CREATE TABLE {p}_stream (
@@ -35,6 +42,14 @@ CREATE TABLE {p}_stream (
   tail         bigint  NOT NULL DEFAULT 0        -- bytes stored: the next append's offset
 );
 CREATE INDEX {p}_stream_deadline ON {p}_stream (deadline);
+CREATE INDEX {p}_stream_source ON {p}_stream (source) WHERE source IS NOT NULL;
+
+-- How many rows {p}_stream holds (one row).
+CREATE TABLE {p}_ds_count (
+  one boolean PRIMARY KEY DEFAULT true CHECK (one),
+  n   bigint  NOT NULL
+);
+INSERT INTO {p}_ds_count VALUES (true, 0);
 
 -- The bytes: [start, start + octet_length(body)) of the stream, rows contiguous from 0.
 CREATE TABLE {p}_stream_data (
@@ -97,21 +112,38 @@ RETURNS timestamptz LANGUAGE sql VOLATILE AS $$
               ELSE clock_timestamp() + ret_ms * interval '1 millisecond' END
 $$;
 
+-- Remove one stream's rows (its forks no longer name it: an id used again is another stream).
+CREATE FUNCTION {p}_ds_remove(sid text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE src text;
+BEGIN
+  DELETE FROM {p}_stream WHERE stream_id = sid RETURNING source INTO src;
+  IF FOUND THEN UPDATE {p}_ds_count SET n = n - 1; END IF;
+  DELETE FROM {p}_stream_producer WHERE stream_id = sid;
+  DELETE FROM {p}_stream_data WHERE stream_id = sid;
+  UPDATE {p}_stream SET source = NULL WHERE source = sid;
+  RETURN src;
+END $$;
+
 -- Remove a stream; a soft-deleted source whose last fork it was goes with it, and so on up.
 CREATE FUNCTION {p}_ds_drop(sid text) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE src text; left_ bigint; gone_ boolean;
 BEGIN
-  DELETE FROM {p}_stream WHERE stream_id = sid RETURNING source INTO src;
-  DELETE FROM {p}_stream_producer WHERE stream_id = sid;
-  DELETE FROM {p}_stream_data WHERE stream_id = sid;
+  src := {p}_ds_remove(sid);
   WHILE src IS NOT NULL LOOP
     UPDATE {p}_stream SET forks = forks - 1 WHERE stream_id = src
     RETURNING forks, gone INTO left_, gone_;
     IF NOT FOUND OR left_ > 0 OR NOT gone_ THEN RETURN; END IF;
-    sid := src;
-    DELETE FROM {p}_stream WHERE stream_id = sid RETURNING source INTO src;
-    DELETE FROM {p}_stream_producer WHERE stream_id = sid;
-    DELETE FROM {p}_stream_data WHERE stream_id = sid;
+    src := {p}_ds_remove(src);
+  END LOOP;
+END $$;
+
+-- Drop the expired forks of a stream (each releases it: a soft-deleted one may go with them).
+CREATE FUNCTION {p}_ds_prune(sid text) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE f text;
+BEGIN
+  FOR f IN SELECT s.stream_id FROM {p}_stream s
+    WHERE s.source = sid AND s.deadline <= clock_timestamp() FOR UPDATE SKIP LOCKED LOOP
+    PERFORM {p}_ds_drop(f);
   END LOOP;
 END $$;
 
@@ -125,14 +157,20 @@ BEGIN
     PERFORM {p}_ds_drop(sid);
     RETURN NULL;
   END IF;
+  IF r.gone THEN
+    PERFORM {p}_ds_prune(sid);
+    SELECT * INTO r FROM {p}_stream s WHERE s.stream_id = sid;
+    IF NOT FOUND THEN RETURN NULL; END IF;  -- it went with its last (expired) fork
+  END IF;
   RETURN r;
 END $$;
 
 -- Create (a fork: src, at (NULL: the source's tail), sub), or compare with the existing one.
 -- Outcomes: created, exists, conflict (no stream when a session holds the id),
--- source_not_found, source_gone, bad_fork_offset (no stream).
+-- source_not_found, source_gone, bad_fork_offset, full (max_ streams held; no stream).
 CREATE FUNCTION {p}_ds_create(sid text, ct text, ttl_ bigint, exp_text text, exp_ms bigint,
-  closed_ boolean, body bytea, ret_ms bigint, fork_ text, src text, at bigint, sub bigint)
+  closed_ boolean, body bytea, ret_ms bigint, fork_ text, src text, at bigint, sub bigint,
+  max_ bigint)
 RETURNS TABLE (outcome text, tail bigint, closed boolean, content_type text, ttl bigint,
   expires_text text, expires_ms bigint, created_closed boolean, epoch bigint, seq bigint,
   gone boolean, fork_spec text, data bytea)
@@ -140,7 +178,7 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
   r {p}_stream; s {p}_stream; after bytea; cut bigint := 0; copied bigint := 0;
-  nl int; is_json boolean; same boolean;
+  nl int; is_json boolean; same boolean; held bigint;
 BEGIN
   PERFORM pg_advisory_xact_lock(hashtextextended('{p}:' || sid, 0));
   IF src IS NOT NULL THEN
@@ -201,6 +239,15 @@ BEGIN
       r, 0, 0, NULL);
     RETURN;
   END IF;
+  SELECT c.n INTO held FROM {p}_ds_count c FOR UPDATE;
+  IF max_ IS NOT NULL AND held >= max_ THEN
+    PERFORM {p}_ds_sweep(held);
+    SELECT c.n INTO held FROM {p}_ds_count c;
+    IF held >= max_ THEN
+      RETURN QUERY SELECT * FROM {p}_ds_out('full', NULL, 0, 0, NULL); RETURN;
+    END IF;
+  END IF;
+  UPDATE {p}_ds_count SET n = n + 1;
   INSERT INTO {p}_stream AS st (stream_id, content_type, ttl, expires_text, expires_ms,
     created_closed, fork_spec, closed, source, deadline, tail)
   VALUES (sid, ct, ttl_, exp_text, exp_ms, closed_, fork_, closed_, src,
@@ -284,6 +331,10 @@ BEGIN
   SELECT * INTO r FROM {p}_stream s
   WHERE s.stream_id = sid AND s.deadline > clock_timestamp();
   IF NOT FOUND THEN RETURN; END IF;
+  IF r.gone THEN
+    r := {p}_ds_get(sid);  -- its expired forks dropped: it may go with them
+    IF r.stream_id IS NULL THEN RETURN; END IF;
+  END IF;
   IF NOT r.gone THEN
     IF touch THEN
       UPDATE {p}_stream s SET deadline = {p}_ds_deadline(s.ttl, s.expires_ms, ret_ms)
@@ -302,6 +353,10 @@ DECLARE r {p}_stream := {p}_ds_get(sid); o text;
 BEGIN
   IF r.stream_id IS NULL THEN RETURN 'not_found'; END IF;
   IF r.gone THEN RETURN 'gone'; END IF;
+  IF r.forks > 0 THEN
+    PERFORM {p}_ds_prune(sid);
+    SELECT * INTO r FROM {p}_stream s WHERE s.stream_id = sid;
+  END IF;
   IF r.forks > 0 THEN
     UPDATE {p}_stream SET gone = true, tail = 0 WHERE stream_id = sid;
     DELETE FROM {p}_stream_producer WHERE stream_id = sid;

@@ -104,7 +104,7 @@ class RedisBackend(FinishMethods, DurableMethods, Backend):
         self._appender = RedisAppender(self._exec, self.keys, self.channels)
         self._compactor = RedisCompactor(self._exec, self.keys, task_group)
         self._fanin = RedisFanIn(self._exec, self.keys, self.channels, self._subscribe)
-        self._durable = RedisDurable(self._exec, self.keys, self.channels, settings.retention_ms)
+        self._durable = RedisDurable(self._exec, self.keys, self.channels, settings)
         self._finish = RedisFinish(self._exec, self.keys)
 
     # -- lifecycle -------------------------------------------------------------------------

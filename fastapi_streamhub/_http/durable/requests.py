@@ -51,6 +51,9 @@ CREATE_REFUSALS = {
     "source_not_found": (404, "the fork's source stream does not exist"),
     "source_gone": (409, "the fork's source stream is deleted"),
     "bad_fork_offset": (400, "the fork offset is not a position of the source stream"),
+    # The protocol's PUT lists 429 as its one "not now" status; the store frees a place as
+    # streams expire or are deleted, so a retry later can succeed.
+    "full": (429, "the store holds as many streams as it may (ds_max_streams): none created"),
 }
 
 

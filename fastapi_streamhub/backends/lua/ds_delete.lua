@@ -3,7 +3,8 @@
 -- ds_fork_release.lua sees its last fork go.
 -- KEYS: ds record, data, producers   ARGV: sid, pub, data_ch
 -- Returns {'not_found'}, {'gone'} (already soft-deleted), {'soft'} or {'deleted', source id or
--- ''} (the caller then releases the source with ds_fork_release.lua).
+-- ''} (the caller then drops the id from the index and releases the source with
+-- ds_fork_release.lua).
 local r = redis.call('HMGET', KEYS[1], 'gone', 'rc', 'src')
 if not r[1] and not r[2] then
   if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found'} end

@@ -4,9 +4,10 @@
 -- two slots; the prefix never changes, so copying it outside one script is exact.)
 -- KEYS: the source's ds record, data, producers
 -- ARGV: offset ('' = the tail), sub-offset (bytes, or messages of a JSON stream), the fork's
---       ct ('' = the source's), ttl, exp, expms ('' and '' = the source's three)
--- Returns {'ok', prefix, ct, ttl, exp, expms} or {refusal}: source_not_found, source_gone,
--- conflict (another content type), bad_fork_offset.
+--       ct ('' = the source's), ttl, exp, expms ('' and '' = the source's three), the fork's id
+-- Returns {'ok', prefix, ct, ttl, exp, expms, counted ('1': this call counted the fork; '0':
+-- the source counts that id already, so a create that does not happen releases nothing)} or
+-- {refusal}: source_not_found, source_gone, conflict (another content type), bad_fork_offset.
 local r = ds_record()
 if not r then return {'source_not_found'} end
 if r[7] == '1' then return {'source_gone'} end
@@ -37,8 +38,9 @@ if sub > 0 then
 end
 local prefix = ''
 if at + cut > 0 then prefix = redis.call('GETRANGE', KEYS[2], 0, at + cut - 1) end
-redis.call('HINCRBY', KEYS[1], 'rc', 1)
+local counted = redis.call('HSETNX', KEYS[1], 'f:' .. ARGV[7], '1')
+if counted == 1 then redis.call('HINCRBY', KEYS[1], 'rc', 1) end
 if ARGV[4] == '' and ARGV[6] == '' then
-  return {'ok', prefix, r[1], r[2], r[3], r[4]}
+  return {'ok', prefix, r[1], r[2], r[3], r[4], int(counted)}
 end
-return {'ok', prefix, r[1], ARGV[4], ARGV[5], ARGV[6]}
+return {'ok', prefix, r[1], ARGV[4], ARGV[5], ARGV[6], int(counted)}

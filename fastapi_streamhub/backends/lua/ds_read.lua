@@ -4,12 +4,13 @@
 -- Returns ds_reply('ok', r) with the bytes appended, or {'not_found'}.
 local r = ds_record()
 if not r then return {'not_found'} end
-local reply = ds_reply('ok', r)
 if r[7] == '1' then
+  local reply = ds_reply('ok', r)
   reply[#reply + 1] = ''
   return reply
 end
 if ARGV[3] == '1' then ds_touch(r, ARGV[4]) end
+local reply = ds_reply('ok', r)
 local limit = tonumber(ARGV[2])
 local data = ''
 if limit > 0 then
