@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import AsyncGeneratorType
 from typing import Any, cast
 
@@ -9,6 +10,7 @@ import anyio
 import pytest
 
 from fastapi_streamhub import Chunk, End, StreamHub
+from fastapi_streamhub.backends.memory import MemoryBackend
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -86,3 +88,55 @@ async def test_concurrent_senders_and_flushers_all_wake(url: str) -> None:
         await producer.close()
         texts = [c.data async for c in hub.subscribe("crowd") if isinstance(c, Chunk)]
         assert sorted(texts) == sorted(f"{n}{i}" for n in "abcd" for i in range(5))
+
+
+class _CountingMemory(MemoryBackend):
+    """The memory backend, recording the sessions of each lease check (``expire`` call)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checks: list[list[str]] = []
+
+    async def expire(self, leases: Sequence[tuple[str, int]]) -> list[float | None]:
+        self.checks.append([sid for sid, _ in leases])
+        return await super().expire(leases)
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_lease_checks_of_followed_sessions_share_round_trips() -> None:
+    """Sessions followed here but produced elsewhere have their leases checked; deadlines a
+    few ms apart are checked together, not one store call per session."""
+    backend = _CountingMemory()
+    names = [f"watched-{i}" for i in range(12)]
+    async with (
+        StreamHub(backend, lease_ttl=1.0) as producing,
+        StreamHub(backend, lease_ttl=1.0) as following,
+        anyio.create_task_group() as tg,
+    ):
+        producers = []
+        for name in names:
+            producer, _ = await producing.register(name)
+            assert producer is not None
+            producers.append(producer)
+            await anyio.sleep(0.005)  # the scenario: leases granted a few ms apart
+        opened = []
+        for name in names:
+            subscription = following.subscribe(name)
+            opened.append(subscription.opened)
+
+            async def drain(sub: Any = subscription) -> None:
+                async with sub:
+                    async for _ in sub:
+                        pass
+
+            tg.start_soon(drain)
+        for event in opened:
+            await event.wait()
+        with anyio.fail_after(10):
+            while not set(names) <= {sid for call in backend.checks for sid in call}:
+                await anyio.sleep(0.01)
+        calls = len(backend.checks)
+        for producer in producers:
+            await producer.close()
+    assert calls <= 3, backend.checks
