@@ -93,12 +93,17 @@ async def test_concurrent_senders_and_flushers_all_wake(url: str) -> None:
 class _CountingMemory(MemoryBackend):
     """The memory backend, recording the sessions of each lease check (``expire`` call)."""
 
-    def __init__(self) -> None:
+    def __init__(self, watched: list[str]) -> None:
         super().__init__()
         self.checks: list[list[str]] = []
+        self._unchecked = set(watched)
+        self.all_checked = anyio.Event()
 
     async def expire(self, leases: Sequence[tuple[str, int]]) -> list[float | None]:
         self.checks.append([sid for sid, _ in leases])
+        self._unchecked.difference_update(self.checks[-1])
+        if not self._unchecked:
+            self.all_checked.set()
         return await super().expire(leases)
 
 
@@ -107,8 +112,8 @@ class _CountingMemory(MemoryBackend):
 async def test_lease_checks_of_followed_sessions_share_round_trips() -> None:
     """Sessions followed here but produced elsewhere have their leases checked; deadlines a
     few ms apart are checked together, not one store call per session."""
-    backend = _CountingMemory()
     names = [f"watched-{i}" for i in range(12)]
+    backend = _CountingMemory(names)
     async with (
         StreamHub(backend, lease_ttl=1.0) as producing,
         StreamHub(backend, lease_ttl=1.0) as following,
@@ -134,8 +139,7 @@ async def test_lease_checks_of_followed_sessions_share_round_trips() -> None:
         for event in opened:
             await event.wait()
         with anyio.fail_after(10):
-            while not set(names) <= {sid for call in backend.checks for sid in call}:
-                await anyio.sleep(0.01)
+            await backend.all_checked.wait()
         calls = len(backend.checks)
         for producer in producers:
             await producer.close()
