@@ -55,7 +55,7 @@ from .postgres_exec import PgExecutor, SchemaMismatch
 from .postgres_finish import PgFinishMethods
 from .postgres_listen import Listener as NotifyListener
 from .postgres_listen import inline, notes, positive
-from .postgres_rows import INFO_SQL, PAGE_SQL, lost_of, page_of_rows
+from .postgres_rows import INFO_SQL, PAGE_SQL, appended, lost_of, page_of_rows
 
 __all__ = ["SCHEMES", "PostgresBackend", "SchemaMismatch"]
 
@@ -266,7 +266,7 @@ class PostgresBackend(PgClaimMethods, PgCompactMethods, PgFinishMethods, Durable
             (sids, gens, firsts, lasts, bodies, self.settings.maxlen or 0, notes(recs)),
             limited=False,  # the writer (one call at a time) skips the queue
         )
-        return [lost_of(c) for c in codes]
+        return [appended(c, b.session_id, b.first) for c, b in zip(codes, batches, strict=True)]
 
     async def set_metadata(self, session_id: str, generation: int, blob: bytes) -> Lost | None:
         code = await self._exec.one(
