@@ -23,6 +23,7 @@ from support.conformance import (
     texts,
 )
 from support.postgres_server import PostgresServer
+from support.proxy import HOST as PROXY_HOST
 from support.proxy import TCPProxy
 from support.sse_client import wait_until
 
@@ -57,7 +58,7 @@ async def test_a_half_open_listen_connection_is_detected_and_followers_stay_exac
     moves either way and neither peer is told (TCP keepalives are answered by the proxy's
     kernel, so only the heartbeat can notice). The heartbeat finds it, the listener reconnects,
     and a follower across that moment gets every chunk once, in order, and the end."""
-    listen_url = f"postgresql://postgres@{proxied_host(proxied)}:{proxied.port}/postgres"
+    listen_url = f"postgresql://postgres@{PROXY_HOST}:{proxied.port}/postgres"
     backend = PostgresBackend(
         conninfo=postgres_url,
         listen_conninfo=listen_url,
@@ -105,8 +106,10 @@ async def test_a_half_open_listen_connection_is_detected_and_followers_stay_exac
     print(f"\nhalf-open LISTEN connection detected after {detected:.2f}s")
 
 
-def proxied_host(proxy: TCPProxy) -> str:
-    return proxy.target[0]
+def test_listen_heartbeat_and_timeout_must_be_positive() -> None:
+    for bad in ({"listen_heartbeat": 0}, {"listen_timeout": -1.0}):
+        with pytest.raises(ValueError, match="must be a positive number of seconds"):
+            PostgresBackend(conninfo="postgresql://localhost/x", **bad)
 
 
 # --------------------------------------------------------------------------- failover
