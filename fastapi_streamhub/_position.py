@@ -177,12 +177,24 @@ class Position:
 
     def checked(self, info: SessionInfo | None) -> list[Step]:
         """The record read before a checked repair: the end when the session is gone, a reset
-        when it restarted as another generation (followed from its start)."""
+        when it restarted as another generation (followed from its start), or when the store
+        holds fewer chunks than were delivered (they were lost, e.g. in a failover to a
+        replica that had not received them): the reader starts over from what is stored."""
         if info is None:
             self.ended = True
             return [End(State.FAILED, "the session is no longer stored (deleted, expired or lost)")]
         if info.generation != self.generation:
             return [self.restart(info.generation)]
+        if info.chunks < self.offset:
+            delivered, self.offset = self.offset, 0
+            return [
+                Gap(
+                    "lost",
+                    f"the stored stream holds {info.chunks} chunks, fewer than the {delivered} "
+                    "delivered; data was lost",
+                    self.generation,
+                )
+            ]
         return []
 
     def restart(self, generation: int) -> Gap:

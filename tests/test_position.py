@@ -163,7 +163,8 @@ def test_run_of_a_new_generation_restarts_from_its_start() -> None:
 
 
 def test_checked_record() -> None:
-    """Before a checked repair: gone ends the subscription, a new generation restarts it."""
+    """Before a checked repair: gone ends the subscription, a new generation restarts it, a
+    store behind the position resets it."""
     gone = at(2, 3)
     assert gone.checked(None) == [
         End(State.FAILED, "the session is no longer stored (deleted, expired or lost)")
@@ -176,6 +177,17 @@ def test_checked_record() -> None:
         Gap("generation", "the session restarted as generation 5", 5)
     ]
     assert (newer.generation, newer.offset, newer.ended) == (5, 0, False)
+    # The store holds fewer chunks than were delivered (lost in a failover): a reset, and the
+    # reader starts over from what is stored.
+    behind = at(2, 8)
+    assert behind.checked(info(generation=2, count=5)) == [
+        Gap(
+            "lost", "the stored stream holds 5 chunks, fewer than the 8 delivered; data was lost", 2
+        )
+    ]
+    assert (behind.generation, behind.offset, behind.ended) == (2, 0, False)
+    level = at(2, 5)
+    assert level.checked(info(generation=2, count=5)) == [] and level.offset == 5
 
 
 def test_stored_end() -> None:

@@ -1,26 +1,127 @@
-"""Compaction of a finished generation's log (ARCHITECTURE.md, "Compaction"). Pure: no I/O.
+"""Compaction of a finished generation's log (ARCHITECTURE.md, "Compaction").
 
-- :func:`fold` turns the entries of a finished Redis log into *slices*: consecutive batch
-  entries joined into one entry of the same form (id ``<gen>-<offset of its last chunk>``,
-  value = the chunks' frames), so every read path reads a folded log unchanged. Slices are
-  split where offsets jump (a hole must stay visible to readers) and kept to the size of an
-  appended batch (a resume's first page stays small, so its first bytes still go out early).
+- :class:`CompactScheduler` runs a backend's own ``compact(session_id)`` in the background soon
+  after a session ends, for the Redis and the PostgreSQL backends alike: after a delay with
+  jitter, once at a time per session, a few sessions at a time, errors logged, cancelled when
+  the backend closes.
+- :func:`fold` (pure, like everything below it) turns the entries of a finished Redis log
+  into *slices*: consecutive batch entries joined into one entry of the same form (id
+  ``<gen>-<offset of its last chunk>``, value = the chunks' frames), so every read path reads
+  a folded log unchanged. Slices are split where offsets jump (a hole must stay visible to
+  readers) and kept to the size of an appended batch (a resume's first page stays small, so
+  its first bytes still go out early).
 - :class:`PackedLog` is the memory backend's folded log: one bytes object and an array of
   chunk boundaries instead of a tuple and a bytes object per chunk.
 """
 
 from __future__ import annotations
 
+import logging
+import random
 from array import array
-from collections.abc import Iterable, MutableSequence
+from collections.abc import Awaitable, Callable, Iterable, MutableSequence
 from dataclasses import dataclass
 from typing import overload
 
-__all__ = ["SLICE_BYTES", "SLICE_CHUNKS", "Folded", "PackedLog", "count_frames", "fold"]
+import anyio
+from anyio.abc import TaskGroup
+
+from .._errors import BackendUnavailable
+
+__all__ = [
+    "COMPACT_CONCURRENCY",
+    "COMPACT_DELAY",
+    "SLICE_BYTES",
+    "SLICE_CHUNKS",
+    "CompactScheduler",
+    "Folded",
+    "PackedLog",
+    "count_frames",
+    "fold",
+]
+
+# Background compaction after a session finished: about this many seconds later (0.5x-1.5x),
+# this many logs at a time per backend.
+COMPACT_DELAY = 1.0
+COMPACT_CONCURRENCY = 2
 
 # A slice holds at most as many chunks as one appended batch (max_batch's default) and 1 MiB.
 SLICE_CHUNKS = 512
 SLICE_BYTES = 1024 * 1024
+
+
+class CompactScheduler:
+    """Runs ``compact(session_id)`` in the background soon after a session finished.
+
+    Housekeeping, not urgent: each run waits ``delay`` (0.5x-1.5x, so a burst of sessions
+    ending together is spread out instead of competing with the chunks still streaming), then
+    takes one of ``slots`` (a burst never folds more than that many logs at once: each fold
+    reads a whole log and rewrites it). One run at a time per session. A failure is logged:
+    readers stay exact on an uncompacted log, and a later reader schedules it again.
+    """
+
+    def __init__(
+        self,
+        compact: Callable[[str], Awaitable[bool]],
+        log: logging.Logger,
+        *,
+        delay: float = COMPACT_DELAY,
+        slots: int = COMPACT_CONCURRENCY,
+    ) -> None:
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1, got {slots}")
+        self._compact = compact
+        self._log = log
+        self.delay = delay
+        self._slot_count = slots
+        self._slots: anyio.Semaphore | None = None
+        self._tg: TaskGroup | None = None
+        self._pending: dict[str, anyio.CancelScope] = {}
+
+    def attach(self, task_group: TaskGroup) -> None:
+        """Run from now on in ``task_group`` (the backend's, from its ``start``)."""
+        self._tg = task_group
+        self._slots = anyio.Semaphore(self._slot_count)
+
+    def soon(self, session_id: str) -> None:
+        """Compact the session in the background (nothing when a run for it is under way here,
+        or before :meth:`attach` / after :meth:`close`)."""
+        if self._tg is None or session_id in self._pending:
+            return
+        scope = anyio.CancelScope()
+        self._pending[session_id] = scope
+        try:
+            self._tg.start_soon(self._run, session_id, scope)
+        except RuntimeError:  # the task group is closing: a later reader schedules it again
+            del self._pending[session_id]
+
+    def close(self) -> None:
+        """Cancel every pending or running compaction (the backend is closing its connections);
+        nothing is scheduled after this."""
+        self._tg = None
+        for scope in self._pending.values():
+            scope.cancel()
+
+    @property
+    def pending(self) -> int:
+        """How many compactions are waiting or running."""
+        return len(self._pending)
+
+    async def _run(self, session_id: str, scope: anyio.CancelScope) -> None:
+        try:
+            with scope:
+                await anyio.sleep(self.delay * (0.5 + random.random()))
+                assert self._slots is not None
+                async with self._slots:
+                    await self._compact(session_id)
+        except BackendUnavailable as exc:
+            self._log.warning("could not compact session %r: %s", session_id, exc)
+        except Exception:
+            # Not a store outage: a bug, or a log this code does not understand. Say all of it.
+            self._log.exception("could not compact session %r", session_id)
+        finally:
+            if self._pending.get(session_id) is scope:
+                del self._pending[session_id]
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import random
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
 from .._errors import BackendUnavailable
-from ._compact import fold
+from ._compact import CompactScheduler, fold
 from ._keys import Keys
 from ._redis_exec import RedisExecutor
 from ._replies import as_bytes, as_str, fields_of
@@ -24,9 +23,6 @@ __all__ = ["RedisCompactor"]
 
 log = logging.getLogger("fastapi_streamhub.redis")
 
-# Compaction after a stream finished: after about this many seconds, this many logs at a time.
-_COMPACT_DELAY = 1.0
-_COMPACT_CONCURRENCY = 2
 # Compaction reads a log in pages of this many entries, and leaves logs over this size alone
 # (the swap script takes the whole folded log as arguments).
 _COMPACT_PAGE = 1000
@@ -40,34 +36,15 @@ class RedisCompactor:
     def __init__(self, executor: RedisExecutor, keys: Keys, task_group: TaskGroup | None) -> None:
         self._exec = executor
         self._keys = keys
-        self._tg = task_group
-        self._compacting: set[str] = set()  # sessions whose compaction is under way here
-        self._slots = anyio.Semaphore(_COMPACT_CONCURRENCY)
+        # Background runs of compact() after sessions end (shared with PostgreSQL: _compact).
+        self.scheduler = CompactScheduler(self.compact, log)
+        if task_group is not None:
+            self.scheduler.attach(task_group)
 
     def soon(self, session_id: str) -> None:
         """Compact the session's finished log in the background (once at a time per session)."""
-        if not self._exec.settings.compact_finished or self._tg is None:
-            return
-        if session_id in self._compacting:
-            return
-        self._compacting.add(session_id)
-        try:
-            self._tg.start_soon(self._compact_quietly, session_id)
-        except RuntimeError:  # the hub has stopped: a later reader compacts it
-            self._compacting.discard(session_id)
-
-    async def _compact_quietly(self, session_id: str) -> None:
-        try:
-            # Housekeeping, not urgent: wait a little (a burst of streams ending together is
-            # spread out instead of competing with the chunks still streaming) and fold a few
-            # logs at a time.
-            await anyio.sleep(_COMPACT_DELAY * (0.5 + random.random()))
-            async with self._slots:
-                await self.compact(session_id)
-        except Exception as exc:  # readers stay exact on an uncompacted log: just say so
-            log.warning("could not compact session %r: %s", session_id, exc)
-        finally:
-            self._compacting.discard(session_id)
+        if self._exec.settings.compact_finished:
+            self.scheduler.soon(session_id)
 
     async def compact(self, session_id: str) -> bool:
         """Read the finished log, fold it here, swap it in with ``compact.lua`` (which checks

@@ -49,13 +49,13 @@ from .base import (
     SharedAppend,
 )
 from .postgres_claim import PgClaimMethods
-from .postgres_compact import PgCompactor
+from .postgres_compact import PgCompactMethods, PgCompactor
 from .postgres_ds import PgDurable
 from .postgres_exec import PgExecutor, SchemaMismatch
 from .postgres_finish import PgFinishMethods
 from .postgres_listen import Listener as NotifyListener
-from .postgres_listen import inline, notes
-from .postgres_rows import INFO_SQL, PAGE_SQL, lost_of, page_of_rows
+from .postgres_listen import inline, notes, positive
+from .postgres_rows import INFO_SQL, PAGE_SQL, appended, lost_of, page_of_rows
 
 __all__ = ["SCHEMES", "PostgresBackend", "SchemaMismatch"]
 
@@ -65,7 +65,7 @@ SCHEMES = ("postgresql", "postgres")
 _BIGINT = 2**63 - 1
 
 
-class PostgresBackend(PgClaimMethods, PgFinishMethods, DurableMethods, Backend):
+class PostgresBackend(PgClaimMethods, PgCompactMethods, PgFinishMethods, DurableMethods, Backend):
     """Sessions in PostgreSQL; live delivery through one LISTEN connection fanned out locally."""
 
     first_page = 1
@@ -77,6 +77,8 @@ class PostgresBackend(PgClaimMethods, PgFinishMethods, DurableMethods, Backend):
         conninfo: str | None = None,
         listen_conninfo: str | None = None,
         pool_size: int = 10,
+        listen_heartbeat: float | None = None,
+        listen_timeout: float | None = None,
     ) -> None:
         self._exec = PgExecutor()
         self._exec.pool = pool
@@ -98,6 +100,9 @@ class PostgresBackend(PgClaimMethods, PgFinishMethods, DurableMethods, Backend):
         self._kwargs: dict[str, Any] = dict(kwargs)
         self._listen_conninfo = listen_conninfo or conninfo
         self._pool_size = pool_size
+        # The LISTEN connection's heartbeat period and answer timeout (None: from settings).
+        self._heartbeat = positive("listen_heartbeat", listen_heartbeat)
+        self._heartbeat_timeout = positive("listen_timeout", listen_timeout)
         self._fanout = Fanout()
         self._on_control: ControlHandler = lambda session_id, msg: None
         self._listener: NotifyListener | None = None
@@ -130,7 +135,7 @@ class PostgresBackend(PgClaimMethods, PgFinishMethods, DurableMethods, Backend):
             )
         self._configure(settings)
         self._on_control = on_control
-        self._compactor.tg = task_group
+        self._compactor.scheduler.attach(task_group)
         try:
             await self._open(settings, task_group)
         except SchemaMismatch:
@@ -165,12 +170,13 @@ class PostgresBackend(PgClaimMethods, PgFinishMethods, DurableMethods, Backend):
             self._on_notify,
             self._on_resync,
             # A half-open connection is found within heartbeat + timeout.
-            heartbeat=min(10.0, settings.ping_interval),
-            timeout=min(settings.outage_timeout, 5.0),
+            heartbeat=self._heartbeat or min(10.0, settings.ping_interval),
+            timeout=self._heartbeat_timeout or min(settings.outage_timeout, 5.0),
         )
         await self._listener.start(task_group)
 
     async def aclose(self) -> None:
+        self._compactor.scheduler.close()
         if self._listener is not None:
             await self._listener.aclose()
             self._listener = None
@@ -179,7 +185,11 @@ class PostgresBackend(PgClaimMethods, PgFinishMethods, DurableMethods, Backend):
             with anyio.CancelScope(shield=True):
                 await pool.close()
             self._exec.pool = None
-        self._compactor.tg = None
+
+    @property
+    def listener(self) -> NotifyListener | None:
+        """The LISTEN connection's keeper (counters: ``reconnects``, ``missed_heartbeats``)."""
+        return self._listener
 
     # -- live messages ---------------------------------------------------------------------
 
@@ -256,7 +266,7 @@ class PostgresBackend(PgClaimMethods, PgFinishMethods, DurableMethods, Backend):
             (sids, gens, firsts, lasts, bodies, self.settings.maxlen or 0, notes(recs)),
             limited=False,  # the writer (one call at a time) skips the queue
         )
-        return [lost_of(c) for c in codes]
+        return [appended(c, b.session_id, b.first) for c, b in zip(codes, batches, strict=True)]
 
     async def set_metadata(self, session_id: str, generation: int, blob: bytes) -> Lost | None:
         code = await self._exec.one(
@@ -481,13 +491,3 @@ class PostgresBackend(PgClaimMethods, PgFinishMethods, DurableMethods, Backend):
             (limit + 1,),
         )
         return [r[0] for r in rows[:limit]], len(rows) > limit
-
-    # -- compaction ------------------------------------------------------------------------
-
-    async def compact(self, session_id: str) -> bool:
-        """Fold the finished log (see ``postgres_compact``); False when there is nothing to do."""
-        return await self._compactor.compact(session_id)
-
-    async def sweep(self) -> int:
-        """Delete up to one batch of expired sessions now; how many."""
-        return await self._compactor.sweep()

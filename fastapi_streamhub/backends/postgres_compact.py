@@ -13,17 +13,15 @@ import random
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import TaskGroup
 
 from .._errors import BackendUnavailable
-from ._compact import fold
+from ._compact import CompactScheduler, fold
 from .postgres_exec import PgExecutor
 
-__all__ = ["PgCompactor"]
+__all__ = ["PgCompactMethods", "PgCompactor"]
 
 log = logging.getLogger("fastapi_streamhub.postgres")
 
-_COMPACT_DELAY = 1.0
 _COMPACT_PAGE = 1000
 _COMPACT_MAX_BYTES = 16 * 1024 * 1024
 SWEEP_BATCH = 500
@@ -34,29 +32,14 @@ class PgCompactor:
 
     def __init__(self, executor: PgExecutor) -> None:
         self._exec = executor
-        self.tg: TaskGroup | None = None
-        self._compacting: set[str] = set()
+        # Background runs of compact() after sessions end (shared with Redis: _compact);
+        # attached to the hub's task group at start, closed at aclose.
+        self.scheduler = CompactScheduler(self.compact, log)
 
     def soon(self, session_id: str) -> None:
         """Compact the session's finished log in the background (once at a time per session)."""
-        if not self._exec.settings.compact_finished or self.tg is None:
-            return
-        if session_id in self._compacting:
-            return
-        self._compacting.add(session_id)
-        try:
-            self.tg.start_soon(self._compact_quietly, session_id)
-        except RuntimeError:  # the hub has stopped: a later reader compacts it
-            self._compacting.discard(session_id)
-
-    async def _compact_quietly(self, session_id: str) -> None:
-        try:
-            await anyio.sleep(_COMPACT_DELAY * (0.5 + random.random()))
-            await self.compact(session_id)
-        except Exception as exc:  # readers stay exact on an uncompacted log: just say so
-            log.warning("could not compact session %r: %s", session_id, exc)
-        finally:
-            self._compacting.discard(session_id)
+        if self._exec.settings.compact_finished:
+            self.scheduler.soon(session_id)
 
     async def compact(self, session_id: str) -> bool:
         """Fold the finished log; False when there is nothing to do."""
@@ -121,3 +104,17 @@ class PgCompactor:
                     await anyio.lowlevel.checkpoint()
             except BackendUnavailable as exc:
                 log.warning("retention sweep failed: %s", exc)
+
+
+class PgCompactMethods:
+    """``compact`` and ``sweep`` of :class:`PostgresBackend` (a base class of it)."""
+
+    _compactor: PgCompactor
+
+    async def compact(self, session_id: str) -> bool:
+        """Fold the finished log; False when there is nothing to do."""
+        return await self._compactor.compact(session_id)
+
+    async def sweep(self) -> int:
+        """Delete up to one batch of expired sessions now; how many."""
+        return await self._compactor.sweep()

@@ -20,7 +20,7 @@ import anyio
 import psycopg
 from anyio.abc import TaskGroup
 
-__all__ = ["NOTIFY_LIMIT", "Listener", "inline", "notes"]
+__all__ = ["NOTIFY_LIMIT", "Listener", "inline", "notes", "positive"]
 
 log = logging.getLogger("fastapi_streamhub.postgres")
 
@@ -36,6 +36,13 @@ def inline(record: bytes) -> str | None:
         return record.decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+def positive(name: str, seconds: float | None) -> float | None:
+    """``seconds`` (None: the default), refused unless positive."""
+    if seconds is not None and not seconds > 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {seconds!r}")
+    return seconds
 
 
 def notes(recs: list[str]) -> list[str]:
@@ -78,7 +85,10 @@ class Listener:
         self._timeout = timeout
         self._scope = anyio.CancelScope()
         self.connected = anyio.Event()
+        # Counters (tests, monitoring): connections replaced, and how many of those were found
+        # dead by an unanswered heartbeat (a half-open connection: no error ever arrives).
         self.reconnects = 0
+        self.missed_heartbeats = 0
 
     async def start(self, task_group: TaskGroup) -> None:
         """Connect and LISTEN (retrying for ``timeout``), then keep listening in ``task_group``."""
@@ -128,7 +138,14 @@ class Listener:
                 self.connected.set()
                 try:
                     await self._listen(conn)
-                except (psycopg.OperationalError, TimeoutError) as exc:
+                except TimeoutError:
+                    self.missed_heartbeats += 1
+                    log.warning(
+                        "LISTEN connection did not answer its heartbeat within %.1fs "
+                        "(half-open?); reconnecting",
+                        self._timeout,
+                    )
+                except psycopg.OperationalError as exc:
                     log.warning("LISTEN connection lost (%s); reconnecting", exc)
                 finally:
                     with anyio.CancelScope(shield=True):

@@ -3,6 +3,7 @@ I/O), and the statements of its reads. The twin of ``_replies`` for Redis."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from .._codec import decode_chunks, decode_end, unframe
@@ -10,7 +11,9 @@ from .._errors import BackendUnavailable
 from .._types import Chunk, End, State
 from .base import PART_REFUSALS, Lost, ReadResult, Reason
 
-__all__ = ["INFO_SQL", "PAGE_SQL", "lost_of", "page_of_rows"]
+__all__ = ["INFO_SQL", "PAGE_SQL", "appended", "lost_of", "page_of_rows"]
+
+log = logging.getLogger("fastapi_streamhub.postgres")
 
 # The records of several sessions, with the database clock and the lease's remaining time.
 INFO_SQL = (
@@ -49,6 +52,22 @@ def lost_of(code: str) -> Lost | None:
     if head == "gone":
         return Lost("gone")
     raise BackendUnavailable(f"unexpected answer from PostgreSQL: {code!r}")
+
+
+def appended(code: str, session_id: str, first: int) -> Lost | None:
+    """What ``{p}_append`` answered for one batch (starting at offset ``first``)."""
+    if code.startswith("hole\n"):
+        # Stored, after a hole: chunks this producer had stored are gone from the store. The
+        # producer goes on (as on Redis); readers are told by a reset, and so is the operator.
+        log.warning(
+            "session %r: chunks %d-%d, acknowledged earlier, are no longer stored (a failover "
+            "to a standby that had not received them?); readers get a reset",
+            session_id,
+            int(code[5:]) + 1,
+            first - 1,
+        )
+        return None
+    return lost_of(code)
 
 
 def page_of_rows(rows: list[Any], after: tuple[int, int], count: int) -> ReadResult:

@@ -28,6 +28,7 @@ __all__ = ["SCHEMA_VERSION", "TABLES", "grants_sql", "prefix_name", "schema_sql"
 # 3: generations kept for their on_finish hook ({p}_kept, {p}_session.fin).
 # 4: Durable Streams limits: {p}_ds_count (streams held), {p}_stream_source, forks released
 #    when they expire ({p}_ds_prune), {p}_ds_create's max_streams argument.
+#    Also {p}_append stores a batch that follows a hole (chunks a failover lost) and says so.
 SCHEMA_VERSION = 4
 
 _SAFE = re.compile(r"[a-z_][a-z0-9_]{0,39}")
@@ -282,8 +283,8 @@ END $$;
 
 -- The writer's round trip: every batch fenced by its explicit offsets, settled in place (a
 -- retry of a batch already applied is recognised by its stored body), then the live records.
--- Returns per batch '' (stored) or a refusal ({p}_refusal; 'lapsed' when the generation is
--- active but the batch does not continue it).
+-- Returns per batch '' (stored), 'hole <n>' (stored after a hole: see below) or a refusal
+-- ({p}_refusal; 'lapsed' when the generation is active but the batch does not continue it).
 CREATE FUNCTION {p}_append(sids text[], gens bigint[], firsts bigint[], lasts bigint[],
   bodies bytea[], maxlen bigint, notes text[]) RETURNS text[]
 LANGUAGE plpgsql AS $$
@@ -292,32 +293,44 @@ DECLARE
   r {p}_session;
   stored bytea;
   note text;
+  code text;
 BEGIN
   -- Lock every session of the round trip in one order: two writers never deadlock.
   PERFORM 1 FROM {p}_session WHERE session_id = ANY(sids) ORDER BY session_id FOR UPDATE;
   FOR i IN 1 .. coalesce(array_length(sids, 1), 0) LOOP
+    code := '';
     UPDATE {p}_session SET n = lasts[i], updated_ms = {p}_now_ms()
     WHERE session_id = sids[i] AND generation = gens[i] AND state = 'active'
       AND n = firsts[i] - 1 AND expires_at > clock_timestamp();
-    IF FOUND THEN
-      INSERT INTO {p}_log VALUES (sids[i], gens[i], lasts[i], 'c', bodies[i]);
-      IF maxlen > 0 AND lasts[i] > maxlen THEN
-        DELETE FROM {p}_log WHERE session_id = sids[i] AND generation = gens[i]
-          AND last_offset < lasts[i] - maxlen + 1;
-      END IF;
-      out := out || ''::text;
-    ELSE
+    IF NOT FOUND THEN
       SELECT body INTO stored FROM {p}_log
       WHERE session_id = sids[i] AND generation = gens[i] AND last_offset = lasts[i]
         AND kind = 'c';
       IF FOUND AND stored = bodies[i] THEN
-        out := out || ''::text;
+        out := out || ''::text;  -- a retry of a batch already stored
+        CONTINUE;
+      END IF;
+      SELECT * INTO r FROM {p}_session WHERE session_id = sids[i]
+        AND expires_at > clock_timestamp();
+      code := {p}_refusal(r, gens[i]);
+      IF code = '' AND r.n < firsts[i] - 1 THEN
+        -- The store lost chunks n+1 .. first-1 this producer had stored (acknowledged
+        -- commits a failover to an asynchronous standby did not carry over). The generation
+        -- goes on; the hole stays in the log, where every replay reports it as a reset.
+        UPDATE {p}_session SET n = lasts[i], updated_ms = {p}_now_ms()
+        WHERE session_id = sids[i];
+        code := 'hole' || chr(10) || r.n;
       ELSE
-        SELECT * INTO r FROM {p}_session WHERE session_id = sids[i]
-          AND expires_at > clock_timestamp();
-        out := out || coalesce(nullif({p}_refusal(r, gens[i]), ''), 'lapsed');
+        out := out || coalesce(nullif(code, ''), 'lapsed');
+        CONTINUE;
       END IF;
     END IF;
+    INSERT INTO {p}_log VALUES (sids[i], gens[i], lasts[i], 'c', bodies[i]);
+    IF maxlen > 0 AND lasts[i] > maxlen THEN
+      DELETE FROM {p}_log WHERE session_id = sids[i] AND generation = gens[i]
+        AND last_offset < lasts[i] - maxlen + 1;
+    END IF;
+    out := out || code;
   END LOOP;
   FOREACH note IN ARRAY notes LOOP PERFORM pg_notify('{p}_data', note); END LOOP;
   RETURN out;

@@ -127,6 +127,7 @@ class RedisBackend(FinishMethods, DurableMethods, Backend):
             await self._bus.subscribe(self.keys.ctl_channel)
 
     async def aclose(self) -> None:
+        self._compactor.scheduler.close()
         if self._bus is not None:
             await self._bus.aclose()
             self._bus = None

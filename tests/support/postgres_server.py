@@ -1,6 +1,7 @@
 """Real PostgreSQL servers for tests: ``initdb`` into a temporary folder, started on a free
 loopback port with ``pg_ctl`` (never the machine's own service), stoppable, restartable on the
-same port and data, and freezable (SIGSTOP of every server process).
+same port and data, and freezable (SIGSTOP of every server process); a streaming standby of a
+server (``pg_basebackup -R``), promotable; a crash of every process (SIGKILL).
 
 ``initdb`` refuses to run as root: as root, the binaries run as the ``postgres`` user
 (``runuser``) in a folder that user owns. ``fsync=off``: the tests need no durability against
@@ -9,6 +10,7 @@ a machine crash, only against a server crash, which PostgreSQL gives without fsy
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -36,6 +38,14 @@ def bindir() -> Path | None:
             return path
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
     return Path(candidates[0]).parent if candidates else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 class PostgresServer(Started):
@@ -116,6 +126,37 @@ class PostgresServer(Started):
     def restart(self, mode: str = "immediate") -> None:
         self.stop(mode)
         self.start()
+
+    def standby(self, *, via_port: int | None = None) -> PostgresServer:
+        """A streaming standby of this running server, not started yet: ``pg_basebackup -R``,
+        its replication connection to ``via_port`` (a fault proxy) or straight here.
+        Asynchronous: nothing names it in ``synchronous_standby_names``."""
+        standby = PostgresServer(fsync=self.fsync)
+        if standby._root:
+            shutil.chown(standby.dir, "postgres")
+        standby._run(
+            str(self.bin / "pg_basebackup"), "-D", str(standby.data), "-R", "-X", "stream",
+            "-c", "fast", "--no-sync", "-h", HOST, "-p", str(via_port or self.port),
+            "-U", "postgres",
+        )  # fmt: skip
+        standby._initialised = True
+        return standby
+
+    def promote(self) -> None:
+        """End a standby's recovery: it becomes a primary (read-write)."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "promote")
+
+    def kill(self) -> None:
+        """SIGKILL every server process at once, as a machine crash would stop them."""
+        pids = self.pids()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (self.data / "postmaster.pid").unlink(missing_ok=True)
+        self.paused = False
 
     def pause(self) -> None:
         """Freeze every server process (connections stay open and answer nothing)."""

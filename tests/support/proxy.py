@@ -10,7 +10,9 @@ Faults:
 - :meth:`drop`: reset every open connection (both sides get an RST), keep accepting new ones;
 - :meth:`stall` / :meth:`unstall`: stop moving bytes in both directions (connections stay open,
   new ones are accepted and stalled too), as a network that silently loses packets would;
-- :meth:`down` / :meth:`up`: reset every connection and refuse (reset) new ones until ``up``.
+- :meth:`down` / :meth:`up`: reset every connection and refuse (reset) new ones until ``up``;
+- :meth:`blackhole`: the connections open now go silent for good, in both directions, and are
+  never closed (neither peer learns: a half-open connection); new ones are forwarded as usual.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class _Link:
         self.client = client
         self.upstream = upstream
         self.tasks: list[asyncio.Task[None]] = []
+        self.flowing = asyncio.Event()
+        self.flowing.set()
 
     def abort(self) -> None:
         for task in self.tasks:
@@ -144,6 +148,10 @@ class TCPProxy(Started):
         """Forward again what was held back, and everything after."""
         self._call(self._set_flowing, True)
 
+    def blackhole(self) -> int:
+        """Stop forwarding on every open connection without closing it; return how many."""
+        return int(self._call(self._blackhole_all))
+
     def down(self) -> int:
         """Reset every connection and refuse new ones until :meth:`up`."""
         return int(self._call(self._go_down))
@@ -169,6 +177,11 @@ class TCPProxy(Started):
     def _go_down(self) -> int:
         self._refusing = True
         return self._abort_all()
+
+    def _blackhole_all(self) -> int:
+        for link in self._links:
+            link.flowing.clear()
+        return len(self._links)
 
     def _abort_all(self) -> int:
         links, self._links = self._links, set()
@@ -210,10 +223,12 @@ class TCPProxy(Started):
             while True:
                 # Wait before reading: while stalled, bytes stay in the kernel's buffers.
                 await self._flowing.wait()
+                await link.flowing.wait()
                 data = await reader.read(_READ_SIZE)
                 if not data:
                     break
                 await self._flowing.wait()
+                await link.flowing.wait()
                 writer.write(data)
                 await writer.drain()
         except asyncio.CancelledError:
