@@ -1,9 +1,9 @@
 """``python -m benchmarks --plot``: latency and throughput against concurrent streams.
 
 The ``many_streams`` load (each stream one chunk every 1/30 s, LLM-like pacing, produced on one
-hub in this process, one subscriber per stream on a hub in another process) at 100, 300, 1,000
-and 3,000 concurrent streams. For each: delivered chunks/s against the offered rate, end-to-end
-latency p50/p99 (``producer.send`` to the subscriber), Redis commands per chunk. Writes a PNG
+hub in this process, one subscriber per stream on a hub in another process) at 100, 300, 1,000,
+2,000 and 3,000 concurrent streams. For each: delivered chunks/s against the offered rate,
+end-to-end latency p50/p99 (``producer.send`` to the subscriber), Redis commands per chunk. Writes a PNG
 (matplotlib, the ``bench`` extra) and returns the rows for the table.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 from ._common import Context, percentile
 from .many_streams import RATE, measure
 
-STREAMS = (100, 300, 1000, 3000)
+STREAMS = (100, 300, 1000, 2000, 3000)
 PLOT = Path(__file__).with_name("scaling.png")
 
 
