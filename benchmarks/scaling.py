@@ -3,8 +3,8 @@
 The ``many_streams`` load (each stream one chunk every 1/30 s, LLM-like pacing, produced on one
 hub in this process, one subscriber per stream on a hub in another process) at 100, 300, 1,000,
 2,000 and 3,000 concurrent streams. For each: delivered chunks/s against the offered rate,
-end-to-end latency p50/p99 (``producer.send`` to the subscriber), Redis commands per chunk. Writes a PNG
-(matplotlib, the ``bench`` extra) and returns the rows for the table.
+end-to-end latency p50/p99 (``producer.send`` to the subscriber), Redis commands per chunk.
+Writes a PNG (matplotlib, the ``bench`` extra) and returns the rows for the table.
 """
 
 from __future__ import annotations
