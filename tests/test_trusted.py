@@ -18,7 +18,14 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fastapi_streamhub import Event
-from fastapi_streamhub._codec import ChunksMsg, decode_chunks, encode_chunk, frame, unframe
+from fastapi_streamhub._codec import (
+    ChunksMsg,
+    decode_chunks,
+    decode_entry,
+    encode_chunk,
+    frame,
+    unframe,
+)
 from fastapi_streamhub._http.sse import encode_chunk as sse_chunk
 from fastapi_streamhub._http.sse import encode_stored
 from fastapi_streamhub._trusted import trusted_batch, trusted_chunk, trusted_cursor
@@ -76,3 +83,16 @@ def test_stored_messages_decode_and_frame_like_the_checked_path(
     assert [c.cursor for c in msg.chunks] == [Cursor(7, first + i) for i in range(len(items))]
     # A message built from chunks (the memory backend's) frames the same bytes.
     assert encode_stored(ChunksMsg(7, tuple(expected))) == encode_stored(msg)
+
+
+@settings(max_examples=200, deadline=None)
+@given(items=_items, producer=st.none() | st.just("agent"), skip=st.integers(0, 8))
+def test_a_stored_entry_decodes_like_decode_chunks(
+    items: list[Any], producer: str | None, skip: int
+) -> None:
+    """A log entry (a row on PostgreSQL) read after a cursor inside it: only what follows."""
+    payloads = [encode_chunk(item, producer) for item in items]
+    last = 40 + len(items) - 1  # the entry holds offsets 40..last
+    expected = [c for c in decode_chunks(3, 40, payloads) if c.cursor.offset > 40 + skip - 1]
+    after = 40 + skip - 1 if skip else 0
+    assert decode_entry(3, last, frame(payloads), after) == expected

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from redis import exceptions as rexc
 
-from .._codec import decode_chunks, decode_end, unframe
+from .._codec import decode_end, decode_entry
 from .._errors import BackendUnavailable
 from .._types import Chunk, End, SessionInfo, State
 from .base import PART_REFUSALS, Lost, ReadResult, Reason, WriteRefused
@@ -123,14 +123,10 @@ def page_of(reply: list[Any], after: tuple[int, int], count: int) -> ReadResult:
         gen_s, _, off_s = as_str(entry_id).partition("-")
         value = fields.get(b"c")
         if value is not None:
-            generation, last = int(gen_s), int(off_s)
-            payloads = unframe(value)
-            first = last - len(payloads) + 1
-            if generation == after[0] and first <= after[1]:
-                # The cursor points inside this entry: skip what the reader already has.
-                payloads = payloads[after[1] - first + 1 :]
-                first = after[1] + 1
-            chunks.extend(decode_chunks(generation, first, payloads))
+            generation = int(gen_s)
+            # The cursor may point inside this entry: what the reader already has is skipped.
+            skip = after[1] if generation == after[0] else 0
+            chunks.extend(decode_entry(generation, int(off_s), value, skip))
             continue
         marker = fields.get(b"e")
         if marker is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .._codec import decode_chunks, decode_end, unframe
+from .._codec import decode_end, decode_entry
 from .._errors import BackendUnavailable
 from .._types import Chunk, End, State
 from .base import PART_REFUSALS, Lost, ReadResult, Reason
@@ -78,12 +78,7 @@ def page_of_rows(rows: list[Any], after: tuple[int, int], count: int) -> ReadRes
         if kind in ("e", b"e"):
             end = (gen, End(*decode_end(bytes(body))))
             break
-        payloads = unframe(bytes(body))
-        first = last - len(payloads) + 1
-        if gen == after[0] and first <= after[1]:
-            # The cursor points inside this row: skip what the reader already has.
-            payloads = payloads[after[1] - first + 1 :]
-            first = after[1] + 1
-        chunks.extend(decode_chunks(gen, first, payloads))
+        # The cursor may point inside this row: what the reader already has is skipped.
+        chunks.extend(decode_entry(gen, last, bytes(body), after[1] if gen == after[0] else 0))
     cut = bool(rows) and len(rows) < int(rows[0][4])
     return ReadResult(chunks, end, end is None and (cut or len(rows) == count))
