@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import httpx
 import pytest
 from support.sids import new_sid
@@ -47,6 +48,19 @@ def request(chat: str, prompts: list[str]) -> dict[str, Any]:
         for i, p in enumerate(prompts, 1)
     ]
     return {"id": chat, "messages": messages, "trigger": "submit-message"}
+
+
+def post_in(
+    tg: anyio.abc.TaskGroup, http: httpx.AsyncClient, url: str, body: dict[str, Any]
+) -> list[httpx.Response]:
+    """POST ``body`` in a task of ``tg``; the list holds the response once it is read."""
+    answers: list[httpx.Response] = []
+
+    async def post() -> None:
+        answers.append(await http.post(url, json=body))
+
+    tg.start_soon(post)
+    return answers
 
 
 class Tab:
@@ -89,14 +103,7 @@ async def test_a_second_tab_follows_every_turn_across_instances(
                     break  # turn 1, replayed; the stream would now wait for turn 2
             # Turn 2 on instance A, read there to its end, while the tab follows on B.
             async with anyio.create_task_group() as tg:
-                second: list[httpx.Response] = []
-
-                async def ask() -> None:
-                    second.append(
-                        await http.post(f"{a.url}/api/chat", json=request(chat, [q1, q2]))
-                    )
-
-                tg.start_soon(ask)
+                second = post_in(tg, http, f"{a.url}/api/chat", request(chat, [q1, q2]))
                 text_chunks = 0
                 async for item in stream:
                     tab.items.append(item)
@@ -181,14 +188,7 @@ async def test_a_turns_follower_sees_each_turn_start_and_end_only(
                 if isinstance(item, GenerationEnd):
                     break  # turn 1 (finished): its start and end, nothing between
             async with anyio.create_task_group() as tg:
-                second: list[httpx.Response] = []
-
-                async def ask() -> None:
-                    second.append(
-                        await http.post(f"{a.url}/api/chat", json=request(chat, [q1, q2]))
-                    )
-
-                tg.start_soon(ask)
+                second = post_in(tg, http, f"{a.url}/api/chat", request(chat, [q1, q2]))
                 async for item in stream:
                     seen.append(item)
                     break  # turn 2 started; this tab's connection drops
