@@ -327,4 +327,5 @@ async def read_snapshot(backend: Backend, page_size: int, info: SessionInfo) -> 
         text="".join(parts),
         last_event_id=None if last is None else str(last),
         metadata=info.metadata,
+        turn=info.turn,
     ).as_dict()

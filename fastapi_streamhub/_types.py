@@ -137,9 +137,11 @@ class Chunk:
 
 @dataclass(frozen=True, slots=True)
 class GenerationStart:
-    """A conversation's next generation starts (its items follow); cursor ``<generation>-0``."""
+    """A conversation's next generation starts (its items follow); cursor ``<generation>-0``.
+    ``turn``: what the generation answers (``claim(turn=...)``), None when it was not given."""
 
     generation: int
+    turn: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +208,7 @@ class SessionInfo:
     reason: str | None = None
     cancel_requested: bool = False
     lease_remaining: float = field(default=0.0, compare=False)
+    turn: str | None = None  # what the generation answers (``claim(turn=...)``), if given
 
     @property
     def last_event_id(self) -> str | None:
@@ -229,6 +232,7 @@ class SessionInfo:
             created_at=float(_field(body, "created_at")),
             updated_at=float(_field(body, "updated_at")),
             reason=body.get("reason"),
+            turn=body.get("turn"),
         )
 
 
@@ -242,6 +246,7 @@ class Snapshot:
     text: str
     last_event_id: str | None
     metadata: Any = None
+    turn: str | None = None  # what the generation answers, as in SessionInfo
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape of ``GET /{sid}/snapshot`` (the fields of :data:`SNAPSHOT_SHAPE`)."""
@@ -256,6 +261,7 @@ class Snapshot:
             text=str(_field(body, "text")),
             last_event_id=body.get("last_event_id"),
             metadata=body.get("metadata"),
+            turn=body.get("turn"),
         )
 
 
@@ -282,6 +288,7 @@ STATUS_SHAPE: tuple[WireField, ...] = (
     WireField("created_at", float),
     WireField("updated_at", float),
     WireField("reason", str | None, optional=True),
+    WireField("turn", str | None, optional=True),
 )
 SNAPSHOT_SHAPE: tuple[WireField, ...] = (
     WireField("session_id", str),
@@ -289,6 +296,7 @@ SNAPSHOT_SHAPE: tuple[WireField, ...] = (
     WireField("text", str),
     WireField("last_event_id", str | None),
     WireField("metadata", Any, optional=True),
+    WireField("turn", str | None, optional=True),
 )
 
 

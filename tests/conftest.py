@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 import redis
@@ -52,22 +53,36 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
+Server = TypeVar("Server", RedisServer, PostgresServer)
+
+
+def _session_server(server: Server) -> Iterator[Server]:
+    """A server process for the whole session, closed at its end."""
+    server.start()
     try:
         yield server
     finally:
         server.close()
 
 
+def _healed(server: Server) -> Server:
+    """The shared server, running again if an earlier test stopped, killed or froze it by
+    mistake."""
+    if server.paused:
+        server.resume()
+    if not server.running:
+        server.start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    yield from _session_server(RedisServer())
+
+
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
-    # Heal the shared server if an earlier test killed or froze it by mistake.
-    if redis_server.paused:
-        redis_server.resume()
-    if not redis_server.running:
-        redis_server.start()
+    _healed(redis_server)
     with redis.Redis.from_url(redis_server.url) as client:
         client.flushall()
     redis_server.reset_stats()
@@ -76,21 +91,12 @@ def redis_url(redis_server: RedisServer) -> str:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    server = PostgresServer().start()
-    try:
-        yield server
-    finally:
-        server.close()
+    yield from _session_server(PostgresServer())
 
 
 @pytest.fixture
 def postgres_url(postgres_server: PostgresServer) -> str:
-    # Heal the shared server if an earlier test stopped or froze it by mistake.
-    if postgres_server.paused:
-        postgres_server.resume()
-    if not postgres_server.running:
-        postgres_server.start()
-    postgres_server.reset()
+    _healed(postgres_server).reset()
     return postgres_server.url
 
 

@@ -14,7 +14,8 @@ own ``package-lock.json``), bundles it with esbuild into a temporary folder, and
   chunk count stops growing; a new question then gets its answer, the stopped one is kept;
 - a new question while an answer runs: the server supersedes the answer and answers it.
 - conversations: a question asked in tab A shows in tab B (which follows the chat's turns with
-  ``streamhub.js`` beside ``useChat``) with its answer, live, across a reload of B.
+  ``streamhub.js`` beside ``useChat``, ``?follow=turns``: no chunk) with its answer, live,
+  across a reload of B; each tab receives each answer once.
 - other devices (browser contexts of their own): one opening the chat mid-answer shows the
   turn in order and the next turn too; one opening it after the end shows the last turn.
 """
@@ -227,6 +228,18 @@ def test_a_second_tab_shows_a_turn_started_in_the_first(ai_sdk: AppProcess, tmp_
     assert result["a"]["messages"] == result["b"]["messages"]
     assert result["b"]["messages"][3]["id"] == answer_id(result["b"], result["server"])
     assert ai_sdk.count("POST /api/chat ") == 2  # tab B asked nothing itself
+    # Each tab received each answer once, through useChat; its follower of the chat's turns
+    # (?follow=turns) received no chunk. A saw both answers; B (reloaded mid-turn 2) the
+    # second answer since its reload.
+    chunks = result["chunks"]
+    print("react conversation chunks per tab:", json.dumps(chunks))
+    assert chunks["a"]["follower"] == 0 and chunks["b"]["follower"] == 0
+    assert chunks["a"]["deltaChars"] == len(fake_answer(prompt)) + len(fake_answer(second))
+    assert chunks["b"]["deltaChars"] == len(fake_answer(second))
+    follows = {
+        r["path"].partition("follow=")[2][:5] for r in result["requests"] if "follow=" in r["path"]
+    }
+    assert follows == {"turns"}
 
 
 def test_other_devices_show_the_running_turn_and_the_next(

@@ -5,6 +5,9 @@ posted to instance A in the AI SDK's request shape; a second tab follows the cha
 with the Python client (``StreamClient.stream(chat, conversation=True)``), reconnects to A in
 the middle of turn 2 with its cursor, and must see each question (the generation's metadata)
 and each answer exactly once. The raw wire format of the new events is checked too.
+
+``?follow=turns`` (``StreamClient.stream(chat, turns=True)``) is the same follower with the
+generations' start and end events only: no chunk, no metadata, the turn in each start.
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import httpx
 import pytest
 from support.sids import new_sid
 from test_examples import AppProcess
 
 from examples.chat.app import fake_answer
-from fastapi_streamhub import Chunk, GenerationEnd, GenerationStart, Metadata, State
+from fastapi_streamhub import Chunk, End, GenerationEnd, GenerationStart, Metadata, State
 from fastapi_streamhub.client import StreamClient
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -44,6 +48,19 @@ def request(chat: str, prompts: list[str]) -> dict[str, Any]:
         for i, p in enumerate(prompts, 1)
     ]
     return {"id": chat, "messages": messages, "trigger": "submit-message"}
+
+
+def post_in(
+    tg: anyio.abc.TaskGroup, http: httpx.AsyncClient, url: str, body: dict[str, Any]
+) -> list[httpx.Response]:
+    """POST ``body`` in a task of ``tg``; the list holds the response once it is read."""
+    answers: list[httpx.Response] = []
+
+    async def post() -> None:
+        answers.append(await http.post(url, json=body))
+
+    tg.start_soon(post)
+    return answers
 
 
 class Tab:
@@ -86,14 +103,7 @@ async def test_a_second_tab_follows_every_turn_across_instances(
                     break  # turn 1, replayed; the stream would now wait for turn 2
             # Turn 2 on instance A, read there to its end, while the tab follows on B.
             async with anyio.create_task_group() as tg:
-                second: list[httpx.Response] = []
-
-                async def ask() -> None:
-                    second.append(
-                        await http.post(f"{a.url}/api/chat", json=request(chat, [q1, q2]))
-                    )
-
-                tg.start_soon(ask)
+                second = post_in(tg, http, f"{a.url}/api/chat", request(chat, [q1, q2]))
                 text_chunks = 0
                 async for item in stream:
                     tab.items.append(item)
@@ -144,7 +154,11 @@ async def test_the_wire_format_of_a_conversation(instances: list[AppProcess]) ->
                 if b"event: generation-end" in raw and raw.endswith(b"\n\n"):
                     break
         assert raw.startswith(b"retry: ")
-        assert f'event: generation\ndata: {{"generation":{gen}}}\nid: {gen}-0\n\n'.encode() in raw
+        assert status["turn"] == "message:m1"
+        start = (
+            f'event: generation\ndata: {{"generation":{gen},"turn":"message:m1"}}\nid: {gen}-0\n\n'
+        )
+        assert start.encode() in raw
         end = f'"generation":{gen},"state":"done","reason":null}}\nid: {gen}-{n + 1}\n\n'
         assert raw.endswith(end.encode())
         assert b"event: end" not in raw
@@ -153,6 +167,83 @@ async def test_the_wire_format_of_a_conversation(instances: list[AppProcess]) ->
         assert bad.status_code == 422
         unknown = await http.get(f"{a.url}/api/chat/{new_sid('none')}?follow=conversation")
         assert unknown.status_code == 404
+
+
+async def test_a_turns_follower_sees_each_turn_start_and_end_only(
+    instances: list[AppProcess],
+) -> None:
+    a, b = instances
+    chat = new_sid("turns")
+    q1, q2 = "What is a turn?", "And the next one?"
+    seen: list[Any] = []
+    async with httpx.AsyncClient(timeout=30) as http:
+        first = await http.post(f"{a.url}/api/chat", json=request(chat, [q1]))
+        assert first.status_code == 200
+        one = (await http.get(f"{a.url}/api/chat/{chat}/status")).json()
+
+        async with StreamClient(b.url, prefix="/api/chat") as client:
+            stream = client.stream(chat, turns=True)
+            async for item in stream:
+                seen.append(item)
+                if isinstance(item, GenerationEnd):
+                    break  # turn 1 (finished): its start and end, nothing between
+            async with anyio.create_task_group() as tg:
+                second = post_in(tg, http, f"{a.url}/api/chat", request(chat, [q1, q2]))
+                async for item in stream:
+                    seen.append(item)
+                    break  # turn 2 started; this tab's connection drops
+                cursor = stream.cursor
+                await stream.aclose()
+            # Back on the other instance after the start's cursor: the end only.
+            other = StreamClient(a.url, prefix="/api/chat")
+            async with other, other.stream(chat, after=cursor, turns=True) as resumed:
+                async for item in resumed:
+                    seen.append(item)
+                    if isinstance(item, GenerationEnd):
+                        break
+        two = (await http.get(f"{b.url}/api/chat/{chat}/status")).json()
+        # The raw stream: the two events and nothing else.
+        raw = b""
+        async with http.stream("GET", f"{a.url}/api/chat/{chat}?follow=turns") as response:
+            assert response.status_code == 200
+            async for data in response.aiter_bytes():
+                raw += data
+                if b"event: generation-end" in raw and raw.endswith(b"\n\n"):
+                    break
+
+    g1, g2 = one["generation"], two["generation"]
+    assert '"type":"finish"' in second[0].text and two["turn"] == "message:m2"
+    assert seen == [
+        GenerationStart(g1, "message:m1"),
+        GenerationEnd(g1, one["chunks"] + 1, End(State.DONE)),
+        GenerationStart(g2, "message:m2"),
+        GenerationEnd(g2, two["chunks"] + 1, End(State.DONE)),
+    ]
+    assert cursor == f"{g2}-0"
+    events = [line for line in raw.split(b"\n") if line and not line.startswith(b"retry:")]
+    assert events == [
+        b"event: generation",
+        b'data: {"generation":%d,"turn":"message:m2"}' % g2,
+        b"id: %d-0" % g2,
+        b"event: generation-end",
+        b'data: {"generation":%d,"state":"done","reason":null}' % g2,
+        b"id: %d-%d" % (g2, two["chunks"] + 1),
+    ]
+
+
+def test_the_client_asks_for_turns_and_reads_their_turn() -> None:
+    """``turns=True`` asks for ``?follow=turns``; a start's turn is decoded (pure)."""
+    from fastapi_streamhub._client.api import Options
+    from fastapi_streamhub._http.sse import encode_generation
+
+    options = Options("http://t", "/streams", None, 30.0, 5.0)
+    follow = options.follow("c", "7-0", turns=True)
+    path, params, headers = follow.request()
+    assert (path, params, headers["last-event-id"]) == ("/streams/c", {"follow": "turns"}, "7-0")
+    assert follow.feed(encode_generation(9, "message:x")) == [GenerationStart(9, "message:x")]
+    assert follow.cursor == "9-0"
+    with pytest.raises(ValueError, match="exclude"):
+        options.follow("c", None, conversation=True, turns=True)
 
 
 def test_the_client_reads_a_conversation_and_resumes_across_turns() -> None:

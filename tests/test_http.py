@@ -56,8 +56,8 @@ STATUS_KEYS = {
     "updated_at",
 }
 # Not in the contract's list: the implementation adds the failure/cancel reason.
-STATUS_EXTRA_KEYS = {"reason"}
-SNAPSHOT_KEYS = {"session_id", "state", "text", "last_event_id", "metadata"}
+STATUS_EXTRA_KEYS = {"reason", "turn"}
+SNAPSHOT_KEYS = {"session_id", "state", "text", "last_event_id", "metadata", "turn"}
 
 # Commands that say nothing about a request touching the store.
 NOT_DATA_COMMANDS = {
@@ -759,6 +759,7 @@ async def test_status_and_snapshot_shapes_and_values(env: Env) -> None:
         "text": live.text,
         "last_event_id": live.last_id,
         "metadata": {"model": "test", "n": n},
+        "turn": None,
     }
     assert snap["text"] == "".join(f"t{i} " for i in range(n))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,27 @@ def _server(name: str, redis_url: str, rec: Path, log_dir: Path, **env: str) -> 
     return AppServer(name, {**base, **env}, log_dir, "finish_app:app")
 
 
+@contextmanager
+def serving(*servers: AppServer) -> Iterator[None]:
+    """The servers started together, and stopped (if still running) on the way out."""
+    try:
+        start_servers(servers)
+        yield
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@contextmanager
+def instance(
+    name: str, redis_url: str, rec: Path, log_dir: Path, **env: str
+) -> Iterator[AppServer]:
+    """One more instance of the app for the length of a test (see :func:`_server`)."""
+    server = _server(name, redis_url, rec, log_dir, **env)
+    with serving(server):
+        yield server
+
+
 @pytest.fixture(scope="module")
 def pair(
     redis_server: RedisServer, rec: Path, tmp_path_factory: pytest.TempPathFactory
@@ -55,12 +77,8 @@ def pair(
     log_dir = tmp_path_factory.mktemp("finish-logs")
     a = _server("A", redis_server.url, rec, log_dir)
     b = _server("B", redis_server.url, rec, log_dir)
-    start_servers([a, b])
-    try:
+    with serving(a, b):
         yield a, b
-    finally:
-        a.stop()
-        b.stop()
 
 
 @pytest.fixture
@@ -76,6 +94,15 @@ async def store(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
         yield client
+
+
+async def killed_mid_answer(http: httpx.AsyncClient, server: AppServer, sid: str) -> None:
+    """Start a long answer on ``server``, read its first chunks, then SIGKILL the server: no
+    close, no shutdown, the lease is left to lapse."""
+    params = {"n": 5000, "delay": 0.02}
+    await read_sse(http, f"{server.url}/gen/{sid}", params=params, stop_after_chunks=3)
+    assert server.proc is not None
+    server.proc.kill()
 
 
 async def settled_once(store: aioredis.Redis, rec: Path, sid: str) -> dict[str, Any]:
@@ -190,17 +217,10 @@ async def test_sigkill_of_the_producer_runs_the_hook_on_the_survivor(
 ) -> None:
     """Nobody follows the session: a survivor's sweep fails the lapsed lease and runs it."""
     a, b = pair
-    c = _server("C", redis_server.url, rec, tmp_path)
-    start_servers([c])
-    try:
+    with instance("C", redis_server.url, rec, tmp_path) as c:
         sid = new_sid("fin-kill")
-        params = {"n": 5000, "delay": 0.02}
-        await read_sse(http, f"{c.url}/gen/{sid}", params=params, stop_after_chunks=3)
-        assert c.proc is not None
-        c.proc.kill()  # SIGKILL: no close, no shutdown, the lease is left to lapse
+        await killed_mid_answer(http, c, sid)
         call = await settled_once(store, rec, sid)
-    finally:
-        c.stop()
     assert call["state"] == "failed" and call["reason"] == "lease_expired"
     # Run by a survivor: either instance's sweep may get to it first.
     assert call["truncated"] is True and call["instance"] in {"A", "B"}
@@ -219,9 +239,7 @@ async def test_a_hook_cut_by_a_crash_runs_again_on_another_instance(
 ) -> None:
     """The instance that ended the generation dies while its hook runs: once its claim
     lapses (``finish_claim_ttl``, 5 s here), a survivor claims the hook and runs it."""
-    c = _server("C", redis_server.url, rec, tmp_path)
-    start_servers([c])
-    try:
+    with instance("C", redis_server.url, rec, tmp_path) as c:
         sid = new_sid("fin-crash")
         params = {"n": 2, "hold": 60, "hold_on": "C"}
         res = await read_sse(http, f"{c.url}/gen/{sid}", params=params)
@@ -230,8 +248,6 @@ async def test_a_hook_cut_by_a_crash_runs_again_on_another_instance(
         assert c.proc is not None
         c.proc.kill()  # in the middle of its hook
         call = await settled_once(store, rec, sid)
-    finally:
-        c.stop()
     assert call["state"] == "done" and call["text"] == "t0 t1 " and call["instance"] in {"A", "B"}
     assert lines(rec, sid, started=True)[0]["started"] == "C"
 
@@ -241,15 +257,11 @@ async def test_end_waits_for_the_hook_with_finish_before_end(
 ) -> None:
     """The hook takes 0.5 s: with ``finish_before_end`` the ``end`` event arrives after its
     line is written, so a page reloaded after ``end`` finds the saved message."""
-    d = _server("D", redis_server.url, rec, tmp_path, BEFORE_END="5")
-    start_servers([d])
-    try:
+    with instance("D", redis_server.url, rec, tmp_path, BEFORE_END="5") as d:
         sid = new_sid("fin-before")
         res = await read_sse(http, f"{d.url}/gen/{sid}", params={"n": 2, "hold": 0.5})
         assert res.ends[0]["state"] == "done"
         calls = lines(rec, sid)  # read at once: no waiting
-    finally:
-        d.stop()
     assert len(calls) == 1 and calls[0]["ok"] and calls[0]["text"] == "t0 t1 ", calls
 
 
@@ -330,17 +342,10 @@ async def test_sigkill_then_a_claim_before_any_sweep_still_runs_the_failed_hook(
     no other sweep can get there first."""
     prefix = new_sid("kp")
     env = {"KEY_PREFIX": prefix}
-    c = _server("C", redis_server.url, rec, tmp_path, **env)
-    start_servers([c])
     sid = new_sid("fin-retry-kill")
     base = f"{prefix}:{{{sid}}}"
-    try:
-        params = {"n": 5000, "delay": 0.02}
-        await read_sse(http, f"{c.url}/gen/{sid}", params=params, stop_after_chunks=3)
-        assert c.proc is not None
-        c.proc.kill()  # SIGKILL: no close, no shutdown, the lease is left to lapse
-    finally:
-        c.stop()
+    with instance("C", redis_server.url, rec, tmp_path, **env) as c:
+        await killed_mid_answer(http, c, sid)
     gen = int(await store.hget(f"{base}:meta", "gen") or 0)
 
     async def lapsed() -> bool:
@@ -354,17 +359,13 @@ async def test_sigkill_then_a_claim_before_any_sweep_still_runs_the_failed_hook(
         assert await store.hget(f"{base}:kept", f"{gen}:state") == "failed"
         await reg.producer.send("retried")
         assert await reg.producer.close() is State.DONE
-    d = _server("D", redis_server.url, rec, tmp_path, **env)
-    start_servers([d])
-    try:
 
-        async def ran() -> bool:
-            settled = not await store.exists(f"{base}:kept", f"{base}:klog")
-            return settled and await store.zscore(f"{prefix}:finish", f"{gen}:{sid}") is None
+    async def ran() -> bool:
+        settled = not await store.exists(f"{base}:kept", f"{base}:klog")
+        return settled and await store.zscore(f"{prefix}:finish", f"{gen}:{sid}") is None
 
+    with instance("D", redis_server.url, rec, tmp_path, **env):
         await wait_until(ran, within=20, what="the kept generation's hook")
-    finally:
-        d.stop()
     calls = lines(rec, sid)
     assert len(calls) == 1 and calls[0]["ok"], calls
     call = calls[0]

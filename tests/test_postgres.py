@@ -154,7 +154,11 @@ async def test_expired_sessions_are_absent_then_swept(
         assert rows == [(4,)]
         # A row past its retention is absent to every read at once, swept or not (the hub's
         # sweeper runs every retention / 4 or so: here it may already have run).
-        await anyio.sleep(1.2)
+
+        async def expired() -> bool:  # old2 closed last: past its retention, so is old1
+            return await h.status("old2") is None
+
+        await wait_until(expired, within=10, what="old2 past its retention")
         assert await h.status("old1") is None
         assert await h.backend.read("old2", (0, 0), 10) == ReadResult([], None, False)
         backend = h.backend

@@ -150,7 +150,9 @@ async def test_the_schema_version_and_the_grants_cover_the_new_tables(
         assert _rows(postgres_server, f"SELECT count(*) FROM streamhub_{table} WHERE false") == 0
 
 
-async def test_two_sweepers_take_different_unsettled_entries(backend: PostgresBackend) -> None:
+async def test_two_sweepers_take_different_unsettled_entries(
+    backend: PostgresBackend, postgres_server: PostgresServer
+) -> None:
     """unsettled hands each entry to one caller at a time (FOR UPDATE SKIP LOCKED and the
     visited time), so instances sweeping together take turns."""
     mine = set()
@@ -159,7 +161,12 @@ async def test_two_sweepers_take_different_unsettled_entries(backend: PostgresBa
         await backend.expect_finish(sid, 1)
         mine.add((sid, 1))
     taken: list[list[tuple[str, int]]] = [[], []]
-    await anyio.sleep(0.3)  # the entries' age: due below, with idle = 0.2
+    # The entries' age, set rather than waited for: due below, with idle = 0.2.
+    postgres_server.execute(
+        "UPDATE streamhub_finish_index SET visited_at = visited_at - interval '1 second'"
+        " WHERE session_id = ANY(%s)",
+        ([sid for sid, _ in mine],),
+    )
 
     async def take(k: int) -> None:
         taken[k] = [e for e in await backend.unsettled(10_000, 0.2) if e in mine]

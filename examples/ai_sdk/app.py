@@ -25,7 +25,9 @@ A chat is a conversation: each generation's metadata is the user's turn (``{"use
 "text"}}``), so ``GET /api/chat/{chat_id}?follow=conversation`` (the router's SSE stream, or
 ``streamhub.js`` with ``conversation: true``, or ``StreamClient.stream(chat_id,
 conversation=True)``) shows a second tab or device every question and its answer, turn after
-turn; ``GET /api/chat/{chat_id}/status`` names the running generation. ``GET
+turn; ``?follow=turns`` gives each turn's start (with its ``turn``) and end only, for a page
+whose ``useChat`` streams the answers itself (the React page here). ``GET
+/api/chat/{chat_id}/status`` names the running generation and its ``turn``. ``GET
 /api/history/{chat_id}`` lists the turns this instance answered (kept in memory: a real app
 saves them in its database).
 

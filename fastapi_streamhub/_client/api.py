@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import orjson
 
@@ -51,9 +51,16 @@ class Options:
     def retrier(self, what: str) -> Retrier:
         return Retrier(self.backoff, what, self.rng)
 
-    def follow(self, session_id: str, after: str | None, conversation: bool = False) -> Follow:
+    def follow(
+        self, session_id: str, after: str | None, conversation: bool = False, turns: bool = False
+    ) -> Follow:
         """A stream of ``{prefix}/{session_id}`` from the start or after ``after``."""
-        target = Target(self.prefix, validate_session_id(session_id), conversation=conversation)
+        if conversation and turns:
+            raise ValueError("conversation=True and turns=True exclude each other")
+        mode: Literal["conversation", "turns"] | None = (
+            "turns" if turns else "conversation" if conversation else None
+        )
+        target = Target(self.prefix, validate_session_id(session_id), follow=mode)
         return Follow(target, after, self.retrier(f"stream {session_id!r}"))
 
     def start(self, path: str, params: Any, session_id: str | None) -> Follow:

@@ -246,15 +246,22 @@ class StreamClient(_Client[httpx.AsyncClient]):
             await self._http.aclose()
 
     def stream(
-        self, session_id: str, *, after: str | None = None, conversation: bool = False
+        self,
+        session_id: str,
+        *,
+        after: str | None = None,
+        conversation: bool = False,
+        turns: bool = False,
     ) -> ClientStream:
         """Follow ``GET {prefix}/{session_id}`` from the start, or after the cursor ``after``.
 
         ``conversation=True`` follows the session across its generations (a chat's turns)
         until the caller stops: each generation comes between a :class:`GenerationStart` and a
-        :class:`GenerationEnd` item, and reconnects resume across turns.
+        :class:`GenerationEnd` item, and reconnects resume across turns. ``turns=True``
+        (``?follow=turns``) yields those two items only, no chunk nor metadata: for code that
+        reads each answer by itself and needs to learn of new turns.
         """
-        follow = self._options.follow(session_id, after, conversation)
+        follow = self._options.follow(session_id, after, conversation, turns)
         return ClientStream(self._http, self._options, follow)
 
     def start(
@@ -325,10 +332,15 @@ class SyncStreamClient(_Client[httpx.Client]):
             self._http.close()
 
     def stream(
-        self, session_id: str, *, after: str | None = None, conversation: bool = False
+        self,
+        session_id: str,
+        *,
+        after: str | None = None,
+        conversation: bool = False,
+        turns: bool = False,
     ) -> SyncClientStream:
         """See :meth:`StreamClient.stream`."""
-        follow = self._options.follow(session_id, after, conversation)
+        follow = self._options.follow(session_id, after, conversation, turns)
         return SyncClientStream(self._http, self._options, follow)
 
     def start(

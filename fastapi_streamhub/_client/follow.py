@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -176,7 +176,8 @@ class Target:
     session_id: str
     path: str | None = None  # an app route returning ResumableStreamingResponse
     params: Any = None
-    conversation: bool = False  # ``?follow=conversation``: on across generations
+    # ``?follow=conversation`` (on across generations) or ``turns`` (their markers only)
+    follow: Literal["conversation", "turns"] | None = None
 
 
 class Follow:
@@ -216,7 +217,7 @@ class Follow:
             headers["last-event-id"] = self.cursor
         if self._app_route:
             return self.target.path or "", self.target.params, headers
-        params = {"follow": "conversation"} if self.target.conversation else None
+        params = {"follow": self.target.follow} if self.target.follow else None
         return f"{self.target.prefix}/{self.target.session_id}", params, headers
 
     def accepts(self, status: int, headers: Any) -> bool:

@@ -127,7 +127,8 @@ class EventParser:
             events.append(SSEEvent(event_type or "message", "\n".join(data), own_id))
 
 
-# GenerationStart and GenerationEnd only in a conversation (``stream(..., conversation=True)``).
+# GenerationStart and GenerationEnd only in a conversation (``stream(..., conversation=True)``
+# or ``turns=True``).
 Item = Chunk | Metadata | Reset | End | GenerationStart | GenerationEnd
 
 
@@ -179,7 +180,10 @@ def _generation(event: SSEEvent, value: Any) -> GenerationStart | GenerationEnd:
     if not isinstance(value, dict) or value.get("generation") != cursor.generation:
         raise ProtocolError(f"{event.type!r} event data does not match its id {event.id!r}")
     if event.type == "generation":
-        return GenerationStart(cursor.generation)
+        turn = value.get("turn")
+        if turn is not None and not isinstance(turn, str):
+            raise ProtocolError(f"malformed 'generation' event: turn {turn!r}")
+        return GenerationStart(cursor.generation, turn)
     try:
         end = End(State(value["state"]), value.get("reason"))
     except (KeyError, ValueError) as exc:

@@ -1,10 +1,11 @@
-"""``GET /{sid}?follow=conversation``: one SSE response that follows a session's generations.
+"""``GET /{sid}?follow=conversation|turns``: one SSE response that follows a session's generations.
 
 The engine side is ``_conversation.py``; this module encodes its items (``sse.py``'s events,
 with ``generation`` and ``generation-end`` framing each generation instead of one terminal
 ``end``) and feeds them to the response's writer. The response lasts until the client leaves,
 the session is deleted (``end`` with ``failed``, as for a plain follower), or the hub shuts down
-(the response just ends; the client reconnects with its cursor).
+(the response just ends; the client reconnects with its cursor). ``turns`` sends the
+``generation`` and ``generation-end`` events only, no chunk nor metadata.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ log = logging.getLogger("fastapi_streamhub")
 def encode_conversation_item(item: ConversationItem) -> bytes:
     """The SSE bytes of one conversation item."""
     if isinstance(item, GenerationStart):
-        return encode_generation(item.generation)
+        return encode_generation(item.generation, item.turn)
     if isinstance(item, GenerationEnd):
         return encode_generation_end(item.generation, item.offset, item.end.state, item.end.reason)
     return encode_item(item)
@@ -41,10 +42,12 @@ async def feed_conversation(
     ready: anyio.Event,
     failed: list[StreamHubError],
     out: OutBuffer,
+    chunks: bool = True,
 ) -> None:
-    """Queue the encoded conversation in ``out``; ``ready`` once the session is found."""
+    """Queue the encoded conversation in ``out`` (the markers only unless ``chunks``);
+    ``ready`` once the session is found."""
     try:
-        items = follow_conversation(hub, session_id, cursor, opened=ready)
+        items = follow_conversation(hub, session_id, cursor, opened=ready, chunks=chunks)
         try:
             async for item in items:
                 data = encode_conversation_item(item)

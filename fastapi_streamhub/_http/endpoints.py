@@ -114,7 +114,9 @@ async def read_stream(
             description="`generation` (default): until the current generation ends. "
             "`conversation`: on across the session's generations (a chat's turns) until the "
             "client leaves; each generation is framed by `generation` and `generation-end` "
-            "events, whose ids are cursors too."
+            "events, whose ids are cursors too. `turns`: the same `generation` and "
+            "`generation-end` events only, without chunks nor metadata, for a page that "
+            "streams each answer itself and only needs to learn of new turns."
         ),
     ] = "generation",
 ) -> Response:

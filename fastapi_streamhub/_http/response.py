@@ -52,9 +52,10 @@ SSE_HEADERS = {
 # "sse": the wire format of ``sse.py``; "ai-sdk": the Vercel AI SDK's UI message stream.
 StreamProtocol = Literal["sse", "ai-sdk"]
 PROTOCOLS: tuple[StreamProtocol, ...] = ("sse", "ai-sdk")
-# "generation": until the generation's end; "conversation": across generations (conversation.py).
-Follow = Literal["generation", "conversation"]
-FOLLOWS: tuple[Follow, ...] = ("generation", "conversation")
+# "generation": until the generation's end; "conversation": across generations (conversation.py);
+# "turns": across generations, their start and end events only.
+Follow = Literal["generation", "conversation", "turns"]
+FOLLOWS: tuple[Follow, ...] = ("generation", "conversation", "turns")
 
 
 _STREAM_STATUSES = frozenset(range(200, 300)) - {204, 205}
@@ -77,7 +78,8 @@ class SessionStreamResponse(Response):
     ``protocol="ai-sdk"`` speaks the Vercel AI SDK's UI message stream instead (see
     ``aisdk.py``): always from the beginning of the generation, whatever the cursor.
     ``follow="conversation"`` (SSE only) goes on across generations until the client leaves
-    (see ``conversation.py``).
+    (see ``conversation.py``); ``follow="turns"`` too, with each generation's start and end
+    events only.
     """
 
     # FastAPI documents a route's ``response_class`` with this media type, and its status
@@ -114,8 +116,8 @@ class SessionStreamResponse(Response):
             raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
         if follow not in FOLLOWS:
             raise ValueError(f"follow must be one of {FOLLOWS}, not {follow!r}")
-        if follow == "conversation" and protocol != "sse":
-            raise ValueError("follow='conversation' needs protocol='sse'")
+        if follow != "generation" and protocol != "sse":
+            raise ValueError(f"follow={follow!r} needs protocol='sse'")
         if protocol == "ai-sdk" and after is not None:
             raise ValueError("protocol='ai-sdk' always streams from the start; drop after=")
         _check_status_code(status_code)
@@ -177,8 +179,9 @@ class SessionStreamResponse(Response):
             async with anyio.create_task_group() as tg:
                 # Opening fails fast in an outage; once streaming, the reader waits it out.
                 with request_bound(hub.settings.request_timeout):
-                    if self.follow == "conversation":
-                        feed = (hub, self.session_id, cursor, ready, failed, out)
+                    if self.follow != "generation":
+                        chunks = self.follow == "conversation"
+                        feed = (hub, self.session_id, cursor, ready, failed, out, chunks)
                         tg.start_soon(feed_conversation, *feed)
                     else:
                         subscription = hub.subscribe(self.session_id, after=cursor, batch=True)

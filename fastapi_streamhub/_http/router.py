@@ -74,9 +74,11 @@ Events:
   starts from the beginning of what is stored.
 - `event: end`: `{"state": "done"|"cancelled"|"failed", "reason"}`; exactly once, last.
 - with `?follow=conversation`, each generation of the session in turn instead: `event:
-  generation` (`{"generation"}`, id `<generation>-0`) first, `event: generation-end`
+  generation` (`{"generation", "turn"}`, id `<generation>-0`) first, `event: generation-end`
   (`{"generation", "state", "reason"}`, id `<generation>-<last offset + 1>`) last; `end` only
   if the session is deleted.
+- with `?follow=turns`, only those `generation` and `generation-end` events: no chunk, no
+  metadata (a page that streams each answer itself learns of new turns from other tabs).
 - `: ping` comments while idle; `retry:` once at the start.
 
 Resume by sending the last `id` back as the `Last-Event-ID` header (or `?last_event_id=`).

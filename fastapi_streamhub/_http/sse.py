@@ -163,9 +163,10 @@ def encode_end(state: State, reason: str | None) -> bytes:
     return b"event: end\ndata: " + data + b"\n\n"
 
 
-def encode_generation(generation: int) -> bytes:
-    """Encode ``event: generation`` (a conversation's next generation starts) with its cursor."""
-    data = orjson.dumps({"generation": generation})
+def encode_generation(generation: int, turn: str | None = None) -> bytes:
+    """Encode ``event: generation`` (a conversation's next generation starts, and the turn it
+    answers) with its cursor."""
+    data = orjson.dumps({"generation": generation, "turn": turn})
     return b"event: generation\ndata: " + data + b"\nid: %d-0\n\n" % generation
 
 

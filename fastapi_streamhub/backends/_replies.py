@@ -93,7 +93,8 @@ def record_of(session_id: str, r: list[Any] | None, lease_ms: int) -> SessionInf
     """The record of ``_lib.lua``'s ``describe`` (None: no such session)."""
     if not r or r[0] is None:
         return None
-    gen, state, reason, n, md, created, updated, cancel, pttl, now = (list(r) + [None] * 10)[:10]
+    fields = (list(r) + [None] * 11)[:11]
+    gen, state, reason, n, md, created, updated, cancel, pttl, now, turn = fields
     remaining = max(0, int(pttl or 0))
     updated_ms = int(updated or 0)
     if remaining:
@@ -110,6 +111,7 @@ def record_of(session_id: str, r: list[Any] | None, lease_ms: int) -> SessionInf
         reason=None if reason is None else (as_str(reason) or None),
         cancel_requested=cancel is not None,
         lease_remaining=remaining / 1000,
+        turn=as_str(turn) if turn else None,
     )
 
 

@@ -195,6 +195,7 @@ class MemoryBackend(DurableMethods, Backend):
             reason=rec.reason,
             cancel_requested=rec.cancel,
             lease_remaining=max(0.0, rec.lease_until - time.monotonic()),
+            turn=rec.turn,
         )
 
     # -- transitions -----------------------------------------------------------------------

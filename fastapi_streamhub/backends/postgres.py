@@ -440,9 +440,11 @@ class PostgresBackend(PgClaimMethods, PgCompactMethods, PgFinishMethods, Durable
     # -- reads -----------------------------------------------------------------------------
 
     def _info(self, session_id: str, row: Sequence[Any]) -> SessionInfo | None:
-        gen, state, reason, n, md, created, updated, cancel, lease_ms, now_ms = row
+        # INFO_SQL adds the turn after the columns of {p}_describe; cancel's rows lack it.
+        gen, state, reason, n, md, created, updated, cancel, lease_ms, now_ms = row[:10]
         reply = [gen, state, reason, n, md, created, updated, True if cancel else None]
-        return record_of(session_id, [*reply, lease_ms, now_ms], self.settings.lease_ms)
+        turn = row[10] if len(row) > 10 else None
+        return record_of(session_id, [*reply, lease_ms, now_ms, turn], self.settings.lease_ms)
 
     async def info(self, session_ids: Sequence[str]) -> list[SessionInfo | None]:
         rows = await self._exec.rows(INFO_SQL, (list(session_ids),))

@@ -17,7 +17,7 @@ log = logging.getLogger("fastapi_streamhub.postgres")
 
 # The records of several sessions, with the database clock and the lease's remaining time.
 INFO_SQL = (
-    "SELECT s.session_id, d.* FROM {p}_session s, LATERAL {p}_describe(s) d "
+    "SELECT s.session_id, d.*, s.turn FROM {p}_session s, LATERAL {p}_describe(s) d "
     "WHERE s.session_id = ANY(%s::text[]) AND s.expires_at > clock_timestamp()"
 )
 PAGE_SQL = (

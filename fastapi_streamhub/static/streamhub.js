@@ -21,7 +21,10 @@
 // onGeneration({generation}) (the record's text starts over; the user's turn, when the app
 // sets it as the generation's metadata, follows as onMetadata) and ends with
 // onGenerationEnd({generation, state, reason}); the record stays "streaming" and a reload
-// resumes across turns by cursor.
+// resumes across turns by cursor. `turns: true` (GET {prefix}/{sid}?follow=turns) follows the
+// same way with onGeneration({generation, turn}) and onGenerationEnd only, no chunk nor
+// metadata: for a page that streams each answer by other means (the AI SDK's useChat) and only
+// needs to learn of turns started elsewhere.
 
 const CONTROL = new Set(["message", "json", "metadata", "reset", "end", "generation", "generation-end"]);
 const FINISHED = new Set(["done", "cancelled", "failed"]);
@@ -49,7 +52,8 @@ export class ResumableStream {
    * @param {(end: {state: string, reason: string | null}) => void} [options.onEnd]
    * @param {(status: string) => void} [options.onStatus] "connecting", "streaming", "reconnecting"
    * @param {boolean} [options.conversation] follow every generation of the session (see above)
-   * @param {(start: {generation: number}) => void} [options.onGeneration] a generation starts
+   * @param {boolean} [options.turns] follow every generation's start and end only (see above)
+   * @param {(start: {generation: number, turn: string | null}) => void} [options.onGeneration] a generation starts
    * @param {(end: {generation: number, state: string, reason: string | null}) => void} [options.onGenerationEnd]
    * @param {(error: Error) => void} [options.onError] a record that could not be saved or read
    */
@@ -68,6 +72,8 @@ export class ResumableStream {
     this.onEnd = options.onEnd ?? noop;
     this.onStatus = options.onStatus ?? noop;
     this.conversation = options.conversation ?? false;
+    this.turns = options.turns ?? false;
+    if (this.conversation && this.turns) throw new Error("conversation and turns exclude each other");
     this.onGeneration = options.onGeneration ?? noop;
     this.onGenerationEnd = options.onGenerationEnd ?? noop;
     this.onError = options.onError ?? ((err) => console.error("streamhub:", err));
@@ -184,6 +190,7 @@ export class ResumableStream {
     const base = `${this.prefix}/${encodeURIComponent(sessionId)}`;
     const query = [];
     if (this.conversation) query.push("follow=conversation");
+    if (this.turns) query.push("follow=turns");
     if (cursor) query.push(`last_event_id=${encodeURIComponent(cursor)}`);
     return query.length ? `${base}?${query.join("&")}` : base;
   }

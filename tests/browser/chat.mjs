@@ -149,6 +149,50 @@ async function stopReact(page, chatId) {
 }
 const cfgSettle = config.settle_ms ?? 1000;
 
+// Per document: the chunks its EventSources received (message and json events: a follower
+// of chunks) and the text the AI SDK's streams brought (text-delta parts of fetch responses
+// under /api/chat), so a scenario can tell how many times a tab received each answer.
+function countChunks() {
+  const seen = { follower: 0, deltaChars: 0, deltas: 0 };
+  window.__streamhubChunks = seen;
+  const Source = window.EventSource;
+  window.EventSource = class extends Source {
+    constructor(...args) {
+      super(...args);
+      for (const type of ["message", "json"]) this.addEventListener(type, () => { seen.follower += 1; });
+    }
+  };
+  const fetchOriginal = window.fetch;
+  window.fetch = async (...args) => {
+    const response = await fetchOriginal(...args);
+    const url = new URL(args[0] instanceof Request ? args[0].url : String(args[0]), location.href);
+    // Chromium gives a 204 an (empty) body, which a Response built here could not carry.
+    if (response.status !== 200 || !response.body || !/^\/api\/chat(\/|$)/.test(url.pathname)) return response;
+    const [mine, theirs] = response.body.tee();
+    (async () => {
+      const reader = theirs.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        let at;
+        while ((at = buffer.indexOf("\n")) >= 0) {
+          const line = buffer.slice(0, at);
+          buffer = buffer.slice(at + 1);
+          if (!line.startsWith("data: {")) continue;
+          const part = JSON.parse(line.slice(6));
+          if (part.type === "text-delta") { seen.deltas += 1; seen.deltaChars += part.delta.length; }
+        }
+      }
+    })().catch(() => {});
+    return new Response(mine, { status: response.status, statusText: response.statusText, headers: response.headers });
+  };
+}
+
+const chunkCounts = (page) => page.evaluate(() => ({ ...window.__streamhubChunks }));
+
 const scenarios = {
 
   // Another device (a browser context of its own: no shared localStorage) opens the chat
@@ -180,6 +224,7 @@ const scenarios = {
   // Conversations: tab B has the chat open when tab A asks a new question; B shows the
   // question and follows its answer through useChat (reloaded mid-answer on the way).
   async react_conversation(page, cfg) {
+    await page.context().addInitScript(countChunks);
     await page.goto(cfg.base + "/");
     await askReact(page, cfg.prompt, 1);
     await waitAnswered(page, cfg.full, "first turn in tab A");
@@ -200,7 +245,8 @@ const scenarios = {
     await waitAnswered(other, cfg.second_full, "second turn in tab B");
     await waitAnswered(page, cfg.second_full, "second turn in tab A");
     return { bBefore, bMidTurn, a: await chatView(page), b: await chatView(other), otherErrors,
-      server: await serverStatus(page, bBefore.chatId) };
+      server: await serverStatus(page, bBefore.chatId),
+      chunks: { a: await chunkCounts(page), b: await chunkCounts(other) } };
   },
 
   // The chat example's saved answers: one answered whole (with a reload mid-answer), one

@@ -39,8 +39,12 @@ async def test_claim_settle_and_index_contract(make_hub: HubFactory) -> None:
     assert await backend.claim_finish(sid, gen, "t1", 5.0) == "claimed"  # the state is not checked
     assert await backend.claim_finish(sid, gen, "t2", 5.0) == "busy"
     assert await backend.claim_finish(sid, gen, "t1", 0.05) == "claimed"  # its own: extended
-    await anyio.sleep(0.15)  # the claim's lapse is the subject here
-    assert await backend.claim_finish(sid, gen, "t2", 5.0) == "claimed"  # lapsed: taken over
+
+    async def taken_over() -> bool:
+        return await backend.claim_finish(sid, gen, "t2", 5.0) == "claimed"
+
+    # Busy until the claim lapses, then taken over (polled: no fixed wait for the lapse).
+    await wait_until(taken_over, within=5, what="the lapsed claim taken over")
 
     await reg.producer.close()
     await backend.settle(sid, gen)

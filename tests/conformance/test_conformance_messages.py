@@ -20,6 +20,7 @@ from support.conformance import (
     reclaim,
     start,
 )
+from support.sse_client import wait_until
 
 from fastapi_streamhub import (
     LimitExceeded,
@@ -164,10 +165,12 @@ async def test_messages_nowait_takes_what_arrived_and_shares_the_cursor(
     await hub.send_message("nowait", 1)
     await hub.send_message("nowait", 2)
     taken: list[Any] = []
-    with anyio.fail_after(5):
-        while len(taken) < 2:
-            taken += [m.data for m in p.messages_nowait()]
-            await anyio.sleep(0.01)
+
+    def both() -> bool:
+        taken.extend(m.data for m in p.messages_nowait())
+        return len(taken) >= 2
+
+    await wait_until(both, within=5, interval=0.01, what="the two messages")
     assert taken == [1, 2]
     await hub.send_message("nowait", 3)
     async with anyio.create_task_group() as tg:

@@ -107,3 +107,21 @@ async def test_turn_is_validated(make_hub: HubFactory) -> None:
         with pytest.raises(ValueError, match="turn must be"):
             await hub.register("v", turn=bad)
     assert await hub.status("v") is None
+
+
+async def test_the_status_and_snapshot_name_the_turn(make_hub: HubFactory) -> None:
+    hub = await make_hub()
+    first = await start(hub, "named", turn="message:1")
+    await first.publish("one")
+    info = await hub.status("named")
+    assert info is not None and info.turn == "message:1"
+    assert info.as_dict()["turn"] == "message:1"
+    await first.close()
+    snapshot = await hub.snapshot("named")
+    assert snapshot is not None and snapshot["turn"] == "message:1"
+    # A claim without a turn (a restart) leaves none behind.
+    second = await start(hub, "named", restart=True)
+    info = await hub.status("named")
+    assert info is not None and info.turn is None and info.generation == second.generation
+    assert info.as_dict()["turn"] is None
+    await second.close()

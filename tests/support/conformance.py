@@ -36,6 +36,7 @@ from fastapi_streamhub.backends.postgres_sql import grants_sql, schema_sql
 from support.cluster import Cluster
 from support.postgres_server import PostgresServer
 from support.redis_server import RedisServer
+from support.sse_client import wait_until
 
 Item = Chunk | Batch | Metadata | Reset | End
 HubFactory = Callable[..., Awaitable[StreamHub]]
@@ -427,8 +428,6 @@ def log_entries(store: Store, sid: str) -> int:
 
 async def until_compacted(store: Store, sid: str, within: float = 10.0) -> None:
     """Compaction runs in the background after a close: wait for it (polling the store)."""
-    for _ in range(round(within / 0.01)):
-        if is_compacted(store, sid):
-            return
-        await anyio.sleep(0.01)
-    raise AssertionError(f"{sid!r} was not compacted within {within}s")
+    await wait_until(
+        lambda: is_compacted(store, sid), within=within, interval=0.01, what=f"{sid!r} compacted"
+    )

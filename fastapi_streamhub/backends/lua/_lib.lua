@@ -68,6 +68,7 @@ local function describe(meta, log, lease)
   if r[2] == 'active' or not r[4] then r[4] = int(last_offset(log, r[1])) end
   r[9] = redis.call('PTTL', lease)
   r[10] = int(now_ms())
+  r[11] = redis.call('HGET', meta, 'turn')
   return r
 end
 

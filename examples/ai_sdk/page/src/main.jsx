@@ -10,13 +10,15 @@
 //   stops generating. A question sent while an answer runs supersedes it on the server. A
 //   stopped answer (no finish part) is marked in its message metadata ({stopped: true}).
 // - Turns started in another tab: useChat only knows the requests it made itself, so the page
-//   also follows the chat's conversation (GET /api/chat/{id}?follow=conversation, through the
-//   router's streamhub.js) for one thing only: each turn's user message (the generation's
-//   metadata). A turn this tab did not send is added as a user message (before its answer if
-//   this tab has it already: a device that joined mid-answer), and useChat resumes its answer
-//   (resumeStream(): the answer from its start, then live), so answers render through the SDK
-//   with its message ids. Only an answer that had ended before the resume (204: a device that
-//   opened the chat after the turn) is taken from the follower's text (text parts only).
+//   also follows the chat's turns (GET /api/chat/{id}?follow=turns, through the router's
+//   streamhub.js): one small event when a generation starts (its turn: "message:<id>") and one
+//   when it ends, no chunk, so each tab receives each answer once, through useChat. A turn
+//   this tab did not send is added as a user message (its text from the status: the
+//   generation's metadata; before its answer if this tab has it already: a device that joined
+//   mid-answer), and useChat resumes its answer (resumeStream(): the answer from its start,
+//   then live), so answers render through the SDK with its message ids. Only an answer that
+//   had ended before the resume (204: a device that opened the chat after the turn) is read
+//   from the snapshot (text parts only).
 //   Earlier turns are not replayed (the server keeps the current turn): a device without them
 //   loads them from the app's history.
 
@@ -70,32 +72,39 @@ function memoryStorage() {
 const TURN = "message:"; // the server's turn of a user message: "message:<message id>"
 
 // Follow the chat's turns: `onTurn(turn)` once a turn's user message is known, with
-// turn = {id, text, generation, answer, ended}: `answer` is the turn's answer text as the
-// follower saw it, `ended` a promise settled at the turn's end.
+// turn = {id, text, generation, turn, ended}: `ended` a promise settled at the turn's end.
 function followTurns(onTurn) {
   let turn = null;
+  const base = `/api/chat/${encodeURIComponent(CHAT_ID)}`;
   const follower = new ResumableStream({
     prefix: "/api/chat",
-    conversation: true,
+    turns: true,
     storage: memoryStorage(),
-    onGeneration: ({ generation }) => {
+    onGeneration: async ({ generation, turn: name }) => {
       let end;
-      turn = { generation, answer: "", ended: new Promise((resolve) => { end = resolve; }), end };
+      const current = { generation, turn: name, ended: new Promise((resolve) => { end = resolve; }), end };
+      turn = current;
+      if (typeof name !== "string" || !name.startsWith(TURN)) return;
+      // The user's message is the generation's metadata, one status call away.
+      const status = await fetch(`${base}/status`).then((r) => (r.ok ? r.json() : null), () => null);
+      const user = status?.turn === name ? status.metadata?.user : null;
+      if (typeof user?.text !== "string") return;
+      current.id = name.slice(TURN.length);
+      current.text = user.text;
+      onTurn(current);
     },
-    onMetadata: (meta) => {
-      const user = meta?.user;
-      if (turn && !turn.id && typeof user?.id === "string" && user.id.startsWith(TURN) && typeof user.text === "string") {
-        turn.id = user.id.slice(TURN.length);
-        turn.text = user.text;
-        onTurn(turn);
-      }
-    },
-    onText: (text) => { if (turn) turn.answer = text; },
     onGenerationEnd: () => turn?.end(),
     onEnd: () => follower.close(), // the chat was deleted
   });
   follower.start(CHAT_ID);
   return follower;
+}
+
+// The text of a turn's answer once it ended, from the snapshot (null: another turn runs now).
+async function answerOf(turn) {
+  const snapshot = await fetch(`/api/chat/${encodeURIComponent(CHAT_ID)}/snapshot`)
+    .then((r) => (r.ok ? r.json() : null), () => null);
+  return snapshot?.turn === turn.turn ? snapshot.text : null;
 }
 
 const textOf = (message) => message.parts.filter((p) => p.type === "text").map((p) => p.text).join("");
@@ -142,7 +151,7 @@ function Chat() {
   // A turn sent elsewhere: show its question (before its answer, when this tab already has
   // that: the server's answer ids are "<chat id>-<generation>"), and resume the answer
   // through useChat once this tab is idle. An answer that had ended before the resume (204)
-  // is taken from the follower's text.
+  // is read from the snapshot.
   useEffect(() => {
     if (status !== "ready" || elsewhere.length === 0) return;
     const [turn, ...rest] = elsewhere;
@@ -157,9 +166,9 @@ function Chat() {
       return at === -1 ? [...current, user] : [...current.slice(0, at), user, ...current.slice(at)];
     });
     if (answered) return;
-    resumeStream().then(() => turn.ended).then(() => setMessages((current) => current.some((m) => m.id === answerId)
+    resumeStream().then(() => turn.ended).then(() => answerOf(turn)).then((text) => setMessages((current) => text == null || current.some((m) => m.id === answerId)
       ? current
-      : [...current, { id: answerId, role: "assistant", parts: [{ type: "text", text: turn.answer }] }]));
+      : [...current, { id: answerId, role: "assistant", parts: [{ type: "text", text }] }]));
   }, [status, elsewhere]);
 
   useEffect(() => {
