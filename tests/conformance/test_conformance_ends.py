@@ -37,6 +37,7 @@ from fastapi_streamhub import (
     MemoryBackend,
     OwnershipLost,
     Producer,
+    Reset,
     State,
     StreamHub,
 )
@@ -180,7 +181,14 @@ async def test_a_lost_final_write_ends_failed_with_a_backend_reason(
     finally:
         set_fault(store, sid, kind, on=False)
     assert items[-1] == End(State.FAILED, expected)
-    stored = texts(items)
+    # Redis publishes a batch beside its XADD (not in one script): a live reader may be sent the
+    # batch the store refused. It is then told so by a reset (never a silent difference from
+    # what a replay shows) and gets what is stored again.
+    resets = [i for i, item in enumerate(items) if isinstance(item, Reset)]
+    assert len(resets) <= 1, items
+    before = texts(items[: resets[0]]) if resets else []
+    assert before == sent[: len(before)], before
+    stored = texts(items[resets[0] + 1 :] if resets else items)
     # What was stored before stays readable, in order; the lost batch is not reported done.
     assert stored[:5] == sent[:5] and stored == sent[: len(stored)], stored
     for hub in (hub_a, hub_b):
