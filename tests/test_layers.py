@@ -26,7 +26,16 @@ ROOT = "fastapi_streamhub"
 # Leaf modules every layer may use. Anything else at the top level is the engine.
 KERNEL = frozenset(
     f"{ROOT}.{name}"
-    for name in ("__about__", "_types", "_errors", "_config", "_codec", "_fanout", "_budget")
+    for name in (
+        "__about__",
+        "_types",
+        "_trusted",
+        "_errors",
+        "_config",
+        "_codec",
+        "_fanout",
+        "_budget",
+    )
 )
 FACADES = frozenset({ROOT, f"{ROOT}.client", f"{ROOT}.__main__"})
 
