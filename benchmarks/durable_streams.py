@@ -26,9 +26,9 @@ import anyio
 import httpx
 
 from ._common import Context, Goal, Metric, median, new_id, percentile
-from .pg import private_server
 from ._redis import HOST, free_port
 from ._server import AppServer
+from .pg import private_server
 
 NODE_DIR = Path(__file__).resolve().parent / "node_ds"
 BODY = b"x" * 64
