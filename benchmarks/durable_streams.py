@@ -8,7 +8,8 @@
   body once the reader's request is pending (a 5 ms head start); the time from the POST to the
   reader's answer, median and p90 over ``POLLS`` rounds.
 
-Ours runs on memory (the reference's store) and on Redis (informational: the durable one).
+Ours runs on memory (the reference's store), and on Redis and PostgreSQL (informational: the
+durable ones; PostgreSQL private to the run, started as ``benchmarks/pg.py`` does).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import httpx
 from ._common import Context, Goal, Metric, median, new_id, percentile
 from ._redis import HOST, free_port
 from ._server import AppServer
+from .pg import private_server
 
 NODE_DIR = Path(__file__).resolve().parent / "node_ds"
 BODY = b"x" * 64
@@ -135,18 +137,19 @@ async def run(ctx: Context) -> list[Metric]:
     appends = ctx.pick(1000, 4000)
     polls = ctx.pick(50, 200)
     results: dict[str, tuple[float, float, float]] = {}
-    servers = {"reference": None, "memory": "memory://", "redis": ctx.url}
-    for name, store in servers.items():
-        if store is None:
-            with reference_server() as base:
-                rate = await _appends(base, appends)
-                lat = await _long_polls(base, polls)
-        else:
-            with AppServer(store, app="benchmarks._ds_app:app") as server:
-                rate = await _appends(server.url, appends)
-                lat = await _long_polls(server.url, polls)
-            ctx.redis.flush()
-        results[name] = (rate, median(lat), percentile(lat, 90))
+    with private_server() as (pg_url, _log):
+        servers = {"reference": None, "memory": "memory://", "redis": ctx.url, "postgres": pg_url}
+        for name, store in servers.items():
+            if store is None:
+                with reference_server() as base:
+                    rate = await _appends(base, appends)
+                    lat = await _long_polls(base, polls)
+            else:
+                with AppServer(store, app="benchmarks._ds_app:app") as server:
+                    rate = await _appends(server.url, appends)
+                    lat = await _long_polls(server.url, polls)
+                ctx.redis.flush()
+            results[name] = (rate, median(lat), percentile(lat, 90))
     ref = results["reference"]
     ctx.note(
         "durable_streams",
@@ -186,5 +189,19 @@ async def run(ctx: Context) -> list[Metric]:
             "ms",
             ref[1],
             note="append to long-poll answer, ours on Redis vs the reference (memory)",
+        ),
+        Metric(
+            "ds_append_rate_postgres",
+            results["postgres"][0],
+            "appends/s",
+            ref[0],
+            note="ours on PostgreSQL (durable, any instance) vs the reference server (memory)",
+        ),
+        Metric(
+            "ds_longpoll_p50_postgres",
+            results["postgres"][1],
+            "ms",
+            ref[1],
+            note="append to long-poll answer, ours on PostgreSQL vs the reference (memory)",
         ),
     ]

@@ -10,14 +10,17 @@ from __future__ import annotations
 import logging
 import re
 import shlex
+import time
 from pathlib import Path
 
 import anyio
 import pytest
 from support.conformance import RedisStore, until_compacted
 from support.redis_server import RedisServer
+from support.sse_client import wait_until
 
 from fastapi_streamhub import Chunk, End, FinishedGeneration, State, StreamHub
+from fastapi_streamhub.backends._ds import DsAppend, DsFork, DsOutcome, DsProducer, DsSpec
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -119,5 +122,65 @@ async def test_every_feature_runs_as_the_documented_acl_user(
     assert texts == [("acl-4", "y"), ("acl-5", ""), ("acl-5", "turn 0"), ("acl-5", "turn 1")]
     assert fresh_redis.execute("EXISTS", "streamhub:{acl-5}:kept", "streamhub:{acl-5}:klog") == 0
     # Nothing refused on the way (a hook's settle that failed would only be logged).
+    refused = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not refused, refused
+
+
+async def test_durable_streams_run_as_the_documented_acl_user(
+    fresh_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every Durable Streams operation, and each path its scripts take (the count's index, an
+    idempotent producer, a fork and its release, a soft delete, an expired fork found by its
+    soft-deleted source), as the README's ACL user: a command missing from the list is a
+    ``NOPERM`` the backend raises."""
+    fresh_redis.execute(*documented_acl())
+    url = f"redis://streamhub:{PASSWORD}@127.0.0.1:{fresh_redis.port}/0"
+    text = DsSpec("text/plain")
+    async with StreamHub.from_url(url, ds_max_streams=3) as hub:
+        ds = hub.backend
+        created = await ds.ds_create("ds-a", text, b"hello ")
+        assert created.outcome == "created"
+        assert (await ds.ds_create("ds-a", text, b"")).outcome == "exists"
+        producer = DsProducer("p", 0, 0)
+        appended = await ds.ds_append("ds-a", DsAppend(b"world\n", "text/plain", "1", producer))
+        assert appended.outcome is DsOutcome.APPENDED
+        duplicate = await ds.ds_append("ds-a", DsAppend(b"world\n", "text/plain", "2", producer))
+        assert duplicate.outcome is DsOutcome.DUPLICATE
+        read = await ds.ds_read("ds-a", 6, 100, touch=True)
+        assert read is not None and read[1] == b"world\n"
+        # A fork (counted by its source), then one that expires soon.
+        fork = await ds.ds_create("ds-f", DsSpec(""), b"!", DsFork("ds-a", 6))
+        assert fork.outcome == "created"
+        brief = DsSpec("text/plain", ttl=1)
+        assert (await ds.ds_create("ds-b", brief, b"", DsFork("ds-a", None))).outcome == "created"
+        # The limit: a fourth stream is refused.
+        assert (await ds.ds_create("ds-c", text, b"")).outcome == "full"
+        # Forks of it live: a soft delete; its fork is whole.
+        assert await ds.ds_delete("ds-a") == "soft"
+        forked = await ds.ds_read("ds-f", 0, 100, touch=False)
+        assert forked is not None and forked[1] == b"hello !"
+        assert await ds.ds_delete("ds-f") == "deleted"
+        gone = await ds.ds_append("ds-a", DsAppend(b"x", "text/plain"))
+        assert gone.outcome is DsOutcome.GONE
+
+        # The other fork expires: the soft-deleted source finds it and goes with it.
+        async def source_went() -> bool:
+            return await ds.ds_read("ds-a", 0, 10, touch=False) is None
+
+        await wait_until(source_went, what="the source going with its expired fork")
+        assert await ds.ds_delete("ds-a") == "not_found"
+        # Places freed: creates succeed again, and closing one works.
+        assert (await ds.ds_create("ds-c", text, b"")).outcome == "created"
+        closed = await ds.ds_append("ds-c", DsAppend(b"", None, close=True))
+        assert closed.outcome is DsOutcome.APPENDED and closed.stream is not None
+        assert closed.stream.closed
+        assert await ds.ds_delete("ds-c") == "deleted"
+        # An absolute expiry (Expires-At) is set as such.
+        at_ms = int(time.time() * 1000) + 60_000
+        dated = DsSpec("text/plain", expires_at="in a minute", expires_ms=at_ms)
+        assert (await ds.ds_create("ds-d", dated, b"d")).outcome == "created"
+        assert (await ds.ds_append("ds-d", DsAppend(b"e", "text/plain"))).outcome == "appended"
+        pttl = fresh_redis.execute("PTTL", "streamhub:{ds-d}:ds")
+        assert isinstance(pttl, int) and 0 < pttl <= 60_000
     refused = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert not refused, refused

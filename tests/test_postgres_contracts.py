@@ -63,7 +63,7 @@ async def test_an_expired_fork_is_absent_then_releases_its_soft_deleted_source(
     await wait_until(fork_expired, what="the fork's expiry")
     # Absent to every read at once; a read of the fork never deletes: the rows stay...
     where = f"stream_id IN ('{src}', '{fork}')"
-    count = "SELECT n FROM streamhub_ds_count"
+    count = "SELECT streamhub_ds_held()"
     held = _rows(postgres_server, count)
     assert _rows(postgres_server, f"SELECT count(*) FROM streamhub_stream WHERE {where}") == 2
     # ...until the source is looked up: it drops its expired fork, and goes with its last.
@@ -144,7 +144,15 @@ async def test_the_schema_version_and_the_grants_cover_the_new_tables(
     assert SCHEMA_VERSION == 4
     assert postgres_server.execute("SELECT version FROM streamhub_schema") == [(SCHEMA_VERSION,)]
     grants = grants_sql("streamhub", "app")
-    for table in ("finish_index", "kept", "stream", "stream_data", "stream_producer", "ds_count"):
+    for table in (
+        "finish_index",
+        "kept",
+        "stream",
+        "stream_data",
+        "stream_producer",
+        "ds_count",
+        "ds_freed",
+    ):
         assert table in TABLES
         assert f"public.streamhub_{table}" in grants
         assert _rows(postgres_server, f"SELECT count(*) FROM streamhub_{table} WHERE false") == 0

@@ -12,17 +12,31 @@ looks it up (its source's fork count goes down with it), and by the retention sw
 soft-deleted source, and a source being deleted, first drops its expired forks
 (``{p}_ds_prune``), so that it goes with its last one.
 
-``{p}_ds_count`` holds how many rows ``{p}_stream`` has (the create adds one, ``{p}_ds_drop``
-takes one away). A create locks that row before it counts, so creates past the limit are
-serialized and two of them never both take the last place; when the count is at the limit the
-create first drops expired streams (as the sweep does), then counts again.
+How many rows ``{p}_stream`` has is ``{p}_ds_count`` (the creates add one each) less the rows of
+``{p}_ds_freed`` (one inserted by each removal, folded into the count by the next create):
+``{p}_ds_held()``. Only a create locks the counter, so creates are serialized and two of them
+never both take the last place; when the count is at the limit the create first drops expired
+streams (as the sweep does), then counts again.
+
+One lock order, so that no two transitions deadlock: the create takes the advisory lock of
+its id, then the counter, then (sweeping at the limit) expired streams, then its own row, then
+its source's row. Everything else locks stream rows only, a fork's before its source's (a drop
+releases its source, and so on up the chain), never a fork's after its source's but with
+``SKIP LOCKED`` (``{p}_ds_prune``, the sweep), and never the counter (a removal inserts into
+``{p}_ds_freed``, which waits for no one). A fork names its source by id and by the source's
+``born`` (the transaction that created it), so a removed source leaves its forks' rows alone
+(locking them would go down the chain), and a new stream of the same id is never released by
+the forks of the old one. The one order this leaves open is a create whose own id is a stream
+that is a source of the create's source (its answer is ``conflict`` or, expired, a create
+over it), which can still meet a release going up; PostgreSQL then aborts one of the two and
+the backend retries it.
 """
 
 from __future__ import annotations
 
 __all__ = ["DS_SQL", "DS_TABLES"]
 
-DS_TABLES = ("stream", "stream_data", "stream_producer", "ds_count")
+DS_TABLES = ("stream", "stream_data", "stream_producer", "ds_count", "ds_freed")
 
 DS_SQL = r"""
 CREATE TABLE {p}_stream (
@@ -37,6 +51,8 @@ CREATE TABLE {p}_stream (
   gone         boolean NOT NULL DEFAULT false,   -- soft-deleted while forks of it live
   seq          bytea,                    -- the last Stream-Seq (compared bytewise)
   source       text,                     -- a fork's source id
+  source_born  bigint,                   -- ... and its born
+  born         bigint  NOT NULL DEFAULT txid_current(),  -- the creating transaction
   forks        bigint  NOT NULL DEFAULT 0,       -- forks of it that live
   deadline     timestamptz NOT NULL,     -- expiry: absent to everyone past it
   tail         bigint  NOT NULL DEFAULT 0        -- bytes stored: the next append's offset
@@ -44,12 +60,20 @@ CREATE TABLE {p}_stream (
 CREATE INDEX {p}_stream_deadline ON {p}_stream (deadline);
 CREATE INDEX {p}_stream_source ON {p}_stream (source) WHERE source IS NOT NULL;
 
--- How many rows {p}_stream holds (one row).
+-- How many rows {p}_stream holds (one row; locked by creates only), less {p}_ds_freed's rows.
 CREATE TABLE {p}_ds_count (
   one boolean PRIMARY KEY DEFAULT true CHECK (one),
   n   bigint  NOT NULL
 );
 INSERT INTO {p}_ds_count VALUES (true, 0);
+
+-- One row per removed stream, until a create folds them into {p}_ds_count.
+CREATE TABLE {p}_ds_freed (n bigint NOT NULL DEFAULT 1);
+
+-- The streams held (rows of {p}_stream, expired ones included until dropped).
+CREATE FUNCTION {p}_ds_held() RETURNS bigint LANGUAGE sql STABLE AS $$
+  SELECT (SELECT c.n FROM {p}_ds_count c) - (SELECT coalesce(sum(f.n), 0) FROM {p}_ds_freed f)
+$$;
 
 -- The bytes: [start, start + octet_length(body)) of the stream, rows contiguous from 0.
 CREATE TABLE {p}_stream_data (
@@ -112,37 +136,43 @@ RETURNS timestamptz LANGUAGE sql VOLATILE AS $$
               ELSE clock_timestamp() + ret_ms * interval '1 millisecond' END
 $$;
 
--- Remove one stream's rows (its forks no longer name it: an id used again is another stream).
-CREATE FUNCTION {p}_ds_remove(sid text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE src text;
+-- Remove one stream's rows; the removed row (NULL: there was none).
+CREATE FUNCTION {p}_ds_remove(sid text) RETURNS {p}_stream LANGUAGE plpgsql AS $$
+DECLARE r {p}_stream;
 BEGIN
-  DELETE FROM {p}_stream WHERE stream_id = sid RETURNING source INTO src;
-  IF FOUND THEN UPDATE {p}_ds_count SET n = n - 1; END IF;
+  DELETE FROM {p}_stream s WHERE s.stream_id = sid RETURNING * INTO r;
+  IF NOT FOUND THEN RETURN NULL; END IF;
+  INSERT INTO {p}_ds_freed DEFAULT VALUES;
   DELETE FROM {p}_stream_producer WHERE stream_id = sid;
   DELETE FROM {p}_stream_data WHERE stream_id = sid;
-  UPDATE {p}_stream SET source = NULL WHERE source = sid;
-  RETURN src;
+  RETURN r;
 END $$;
 
--- Remove a stream; a soft-deleted source whose last fork it was goes with it, and so on up.
+-- Remove a stream; a soft-deleted source whose last fork it was goes with it, and so on up
+-- (a source of the same id born later is another stream: not released).
 CREATE FUNCTION {p}_ds_drop(sid text) RETURNS void LANGUAGE plpgsql AS $$
-DECLARE src text; left_ bigint; gone_ boolean;
+DECLARE r {p}_stream; left_ bigint; gone_ boolean;
 BEGIN
-  src := {p}_ds_remove(sid);
-  WHILE src IS NOT NULL LOOP
-    UPDATE {p}_stream SET forks = forks - 1 WHERE stream_id = src
+  r := {p}_ds_remove(sid);
+  WHILE r.source IS NOT NULL LOOP
+    UPDATE {p}_stream SET forks = forks - 1
+    WHERE stream_id = r.source AND born = r.source_born
     RETURNING forks, gone INTO left_, gone_;
     IF NOT FOUND OR left_ > 0 OR NOT gone_ THEN RETURN; END IF;
-    src := {p}_ds_remove(src);
+    r := {p}_ds_remove(r.source);
   END LOOP;
 END $$;
 
 -- Drop the expired forks of a stream (each releases it: a soft-deleted one may go with them).
+-- A fork locked elsewhere is skipped (a source's lock taken before its fork's would go down
+-- the chain): its own transaction, or a later lookup, releases it.
 CREATE FUNCTION {p}_ds_prune(sid text) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE f text;
 BEGIN
   FOR f IN SELECT s.stream_id FROM {p}_stream s
-    WHERE s.source = sid AND s.deadline <= clock_timestamp() FOR UPDATE SKIP LOCKED LOOP
+    WHERE s.source = sid AND s.deadline <= clock_timestamp()
+      AND s.source_born = (SELECT x.born FROM {p}_stream x WHERE x.stream_id = sid)
+    FOR UPDATE OF s SKIP LOCKED LOOP
     PERFORM {p}_ds_drop(f);
   END LOOP;
 END $$;
@@ -165,6 +195,20 @@ BEGIN
   RETURN r;
 END $$;
 
+-- A create's answer when its stream exists: 'exists' when asked the same (and not gone),
+-- else 'conflict'.
+CREATE FUNCTION {p}_ds_existing(r {p}_stream, ct text, ttl_ bigint, exp_text text,
+  closed_ boolean, fork_ text)
+RETURNS TABLE (outcome text, tail bigint, closed boolean, content_type text, ttl bigint,
+  expires_text text, expires_ms bigint, created_closed boolean, epoch bigint, seq bigint,
+  gone boolean, fork_spec text, data bytea)
+LANGUAGE sql STABLE AS $$
+  SELECT * FROM {p}_ds_out(CASE WHEN NOT r.gone AND r.content_type = ct
+      AND r.ttl IS NOT DISTINCT FROM ttl_ AND r.expires_text IS NOT DISTINCT FROM exp_text
+      AND r.created_closed = closed_ AND r.fork_spec IS NOT DISTINCT FROM fork_
+    THEN 'exists' ELSE 'conflict' END, r, 0, 0, NULL)
+$$;
+
 -- Create (a fork: src, at (NULL: the source's tail), sub), or compare with the existing one.
 -- Outcomes: created, exists, conflict (no stream when a session holds the id),
 -- source_not_found, source_gone, bad_fork_offset, full (max_ streams held; no stream).
@@ -178,9 +222,27 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
   r {p}_stream; s {p}_stream; after bytea; cut bigint := 0; copied bigint := 0;
-  nl int; is_json boolean; same boolean; held bigint;
+  nl int; is_json boolean; held bigint;
 BEGIN
   PERFORM pg_advisory_xact_lock(hashtextextended('{p}:' || sid, 0));
+  IF src IS NULL THEN
+    -- Already there (the id's lock held: no create of it runs): answered without the counter.
+    SELECT * INTO r FROM {p}_stream st WHERE st.stream_id = sid;
+    IF FOUND AND r.deadline > clock_timestamp() AND NOT r.gone THEN
+      RETURN QUERY SELECT * FROM {p}_ds_existing(r, ct, ttl_, exp_text, closed_, fork_); RETURN;
+    END IF;
+  END IF;
+  -- The lock order (see the module): the counter, expired streams, this row, the source's.
+  -- (The counter first: {p}_ds_freed's rows are only deleted under it.)
+  PERFORM 1 FROM {p}_ds_count c FOR UPDATE;
+  WITH f AS (DELETE FROM {p}_ds_freed RETURNING n)
+  UPDATE {p}_ds_count c SET n = c.n - (SELECT coalesce(sum(f.n), 0) FROM f) RETURNING c.n INTO held;
+  IF max_ IS NOT NULL AND held >= max_ THEN
+    PERFORM {p}_ds_sweep(held);
+    WITH f AS (DELETE FROM {p}_ds_freed RETURNING n)
+    UPDATE {p}_ds_count c SET n = c.n - (SELECT coalesce(sum(f.n), 0) FROM f) RETURNING c.n INTO held;
+  END IF;
+  r := {p}_ds_get(sid);
   IF src IS NOT NULL THEN
     s := {p}_ds_get(src);
     IF s.stream_id IS NULL THEN
@@ -230,27 +292,16 @@ BEGIN
              AND ss.expires_at > clock_timestamp()) THEN
     RETURN QUERY SELECT * FROM {p}_ds_out('conflict', NULL, 0, 0, NULL); RETURN;
   END IF;
-  r := {p}_ds_get(sid);
   IF r.stream_id IS NOT NULL THEN
-    same := NOT r.gone AND r.content_type = ct AND r.ttl IS NOT DISTINCT FROM ttl_
-      AND r.expires_text IS NOT DISTINCT FROM exp_text AND r.created_closed = closed_
-      AND r.fork_spec IS NOT DISTINCT FROM fork_;
-    RETURN QUERY SELECT * FROM {p}_ds_out(CASE WHEN same THEN 'exists' ELSE 'conflict' END,
-      r, 0, 0, NULL);
-    RETURN;
+    RETURN QUERY SELECT * FROM {p}_ds_existing(r, ct, ttl_, exp_text, closed_, fork_); RETURN;
   END IF;
-  SELECT c.n INTO held FROM {p}_ds_count c FOR UPDATE;
   IF max_ IS NOT NULL AND held >= max_ THEN
-    PERFORM {p}_ds_sweep(held);
-    SELECT c.n INTO held FROM {p}_ds_count c;
-    IF held >= max_ THEN
-      RETURN QUERY SELECT * FROM {p}_ds_out('full', NULL, 0, 0, NULL); RETURN;
-    END IF;
+    RETURN QUERY SELECT * FROM {p}_ds_out('full', NULL, 0, 0, NULL); RETURN;
   END IF;
   UPDATE {p}_ds_count SET n = n + 1;
   INSERT INTO {p}_stream AS st (stream_id, content_type, ttl, expires_text, expires_ms,
-    created_closed, fork_spec, closed, source, deadline, tail)
-  VALUES (sid, ct, ttl_, exp_text, exp_ms, closed_, fork_, closed_, src,
+    created_closed, fork_spec, closed, source, source_born, deadline, tail)
+  VALUES (sid, ct, ttl_, exp_text, exp_ms, closed_, fork_, closed_, src, s.born,
     {p}_ds_deadline(ttl_, exp_ms, ret_ms), copied + octet_length(body));
   IF copied > 0 THEN
     -- The source's prefix, row by row (the last one cut): it never changes in the source.
