@@ -67,6 +67,7 @@ class ChunkBuffer:
         self._next = 1
         self._max_pending = settings.max_pending
         self._max_pending_bytes = settings.max_pending_bytes
+        self._max_batch = settings.max_batch
         # Events set only when someone waits on them (a set() per batch is measurable).
         self._room = anyio.Event()
         self._room_wanted = False
@@ -178,13 +179,18 @@ class ChunkBuffer:
         """The next batch (up to ``budget`` bytes, one chunk at least), for the hub's writer;
         it stays in flight until :meth:`on_committed`."""
         self._queued = False
-        n = self._fits(budget)
-        batch = self._pending[:n]
-        del self._pending[:n]
+        pending = self._pending
+        if len(pending) <= self._max_batch and self._pending_bytes <= budget:
+            # All of it (the common case: an LLM-paced stream has one chunk waiting).
+            batch, self._pending, self._pending_bytes = pending, [], 0
+        else:
+            n = self._fits(budget)
+            batch = pending[:n]
+            del pending[:n]
+            self._pending_bytes -= sum(len(p) for p, _ in batch)
         self._wake_room()
         self._inflight = batch
         payloads = [p for p, _ in batch]
-        self._pending_bytes -= sum(map(len, payloads))
         if self.part is not None:
             self.seq += 1
             name, token = self.part

@@ -320,6 +320,8 @@ Message = (
 
 def frame(payloads: list[bytes]) -> bytes:
     """Length-prefix and join payloads: ``<len>:<payload>`` each (a log entry's value)."""
+    if len(payloads) == 1:  # an LLM-paced batch: one chunk
+        return b"%d:%s" % (len(payloads[0]), payloads[0])
     return b"".join([b"%d:%s" % (len(p), p) for p in payloads])
 
 

@@ -22,6 +22,8 @@ from .base import Append, Lost
 
 __all__ = ["Entry", "RedisAppender"]
 
+_NAMES_KEPT = 10_000  # sessions whose encoded names are cached (then the cache starts over)
+
 
 class Entry(NamedTuple):
     """One batch as the log and the data bus receive it."""
@@ -47,6 +49,8 @@ class RedisAppender:
         self._exec = executor
         self._keys = keys
         self._channels = channels
+        # Session id -> (log key, id) as bytes: encoded once per session, not once per batch.
+        self._names: dict[str, tuple[bytes, bytes]] = {}
 
     async def append(self, batches: Sequence[Append]) -> list[Lost | None]:
         """Store every batch; per batch None, or why its producer may not write."""
@@ -72,17 +76,25 @@ class RedisAppender:
         return out
 
     def _entry(self, b: Append, maxlen: int | None, publish: int) -> Entry:
-        value = frame(b.payloads)
-        last = b.first + len(b.payloads) - 1
+        payloads = b.payloads
+        value = frame(payloads)
+        generation, first = b.generation, b.first
+        last = first + len(payloads) - 1
         # With maxlen, keep the entries holding the last `maxlen` chunks (ids are offsets).
-        trim = b"%d-%d" % (b.generation, last - maxlen + 1) if maxlen and last > maxlen else b""
-        sid = b.session_id.encode()
-        head = chunks_head(sid, b.generation, b.first, len(value))
+        trim = b"%d-%d" % (generation, last - maxlen + 1) if maxlen and last > maxlen else b""
+        names = self._names.get(b.session_id)
+        if names is None:
+            if len(self._names) >= _NAMES_KEPT:
+                self._names.clear()
+            names = self._names[b.session_id] = (
+                self._keys.log_bytes(b.session_id),
+                b.session_id.encode(),
+            )
+        key, sid = names
+        head = chunks_head(sid, generation, first, len(value))
         if len(head) + len(value) > publish:
-            head = stored_record(sid, b.generation, last)  # readers fetch it from the log
-        return Entry(
-            self._keys.log_bytes(b.session_id), b"%d-%d" % (b.generation, last), trim, head, value
-        )
+            head = stored_record(sid, generation, last)  # readers fetch it from the log
+        return Entry(key, b"%d-%d" % (generation, last), trim, head, value)
 
     def _commands(
         self, batches: Sequence[Append], entries: list[Entry], group: list[int]

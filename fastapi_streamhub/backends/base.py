@@ -57,7 +57,7 @@ class ClaimResult:
     state: State
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per batch on the writer's hot path (built, never changed)
 class Append:
     """A batch of one producer: payloads for the offsets ``first``, ``first + 1``, ..."""
 
@@ -67,7 +67,7 @@ class Append:
     payloads: list[bytes]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SharedAppend(Append):
     """A batch of one producer of a fan-in session: the store assigns its offsets.
 
