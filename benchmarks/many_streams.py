@@ -238,6 +238,19 @@ async def measure(
         parent, child = spawn.Pipe()
         target = _reference_subscribers if reference else _subscribers
         proc = spawn.Process(target=target, args=(ctx.url, session_ids, child))
+        producers: list[Producer] = []
+
+        async def register() -> None:
+            for session_id in session_ids:
+                producer = (await h.register(session_id)).producer
+                assert producer is not None
+                producers.append(producer)
+                await producer.send(WARMUP)
+
+        if not reference:
+            # The library's subscribers open sessions that must exist (2,000 registrations
+            # can take longer than the process takes to start); they replay the warm-up.
+            await register()
         proc.start()
         if reference:
             # It reads live records only: it must listen before the warm-up chunks go out.
@@ -247,12 +260,7 @@ async def measure(
                         raise RuntimeError("the reference subscriber process died")
                     await anyio.sleep(0.02)
             assert parent.recv() == "listening"
-        producers: list[Producer] = []
-        for session_id in session_ids:
-            producer = (await h.register(session_id)).producer
-            assert producer is not None
-            producers.append(producer)
-            await producer.send(WARMUP)
+            await register()
         try:
             with anyio.fail_after(120):
                 while not parent.poll(0):
