@@ -116,11 +116,16 @@ class RedisExecutor:
                 delay = min(delay * 2, 1.0)
 
     async def _answers(self, deadline: float) -> bool:
-        """True when Redis answers a ``PING`` (before ``deadline``, within a second)."""
+        """True when Redis answers a ``PING`` (before ``deadline``, within a second).
+
+        On a cluster every primary must answer: one that crashed (its write lost the connection
+        too) is not a refusal, while the others answering would make it look like one.
+        """
         client: Any = self.client
+        kwargs = {"target_nodes": RedisCluster.PRIMARIES} if self.cluster else {}
         with anyio.move_on_after(min(1.0, max(deadline - time.monotonic(), 0.001))):
             try:
-                await client.ping()
+                await client.ping(**kwargs)
             except (*RETRYABLE, RuntimeError, rexc.ResponseError):
                 return False
             return True
