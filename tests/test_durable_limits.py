@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-from support.apps import SERVER_ERROR_MARKERS, AppServer, start_servers
+from support.apps import AppServer, serving
 from support.sids import new_sid
 from support.sse_client import wait_until
 
@@ -166,14 +166,8 @@ def test_the_setting_is_checked() -> None:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     log_dir: Path = tmp_path_factory.mktemp("ds-limits")
-    server = AppServer("ds-limits", {"DS_MAX_STREAMS": "2"}, log_dir, "ds_app:app")
-    start_servers([server])
-    try:
+    with serving(AppServer("ds-limits", {"DS_MAX_STREAMS": "2"}, log_dir, "ds_app:app")) as server:
         yield server
-    finally:
-        server.stop()
-    for marker in SERVER_ERROR_MARKERS:
-        assert marker not in server.log(), server.log()[-4000:]
 
 
 def test_a_create_past_the_limit_is_a_429_over_http(app: AppServer) -> None:

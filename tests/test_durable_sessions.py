@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from ds_app import item
-from support.apps import SERVER_ERROR_MARKERS, AppServer, start_servers
+from support.apps import AppServer, serving
 from support.node import NODE, node_modules, run_node
 from support.postgres_server import PostgresServer
 from support.redis_server import RedisServer
@@ -46,17 +46,14 @@ def app(
     server = AppServer(
         f"ds-view-{request.param}", env, tmp_path_factory.mktemp("ds-view"), "ds_app:app"
     )
-    start_servers([server])
     try:
-        yield server
+        with serving(server):
+            yield server
     finally:
-        server.stop()
         if redis is not None:
             redis.close()
         if pg is not None:
             pg.close()
-    for marker in SERVER_ERROR_MARKERS:
-        assert marker not in server.log(), server.log()[-4000:]
 
 
 @pytest.fixture

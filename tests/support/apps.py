@@ -13,7 +13,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +211,19 @@ class App(AppServer):
             for line in text.splitlines()
             if any(m in line for m in SERVER_ERROR_MARKERS) and not any(a in line for a in allowed)
         ]
+
+
+@contextmanager
+def serving(server: AppServer) -> Iterator[AppServer]:
+    """Start ``server``, yield it, stop it; then fail if anything blew up server-side (a
+    request whose answer looked right still fails the test)."""
+    start_servers([server])
+    try:
+        yield server
+    finally:
+        server.stop()
+    for marker in SERVER_ERROR_MARKERS:
+        assert marker not in server.log(), server.log()[-4000:]
 
 
 def start_apps(apps: list[App]) -> None:
