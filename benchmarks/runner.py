@@ -32,6 +32,7 @@ BENCHES = (
     "http_throughput",
     "http_latency",
     "many_streams",
+    "floor",
     "http_many_streams",
     "telemetry",
     "cluster",

@@ -3,7 +3,7 @@ that the hub's writer takes from it (group commit)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Ack", "ChunkBuffer"]
 
-Entry = tuple[bytes, "Ack | None"]
+Taken = tuple[int, int]
+"""Chunks taken for a batch: the number of the first (counting every chunk accepted) and how
+many."""
 
 
 class Ack:
@@ -32,11 +34,6 @@ class Ack:
         self.error: BaseException | None = None
 
 
-def _fail_acks(entries: Sequence[Entry], error: StreamHubError) -> None:
-    for _, ack in entries:
-        if ack is not None:
-            ack.error = error
-            ack.event.set()
 
 
 class ChunkBuffer:
@@ -53,16 +50,21 @@ class ChunkBuffer:
         generation: int,
         settings: Settings,
         writer: Writer,
-        on_failed: Callable[[Lost | StreamHubError, Sequence[Entry]], None],
+        on_failed: Callable[[Lost | StreamHubError, Taken], None],
     ) -> None:
         self._session_id = session_id
         self._generation = generation
         self._settings = settings
         self._writer = writer
         self._on_failed = on_failed
-        self._pending: list[Entry] = []
+        # The queued payloads; the acknowledgements of publish() aside, by chunk number (a
+        # send() has none): a queued chunk costs one list slot, no object of its own.
+        self._pending: list[bytes] = []
+        self._acks: dict[int, Ack] = {}
         self._pending_bytes = 0  # payload bytes in _pending (max_pending_bytes)
-        self._inflight: list[Entry] | None = None
+        self._inflight: list[bytes] | None = None
+        self._inflight_from = 0  # number of the in-flight batch's first chunk
+        self._taken = 0  # chunks taken by the writer (or dropped): the next one's number
         self._queued = False
         self._next = 1
         self._max_pending = settings.max_pending
@@ -105,7 +107,9 @@ class ChunkBuffer:
             self._pending_bytes and self._pending_bytes + len(payload) > self._max_pending_bytes
         ):
             return False
-        pending.append((payload, ack))
+        pending.append(payload)
+        if ack is not None:
+            self._acks[self.sent] = ack
         self.sent += 1
         self._pending_bytes += len(payload)
         if self._inflight is None and not self._queued:
@@ -126,7 +130,9 @@ class ChunkBuffer:
             self._room_wanted = True
             await self._room.wait()
             check_open()
-        self._pending.append((payload, ack))
+        self._pending.append(payload)
+        if ack is not None:
+            self._acks[self.sent] = ack
         self.sent += 1
         self._pending_bytes += len(payload)
         if self._inflight is None and not self._queued:
@@ -166,14 +172,14 @@ class ChunkBuffer:
             return n
         size = 0
         for i in range(n):
-            size += len(pending[i][0])
+            size += len(pending[i])
             if size > budget and i:
                 return i
         return n
 
     def next_size(self, budget: int) -> int:
         """Bytes of the batch :meth:`take_batch` would build within ``budget``."""
-        return sum(len(p) for p, _ in self._pending[: self._fits(budget)])
+        return sum(map(len, self._pending[: self._fits(budget)]))
 
     def take_batch(self, budget: int) -> Append:
         """The next batch (up to ``budget`` bytes, one chunk at least), for the hub's writer;
@@ -187,34 +193,39 @@ class ChunkBuffer:
             n = self._fits(budget)
             batch = pending[:n]
             del pending[:n]
-            self._pending_bytes -= sum(len(p) for p, _ in batch)
-        self._wake_room()
+            self._pending_bytes -= sum(map(len, batch))
+        if self._room_wanted:
+            self._wake_room()
         self._inflight = batch
-        payloads = [p for p, _ in batch]
+        self._inflight_from = self._taken
+        self._taken += len(batch)
+        # The batch's list is its Append's payloads (nobody changes either).
         if self.part is not None:
             self.seq += 1
             name, token = self.part
-            return SharedAppend(
-                self._session_id, self._generation, 0, payloads, name, token, self.seq
-            )
+            return SharedAppend(self._session_id, self._generation, 0, batch, name, token, self.seq)
         first = self._next
         self._next += len(batch)
-        return Append(self._session_id, self._generation, first, payloads)
+        return Append(self._session_id, self._generation, first, batch)
 
     def on_committed(self, result: Lost | StreamHubError | None, first: int | None = None) -> None:
         """The writer's report on the batch in flight (``first``: its offset, when the store
         assigned it)."""
         batch, self._inflight = self._inflight or [], None
+        taken = (self._inflight_from, len(batch))
         if result is not None:
-            self._on_failed(result, batch)
+            self._on_failed(result, taken)
             return
         if first is None:
             first = self._next - len(batch)
-        generation = self._generation
-        for i, (_, ack) in enumerate(batch):
-            if ack is not None:
-                ack.cursor = Cursor(generation, first + i)
-                ack.event.set()
+        acks = self._acks
+        if acks:
+            generation, number = self._generation, self._inflight_from
+            for i in range(len(batch)):
+                ack = acks.pop(number + i, None)
+                if ack is not None:
+                    ack.cursor = Cursor(generation, first + i)
+                    ack.event.set()
         self._last = first + len(batch) - 1
         if self._pending:
             self._queued = True
@@ -222,9 +233,9 @@ class ChunkBuffer:
         else:
             self._wake_idle()
 
-    def fail(self, error: StreamHubError, batch: Sequence[Entry] = ()) -> None:
-        """Fail ``batch`` (taken, not stored) and everything queued with ``error``."""
-        _fail_acks(batch, error)
+    def fail(self, error: StreamHubError, taken: Taken = (0, 0)) -> None:
+        """Fail the ``taken`` chunks (taken, not stored) and everything queued with ``error``."""
+        self._fail_acks(*taken, error)
         self.fail_pending(error)
         self._wake_idle()
 
@@ -233,8 +244,20 @@ class ChunkBuffer:
         pending, self._pending = self._pending, []
         self.dropped += len(pending)
         self._pending_bytes = 0
-        _fail_acks(pending, error)
+        self._fail_acks(self._taken, len(pending), error)
+        self._taken += len(pending)
         self._wake_room()
+
+    def _fail_acks(self, number: int, count: int, error: StreamHubError) -> None:
+        """Tell the publish() calls waiting on chunks ``number`` .. ``number + count - 1``."""
+        acks = self._acks
+        if not acks:
+            return
+        for i in range(number, number + count):
+            ack = acks.pop(i, None)
+            if ack is not None:
+                ack.error = error
+                ack.event.set()
 
     def claim(self) -> int:
         """What was written, for the store to check: the chunk count or, once offsets are

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,7 @@ __all__ = [
     "dumps_json",
     "encode_chunk",
     "frame",
+    "iter_records",
     "records",
     "stored_record",
     "unframe",
@@ -188,12 +190,14 @@ class ChunksMsg:
     """Chunks appended in one batch, at consecutive offsets ``first`` to ``last``.
 
     A plain class: one is built per batch on the live path and shared, read-only, by every
-    listener of the process. A message read off the bus keeps the stored ``payloads`` and
-    decodes them into :class:`Chunk` objects only when :attr:`chunks` is first read, so an SSE
-    response can encode the stored bytes directly (``_http/sse.encode_stored``).
+    listener of the process. A message read off the bus keeps the stored bytes (the framed
+    payloads, one ``bytes`` object: a message waiting in a subscriber's queue holds no list
+    for the garbage collector to scan) and splits and decodes them only when :attr:`payloads`
+    or :attr:`chunks` is first read, so an SSE response can encode the stored bytes directly
+    (``_http/sse.encode_stored``).
     """
 
-    __slots__ = ("_chunks", "first", "generation", "last", "payloads", "size")
+    __slots__ = ("_chunks", "_framed", "_payloads", "first", "generation", "last", "size")
 
     def __init__(
         self,
@@ -205,7 +209,8 @@ class ChunksMsg:
     ) -> None:
         self.generation = generation
         self._chunks = chunks
-        self.payloads = payloads
+        self._payloads = payloads
+        self._framed = b""
         self.size = size  # bytes of the chunks' payloads (bounds a subscriber's queue in bytes)
         if chunks is not None:
             if first < 0:
@@ -222,13 +227,42 @@ class ChunksMsg:
         """The message of stored ``payloads`` (decoded when :attr:`chunks` is first read)."""
         return cls(generation, None, size, first, payloads)
 
+    @classmethod
+    def framed(cls, generation: int, first: int, framed: bytes) -> ChunksMsg:
+        """The message of :func:`frame`'s output ``framed`` (split when first read)."""
+        msg = cls.__new__(cls)
+        msg.generation = generation
+        msg._chunks = None
+        msg._payloads = None
+        msg._framed = framed
+        msg.size = size = len(framed)
+        msg.first = first
+        colon = framed.index(b":")
+        if colon + 1 + int(framed[:colon]) == size:
+            msg.last = first  # one chunk: an LLM-paced write
+        else:
+            msg.last = first + _count_frames(framed) - 1
+        return msg
+
+    @property
+    def payloads(self) -> list[bytes] | None:
+        """The stored payloads (None for a message built from chunk objects)."""
+        payloads = self._payloads
+        if payloads is None and self._framed:
+            payloads = self._payloads = unframe(self._framed)
+        return payloads
+
     @property
     def chunks(self) -> tuple[Chunk, ...]:
         """The chunks, decoded once."""
         chunks = self._chunks
         if chunks is None:
-            assert self.payloads is not None
-            chunks = self._chunks = tuple(decode_chunks(self.generation, self.first, self.payloads))
+            if self._framed:
+                chunks = tuple(decode_entry(self.generation, self.last, self._framed))
+            else:
+                assert self._payloads is not None
+                chunks = tuple(decode_chunks(self.generation, self.first, self._payloads))
+            self._chunks = chunks
         return chunks
 
     @property
@@ -238,6 +272,18 @@ class ChunksMsg:
 
     def __repr__(self) -> str:
         return f"ChunksMsg(generation={self.generation}, first={self.first}, last={self.last})"
+
+
+def _count_frames(data: bytes) -> int:
+    """How many payloads :func:`frame` joined into ``data``."""
+    count = pos = 0
+    end = len(data)
+    index = data.index
+    while pos < end:
+        colon = index(b":", pos)
+        pos = colon + 1 + int(data[pos:colon])
+        count += 1
+    return count
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,26 +434,28 @@ def stored_record(session_id: bytes, generation: int, last: int) -> bytes:
 
 def records(data: bytes) -> list[tuple[bytes, bytes, bytes]]:
     """Split a bus message into ``(tag, session id, body)`` records."""
-    out = []
+    return list(iter_records(data))
+
+
+def iter_records(data: bytes) -> Iterator[tuple[bytes, bytes, bytes]]:
+    """:func:`records`, one at a time (a message of many records builds no list of them)."""
     pos = 0
     end = len(data)
+    index = data.index
     while pos < end:
-        tag = data[pos : pos + 1]
-        colon = data.index(b":", pos + 1)
+        colon = index(b":", pos + 1)
         sid_end = colon + 1 + int(data[pos + 1 : colon])
-        sid = data[colon + 1 : sid_end]
-        colon = data.index(b":", sid_end)
-        body_end = colon + 1 + int(data[sid_end:colon])
-        out.append((tag, sid, data[colon + 1 : body_end]))
+        body_start = index(b":", sid_end) + 1
+        body_end = body_start + int(data[sid_end : body_start - 1])
+        yield data[pos : pos + 1], data[colon + 1 : sid_end], data[body_start:body_end]
         pos = body_end
-    return out
 
 
 def decode_record(tag: bytes, body: bytes) -> Message:
     """Decode the body of one bus record."""
     if tag == b"C":
         gen_s, first_s, framed = body.split(b":", 2)
-        return ChunksMsg.stored(int(gen_s), int(first_s), unframe(framed), len(framed))
+        return ChunksMsg.framed(int(gen_s), int(first_s), framed)
     if tag == b"S":
         gen_s, _, last_s = body.partition(b":")
         return StoredMsg(int(gen_s), int(last_s))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import enum
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Self
 import anyio
 import anyio.lowlevel
 
-from ._buffer import Ack, ChunkBuffer, Entry
+from ._buffer import Ack, ChunkBuffer, Taken
 from ._codec import (
     CancelMsg,
     DeletedMsg,
@@ -261,7 +261,7 @@ class Producer:
             self.mark_lost(lost)
             raise lost_error(lost, self.session_id)
 
-    def _write_failed(self, result: Lost | StreamHubError, batch: Sequence[Entry]) -> None:
+    def _write_failed(self, result: Lost | StreamHubError, batch: Taken) -> None:
         """The buffer's batch in flight was not stored."""
         error = lost_error(result, self.session_id) if isinstance(result, Lost) else result
         if isinstance(error, OwnershipLost):

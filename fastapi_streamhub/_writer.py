@@ -102,21 +102,30 @@ class Writer:
         A producer whose next chunk does not fit stays ready, first in line for the next round
         trip; the first batch of a round trip always goes (a chunk over the bound goes alone).
         """
-        budget = self._max_write
+        budget, max_entry = self._max_write, self._max_entry
+        ready, self._ready = self._ready, {}
         producers: list[Batcher] = []
         batches: list[Append] = []
+        left: list[Batcher] = []  # ready, not taken this time: first in line next time
         size = 0
-        for producer in list(self._ready):
-            room = min(budget - size, self._max_entry)
-            if batches and producer.pending_bytes > room and producer.next_size(room) > room:
+        waiting = iter(ready)
+        for producer in waiting:
+            room = budget - size
+            if room > max_entry:
+                room = max_entry
+            pending = producer.pending_bytes
+            if batches and pending > room and producer.next_size(room) > room:
+                left.append(producer)
                 continue
-            del self._ready[producer]
             batch = producer.take_batch(room)
             producers.append(producer)
             batches.append(batch)
-            size += sum(map(len, batch.payloads))
+            size += pending - producer.pending_bytes
             if size >= budget:
                 break
+        left += waiting
+        if left:
+            self._ready = dict.fromkeys(left)
         return producers, batches
 
     async def _commit(

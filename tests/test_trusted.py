@@ -2,7 +2,8 @@
 
 - ``_trusted``: chunks, cursors and batches built without their constructors are ordinary
   frozen instances (equal, hashable, frozen, pickled, replaced like any other).
-- ``ChunksMsg.stored``: a live write decoded lazily holds the chunks ``decode_chunks`` gives.
+- ``ChunksMsg.stored`` and ``ChunksMsg.framed`` (a bus record's bytes, split lazily): a live
+  write decoded lazily holds the chunks ``decode_chunks`` gives.
 - ``encode_stored``: the SSE bytes framed from stored payloads are byte for byte those of
   ``encode_chunk`` on the decoded chunks, for any chunk a producer can send.
 """
@@ -83,6 +84,12 @@ def test_stored_messages_decode_and_frame_like_the_checked_path(
     assert [c.cursor for c in msg.chunks] == [Cursor(7, first + i) for i in range(len(items))]
     # A message built from chunks (the memory backend's) frames the same bytes.
     assert encode_stored(ChunksMsg(7, tuple(expected))) == encode_stored(msg)
+    # So does one kept as the bus record's bytes, split only when read.
+    lazy = ChunksMsg.framed(7, first, framed)
+    assert (lazy.first, lazy.last, lazy.size) == (msg.first, msg.last, msg.size)
+    assert encode_stored(lazy) == encode_stored(msg)
+    assert lazy.payloads == payloads
+    assert ChunksMsg.framed(7, first, framed).chunks == msg.chunks
 
 
 @settings(max_examples=200, deadline=None)

@@ -54,14 +54,12 @@ class RedisAppender:
 
     async def append(self, batches: Sequence[Append]) -> list[Lost | None]:
         """Store every batch; per batch None, or why its producer may not write."""
-        settings = self._exec.settings
-        entries = [self._entry(b, settings.maxlen, settings.max_publish_bytes) for b in batches]
         groups = _by_slot(batches) if self._exec.cluster else [list(range(len(batches)))]
-        if len(groups) == 1 and not settings.wait_replicas:
+        if len(groups) == 1 and not self._exec.settings.wait_replicas:
             # The common case on one Redis: one round trip, no reply to sort out.
-            codes = await self._append_one(batches, entries, groups[0])
+            codes = await self._append_one(batches, groups[0])
         else:
-            codes = await self._append_many(batches, entries, groups)
+            codes = await self._append_many(batches, groups)
         out: list[Lost | None] = []
         doubtful: list[int] = []
         for i, code in enumerate(codes):
@@ -72,58 +70,108 @@ class RedisAppender:
                 if code < 0:
                     doubtful.append(i)
         if doubtful:
-            await self._settle(batches, entries, doubtful, out)
+            await self._settle(batches, doubtful, out)
         return out
 
-    def _entry(self, b: Append, maxlen: int | None, publish: int) -> Entry:
+    def _names_of(self, session_id: str) -> tuple[bytes, bytes]:
+        """The session's log key and id, as bytes."""
+        names = self._names.get(session_id)
+        if names is None:
+            if len(self._names) >= _NAMES_KEPT:
+                self._names.clear()
+            names = self._names[session_id] = (
+                self._keys.log_bytes(session_id),
+                session_id.encode(),
+            )
+        return names
+
+    def _entry(self, b: Append) -> Entry:
+        settings = self._exec.settings
         payloads = b.payloads
         value = frame(payloads)
         generation, first = b.generation, b.first
         last = first + len(payloads) - 1
+        maxlen = settings.maxlen
         # With maxlen, keep the entries holding the last `maxlen` chunks (ids are offsets).
         trim = b"%d-%d" % (generation, last - maxlen + 1) if maxlen and last > maxlen else b""
-        names = self._names.get(b.session_id)
-        if names is None:
-            if len(self._names) >= _NAMES_KEPT:
-                self._names.clear()
-            names = self._names[b.session_id] = (
-                self._keys.log_bytes(b.session_id),
-                b.session_id.encode(),
-            )
-        key, sid = names
+        key, sid = self._names_of(b.session_id)
         head = chunks_head(sid, generation, first, len(value))
-        if len(head) + len(value) > publish:
+        if len(head) + len(value) > settings.max_publish_bytes:
             head = stored_record(sid, generation, last)  # readers fetch it from the log
         return Entry(key, b"%d-%d" % (generation, last), trim, head, value)
 
-    def _commands(
-        self, batches: Sequence[Append], entries: list[Entry], group: list[int]
-    ) -> list[Command]:
+    def _argument(self, batches: Sequence[Append], group: list[int]) -> bytes:
+        """The batches of ``group`` as ``append.lua``'s one argument: per batch its log key,
+        entry id, ``MINID``, live record head and framed payloads, each length-prefixed (what
+        :meth:`_entry` computes, without building one)."""
+        settings = self._exec.settings
+        maxlen, publish = settings.maxlen, settings.max_publish_bytes
+        names = self._names
+        parts = []
+        for i in group:
+            b = batches[i]
+            payloads = b.payloads
+            generation, first = b.generation, b.first
+            if len(payloads) == 1:
+                payload = payloads[0]
+                value = b"%d:%s" % (len(payload), payload)
+                last = first
+            else:
+                value = frame(payloads)
+                last = first + len(payloads) - 1
+            key, sid = names.get(b.session_id) or self._names_of(b.session_id)
+            eid = b"%d-%d" % (generation, last)
+            numbers = b"%d:%d:" % (generation, first)
+            head = b"C%d:%s%d:%s" % (len(sid), sid, len(numbers) + len(value), numbers)
+            if len(head) + len(value) > publish:
+                head = stored_record(sid, generation, last)  # readers fetch it from the log
+            if maxlen and last > maxlen:
+                trim = b"%d-%d" % (generation, last - maxlen + 1)
+                parts.append(
+                    b"%d:%s%d:%s%d:%s%d:%s%d:%s"
+                    % (
+                        len(key),
+                        key,
+                        len(eid),
+                        eid,
+                        len(trim),
+                        trim,
+                        len(head),
+                        head,
+                        len(value),
+                        value,
+                    )
+                )
+            else:
+                parts.append(
+                    b"%d:%s%d:%s0:%d:%s%d:%s"
+                    % (len(key), key, len(eid), eid, len(head), head, len(value), value)
+                )
+        return b"".join(parts)
+
+    def _commands(self, batches: Sequence[Append], group: list[int]) -> list[Command]:
         """One batch: ``XADD`` + ``PUBLISH`` (the script would add itself as a third command);
         more: one script call with one argument for them all."""
         pub = self._exec.pub
         data_ch = self._channels(batches[group[0]].session_id)[0]
         if len(group) == 1:
-            e = entries[group[0]]
+            e = self._entry(batches[group[0]])
             xadd: Command = ("XADD", e.key, "NOMKSTREAM")
             if e.trim:
                 xadd += ("MINID", e.trim)
             live = e.head + e.value if e.head[:1] == b"C" else e.head
             return [(*xadd, e.entry_id, "c", e.value), (pub, data_ch, live)]
-        blob = b"".join(
-            b"%d:%s%d:%s%d:%s%d:%s%d:%s"
-            % (len(key), key, len(eid), eid, len(trim), trim, len(head), head, len(v), v)
-            for key, eid, trim, head, v in (entries[i] for i in group)
-        )
+        blob = self._argument(batches, group)
         # A cluster routes (and redirects) a script by its KEYS: declare every log it writes.
-        keys = [entries[i].key for i in group] if self._exec.cluster else [entries[group[0]].key]
+        if self._exec.cluster:
+            keys = [self._names_of(batches[i].session_id)[0] for i in group]
+        else:
+            keys = [self._names_of(batches[group[0]].session_id)[0]]
         publish = self._exec.settings.max_publish_bytes
         return [("EVALSHA", "append", keys, [pub, data_ch, blob, publish])]
 
-    async def _append_one(
-        self, batches: Sequence[Append], entries: list[Entry], group: list[int]
-    ) -> list[int]:
-        commands = self._commands(batches, entries, group)
+    async def _append_one(self, batches: Sequence[Append], group: list[int]) -> list[int]:
+        commands = self._commands(batches, group)
         if len(commands) == 2:
             replies = await self._exec.pipeline(commands, limited=False, refusable=True)
             raise_refused(replies[0])
@@ -132,17 +180,15 @@ class RedisAppender:
         reply = await self._exec.script(name, keys, args, limited=False, refusable=True)
         return [int(c) for c in reply]
 
-    async def _append_many(
-        self, batches: Sequence[Append], entries: list[Entry], groups: list[list[int]]
-    ) -> list[int]:
+    async def _append_many(self, batches: Sequence[Append], groups: list[list[int]]) -> list[int]:
         """Every group in one pipeline (a cluster sends each node its part at once), then
         ``WAIT`` when replicas must acknowledge."""
         commands: list[Command] = []
         starts: list[int] = []
         for group in groups:
             starts.append(len(commands))
-            commands += self._commands(batches, entries, group)
-        targets = [entries[group[0]].key for group in groups]
+            commands += self._commands(batches, group)
+        targets = [self._names_of(batches[group[0]].session_id)[0] for group in groups]
         replies = await self._exec.pipeline(
             commands + self._exec.waits(targets), limited=False, refusable=True
         )
@@ -160,11 +206,10 @@ class RedisAppender:
                 codes[i] = int(code)
         return codes
 
-    async def _settle(
-        self, batches: Sequence[Append], entries: list[Entry], doubtful: list[int], out: list[Any]
-    ) -> None:
+    async def _settle(self, batches: Sequence[Append], doubtful: list[int], out: list[Any]) -> None:
         """Refused ``XADD``s: a retry of our own applied batch is fine, anything else is lost."""
         commands: list[Command] = []
+        entries = {i: self._entry(batches[i]) for i in doubtful}
         for i in doubtful:
             e = entries[i]
             commands.append(("XRANGE", e.key, e.entry_id, e.entry_id))

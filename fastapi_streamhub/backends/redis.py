@@ -36,7 +36,7 @@ from redis import exceptions as rexc
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from .._codec import ResyncMsg, decode_record, records
+from .._codec import ResyncMsg, decode_record, iter_records, records
 from .._config import Settings
 from .._errors import BackendUnavailable, InvalidSessionId
 from .._fanout import Fanout, Listener
@@ -147,7 +147,7 @@ class RedisBackend(FinishMethods, DurableMethods, Backend):
     def _on_bus(self, channel: str, data: bytes) -> None:
         if channel in self._data_channels:
             listening = self._fanout.get
-            for tag, sid, body in records(data):
+            for tag, sid, body in iter_records(data):
                 listeners = listening(sid)
                 if listeners:  # decoded once for all of this process's listeners
                     msg = decode_record(tag, body)
