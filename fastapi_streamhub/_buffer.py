@@ -34,8 +34,6 @@ class Ack:
         self.error: BaseException | None = None
 
 
-
-
 class ChunkBuffer:
     """One producer's queue, the writer's view of it (``pending_bytes``, ``next_size``,
     ``take_batch``, ``on_committed``).

@@ -206,19 +206,24 @@ class ChunksMsg:
         size: int = 0,
         first: int = -1,
         payloads: list[bytes] | None = None,
+        framed: bytes = b"",
     ) -> None:
         self.generation = generation
         self._chunks = chunks
         self._payloads = payloads
-        self._framed = b""
+        self._framed = framed
         self.size = size  # bytes of the chunks' payloads (bounds a subscriber's queue in bytes)
         if chunks is not None:
             if first < 0:
                 first = chunks[0].cursor.offset
             count = len(chunks)
-        else:
-            assert payloads is not None, "chunks or payloads"
+        elif payloads is not None:
             count = len(payloads)
+        else:
+            assert framed, "chunks, payloads or framed"
+            colon = framed.index(b":")
+            # One chunk (an LLM-paced write) when the first frame is all of it.
+            count = 1 if colon + 1 + int(framed[:colon]) == len(framed) else _count_frames(framed)
         self.first = first
         self.last = first + count - 1
 
@@ -230,19 +235,7 @@ class ChunksMsg:
     @classmethod
     def framed(cls, generation: int, first: int, framed: bytes) -> ChunksMsg:
         """The message of :func:`frame`'s output ``framed`` (split when first read)."""
-        msg = cls.__new__(cls)
-        msg.generation = generation
-        msg._chunks = None
-        msg._payloads = None
-        msg._framed = framed
-        msg.size = size = len(framed)
-        msg.first = first
-        colon = framed.index(b":")
-        if colon + 1 + int(framed[:colon]) == size:
-            msg.last = first  # one chunk: an LLM-paced write
-        else:
-            msg.last = first + _count_frames(framed) - 1
-        return msg
+        return cls(generation, None, len(framed), first, None, framed)
 
     @property
     def payloads(self) -> list[bytes] | None:
@@ -257,8 +250,17 @@ class ChunksMsg:
         """The chunks, decoded once."""
         chunks = self._chunks
         if chunks is None:
-            if self._framed:
-                chunks = tuple(decode_entry(self.generation, self.last, self._framed))
+            framed = self._framed
+            if framed and self.last == self.first:
+                # One chunk (an LLM-paced write): no list of spans.
+                payload = framed[framed.index(b":") + 1 :]
+                cursor = trusted_cursor(self.generation, self.first)
+                if payload[:1] == b"t":
+                    chunks = (trusted_chunk(cursor, payload[1:].decode(), "text", None, None),)
+                else:
+                    chunks = (decode_payload(payload, cursor),)
+            elif framed:
+                chunks = tuple(decode_entry(self.generation, self.last, framed))
             else:
                 assert self._payloads is not None
                 chunks = tuple(decode_chunks(self.generation, self.first, self._payloads))

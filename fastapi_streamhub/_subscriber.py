@@ -205,14 +205,17 @@ class Subscription:
                 replay = self._repair(check=False, first_page=size, prefetched=page, info=info)
                 async for item in replay:
                     yield item
-                stored = self._stored
+                stored, batch_live = self._stored, self._batch_live
                 while not position.ended:
                     decision = position.live(await listener.get())
                     if type(decision) is ChunksMsg:
                         if stored:
                             yield decision  # type: ignore[misc]  # see stored_items()
+                        elif batch_live:
+                            chunks = decision.chunks
+                            yield trusted_batch(chunks, chunks[-1].cursor)
                         else:
-                            for item in _items(decision.chunks, self._batch_live):
+                            for item in decision.chunks:
                                 yield item
                     elif type(decision) is Deliver:
                         for item in _items(decision.chunks, self._batch_live):
