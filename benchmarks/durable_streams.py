@@ -2,11 +2,16 @@
 (``@durable-streams/server`` 0.3.7, in memory, Node; ``benchmarks/node_ds/``, installed with
 ``npm ci`` on first use), same machine, same client, same workload.
 
-- appends: ``APPENDS`` POSTs of a 64-byte ``text/plain`` body to one stream, by ``WRITERS``
+- appends: POSTs of a 64-byte ``text/plain`` body to one stream, by ``WRITERS``
   concurrent httpx clients (keep-alive); appends/s.
 - long-poll: a reader waits in ``live=long-poll`` at the tail; a writer appends one 64-byte
   body once the reader's request is pending (a 5 ms head start); the time from the POST to the
-  reader's answer, median and p90 over ``POLLS`` rounds.
+  reader's answer, median and p90.
+
+Memory and the reference server run side by side and are measured in alternating rounds (a
+warm-up round each first, not counted): the append rate is the median of the rounds' rates,
+the latencies are pooled. A single measurement of each, one after the other, spread the ratio
+0.77-1.13 from run to run (the machine's speed drifts within a run).
 
 Ours runs on memory (the reference's store), and on Redis and PostgreSQL (informational: the
 durable ones; PostgreSQL private to the run, started as ``benchmarks/pg.py`` does).
@@ -33,6 +38,7 @@ from .pg import private_server
 NODE_DIR = Path(__file__).resolve().parent / "node_ds"
 BODY = b"x" * 64
 WRITERS = 8
+_DS_APP = "benchmarks._ds_app:app"
 
 
 def _install() -> str:
@@ -133,27 +139,43 @@ async def _long_polls(base: str, rounds: int) -> list[float]:
     return out
 
 
+async def _measure(base: str, appends: int, polls: int) -> tuple[list[float], list[float]]:
+    """One round on one server: its append rate, and its long-poll latencies."""
+    return [await _appends(base, appends)], await _long_polls(base, polls)
+
+
 async def run(ctx: Context) -> list[Metric]:
-    appends = ctx.pick(1000, 4000)
-    polls = ctx.pick(50, 200)
+    rounds = ctx.pick(4, 8)
+    appends = ctx.pick(300, 500)  # per round
+    polls = ctx.pick(15, 25)  # per round
     results: dict[str, tuple[float, float, float]] = {}
+    # Memory against the reference: both servers up, rounds alternating (and a warm-up round
+    # each, not counted), so a drift of the machine's speed during the run weighs on both.
+    with reference_server() as ref_base, AppServer("memory://", app=_DS_APP) as memory:
+        bases = {"reference": ref_base, "memory": memory.url}
+        rates: dict[str, list[float]] = {k: [] for k in bases}
+        lats: dict[str, list[float]] = {k: [] for k in bases}
+        for base in bases.values():
+            await _measure(base, 50, 3)
+        for i in range(rounds):
+            for name in sorted(bases, reverse=bool(i % 2)):
+                rate, lat = await _measure(bases[name], appends, polls)
+                rates[name] += rate
+                lats[name] += lat
+        for name in bases:
+            results[name] = (median(rates[name]), median(lats[name]), percentile(lats[name], 90))
     with private_server() as (pg_url, _log):
-        servers = {"reference": None, "memory": "memory://", "redis": ctx.url, "postgres": pg_url}
-        for name, store in servers.items():
-            if store is None:
-                with reference_server() as base:
-                    rate = await _appends(base, appends)
-                    lat = await _long_polls(base, polls)
-            else:
-                with AppServer(store, app="benchmarks._ds_app:app") as server:
-                    rate = await _appends(server.url, appends)
-                    lat = await _long_polls(server.url, polls)
-                ctx.redis.flush()
-            results[name] = (rate, median(lat), percentile(lat, 90))
+        for name, store in (("redis", ctx.url), ("postgres", pg_url)):
+            with AppServer(store, app=_DS_APP) as server:
+                await _measure(server.url, 50, 3)
+                rate_l, lat = await _measure(server.url, appends * rounds, polls * rounds)
+            ctx.redis.flush()
+            results[name] = (rate_l[0], median(lat), percentile(lat, 90))
     ref = results["reference"]
     ctx.note(
         "durable_streams",
-        f"{appends} appends by {WRITERS} writers, {polls} long-polls; "
+        f"{rounds} alternating rounds of {appends} appends by {WRITERS} writers and {polls} "
+        "long-polls (memory and the reference; rates: median of the rounds); "
         + "; ".join(
             f"{k}: {v[0]:.0f} appends/s, long-poll p50 {v[1]:.2f} ms p90 {v[2]:.2f} ms"
             for k, v in results.items()
