@@ -338,7 +338,7 @@ def frame_spans(framed: bytes) -> list[tuple[int, int]]:
     skips, so the walk is the replay's largest cost per stored chunk: a one- or two-digit
     length (most LLM tokens) is read from its bytes, without a search nor an ``int()``.
     """
-    spans = []
+    spans: list[tuple[int, int]] = []
     append = spans.append
     pos = 0
     end = len(framed)
