@@ -56,6 +56,7 @@ __all__ = [
     "dumps_json",
     "encode_chunk",
     "frame",
+    "frame_spans",
     "iter_records",
     "records",
     "stored_record",
@@ -223,7 +224,7 @@ class ChunksMsg:
             assert framed, "chunks, payloads or framed"
             colon = framed.index(b":")
             # One chunk (an LLM-paced write) when the first frame is all of it.
-            count = 1 if colon + 1 + int(framed[:colon]) == len(framed) else _count_frames(framed)
+            count = 1 if colon + 1 + int(framed[:colon]) == len(framed) else len(frame_spans(framed))
         self.first = first
         self.last = first + count - 1
 
@@ -274,18 +275,6 @@ class ChunksMsg:
 
     def __repr__(self) -> str:
         return f"ChunksMsg(generation={self.generation}, first={self.first}, last={self.last})"
-
-
-def _count_frames(data: bytes) -> int:
-    """How many payloads :func:`frame` joined into ``data``."""
-    count = pos = 0
-    end = len(data)
-    index = data.index
-    while pos < end:
-        colon = index(b":", pos)
-        pos = colon + 1 + int(data[pos:colon])
-        count += 1
-    return count
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,16 +364,34 @@ def frame(payloads: list[bytes]) -> bytes:
 
 def unframe(data: bytes) -> list[bytes]:
     """The payloads of :func:`frame`'s output."""
-    out = []
+    return [data[start:stop] for start, stop in frame_spans(data)]
+
+
+def frame_spans(framed: bytes) -> list[tuple[int, int]]:
+    """Where each payload of :func:`frame`'s output starts and stops.
+
+    Every frame is walked (a length prefix says where the next begins), also those a reader
+    skips, so the walk is the replay's largest cost per stored chunk: a one- or two-digit
+    length (most LLM tokens) is read from its bytes, without a search nor an ``int()``.
+    """
+    spans: list[tuple[int, int]] = []
+    append = spans.append
     pos = 0
-    end = len(data)
+    end = len(framed)
+    index = framed.index
     while pos < end:
-        colon = data.index(b":", pos)
-        start = colon + 1
-        stop = start + int(data[pos:colon])
-        out.append(data[start:stop])
-        pos = stop
-    return out
+        if framed[pos + 1] == 58:  # b":"
+            start = pos + 2
+            pos = start + framed[pos] - 48
+        elif framed[pos + 2] == 58:
+            start = pos + 3
+            pos = start + (framed[pos] - 48) * 10 + framed[pos + 1] - 48
+        else:
+            colon = index(b":", pos)
+            start = colon + 1
+            pos = start + int(framed[pos:colon])
+        append((start, pos))
+    return spans
 
 
 def decode_chunks(generation: int, first: int, payloads: list[bytes]) -> list[Chunk]:
@@ -398,14 +405,7 @@ def decode_chunks(generation: int, first: int, payloads: list[bytes]) -> list[Ch
 def decode_entry(generation: int, last: int, framed: bytes, after: int = 0) -> list[Chunk]:
     """The chunks of one stored log entry (its last offset ``last``), those after offset
     ``after`` only: ``decode_chunks`` of ``unframe`` in one pass, the replay's hot path."""
-    spans = []
-    pos = 0
-    end = len(framed)
-    index = framed.index
-    while pos < end:
-        colon = index(b":", pos)
-        pos = colon + 1 + int(framed[pos:colon])
-        spans.append((colon + 1, pos))
+    spans = frame_spans(framed)
     offset = last - len(spans) + 1
     if offset <= after:
         spans = spans[after - offset + 1 :]

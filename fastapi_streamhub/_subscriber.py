@@ -277,6 +277,9 @@ class Subscription:
         page_size = hub.settings.replay_batch
         # A small first page when resuming, so the first bytes go out before the big reads.
         size = min(first_page or page_size, page_size)
+        # Its first batch small too: a stored entry may hold hundreds of chunks (group commit,
+        # compaction), which the response would encode before its first byte.
+        head = _FIRST_BATCH if self._batch_replay and size < page_size else 0
         while True:
             if prefetched is not None:
                 page, prefetched = prefetched, None
@@ -287,6 +290,10 @@ class Subscription:
             for run in runs(page.chunks):
                 for gap in position.run(run):
                     yield self._reset(gap)
+                if head and len(run) > head:
+                    yield trusted_batch(tuple(run[:head]), run[head - 1].cursor)
+                    run = run[head:]
+                head = 0
                 for item in _items(run, self._batch_replay):
                     yield item
             if page.end is not None:
@@ -297,6 +304,10 @@ class Subscription:
                 break
         for item in self._steps(position.settle(info)):
             yield item
+
+
+_FIRST_BATCH = 64
+"""Chunks in the first batch a resumed replay hands out (the rest of its page follows)."""
 
 
 def _items(chunks: Sequence[Chunk], batch: bool) -> Sequence[Item]:

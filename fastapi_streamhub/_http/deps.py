@@ -10,7 +10,7 @@ from starlette.requests import HTTPConnection, Request
 
 from .._hub import StreamHub
 
-__all__ = ["get_hub", "get_hub_from"]
+__all__ = ["get_hub", "get_hub_from", "request_hub"]
 
 
 def get_hub_from(connection: HTTPConnection) -> StreamHub:
@@ -28,4 +28,11 @@ def get_hub_from(connection: HTTPConnection) -> StreamHub:
 
 def get_hub(request: Request) -> StreamHub:
     """FastAPI dependency: ``hub: StreamHub = Depends(get_hub)``."""
+    return get_hub_from(request)
+
+
+async def request_hub(request: Request) -> StreamHub:
+    """:func:`get_hub` as the router's own dependency: a coroutine, which FastAPI calls on the
+    event loop (a plain function dependency is run in a worker thread: a thread hop on every
+    request, ~0.1-0.3 ms before a resumed stream's first byte)."""
     return get_hub_from(request)

@@ -22,7 +22,7 @@ from .._steering import MESSAGE_KEY_PATTERN
 from .._types import SESSION_ID_PATTERN, SESSION_ID_RULE
 from .access import Access, router_access
 from .browser import module_response, transport_response
-from .deps import get_hub
+from .deps import request_hub
 from .errors import error_answer
 from .guard import check_message_value, read_body, require_json
 from .models import ActiveIn, MessageIn
@@ -56,7 +56,7 @@ SessionId = Annotated[
         description="1-200 characters of letters, digits and `. _ : -`, not `.` or `..`.",
     ),
 ]
-Hub = Annotated[StreamHub, Depends(get_hub)]
+Hub = Annotated[StreamHub, Depends(request_hub)]
 RouterAccess = Annotated[Access, Depends(router_access)]
 _SESSION_ID = re.compile(SESSION_ID_PATTERN)
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterable, Mapping
 from typing import Any, ClassVar, Literal
 
 import anyio
+import anyio.lowlevel
 from fastapi import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -173,6 +174,8 @@ class SessionStreamResponse(Response):
     ) -> None:
         ping = self.ping_interval or hub.settings.ping_interval
         out = OutBuffer(hub.settings.subscriber_buffer_bytes, hub.out_bytes)
+        # The first write carries it with the first events (one write, not two).
+        out.put(encode_retry(hub.settings.retry_ms))
         ready = anyio.Event()  # the subscription is set up, or failed to be
         failed: list[StreamHubError] = []
         try:
@@ -185,8 +188,8 @@ class SessionStreamResponse(Response):
                         tg.start_soon(feed_conversation, *feed)
                     else:
                         subscription = hub.subscribe(self.session_id, after=cursor, batch=True)
+                        subscription.opened = ready  # set by the subscription once it is open
                         tg.start_soon(self._feed, subscription, ready, failed, out)
-                        tg.start_soon(_set_when_opened, subscription, ready)
                     tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
                     await ready.wait()
                 if failed:
@@ -206,13 +209,6 @@ class SessionStreamResponse(Response):
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                     tg.cancel_scope.cancel()
                     return
-                await send(
-                    {
-                        "type": "http.response.body",
-                        "body": encode_retry(hub.settings.retry_ms),
-                        "more_body": True,
-                    }
-                )
                 timeout = hub.settings.stalled_reader_timeout
                 tg.start_soon(out.tick, ping, timeout, tg.cancel_scope, self.session_id)
                 await _pump(send, out)
@@ -239,6 +235,7 @@ class SessionStreamResponse(Response):
         # Plain SSE frames live writes from their stored bytes (no chunk objects).
         items = subscription if self.protocol == "ai-sdk" else subscription.stored_items()
         try:
+            first = True
             async with subscription:
                 async for item in items:
                     if isinstance(item, ChunksMsg):
@@ -249,6 +246,11 @@ class SessionStreamResponse(Response):
                         await out.put_wait(data)
                     if encoder.finished:
                         return
+                    if first:
+                        # The writer sends the headers and this first event before the feed
+                        # encodes the rest of the page (a resume's time to first event).
+                        first = False
+                        await anyio.lowlevel.checkpoint()
         except StreamHubError as exc:
             if not ready.is_set():
                 failed.append(exc)
@@ -291,11 +293,6 @@ class _SSEEncoder:
 
     def interrupted(self, reason: str, generation: int) -> bytes:
         return b""
-
-
-async def _set_when_opened(subscription: Subscription, ready: anyio.Event) -> None:
-    await subscription.opened.wait()
-    ready.set()
 
 
 async def _pump(send: Send, out: OutBuffer) -> None:

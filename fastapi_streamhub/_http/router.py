@@ -14,7 +14,7 @@ from .._budget import request_bound
 from .._hub import StreamHub
 from .access import Access
 from .browser import MODULE_PATH, TRANSPORT_PATH
-from .deps import get_hub
+from .deps import request_hub
 from .endpoints import (
     InvalidPath,
     active,
@@ -85,7 +85,7 @@ Resume by sending the last `id` back as the `Last-Event-ID` header (or `?last_ev
 """
 
 
-async def _bounded(hub: Annotated[StreamHub, Depends(get_hub)]) -> AsyncIterator[None]:
+async def _bounded(hub: Annotated[StreamHub, Depends(request_hub)]) -> AsyncIterator[None]:
     """Store calls made while a request is answered retry ``request_timeout`` at most."""
     with request_bound(hub.settings.request_timeout):
         yield

@@ -91,6 +91,8 @@ class Bus:
     async def subscribe(self, channel: str) -> None:
         """Listen to ``channel`` from now on; returns once Redis confirmed it."""
         event = self._confirmed.get(channel)
+        if event is not None and event.is_set():
+            return  # confirmed before: no wait, no timer (every subscription of a process)
         if event is None:
             event = self._confirmed[channel] = anyio.Event()
             try:
