@@ -86,34 +86,49 @@ def appended(code: str, session_id: str, first: int) -> Lost | None:
     return lost_of(code)
 
 
+def _one_text_frame(size: int) -> bytes | None:
+    """The start of a row of ``size`` bytes that holds one text frame and nothing else: the
+    frame's length, ``:`` and ``t`` (``None``: no such row has that size)."""
+    for digits in range(1, 5):
+        length = size - digits - 1
+        if length > 0 and len(str(length)) == digits:
+            return b"%d:t" % length
+    return None
+
+
+# By row size: the rows of one token each, which a replay reads by the thousand.
+_ONE_TEXT = [_one_text_frame(size) for size in range(1024)]
+
+
 def page_of_rows(rows: list[Any], after: tuple[int, int], count: int) -> ReadResult:
     """Chunks (and the end marker) of a page's rows (see :func:`budgeted`), the twin of
     ``page_of`` for rows.
 
     The replay's hot path: most rows hold one text chunk (an LLM's pace writes one chunk per
-    round trip), built here without ``decode_entry``'s general loop; any other row goes
-    through it."""
+    round trip); such a row (one frame filling it, recognised by its start, which its size
+    fixes) is built here without ``decode_entry``'s general loop. Any other row goes through
+    it."""
     chunks: list[Chunk] = []
     append = chunks.append
     end: tuple[int, End] | None = None
     cut = False
     after_gen, after_offset = after
+    one_text = _ONE_TEXT
     for gen, last, kind, body in rows:
+        if kind == "c" and body is not None and len(body) < 1024:
+            head = one_text[len(body)]
+            if head is not None and body.startswith(head):
+                # Its one chunk is at offset ``last``; the reader may have it already.
+                if last > after_offset or gen != after_gen:
+                    text = body[len(head) :].decode()
+                    append(trusted_chunk(trusted_cursor(gen, last), text, "text", None, None))
+                continue
         if body is None:  # the first row the byte budget left out
             cut = True
             break
         if kind == "e" or kind == b"e":
             end = (gen, End(*decode_end(bytes(body))))
             break
-        body = bytes(body)
-        # One frame "<size>:t<text>" filling the row: one text chunk, at offset ``last``.
-        colon = body.find(b":", 0, 21)
-        size = int(body[:colon]) if colon > 0 else 0
-        if size and colon + 1 + size == len(body) and body[colon + 1] == 116:
-            if gen != after_gen or last > after_offset:
-                text = body[colon + 2 :].decode()
-                append(trusted_chunk(trusted_cursor(gen, last), text, "text", None, None))
-            continue
         # The cursor may point inside this row: what the reader already has is skipped.
-        chunks.extend(decode_entry(gen, last, body, after_offset if gen == after_gen else 0))
+        chunks.extend(decode_entry(gen, last, bytes(body), after_offset if gen == after_gen else 0))
     return ReadResult(chunks, end, end is None and (cut or len(rows) == count))
