@@ -212,27 +212,55 @@ async def test_a_big_live_batch_does_not_disconnect_another_hubs_pubsub(
 # --------------------------------------------------------------------------- replay pages
 
 
-@pytest.mark.parametrize("backend", ["memory", "redis"])
-async def test_a_replay_page_holds_about_replay_batch_bytes(backend: str, redis_url: str) -> None:
+def _url(backend: str, request: pytest.FixtureRequest) -> str:
+    if backend == "memory":
+        return "memory://"
+    url: str = request.getfixturevalue(f"{backend}_url")
+    return url
+
+
+async def _pages(hub: StreamHub, sid: str, generation: int) -> list[int]:
+    """The text bytes of each page of a full read of ``sid``, page by page."""
+    after = (generation, 0)
+    sizes: list[int] = []
+    while True:
+        page = await hub.backend.read(sid, after, 1000)
+        if page.chunks:
+            sizes.append(sum(len(c.data) for c in page.chunks))
+            after = (generation, page.chunks[-1].cursor.offset)
+        if not page.more:
+            return sizes
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis", "postgres"])
+async def test_a_replay_page_holds_about_replay_batch_bytes(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
     """A finished log of 40 x 10 kB, with pages of 32 kB: each read brings back 32 kB at most
     (one entry above it goes alone), and the replay is exact."""
-    url = "memory://" if backend == "memory" else redis_url
-    async with _hub(url, replay_batch_bytes=32 * KiB, max_batch=1) as hub:
+    async with _hub(_url(backend, request), replay_batch_bytes=32 * KiB, max_batch=1) as hub:
         chunks = _blocks("r", 40, 10_000)
         producer = await _produce(hub, "paged", chunks)
-        after = (producer.generation, 0)
-        sizes: list[int] = []
-        while True:
-            page = await hub.backend.read("paged", after, 1000)
-            if page.chunks:
-                sizes.append(sum(len(c.data) for c in page.chunks))
-                after = (producer.generation, page.chunks[-1].cursor.offset)
-            if not page.more:
-                break
+        sizes = await _pages(hub, "paged", producer.generation)
         assert sum(sizes) == 400_000
         assert max(sizes) <= 32 * KiB
         assert len(sizes) >= 400_000 // (32 * KiB)
         assert await _stored(hub, "paged") == chunks
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis", "postgres"])
+async def test_an_entry_above_replay_batch_bytes_goes_alone(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Entries of 50 kB among 10 kB ones, with pages of 32 kB: a big entry is a page of its own
+    (whether it comes first or after small ones), small ones share pages, nothing is lost."""
+    async with _hub(_url(backend, request), replay_batch_bytes=32 * KiB, max_batch=1) as hub:
+        chunks = [*_blocks("a", 2, 50_000), *_blocks("b", 2, 10_000), *_blocks("c", 1, 50_000)]
+        chunks += _blocks("d", 4, 10_000)
+        producer = await _produce(hub, "big", chunks)
+        sizes = await _pages(hub, "big", producer.generation)
+        assert sizes == [50_000, 50_000, 20_000, 50_000, 30_000, 10_000]
+        assert await _stored(hub, "big") == chunks
 
 
 # --------------------------------------------------------------------------- queues

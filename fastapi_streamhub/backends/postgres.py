@@ -461,7 +461,8 @@ class PostgresBackend(PgClaimMethods, PgCompactMethods, PgFinishMethods, Durable
         }
 
     async def read(self, session_id: str, after: tuple[int, int], count: int) -> ReadResult:
-        rows = await self._exec.rows(PAGE_SQL, self._page_params(session_id, after, count))
+        params = self._page_params(session_id, after, count)
+        rows = await self._exec.rows(PAGE_SQL, params, binary=True)
         return page_of_rows(rows, after, count)
 
     async def open(
@@ -474,7 +475,7 @@ class PostgresBackend(PgClaimMethods, PgCompactMethods, PgFinishMethods, Durable
         async def go(conn: psycopg.AsyncConnection[Any]) -> tuple[list[Any], list[Any]]:
             async with conn.pipeline():
                 c1 = await conn.execute(info_sql, ([session_id],))
-                c2 = await conn.execute(page_sql, params)
+                c2 = await conn.execute(page_sql, params, binary=True)
             return await c1.fetchall(), await c2.fetchall()
 
         info_rows, page_rows = await self._exec.run(go)

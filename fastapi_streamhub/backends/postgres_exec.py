@@ -120,13 +120,18 @@ class PgExecutor:
             return result
 
     async def rows(
-        self, sql: str, params: Sequence[Any] | Mapping[str, Any] = (), **kw: Any
+        self,
+        sql: str,
+        params: Sequence[Any] | Mapping[str, Any] = (),
+        *,
+        binary: bool = False,
+        **kw: Any,
     ) -> list[Any]:
-        """Every row of one statement."""
+        """Every row of one statement (``binary``: its results in the binary format)."""
         query = sql.replace("{p}", self.p).encode()
 
         async def go(conn: Conn) -> list[Any]:
-            cur = await conn.execute(query, params)
+            cur = await conn.execute(query, params, binary=binary)
             return await cur.fetchall()
 
         rows: list[Any] = await self.run(go, **kw)

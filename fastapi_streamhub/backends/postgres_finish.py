@@ -14,7 +14,7 @@ from .._types import SessionInfo
 from ._replies import record_of
 from .base import FinishClaim, ReadResult
 from .postgres_exec import PgExecutor
-from .postgres_rows import page_of_rows
+from .postgres_rows import budgeted, page_of_rows
 
 __all__ = ["PgFinishMethods"]
 
@@ -28,16 +28,12 @@ _GEN_RECORD_SQL = (
     " AND s.generation <> %(g)s AND k.expires_at > clock_timestamp()"
     " AND s.expires_at > clock_timestamp()"
 )
-# A page of the log rows of that generation after offset o (the budget as in PAGE_SQL).
-_GEN_PAGE_SQL = (
-    "SELECT generation, last_offset, kind, body, total FROM ("
-    " SELECT generation, last_offset, kind, body, count(*) OVER () AS total,"
-    "  sum(octet_length(body)) OVER (ORDER BY last_offset) AS run,"
-    "  row_number() OVER (ORDER BY last_offset) AS rn"
-    " FROM (SELECT l.generation, l.last_offset, l.kind, l.body FROM {p}_log l"
-    "  WHERE l.session_id = %(sid)s AND l.generation = %(g)s AND l.last_offset > %(o)s"
-    "  ORDER BY l.last_offset LIMIT %(count)s) l"
-    ") t WHERE rn = 1 OR run <= %(budget)s ORDER BY last_offset"
+# A page of the log rows of that generation after offset o, under the byte budget.
+_GEN_PAGE_SQL = budgeted(
+    "SELECT l.generation, l.last_offset, l.kind, l.body FROM {p}_log l"
+    " WHERE l.session_id = %(sid)s AND l.generation = %(g)s AND l.last_offset > %(o)s"
+    " ORDER BY l.last_offset LIMIT %(count)s",
+    "last_offset",
 )
 
 _CLAIMS: dict[str, FinishClaim] = {
@@ -93,7 +89,7 @@ class PgFinishMethods:
         async def go(conn: psycopg.AsyncConnection[Any]) -> tuple[list[Any], list[Any]]:
             async with conn.pipeline():
                 c1 = await conn.execute(self._sql(_GEN_RECORD_SQL), params)
-                c2 = await conn.execute(self._sql(_GEN_PAGE_SQL), params)
+                c2 = await conn.execute(self._sql(_GEN_PAGE_SQL), params, binary=True)
             return await c1.fetchall(), await c2.fetchall()
 
         records, rows = await self._exec.run(go)
