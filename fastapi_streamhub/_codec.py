@@ -224,7 +224,9 @@ class ChunksMsg:
             assert framed, "chunks, payloads or framed"
             colon = framed.index(b":")
             # One chunk (an LLM-paced write) when the first frame is all of it.
-            count = 1 if colon + 1 + int(framed[:colon]) == len(framed) else len(frame_spans(framed))
+            count = (
+                1 if colon + 1 + int(framed[:colon]) == len(framed) else len(frame_spans(framed))
+            )
         self.first = first
         self.last = first + count - 1
 
