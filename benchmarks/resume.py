@@ -3,7 +3,8 @@
 A finished 10,000-chunk stream on Redis, served by uvicorn (subprocess) through the library's
 router. An httpx client (this process, keep-alive connection) reconnects with ``Last-Event-ID``
 at chunk 5,000 (and 100, 9,900): time to the first chunk event, and to the ``end`` event.
-Medians over the repetitions; positions and the reference alternate.
+Medians over the repetitions. Each repetition resumes at 100 and 9,900, then the library and
+the reference at 5,000 back to back, in alternating order.
 
 Reference: ``/raw/{key}`` in the same app, a hand-written ``StreamingResponse`` resume (plain
 ``XRANGE`` pages, 100 then 1,000, framed as SSE, no checks) over a stream of the same 10,000
@@ -49,6 +50,15 @@ async def _make_raw_stream(ctx: Context, key: str, generation: int) -> None:
         await client.aclose()
 
 
+async def _resume(client: httpx.AsyncClient, path: str, generation: int, position: int) -> Timed:
+    """One resume with ``Last-Event-ID`` at ``position``, checked whole."""
+    headers = {"Last-Event-ID": f"{generation}-{position}"}
+    got = await read_stream(client, path, headers=headers)
+    if got.ids != CHUNKS - position or not got.ended:
+        raise RuntimeError(f"resume of {path} at {position}: {got.ids} chunks, no end")
+    return got
+
+
 async def run(ctx: Context) -> list[Metric]:
     reps = ctx.pick(15, 41)
     session_id = new_id("resume")
@@ -60,19 +70,19 @@ async def run(ctx: Context) -> list[Metric]:
     with AppServer(ctx.url) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             for rep in range(reps + 1):
-                for position in POSITIONS:
-                    headers = {"Last-Event-ID": f"{generation}-{position}"}
-                    got = await read_stream(client, f"/streams/{session_id}", headers=headers)
-                    if got.ids != CHUNKS - position or not got.ended:
-                        raise RuntimeError(f"resume at {position}: {got.ids} chunks, no end")
+                # The two resumes at 5,000 (the library's and the reference's) run back to back,
+                # in alternating order, after the two other positions: each follows a request
+                # of the same kind (before, the library's followed its 9,900-chunk resume from
+                # 100, whose teardown landed on it, and the reference's a 100-chunk one).
+                for position in (100, 9_900):
+                    got = await _resume(client, f"/streams/{session_id}", generation, position)
                     if rep:  # the first round warms up connections and scripts
                         lib[position].append(got)
-                headers = {"Last-Event-ID": f"{generation}-{MIDDLE}"}
-                base = await read_stream(client, f"/raw/{raw_key}", headers=headers)
-                if base.ids != CHUNKS - MIDDLE or not base.ended:
-                    raise RuntimeError(f"raw resume: {base.ids} chunks")
-                if rep:
-                    raw.append(base)
+                pair = [f"/streams/{session_id}", f"/raw/{raw_key}"]
+                for path in pair if rep % 2 else pair[::-1]:
+                    got = await _resume(client, path, generation, MIDDLE)
+                    if rep:
+                        (raw if path.startswith("/raw/") else lib[MIDDLE]).append(got)
 
     def ms(samples: list[Timed], what: str) -> float:
         return median([getattr(t, what) * 1e3 for t in samples])
