@@ -295,8 +295,9 @@ DECLARE
   note text;
   code text;
 BEGIN
-  -- Lock every session of the round trip in one order: two writers never deadlock.
-  PERFORM 1 FROM {p}_session WHERE session_id = ANY(sids) ORDER BY session_id FOR UPDATE;
+  -- Lock every session of the round trip in one order, byte order ("C", the order the client
+  -- sorts renewals and lease checks in): no two of them deadlock.
+  PERFORM 1 FROM {p}_session WHERE session_id = ANY(sids) ORDER BY session_id COLLATE "C" FOR UPDATE;
   FOR i IN 1 .. coalesce(array_length(sids, 1), 0) LOOP
     code := '';
     UPDATE {p}_session SET n = lasts[i], updated_ms = {p}_now_ms()
