@@ -30,7 +30,14 @@ from fastapi_streamhub.backends._keys import Keys
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
-OPTIONS: dict[str, Any] = {"shutdown_grace": 0.5, "outage_timeout": 20.0, "ds_max_streams": 500}
+# A limit, so every create is counted in the index; far above what the creates reach however
+# long the failover takes (at 500, a slow failover on a loaded machine let the creates hit it:
+# "full").
+OPTIONS: dict[str, Any] = {
+    "shutdown_grace": 0.5,
+    "outage_timeout": 20.0,
+    "ds_max_streams": 100_000,
+}
 INDEX = Keys("streamhub").ds_index()
 TEXT = DsSpec("text/plain")
 
