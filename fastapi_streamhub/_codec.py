@@ -257,11 +257,7 @@ class ChunksMsg:
             if framed and self.last == self.first:
                 # One chunk (an LLM-paced write): no list of spans.
                 payload = framed[framed.index(b":") + 1 :]
-                cursor = trusted_cursor(self.generation, self.first)
-                if payload[:1] == b"t":
-                    chunks = (trusted_chunk(cursor, payload[1:].decode(), "text", None, None),)
-                else:
-                    chunks = (decode_payload(payload, cursor),)
+                chunks = (decode_payload(payload, trusted_cursor(self.generation, self.first)),)
             elif framed:
                 chunks = tuple(decode_entry(self.generation, self.last, framed))
             else:

@@ -64,7 +64,7 @@ async def test_the_index_node_fails_over_mid_create(
         source = "ds-source"
         assert (await hub_a.backend.ds_create(source, TEXT, b"abc")).outcome == "created"
         made.append(source)
-        failing, failed_over = anyio.Event(), anyio.Event()
+        running, failing, failed_over = anyio.Event(), anyio.Event(), anyio.Event()
         during: list[str] = []
 
         async def creates(hub: StreamHub, name: str) -> None:
@@ -78,11 +78,13 @@ async def test_the_index_node_fails_over_mid_create(
                 created = await hub.backend.ds_create(sid, spec, b"x", fork)
                 assert created.outcome == "created", (sid, created.outcome)
                 made.append(sid)
+                if len(made) > 10:
+                    running.set()
                 if failing.is_set() and not failed_over.is_set():
                     during.append(sid)
 
         async def fail_over() -> None:
-            await anyio.sleep(0.2)  # the creates are running
+            await running.wait()  # the creates are running
             failing.set()
             promoted.append(await anyio.to_thread.run_sync(_failover, cluster, primary))
             failed_over.set()

@@ -86,6 +86,11 @@ class RedisAppender:
         return names
 
     def _entry(self, b: Append) -> Entry:
+        return Entry(*self._fields(b))
+
+    def _fields(self, b: Append) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+        """:meth:`_entry`'s fields as a plain tuple (cheaper to build, for the script's
+        argument)."""
         settings = self._exec.settings
         payloads = b.payloads
         value = frame(payloads)
@@ -98,55 +103,31 @@ class RedisAppender:
         head = chunks_head(sid, generation, first, len(value))
         if len(head) + len(value) > settings.max_publish_bytes:
             head = stored_record(sid, generation, last)  # readers fetch it from the log
-        return Entry(key, b"%d-%d" % (generation, last), trim, head, value)
+        return key, b"%d-%d" % (generation, last), trim, head, value
 
     def _argument(self, batches: Sequence[Append], group: list[int]) -> bytes:
-        """The batches of ``group`` as ``append.lua``'s one argument: per batch its log key,
-        entry id, ``MINID``, live record head and framed payloads, each length-prefixed (what
-        :meth:`_entry` computes, without building one)."""
-        settings = self._exec.settings
-        maxlen, publish = settings.maxlen, settings.max_publish_bytes
-        names = self._names
+        """The batches of ``group`` as ``append.lua``'s one argument: per batch the five fields
+        of its :class:`Entry`, each length-prefixed. Each entry is formatted as soon as it is
+        built (none outlives this call: the round trip holds one bytes object, not an object
+        per batch for the garbage collector to walk)."""
         parts = []
         for i in group:
-            b = batches[i]
-            payloads = b.payloads
-            generation, first = b.generation, b.first
-            if len(payloads) == 1:
-                payload = payloads[0]
-                value = b"%d:%s" % (len(payload), payload)
-                last = first
-            else:
-                value = frame(payloads)
-                last = first + len(payloads) - 1
-            key, sid = names.get(b.session_id) or self._names_of(b.session_id)
-            eid = b"%d-%d" % (generation, last)
-            numbers = b"%d:%d:" % (generation, first)
-            head = b"C%d:%s%d:%s" % (len(sid), sid, len(numbers) + len(value), numbers)
-            if len(head) + len(value) > publish:
-                head = stored_record(sid, generation, last)  # readers fetch it from the log
-            if maxlen and last > maxlen:
-                trim = b"%d-%d" % (generation, last - maxlen + 1)
-                parts.append(
-                    b"%d:%s%d:%s%d:%s%d:%s%d:%s"
-                    % (
-                        len(key),
-                        key,
-                        len(eid),
-                        eid,
-                        len(trim),
-                        trim,
-                        len(head),
-                        head,
-                        len(value),
-                        value,
-                    )
+            key, eid, trim, head, value = self._fields(batches[i])
+            parts.append(
+                b"%d:%s%d:%s%d:%s%d:%s%d:%s"
+                % (
+                    len(key),
+                    key,
+                    len(eid),
+                    eid,
+                    len(trim),
+                    trim,
+                    len(head),
+                    head,
+                    len(value),
+                    value,
                 )
-            else:
-                parts.append(
-                    b"%d:%s%d:%s0:%d:%s%d:%s"
-                    % (len(key), key, len(eid), eid, len(head), head, len(value), value)
-                )
+            )
         return b"".join(parts)
 
     def _commands(self, batches: Sequence[Append], group: list[int]) -> list[Command]:
