@@ -13,6 +13,7 @@ from types import TracebackType
 
 import httpx
 
+from ._common import HTTP_PARSER
 from ._redis import HOST, cpu_seconds, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +50,8 @@ class AppServer:
             HOST,
             "--port",
             str(self.port),
+            "--http",
+            HTTP_PARSER,
             "--log-level",
             "warning",
             "--no-access-log",

@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi_streamhub import __version__
 
-from ._common import EVENT_LOOP, Bench, Context, LogTally, Metric
+from ._common import EVENT_LOOP, HTTP_PARSER, Bench, Context, LogTally, Metric
 from ._common import run as run_loop
 from ._redis import BenchRedis
 
@@ -129,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- {key}: {text}")
     mode = "quick" if args.quick else "full"
     print(
-        f"\n{mode} run, event loop {EVENT_LOOP}, redis-server {version}, {os.cpu_count()} CPUs, "
-        f"{elapsed:.0f}s"
+        f"\n{mode} run, event loop {EVENT_LOOP}, HTTP {HTTP_PARSER}, redis-server {version}, "
+        f"{os.cpu_count()} CPUs, {elapsed:.0f}s"
     )
     if args.json:
         out: dict[str, Any] = {
@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 "mode": mode,
                 "redis_version": version,
                 "event_loop": EVENT_LOOP,
+                "http_parser": HTTP_PARSER,
                 "cpus": os.cpu_count(),
                 "seconds": round(elapsed, 1),
             },
