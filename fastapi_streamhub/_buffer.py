@@ -210,9 +210,8 @@ class ChunkBuffer:
         """The writer's report on the batch in flight (``first``: its offset, when the store
         assigned it)."""
         batch, self._inflight = self._inflight or [], None
-        taken = (self._inflight_from, len(batch))
         if result is not None:
-            self._on_failed(result, taken)
+            self._on_failed(result, (self._inflight_from, len(batch)))
             return
         if first is None:
             first = self._next - len(batch)

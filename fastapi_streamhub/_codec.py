@@ -56,6 +56,7 @@ __all__ = [
     "dumps_json",
     "encode_chunk",
     "frame",
+    "frame_count",
     "frame_spans",
     "iter_records",
     "records",
@@ -222,11 +223,7 @@ class ChunksMsg:
             count = len(payloads)
         else:
             assert framed, "chunks, payloads or framed"
-            colon = framed.index(b":")
-            # One chunk (an LLM-paced write) when the first frame is all of it.
-            count = (
-                1 if colon + 1 + int(framed[:colon]) == len(framed) else len(frame_spans(framed))
-            )
+            count = frame_count(framed)
         self.first = first
         self.last = first + count - 1
 
@@ -390,6 +387,23 @@ def frame_spans(framed: bytes) -> list[tuple[int, int]]:
             pos = start + int(framed[pos:colon])
         append((start, pos))
     return spans
+
+
+def frame_count(framed: bytes) -> int:
+    """How many payloads :func:`frame`'s output holds: the walk of :func:`frame_spans`, with
+    nothing kept (a live record is counted when it arrives, and decoded later if at all)."""
+    count = pos = 0
+    end = len(framed)
+    while pos < end:
+        if framed[pos + 1] == 58:  # b":" after one digit: skip 2 + (digit - 48) bytes
+            pos += framed[pos] - 46
+        elif framed[pos + 2] == 58:  # after two digits: 3 + the two-digit number
+            pos += framed[pos] * 10 + framed[pos + 1] - 525
+        else:
+            colon = framed.index(b":", pos)
+            pos = colon + 1 + int(framed[pos:colon])
+        count += 1
+    return count
 
 
 def decode_chunks(generation: int, first: int, payloads: list[bytes]) -> list[Chunk]:

@@ -25,6 +25,7 @@ from fastapi_streamhub._codec import (
     decode_entry,
     encode_chunk,
     frame,
+    frame_count,
     unframe,
 )
 from fastapi_streamhub._http.sse import encode_chunk as sse_chunk
@@ -89,6 +90,7 @@ def test_stored_messages_decode_and_frame_like_the_checked_path(
     assert (lazy.first, lazy.last, lazy.size) == (msg.first, msg.last, msg.size)
     assert encode_stored(lazy) == encode_stored(msg)
     assert lazy.payloads == payloads
+    assert frame_count(framed) == len(payloads)
     assert ChunksMsg.framed(7, first, framed).chunks == msg.chunks
 
 
