@@ -69,6 +69,10 @@ class Writer:
 
     async def run(self) -> None:
         """The writer task (in the hub's task group)."""
+        slots = self._backend.write_slots
+        if slots > 1:
+            await self._run_overlapped(slots)
+            return
         busy = False
         while True:
             while not self._ready:
@@ -80,24 +84,63 @@ class Writer:
                 await anyio.sleep(_LINGER)
             producers, batches = self._gather()
             busy = len(producers) >= _BUSY
-            telemetry = self._telemetry.enabled
-            start_ns = time.time_ns() if telemetry else 0
-            firsts: list[int | None] = [None] * len(batches)
-            results = await self._commit(batches, firsts)
-            if telemetry:
-                errors = [r for r in results if isinstance(r, StreamHubError)]
-                self._telemetry.published(
-                    batches,
-                    None if errors else cast("list[Lost | None]", results),
-                    errors[0] if errors else None,
-                    start_ns,
-                )
-            for i, producer in enumerate(producers):
-                producer.on_committed(results[i], firsts[i])
+            await self._round_trip(producers, batches)
 
-    def _gather(self) -> tuple[list[Batcher], list[Append]]:
+    async def _run_overlapped(self, slots: int) -> None:
+        """The writer with up to ``slots`` round trips in flight (a backend that runs them on
+        as many connections). A producer has one batch in flight at most (it is not ready
+        again until ``on_committed``), so its batches still commit in order.
+
+        A round trip takes at most its share of the producers with chunks to write (ready or
+        in flight): with every producer in each round trip, the next one would find none
+        ready and the round trips would run one at a time again.
+        """
+        free = anyio.Semaphore(slots)
+        flying = 0  # batches in flight
+
+        async def commit(producers: list[Batcher], batches: list[Append]) -> None:
+            nonlocal flying
+            try:
+                await self._round_trip(producers, batches)
+            finally:
+                flying -= len(batches)
+                free.release()
+
+        busy = False
+        async with anyio.create_task_group() as tg:
+            while True:
+                while not self._ready:
+                    self._wake = anyio.Event()
+                    await self._wake.wait()
+                await free.acquire()
+                if busy:
+                    await anyio.sleep(_LINGER)
+                share = -(-(len(self._ready) + flying) // slots)
+                producers, batches = self._gather(share)
+                busy = len(producers) >= _BUSY
+                flying += len(batches)
+                tg.start_soon(commit, producers, batches)
+
+    async def _round_trip(self, producers: list[Batcher], batches: list[Append]) -> None:
+        """Commit ``batches`` and tell each producer how its batch fared."""
+        telemetry = self._telemetry.enabled
+        start_ns = time.time_ns() if telemetry else 0
+        firsts: list[int | None] = [None] * len(batches)
+        results = await self._commit(batches, firsts)
+        if telemetry:
+            errors = [r for r in results if isinstance(r, StreamHubError)]
+            self._telemetry.published(
+                batches,
+                None if errors else cast("list[Lost | None]", results),
+                errors[0] if errors else None,
+                start_ns,
+            )
+        for i, producer in enumerate(producers):
+            producer.on_committed(results[i], firsts[i])
+
+    def _gather(self, most: int = 0) -> tuple[list[Batcher], list[Append]]:
         """The next round trip: ready producers' batches up to ``max_write_bytes`` in all,
-        each up to ``replay_batch_bytes``.
+        each up to ``replay_batch_bytes`` (and ``most`` batches, when given).
 
         A producer whose next chunk does not fit stays ready, first in line for the next round
         trip; the first batch of a round trip always goes (a chunk over the bound goes alone).
@@ -121,7 +164,7 @@ class Writer:
             producers.append(producer)
             batches.append(batch)
             size += pending - producer.pending_bytes
-            if size >= budget:
+            if size >= budget or len(batches) == most:
                 break
         left += waiting
         if left:
