@@ -61,6 +61,7 @@ class Writer:
         # bigger than replay_batch_bytes would make every reader of it hold that much.
         self._max_entry = min(self._max_write, settings.replay_batch_bytes)
         self._wake = anyio.Event()
+        self._flying = 0  # batches in round trips in flight
 
     def ready(self, producer: Batcher) -> None:
         """``producer`` has chunks to write and none in flight."""
@@ -70,56 +71,45 @@ class Writer:
     async def run(self) -> None:
         """The writer task (in the hub's task group)."""
         slots = self._backend.write_slots
-        if slots > 1:
-            await self._run_overlapped(slots)
+        if slots == 1:
+            await self._work(1)
             return
+        # One worker per round trip in flight rather than a task per round trip: a lone
+        # producer's round trip then costs what it costs with one slot (no task spawn, no
+        # semaphore on the path of every chunk).
+        async with anyio.create_task_group() as tg:
+            for _ in range(slots):
+                tg.start_soon(self._work, slots)
+
+    async def _work(self, slots: int) -> None:
+        """One of ``slots`` workers, each with one round trip in flight at most.
+
+        With several, a round trip takes at most its share of the producers with chunks to
+        write (ready or in flight): with every producer in each round trip, the next worker
+        would find none ready and the round trips would run one at a time again. A producer
+        has one batch in flight at most (it is not ready again until ``on_committed``), so
+        its batches still commit in order.
+        """
         busy = False
         while True:
             while not self._ready:
-                self._wake = anyio.Event()
+                if self._wake.is_set():  # (the workers share one event: never drop a waited one)
+                    self._wake = anyio.Event()
                 await self._wake.wait()
             if busy:
                 # Many producers wrote in the last round trip: gather a little longer, so a
                 # round trip (and the one PUBLISH all followers parse) carries more of them.
                 await anyio.sleep(_LINGER)
-            producers, batches = self._gather()
+                if not self._ready:
+                    continue  # another worker took them meanwhile
+            share = -(-(len(self._ready) + self._flying) // slots) if slots > 1 else 0
+            producers, batches = self._gather(share)
             busy = len(producers) >= _BUSY
-            await self._round_trip(producers, batches)
-
-    async def _run_overlapped(self, slots: int) -> None:
-        """The writer with up to ``slots`` round trips in flight (a backend that runs them on
-        as many connections). A producer has one batch in flight at most (it is not ready
-        again until ``on_committed``), so its batches still commit in order.
-
-        A round trip takes at most its share of the producers with chunks to write (ready or
-        in flight): with every producer in each round trip, the next one would find none
-        ready and the round trips would run one at a time again.
-        """
-        free = anyio.Semaphore(slots)
-        flying = 0  # batches in flight
-
-        async def commit(producers: list[Batcher], batches: list[Append]) -> None:
-            nonlocal flying
+            self._flying += len(batches)
             try:
                 await self._round_trip(producers, batches)
             finally:
-                flying -= len(batches)
-                free.release()
-
-        busy = False
-        async with anyio.create_task_group() as tg:
-            while True:
-                while not self._ready:
-                    self._wake = anyio.Event()
-                    await self._wake.wait()
-                await free.acquire()
-                if busy:
-                    await anyio.sleep(_LINGER)
-                share = -(-(len(self._ready) + flying) // slots)
-                producers, batches = self._gather(share)
-                busy = len(producers) >= _BUSY
-                flying += len(batches)
-                tg.start_soon(commit, producers, batches)
+                self._flying -= len(batches)
 
     async def _round_trip(self, producers: list[Batcher], batches: list[Append]) -> None:
         """Commit ``batches`` and tell each producer how its batch fared."""
