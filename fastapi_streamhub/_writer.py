@@ -61,6 +61,7 @@ class Writer:
         # bigger than replay_batch_bytes would make every reader of it hold that much.
         self._max_entry = min(self._max_write, settings.replay_batch_bytes)
         self._wake = anyio.Event()
+        self._flying = 0  # batches in round trips in flight
 
     def ready(self, producer: Batcher) -> None:
         """``producer`` has chunks to write and none in flight."""
@@ -69,35 +70,67 @@ class Writer:
 
     async def run(self) -> None:
         """The writer task (in the hub's task group)."""
+        slots = self._backend.write_slots
+        if slots == 1:
+            await self._work(1)
+            return
+        # One worker per round trip in flight rather than a task per round trip: a lone
+        # producer's round trip then costs what it costs with one slot (no task spawn, no
+        # semaphore on the path of every chunk).
+        async with anyio.create_task_group() as tg:
+            for _ in range(slots):
+                tg.start_soon(self._work, slots)
+
+    async def _work(self, slots: int) -> None:
+        """One of ``slots`` workers, each with one round trip in flight at most.
+
+        With several, a round trip takes at most its share of the producers with chunks to
+        write (ready or in flight): with every producer in each round trip, the next worker
+        would find none ready and the round trips would run one at a time again. A producer
+        has one batch in flight at most (it is not ready again until ``on_committed``), so
+        its batches still commit in order.
+        """
         busy = False
         while True:
             while not self._ready:
-                self._wake = anyio.Event()
+                if self._wake.is_set():  # (the workers share one event: never drop a waited one)
+                    self._wake = anyio.Event()
                 await self._wake.wait()
             if busy:
                 # Many producers wrote in the last round trip: gather a little longer, so a
                 # round trip (and the one PUBLISH all followers parse) carries more of them.
                 await anyio.sleep(_LINGER)
-            producers, batches = self._gather()
+                if not self._ready:
+                    continue  # another worker took them meanwhile
+            share = -(-(len(self._ready) + self._flying) // slots) if slots > 1 else 0
+            producers, batches = self._gather(share)
             busy = len(producers) >= _BUSY
-            telemetry = self._telemetry.enabled
-            start_ns = time.time_ns() if telemetry else 0
-            firsts: list[int | None] = [None] * len(batches)
-            results = await self._commit(batches, firsts)
-            if telemetry:
-                errors = [r for r in results if isinstance(r, StreamHubError)]
-                self._telemetry.published(
-                    batches,
-                    None if errors else cast("list[Lost | None]", results),
-                    errors[0] if errors else None,
-                    start_ns,
-                )
-            for i, producer in enumerate(producers):
-                producer.on_committed(results[i], firsts[i])
+            self._flying += len(batches)
+            try:
+                await self._round_trip(producers, batches)
+            finally:
+                self._flying -= len(batches)
 
-    def _gather(self) -> tuple[list[Batcher], list[Append]]:
+    async def _round_trip(self, producers: list[Batcher], batches: list[Append]) -> None:
+        """Commit ``batches`` and tell each producer how its batch fared."""
+        telemetry = self._telemetry.enabled
+        start_ns = time.time_ns() if telemetry else 0
+        firsts: list[int | None] = [None] * len(batches)
+        results = await self._commit(batches, firsts)
+        if telemetry:
+            errors = [r for r in results if isinstance(r, StreamHubError)]
+            self._telemetry.published(
+                batches,
+                None if errors else cast("list[Lost | None]", results),
+                errors[0] if errors else None,
+                start_ns,
+            )
+        for i, producer in enumerate(producers):
+            producer.on_committed(results[i], firsts[i])
+
+    def _gather(self, most: int = 0) -> tuple[list[Batcher], list[Append]]:
         """The next round trip: ready producers' batches up to ``max_write_bytes`` in all,
-        each up to ``replay_batch_bytes``.
+        each up to ``replay_batch_bytes`` (and ``most`` batches, when given).
 
         A producer whose next chunk does not fit stays ready, first in line for the next round
         trip; the first batch of a round trip always goes (a chunk over the bound goes alone).
@@ -121,7 +154,7 @@ class Writer:
             producers.append(producer)
             batches.append(batch)
             size += pending - producer.pending_bytes
-            if size >= budget:
+            if size >= budget or len(batches) == most:
                 break
         left += waiting
         if left:

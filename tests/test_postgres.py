@@ -295,6 +295,64 @@ async def test_concurrent_fan_in_writers_and_readers_see_one_gap_free_order(
         assert mine == [f"w{index}-{i}" for i in range(per_part)]
 
 
+class _OverlapProbe(PostgresBackend):
+    """Counts the writer's appends in flight; the first one waits until a second one starts."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.flying = 0
+        self.most = 0
+        self.calls = 0
+        self.overlapped = anyio.Event()
+
+    async def append(self, batches: Any) -> list[Lost | None]:
+        self.calls += 1
+        self.flying += 1
+        self.most = max(self.most, self.flying)
+        if self.flying >= 2:
+            self.overlapped.set()
+        try:
+            if self.calls == 1:
+                with anyio.fail_after(10):
+                    await self.overlapped.wait()
+            return await super().append(batches)
+        finally:
+            self.flying -= 1
+
+
+@pytest.mark.timeout(60)
+async def test_two_writer_round_trips_overlap_and_each_stream_stays_exact(
+    postgres_url: str,
+) -> None:
+    """The writer runs two appends at once on PostgreSQL (the first is held until the second
+    has started), never three; every stream, live and replayed, is still 1..N once each, in
+    its producer's order."""
+    backend = _OverlapProbe(conninfo=postgres_url)
+    streams, per_stream = 12, 120
+    async with StreamHub(backend, lease_ttl=10) as h:
+        producers = [await start(h, f"two{k}") for k in range(streams)]
+        async with anyio.create_task_group() as tg:
+            readers = [follow(tg, h.subscribe(f"two{k}")) for k in range(streams)]
+
+            async def produce(k: int) -> None:
+                for i in range(per_stream):
+                    await producers[k].publish(f"{k}-{i}")
+                await producers[k].close()
+
+            async with anyio.create_task_group() as writers:
+                for k in range(streams):
+                    writers.start_soon(produce, k)
+            results = [await r.result(within=40) for r in readers]
+        replays = [await collect(h.subscribe(f"two{k}")) for k in range(streams)]
+    assert backend.overlapped.is_set() and backend.most == 2, backend.most
+    for k in range(streams):
+        for items in (results[k], replays[k]):
+            chunks = chunks_of(items)
+            assert_contiguous(chunks, producers[k].generation, 1, per_stream)
+            assert [c.data for c in chunks] == [f"{k}-{i}" for i in range(per_stream)]
+            assert items[-1] == End(State.DONE, None)
+
+
 async def test_a_transition_waiting_on_a_reclaim_sees_the_new_generation(
     hub: StreamHub, postgres_server: PostgresServer
 ) -> None:

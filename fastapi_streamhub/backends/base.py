@@ -172,6 +172,8 @@ class Backend(abc.ABC):
     settings: Settings
     # Log entries a resuming reader reads first, to send its first bytes early (0: a full page).
     first_page: int = 0
+    # Writer round trips the backend runs at once (on as many connections); 1: one at a time.
+    write_slots: int = 1
 
     @abc.abstractmethod
     async def start(

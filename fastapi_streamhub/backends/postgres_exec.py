@@ -29,9 +29,10 @@ __all__ = ["PgExecutor", "SchemaMismatch"]
 
 log = logging.getLogger("fastapi_streamhub.postgres")
 
-# Pool connections kept free of queued calls: the writer and the lease keeper (one call in
-# flight each, ``limited=False``) always find one, however many reads are waiting.
-_RESERVED = 2
+# Pool connections kept free of queued calls: the writer (two calls in flight, the backend's
+# ``write_slots``) and the lease keeper (one), all ``limited=False``, always find one, however
+# many reads are waiting.
+_RESERVED = 3
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -73,15 +74,15 @@ class PgExecutor:
 
     def bound(self) -> None:
         """Size the queue of ``limited`` calls to the pool: all its connections but
-        ``_RESERVED`` (a small pool of 3 or fewer: one)."""
+        ``_RESERVED`` (a small pool of 4 or fewer: one)."""
         assert self.pool is not None
         self._slots = anyio.Semaphore(max(1, self.pool.max_size - _RESERVED))
 
     async def run(self, fn: Callable[[Conn], Awaitable[Any]], *, limited: bool = True) -> Any:
         """``await fn(conn)`` on a pooled connection, retried through outages (see above).
 
-        ``limited`` calls queue for one of the pool's connections but two; the hub's writer
-        and lease keeper (one call in flight each) skip the queue, so they never wait behind
+        ``limited`` calls queue for one of the pool's connections but ``_RESERVED``; the hub's
+        writer and lease keeper skip the queue, so they never wait behind
         reads for a connection.
         """
         budget = retry_budget(self.settings.outage_timeout)
