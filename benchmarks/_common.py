@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import os
@@ -25,33 +26,22 @@ TOKEN = "tok12345"
 T = TypeVar("T")
 
 
-def _has_uvloop() -> bool:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 # The event loop of every benchmark process: uvloop when installed (the ``bench`` extra), as a
 # FastAPI app runs it in production (``uvicorn[standard]``; the benchmark's uvicorn servers
 # pick it too), else asyncio's. Library and references always share a loop within a run.
-EVENT_LOOP = "uvloop" if _has_uvloop() else "asyncio"
-
-
-def _has_httptools() -> bool:
-    try:
-        import httptools  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
+EVENT_LOOP = "uvloop" if _installed("uvloop") else "asyncio"
 
 # The HTTP parser of the benchmarks' uvicorn servers (uvicorn's ``--http auto`` picks the same):
 # httptools when installed (the ``bench`` extra, as in ``uvicorn[standard]``), else h11 (pure
 # Python); ``STREAMHUB_BENCH_HTTP=h11`` forces h11 (to compare the two). Library and references
 # always share it within a run.
-HTTP_PARSER = os.environ.get("STREAMHUB_BENCH_HTTP") or ("httptools" if _has_httptools() else "h11")
+HTTP_PARSER = os.environ.get("STREAMHUB_BENCH_HTTP") or (
+    "httptools" if _installed("httptools") else "h11"
+)
 
 
 def run(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
