@@ -51,6 +51,7 @@ from fastapi_streamhub import (
     State,
     StreamHub,
 )
+from fastapi_streamhub.backends.base import Lost
 
 pytestmark = pytest.mark.anyio
 
@@ -205,15 +206,32 @@ async def test_stale_generation_refused_write_fires_cancel(
 
 
 async def test_stale_generation_learns_from_lease_renewal_without_writing(
-    store: Store, make_hub: HubFactory
+    store: Store, make_hub: HubFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     options = {"lease_ttl": 0.6}  # renewal every 0.2 s
     hub_a, hub_b = await make_hub(**options), await make_hub(**options)
     told: list[str | None] = []
     old = await start(hub_a, "renewed", on_cancel=lambda p: told.append(p.cancel_reason))
-    new = await reclaim(store, hub_b, "renewed")  # old is still renewing on hub_a
 
+    # hub_a's next renewal waits for the claim: one landing between the lapse and the claim
+    # would find no lease and end the old producer with LeaseExpired instead.
+    parked, claimed = anyio.Event(), anyio.Event()
+    renew = hub_a.backend.renew
+
+    async def renew_after_the_claim(
+        leases: Sequence[tuple[str, int]], *, retention: bool = False
+    ) -> list[bool | Lost]:
+        parked.set()
+        await claimed.wait()
+        return await renew(leases, retention=retention)
+
+    monkeypatch.setattr(hub_a.backend, "renew", renew_after_the_claim)
     with anyio.fail_after(3):  # next renewal of hub_a is at most 0.2 s away
+        await parked.wait()  # and none is in flight
+    new = await reclaim(store, hub_b, "renewed")  # old is still renewing on hub_a
+    claimed.set()
+
+    with anyio.fail_after(3):
         await old.cancelled.wait()
     assert isinstance(old.lost, StaleGeneration)
     assert told == [old.cancel_reason]
