@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ._errors import StreamHubError
+from ._trusted import trusted_cursor
 from ._types import Cursor
 from .backends.base import Append, Lost, SharedAppend
 
@@ -141,7 +142,7 @@ class ChunkBuffer:
     def last(self) -> Cursor:
         """Cursor of the last stored chunk (offset 0 before the first)."""
         if self._last_cursor.offset != self._last:
-            self._last_cursor = Cursor(self._generation, self._last)
+            self._last_cursor = trusted_cursor(self._generation, self._last)
         return self._last_cursor
 
     async def wait_idle(self) -> None:
@@ -221,7 +222,8 @@ class ChunkBuffer:
             for i in range(len(batch)):
                 ack = acks.pop(number + i, None)
                 if ack is not None:
-                    ack.cursor = Cursor(generation, first + i)
+                    # Numbers the store assigned: no constructor checks per acknowledged chunk.
+                    ack.cursor = trusted_cursor(generation, first + i)
                     ack.event.set()
         self._last = first + len(batch) - 1
         if self._pending:

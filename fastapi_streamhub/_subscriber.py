@@ -10,7 +10,7 @@ by reading the store from the last delivered offset. Those decisions are made by
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -203,8 +203,9 @@ class Subscription:
                 page = None
             try:
                 replay = self._repair(check=False, first_page=size, prefetched=page, info=info)
-                async for item in replay:
-                    yield item
+                async for items in replay:
+                    for item in items:
+                        yield item
                 stored, batch_live = self._stored, self._batch_live
                 while not position.ended:
                     decision = position.live(await listener.get())
@@ -221,21 +222,23 @@ class Subscription:
                         for item in _items(decision.chunks, self._batch_live):
                             yield item
                     elif decision is not None:
-                        async for item in self._act(decision):
-                            yield item
+                        async for items in self._act(decision):
+                            for item in items:
+                                yield item
             finally:
                 if watched:
                     hub.unwatch(self.session_id, listener)
 
-    async def _act(self, decision: Decision) -> AsyncGenerator[Item, None]:
-        """Carry out what :meth:`Position.live` decided, other than a plain delivery."""
+    async def _act(self, decision: Decision) -> AsyncGenerator[Sequence[Item], None]:
+        """Carry out what :meth:`Position.live` decided, other than a plain delivery (its items
+        in sequences, as :meth:`_repair` hands them out)."""
         if isinstance(decision, Repair):
-            async for item in self._repair(check=decision.check):
-                yield item
+            async for items in self._repair(check=decision.check):
+                yield items
         elif isinstance(decision, Finish):
-            yield decision.end
+            yield (decision.end,)
         elif isinstance(decision, Metadata):
-            yield decision
+            yield (decision,)
         elif isinstance(decision, Closing):
             raise StreamClosed("the hub is shutting down; resume from the last cursor elsewhere")
 
@@ -244,10 +247,9 @@ class Subscription:
         self._hub.telemetry.reset(gap.cause)
         return Reset(gap.reason, gap.generation)
 
-    def _steps(self, steps: list[Step]) -> Iterator[Item]:
+    def _steps(self, steps: list[Step]) -> list[Item]:
         """The items of what the record or a page asked for: resets counted, ends as they are."""
-        for step in steps:
-            yield self._reset(step) if isinstance(step, Gap) else step
+        return [self._reset(step) if isinstance(step, Gap) else step for step in steps]
 
     async def _repair(
         self,
@@ -256,8 +258,9 @@ class Subscription:
         first_page: int = 0,
         prefetched: ReadResult | None = None,
         info: SessionInfo | None = None,
-    ) -> AsyncGenerator[Item, None]:
-        """Deliver what the store holds after the current position.
+    ) -> AsyncGenerator[Sequence[Item], None]:
+        """Deliver what the store holds after the current position: its items in sequences (a
+        run of a page at a time), so a replayed chunk passes one generator, not two.
 
         With ``check``, the session record is read first and compared afterwards, to notice
         deletion, lost data and new generations. Reading the record *before* the log matters:
@@ -270,8 +273,9 @@ class Subscription:
         position = self._position
         if check:
             info = (await hub.backend.info([self.session_id]))[0]
-            for item in self._steps(position.checked(info)):
-                yield item
+            steps = self._steps(position.checked(info))
+            if steps:
+                yield steps
             if position.ended:
                 return
         page_size = hub.settings.replay_batch
@@ -288,22 +292,22 @@ class Subscription:
                 page = await hub.backend.read(self.session_id, read_from, size)
             size = page_size
             for run in runs(page.chunks):
-                for gap in position.run(run):
-                    yield self._reset(gap)
+                gaps = position.run(run)
+                if gaps:
+                    yield [self._reset(gap) for gap in gaps]
                 if head and len(run) > head:
-                    yield trusted_batch(tuple(run[:head]), run[head - 1].cursor)
+                    yield (trusted_batch(tuple(run[:head]), run[head - 1].cursor),)
                     run = run[head:]
                 head = 0
-                for item in _items(run, self._batch_replay):
-                    yield item
+                yield _items(run, self._batch_replay)
             if page.end is not None:
-                for item in self._steps(position.stored_end(*page.end)):
-                    yield item
+                yield self._steps(position.stored_end(*page.end))
                 return
             if not page.more:
                 break
-        for item in self._steps(position.settle(info)):
-            yield item
+        steps = self._steps(position.settle(info))
+        if steps:
+            yield steps
 
 
 _FIRST_BATCH = 64

@@ -31,7 +31,8 @@ from .._codec import (
 from .._config import Settings
 from .._errors import InvalidSessionId
 from .._fanout import Fanout, Listener
-from .._types import Chunk, Cursor, End, SessionInfo, State
+from .._trusted import trusted_cursor
+from .._types import Chunk, End, SessionInfo, State
 from ._compact import PackedLog
 from ._ds import DurableMethods
 from ._ds_memory import MemoryDurable
@@ -467,7 +468,8 @@ class MemoryBackend(DurableMethods, Backend):
             if size > budget and i:
                 page = page[:i]  # a page holds about replay_batch_bytes (one chunk at least)
                 break
-        chunks: list[Chunk] = [decode_payload(p, Cursor(generation, o)) for o, p in page]
+        # Offsets of the store's own log: valid cursors, built without the constructor's checks.
+        chunks: list[Chunk] = [decode_payload(p, trusted_cursor(generation, o)) for o, p in page]
         more = start + len(page) < len(log)
         end = None
         if not more and rec.end is not None and len(page) < count:
