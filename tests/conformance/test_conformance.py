@@ -228,8 +228,8 @@ async def test_stale_generation_learns_from_lease_renewal_without_writing(
     monkeypatch.setattr(hub_a.backend, "renew", renew_after_the_claim)
     with anyio.fail_after(3):  # next renewal of hub_a is at most 0.2 s away
         await parked.wait()  # and none is in flight
-    new = await reclaim(store, hub_b, "renewed")  # old is still renewing on hub_a
-    claimed.set()
+    new = await reclaim(store, hub_b, "renewed")  # old still holds the session on hub_a
+    claimed.set()  # its parked renewal now meets the new generation
 
     with anyio.fail_after(3):
         await old.cancelled.wait()
