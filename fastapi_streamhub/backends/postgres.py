@@ -55,7 +55,16 @@ from .postgres_exec import PgExecutor, SchemaMismatch
 from .postgres_finish import PgFinishMethods
 from .postgres_listen import Listener as NotifyListener
 from .postgres_listen import inline, notes, positive
-from .postgres_rows import INFO_SQL, PAGE_SQL, appended, lost_of, page_of_rows
+from .postgres_rows import (
+    INFO_SQL,
+    PAGE_SQL,
+    Partial,
+    appended,
+    complete,
+    lost_of,
+    page_of_rows,
+    page_params,
+)
 
 __all__ = ["SCHEMES", "PostgresBackend", "SchemaMismatch"]
 
@@ -157,7 +166,15 @@ class PostgresBackend(PgClaimMethods, PgCompactMethods, PgFinishMethods, Durable
                 self._conninfo,
                 min_size=1,
                 max_size=self._pool_size,
-                kwargs={"autocommit": True, "application_name": "streamhub"},
+                # The library's statements are few and run all the time: each is prepared on
+                # its second run on a connection (psycopg's default: the sixth), so a pool's
+                # connections get past parsing and planning sooner (PostgreSQL's generic plans
+                # then walk the log's primary key even where the table was never analyzed).
+                kwargs={
+                    "autocommit": True,
+                    "application_name": "streamhub",
+                    "prepare_threshold": 1,
+                },
                 open=False,
             )
             await pool.open(wait=True, timeout=settings.outage_timeout)
@@ -459,20 +476,29 @@ class PostgresBackend(PgClaimMethods, PgCompactMethods, PgFinishMethods, Durable
             "sid": session_id,
             "g": min(after[0], _BIGINT),
             "o": min(after[1], _BIGINT),
-            "count": count,
-            "budget": self.settings.replay_batch_bytes,
+            **page_params(self.settings.replay_batch_bytes, count),
         }
+
+    async def _page(
+        self, rows: list[Any], after: tuple[int, int], count: int, params: dict[str, Any]
+    ) -> ReadResult:
+        """The page of ``PAGE_SQL.rows``' rows, with the bodies it lacked read (rarely)."""
+        page = page_of_rows(rows, after, count, self.settings.replay_batch_bytes)
+        if isinstance(page, Partial):
+            full = await self._exec.rows(PAGE_SQL.bodies, {**params, **page.params}, binary=True)
+            return complete(page, full, after)
+        return page
 
     async def read(self, session_id: str, after: tuple[int, int], count: int) -> ReadResult:
         params = self._page_params(session_id, after, count)
-        rows = await self._exec.rows(PAGE_SQL, params, binary=True)
-        return page_of_rows(rows, after, count)
+        rows = await self._exec.rows(PAGE_SQL.rows, params, binary=True)
+        return await self._page(rows, after, count, params)
 
     async def open(
         self, session_id: str, after: tuple[int, int], count: int
     ) -> tuple[SessionInfo | None, ReadResult | None]:
         info_sql = INFO_SQL.replace("{p}", self.p).encode()
-        page_sql = PAGE_SQL.replace("{p}", self.p).encode()
+        page_sql = PAGE_SQL.rows.replace("{p}", self.p).encode()
         params = self._page_params(session_id, after, count)
 
         async def go(conn: psycopg.AsyncConnection[Any]) -> tuple[list[Any], list[Any]]:
@@ -487,7 +513,7 @@ class PostgresBackend(PgClaimMethods, PgCompactMethods, PgFinishMethods, Durable
         info = self._info(session_id, info_rows[0][1:])
         if info is not None and info.state.finished:
             self._compactor.soon(session_id)
-        return info, page_of_rows(page_rows, after, count)
+        return info, await self._page(page_rows, after, count, params)
 
     async def session_ids(self, limit: int) -> tuple[list[str], bool]:
         """Up to ``limit`` unexpired session ids, and whether there are more (``streamhub top``)."""

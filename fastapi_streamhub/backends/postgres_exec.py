@@ -154,7 +154,7 @@ class PgExecutor:
                 cur = await conn.execute("SELECT to_regclass(%s)", (f"{p}_schema",))
                 row = await cur.fetchone()
                 if row is None or row[0] is None:
-                    await conn.execute(schema_sql(p).encode())
+                    await conn.execute(schema_sql(p).encode(), prepare=False)  # many statements
                     log.info("created the streamhub schema %r (version %d)", p, SCHEMA_VERSION)
                     return
                 cur = await conn.execute(f"SELECT version FROM {p}_schema".encode())

@@ -14,7 +14,7 @@ from .._types import SessionInfo
 from ._replies import record_of
 from .base import FinishClaim, ReadResult
 from .postgres_exec import PgExecutor
-from .postgres_rows import budgeted, page_of_rows
+from .postgres_rows import Partial, complete, page_of_rows, page_params, paged
 
 __all__ = ["PgFinishMethods"]
 
@@ -29,11 +29,8 @@ _GEN_RECORD_SQL = (
     " AND s.expires_at > clock_timestamp()"
 )
 # A page of the log rows of that generation after offset o, under the byte budget.
-_GEN_PAGE_SQL = budgeted(
-    "SELECT l.generation, l.last_offset, l.kind, l.body FROM {p}_log l"
-    " WHERE l.session_id = %(sid)s AND l.generation = %(g)s AND l.last_offset > %(o)s"
-    " ORDER BY l.last_offset LIMIT %(count)s",
-    "last_offset",
+_GEN_PAGE_SQL = paged(
+    "l.session_id = %(sid)s AND l.generation = %(g)s AND l.last_offset > %(o)s", "l.last_offset"
 )
 
 _CLAIMS: dict[str, FinishClaim] = {
@@ -82,14 +79,13 @@ class PgFinishMethods:
             "sid": session_id,
             "g": generation,
             "o": after,
-            "count": count,
-            "budget": self.settings.replay_batch_bytes,
+            **page_params(self.settings.replay_batch_bytes, count),
         }
 
         async def go(conn: psycopg.AsyncConnection[Any]) -> tuple[list[Any], list[Any]]:
             async with conn.pipeline():
                 c1 = await conn.execute(self._sql(_GEN_RECORD_SQL), params)
-                c2 = await conn.execute(self._sql(_GEN_PAGE_SQL), params, binary=True)
+                c2 = await conn.execute(self._sql(_GEN_PAGE_SQL.rows), params, binary=True)
             return await c1.fetchall(), await c2.fetchall()
 
         records, rows = await self._exec.run(go)
@@ -98,7 +94,12 @@ class PgFinishMethods:
         gen, state, reason, n, md, created, updated, cancel, lease_ms, now_ms = records[0]
         reply = [gen, state, reason, n, md, created, updated, True if cancel else None]
         info = record_of(session_id, [*reply, lease_ms, now_ms], self.settings.lease_ms)
-        return info, page_of_rows(rows, (generation, after), count)
+        page = page_of_rows(rows, (generation, after), count, self.settings.replay_batch_bytes)
+        if isinstance(page, Partial):
+            params.update(page.params)
+            full = await self._exec.rows(_GEN_PAGE_SQL.bodies, params, binary=True)
+            return info, complete(page, full, (generation, after))
+        return info, page
 
     async def unsettled(self, count: int, idle: float) -> list[tuple[str, int]]:
         """See :meth:`Backend.unsettled`."""

@@ -4,6 +4,7 @@ I/O), and the statements of its reads. The twin of ``_replies`` for Redis."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from .._codec import decode_end, decode_entry
@@ -12,7 +13,18 @@ from .._trusted import trusted_chunk, trusted_cursor
 from .._types import Chunk, End, State
 from .base import PART_REFUSALS, Lost, ReadResult, Reason
 
-__all__ = ["INFO_SQL", "PAGE_SQL", "appended", "budgeted", "lost_of", "page_of_rows"]
+__all__ = [
+    "INFO_SQL",
+    "PAGE_SQL",
+    "PageSql",
+    "Partial",
+    "appended",
+    "complete",
+    "lost_of",
+    "page_of_rows",
+    "page_params",
+    "paged",
+]
 
 log = logging.getLogger("fastapi_streamhub.postgres")
 
@@ -23,32 +35,59 @@ INFO_SQL = (
 )
 
 
-def budgeted(rows: str, order: str) -> str:
-    """The page of ``rows`` (a query of ``generation, last_offset, kind, body`` ordered by
-    ``order``, already limited to the page's count) under the byte budget ``%(budget)s``: its
-    first row always, then rows while their running size stays within the budget. The first
-    row the budget leaves out comes back without its body (``NULL``), so the reader knows the
-    page was cut. One window pass whose frame ends at the current row (it streams: nothing
-    waits for the page's last row, as ``count(*) OVER ()`` would make it)."""
-    return (
-        "SELECT generation, last_offset, kind,"
-        " CASE WHEN rn = 1 OR run <= %(budget)s THEN body END FROM ("
-        " SELECT generation, last_offset, kind, body,"
-        "  sum(octet_length(body)) OVER w AS run, row_number() OVER w AS rn"
-        f" FROM ({rows}) l WINDOW w AS (ORDER BY {order} ROWS UNBOUNDED PRECEDING)"
-        f") t WHERE rn <= 2 OR run - octet_length(body) <= %(budget)s ORDER BY {order}"
+@dataclass(frozen=True)
+class PageSql:
+    """The two statements of a page read (see :func:`paged`): ``rows`` and, rarely, ``bodies``."""
+
+    rows: str
+    bodies: str
+
+
+def paged(where: str, order: str) -> PageSql:
+    """A page of log rows (``where``, ordered by ``order``, at most ``%(count)s``) under the
+    byte budget ``%(budget)s``, without a window function over the page.
+
+    ``rows`` answers ``generation, last_offset, kind, body, size``, each body only when it is
+    at most ``%(share)s`` bytes (the budget over the count: such rows cannot exceed the budget
+    together), ``NULL`` otherwise, with its size. Token rows are far below that share, so a
+    page is nearly always complete in this one statement. When a larger row comes,
+    :func:`page_of_rows` works out from the sizes where the budget cuts the page and asks for
+    the bodies it lacks with ``bodies``: the rows after ``(%(g0)s, %(o0)s)`` up to
+    ``(%(g2)s, %(o2)s)``, at most ``%(limit)s`` of them, in full. (A running sum over the page
+    in SQL costs the server more than the page's own read: about 0.4 ms per 1,000 rows.)"""
+    return PageSql(
+        "SELECT l.generation, l.last_offset, l.kind,"
+        " CASE WHEN octet_length(l.body) <= %(share)s THEN l.body END, octet_length(l.body)"
+        f" FROM {{p}}_log l WHERE {where} ORDER BY {order} LIMIT %(count)s",
+        "SELECT l.generation, l.last_offset, l.kind, l.body, 0 FROM {p}_log l"
+        f" WHERE {where} AND (l.generation, l.last_offset) > (%(g0)s, %(o0)s)"
+        " AND (l.generation, l.last_offset) <= (%(g2)s, %(o2)s)"
+        f" ORDER BY {order} LIMIT %(limit)s",
     )
 
 
-PAGE_SQL = budgeted(
-    "SELECT l.generation, l.last_offset, l.kind, l.body FROM {p}_log l"
-    " WHERE l.session_id = %(sid)s AND (l.generation, l.last_offset) > (%(g)s, %(o)s)"
+def page_params(budget: int, count: int) -> dict[str, int]:
+    """The byte parameters of :func:`paged`'s ``rows``: the budget and each row's share."""
+    return {"count": count, "budget": budget, "share": max(1, budget // max(1, count))}
+
+
+PAGE_SQL = paged(
+    "l.session_id = %(sid)s AND (l.generation, l.last_offset) > (%(g)s, %(o)s)"
     # Rows of the current generation on (a kept generation's rows stay under their own).
     " AND l.generation >= (SELECT s.generation FROM {p}_session s WHERE s.session_id = %(sid)s"
-    "  AND s.expires_at > clock_timestamp())"
-    " ORDER BY l.generation, l.last_offset LIMIT %(count)s",
-    "generation, last_offset",
+    "  AND s.expires_at > clock_timestamp())",
+    "l.generation, l.last_offset",
 )
+
+
+@dataclass
+class Partial:
+    """A page whose rows lack bodies (larger than their share) within the budget: the chunks
+    decoded so far, and the range of rows to read in full with ``PageSql.bodies``."""
+
+    chunks: list[Chunk]
+    params: dict[str, int]
+    more: bool
 
 
 def lost_of(code: str) -> Lost | None:
@@ -100,9 +139,11 @@ def _one_text_frame(size: int) -> bytes | None:
 _ONE_TEXT = [_one_text_frame(size) for size in range(1024)]
 
 
-def page_of_rows(rows: list[Any], after: tuple[int, int], count: int) -> ReadResult:
-    """Chunks (and the end marker) of a page's rows (see :func:`budgeted`), the twin of
-    ``page_of`` for rows.
+def page_of_rows(
+    rows: list[Any], after: tuple[int, int], count: int, budget: int
+) -> ReadResult | Partial:
+    """Chunks (and the end marker) of a page's rows (see :func:`paged`), the twin of
+    ``page_of`` for rows; a :class:`Partial` when rows within the budget lack their bodies.
 
     The replay's hot path: most rows hold one text chunk (an LLM's pace writes one chunk per
     round trip); such a row (one frame filling it, recognised by its start, which its size
@@ -111,10 +152,10 @@ def page_of_rows(rows: list[Any], after: tuple[int, int], count: int) -> ReadRes
     chunks: list[Chunk] = []
     append = chunks.append
     end: tuple[int, End] | None = None
-    cut = False
     after_gen, after_offset = after
     one_text = _ONE_TEXT
-    for gen, last, kind, body in rows:
+    for row in rows:
+        gen, last, kind, body, _ = row
         if kind == "c" and body is not None and len(body) < 1024:
             head = one_text[len(body)]
             if head is not None and body.startswith(head):
@@ -123,12 +164,37 @@ def page_of_rows(rows: list[Any], after: tuple[int, int], count: int) -> ReadRes
                     text = body[len(head) :].decode()
                     append(trusted_chunk(trusted_cursor(gen, last), text, "text", None, None))
                 continue
-        if body is None:  # the first row the byte budget left out
-            cut = True
-            break
+        if body is None:  # larger than its share of the budget
+            return _cut(rows, rows.index(row), chunks, after, count, budget)
         if kind == "e" or kind == b"e":
             end = (gen, End(*decode_end(bytes(body))))
             break
         # The cursor may point inside this row: what the reader already has is skipped.
         chunks.extend(decode_entry(gen, last, bytes(body), after_offset if gen == after_gen else 0))
-    return ReadResult(chunks, end, end is None and (cut or len(rows) == count))
+    return ReadResult(chunks, end, end is None and len(rows) == count)
+
+
+def _cut(
+    rows: list[Any], at: int, chunks: list[Chunk], after: tuple[int, int], count: int, budget: int
+) -> ReadResult | Partial:
+    """The page from ``rows[at]`` on, the first row without its body: where the byte budget
+    ends the page (the first row always belongs to it), and the range to read in full."""
+    used = sum(row[4] for row in rows[:at])
+    if at and used + rows[at][4] > budget:
+        return ReadResult(chunks, None, True)  # the budget ends the page before this row
+    keep = at + 1
+    used += rows[at][4]
+    while keep < len(rows) and used + rows[keep][4] <= budget:
+        used += rows[keep][4]
+        keep += 1
+    low = rows[at - 1][:2] if at else after
+    high = rows[keep - 1][:2]
+    params = {"g0": low[0], "o0": low[1], "g2": high[0], "o2": high[1], "limit": keep - at}
+    return Partial(chunks, params, keep < len(rows) or len(rows) == count)
+
+
+def complete(partial: Partial, rows: list[Any], after: tuple[int, int]) -> ReadResult:
+    """The page of a :class:`Partial` once the rows it lacked were read in full."""
+    rest = page_of_rows(rows, after, len(rows) + 1, 0)
+    assert isinstance(rest, ReadResult), "rows read in full"
+    return ReadResult(partial.chunks + rest.chunks, rest.end, rest.end is None and partial.more)
