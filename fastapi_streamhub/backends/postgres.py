@@ -46,12 +46,12 @@ from .base import (
     Lost,
     ReadResult,
     Sent,
-    SharedAppend,
 )
 from .postgres_claim import PgClaimMethods
 from .postgres_compact import PgCompactMethods, PgCompactor
 from .postgres_ds import PgDurable
 from .postgres_exec import PgExecutor, SchemaMismatch
+from .postgres_fanin import PgFaninMethods
 from .postgres_finish import PgFinishMethods
 from .postgres_listen import Listener as NotifyListener
 from .postgres_listen import inline, notes, positive
@@ -74,7 +74,9 @@ SCHEMES = ("postgresql", "postgres")
 _BIGINT = 2**63 - 1
 
 
-class PostgresBackend(PgClaimMethods, PgCompactMethods, PgFinishMethods, DurableMethods, Backend):
+class PostgresBackend(
+    PgClaimMethods, PgFaninMethods, PgCompactMethods, PgFinishMethods, DurableMethods, Backend
+):
     """Sessions in PostgreSQL; live delivery through one LISTEN connection fanned out locally."""
 
     first_page = 1
@@ -401,61 +403,6 @@ class PostgresBackend(PgClaimMethods, PgCompactMethods, PgFinishMethods, Durable
             (session_id, generation, min(after, _BIGINT), count),
         )
         return [(int(seq), bytes(body)) for seq, body in rows]
-
-    # -- fan-in ----------------------------------------------------------------------------
-
-    async def admit(self, session_id: str, generation: int, name: str) -> Lost | None:
-        return lost_of(
-            await self._exec.one("SELECT {p}_admit(%s, %s, %s)", (session_id, generation, name))
-        )
-
-    async def join(self, session_id: str, generation: int, name: str, token: str) -> Lost | None:
-        return lost_of(
-            await self._exec.one(
-                "SELECT {p}_join(%s, %s, %s, %s)", (session_id, generation, name, token)
-            )
-        )
-
-    async def append_shared(self, batches: Sequence[SharedAppend]) -> list[int | Lost]:
-        out: list[int | Lost] = []
-        for b in batches:
-            value = frame(b.payloads)
-            # The live record's tail (the frames) when the whole record fits NOTIFY.
-            head = chunks_head(b.session_id.encode(), b.generation, 1 << 62, len(value))
-            tail = inline(head + value)
-            code = await self._exec.one(
-                "SELECT {p}_append_shared(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    b.session_id,
-                    b.generation,
-                    b.name,
-                    b.token,
-                    b.seq,
-                    len(b.payloads),
-                    value,
-                    self.settings.maxlen or 0,
-                    "",
-                    None if tail is None else value.decode(),
-                ),
-                limited=False,
-            )
-            if code.startswith("ok "):
-                out.append(int(code[3:]))
-            else:
-                lost = lost_of(code)
-                assert lost is not None
-                out.append(lost)
-        return out
-
-    async def end_part(
-        self, session_id: str, generation: int, name: str, token: str, *, last: int | None = None
-    ) -> Lost | None:
-        return lost_of(
-            await self._exec.one(
-                "SELECT {p}_end_part(%s, %s, %s, %s, %s)",
-                (session_id, generation, name, token, last),
-            )
-        )
 
     # -- reads -----------------------------------------------------------------------------
 
