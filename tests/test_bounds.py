@@ -263,6 +263,24 @@ async def test_an_entry_above_replay_batch_bytes_goes_alone(
         assert await _stored(hub, "big") == chunks
 
 
+@pytest.mark.parametrize("backend", ["memory", "redis", "postgres"])
+async def test_big_entries_among_tokens_share_pages_within_replay_batch_bytes(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Token entries with 1 kB and 20 kB ones among them, pages of 32 kB: tokens and the big
+    entries that fit share a page, the next big one starts the next page, and the replay is
+    exact. (On PostgreSQL a page whose rows are above their share of the budget, here after
+    five token rows, reads those rows' bodies in a second statement.)"""
+    async with _hub(_url(backend, request), replay_batch_bytes=32 * KiB, max_batch=1) as hub:
+        chunks = [*_blocks("a", 5, 8), *_blocks("b", 1, 1_000), *_blocks("c", 5, 8)]
+        chunks += [*_blocks("d", 1, 20_000), *_blocks("e", 3, 8), *_blocks("f", 2, 20_000)]
+        chunks += _blocks("g", 2, 8)
+        producer = await _produce(hub, "mixed", chunks)
+        sizes = await _pages(hub, "mixed", producer.generation)
+        assert sizes == [21_104, 20_000, 20_016]
+        assert await _stored(hub, "mixed") == chunks
+
+
 # --------------------------------------------------------------------------- queues
 
 

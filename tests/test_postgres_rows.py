@@ -40,6 +40,7 @@ def test_the_one_text_chunk_shortcut_equals_decode_entry() -> None:
 
 
 def _row(offset: int, text: str) -> tuple[int, int, str, bytes, int]:
+    """A row of one chunk as the page statement answers it."""
     body = _frame(encode_chunk(text))
     return (1, offset, "c", body, len(body))
 
@@ -56,6 +57,7 @@ def test_a_page_reports_its_end_marker_and_whether_more_may_follow() -> None:
 
 
 def _bodiless(row: tuple[int, int, str, bytes, int]) -> tuple[int, int, str, None, int]:
+    """The row as the page statement answers a row above its share: no body, its size."""
     return (*row[:3], None, row[4])
 
 
@@ -71,7 +73,7 @@ def test_rows_without_their_bodies_are_asked_for_within_the_budget() -> None:
     done = complete(page, [(*big[:4], 0)], (1, 0))
     assert [c.data for c in done.chunks] == ["a", "b" * 40] and done.more is True
     # The budget ends the page before a big row: no second read.
-    cut = page_of_rows([small, _bodiless(big)], (1, 0), 1000, big[4])
+    cut = page_of_rows([small, _bodiless(big)], (1, 0), 1000, len(big[3]))
     assert isinstance(cut, ReadResult) and [c.data for c in cut.chunks] == ["a"]
     assert cut.more is True
     # A first row above the whole budget is the page alone, read from the cursor.

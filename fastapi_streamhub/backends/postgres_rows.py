@@ -28,6 +28,8 @@ __all__ = [
 
 log = logging.getLogger("fastapi_streamhub.postgres")
 
+_BIGINT = 2**63 - 1  # a cursor past it still compares within bigint
+
 # The records of several sessions, with the database clock and the lease's remaining time.
 INFO_SQL = (
     "SELECT s.session_id, d.*, s.turn FROM {p}_session s, LATERAL {p}_describe(s) d "
@@ -44,8 +46,8 @@ class PageSql:
 
 
 def paged(where: str, order: str) -> PageSql:
-    """A page of log rows (``where``, ordered by ``order``, at most ``%(count)s``) under the
-    byte budget ``%(budget)s``, without a window function over the page.
+    """A page of log rows (``where``, ordered by ``order``, at most ``%(count)s``) within the
+    byte budget (``replay_batch_bytes``), without a window function over the page.
 
     ``rows`` answers ``generation, last_offset, kind, body, size``, each body only when it is
     at most ``%(share)s`` bytes (the budget over the count: such rows cannot exceed the budget
@@ -67,8 +69,9 @@ def paged(where: str, order: str) -> PageSql:
 
 
 def page_params(budget: int, count: int) -> dict[str, int]:
-    """The byte parameters of :func:`paged`'s ``rows``: the budget and each row's share."""
-    return {"count": count, "budget": budget, "share": max(1, budget // max(1, count))}
+    """The count and each row's share of the byte ``budget``, parameters of :func:`paged`'s
+    ``rows``."""
+    return {"count": count, "share": max(1, budget // max(1, count))}
 
 
 PAGE_SQL = paged(
@@ -179,15 +182,16 @@ def _cut(
 ) -> ReadResult | Partial:
     """The page from ``rows[at]`` on, the first row without its body: where the byte budget
     ends the page (the first row always belongs to it), and the range to read in full."""
-    used = sum(row[4] for row in rows[:at])
-    if at and used + rows[at][4] > budget:
+    sizes = [row[4] for row in rows]
+    used = sum(sizes[:at])
+    if at and used + sizes[at] > budget:
         return ReadResult(chunks, None, True)  # the budget ends the page before this row
     keep = at + 1
-    used += rows[at][4]
-    while keep < len(rows) and used + rows[keep][4] <= budget:
-        used += rows[keep][4]
+    used += sizes[at]
+    while keep < len(rows) and used + sizes[keep] <= budget:
+        used += sizes[keep]
         keep += 1
-    low = rows[at - 1][:2] if at else after
+    low = rows[at - 1][:2] if at else (min(after[0], _BIGINT), min(after[1], _BIGINT))
     high = rows[keep - 1][:2]
     params = {"g0": low[0], "o0": low[1], "g2": high[0], "o2": high[1], "limit": keep - at}
     return Partial(chunks, params, keep < len(rows) or len(rows) == count)
