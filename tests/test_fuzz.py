@@ -166,7 +166,10 @@ def check_answer(request: dict[str, Any], resp: httpx.Response) -> None:
     if resp.status_code >= 400 and request["method"] != "HEAD":
         assert ctype.startswith("application/json"), (*where, ctype)
         assert resp.json().get("detail"), (*where, text[:300])
-    if ctype.startswith("text/event-stream"):
+    if request["method"] == "HEAD":
+        # The headers a GET would get and no body (RFC 9110), an event stream's included.
+        assert resp.content == b"", (*where, text[:300])
+    elif ctype.startswith("text/event-stream"):
         ends = [e for kind, e in parse_sse(resp.content) if kind == "event" and e.type == "end"]
         assert len(ends) == 1, (*where, text[-300:])
 
