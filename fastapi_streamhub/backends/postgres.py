@@ -55,16 +55,7 @@ from .postgres_fanin import PgFaninMethods
 from .postgres_finish import PgFinishMethods
 from .postgres_listen import Listener as NotifyListener
 from .postgres_listen import inline, notes, positive
-from .postgres_rows import (
-    INFO_SQL,
-    PAGE_SQL,
-    Partial,
-    appended,
-    complete,
-    lost_of,
-    page_of_rows,
-    page_params,
-)
+from .postgres_rows import INFO_SQL, PAGE_SQL, appended, lost_of, page_params
 
 __all__ = ["SCHEMES", "PostgresBackend", "SchemaMismatch"]
 
@@ -426,20 +417,10 @@ class PostgresBackend(
             **page_params(self.settings.replay_batch_bytes, count),
         }
 
-    async def _page(
-        self, rows: list[Any], after: tuple[int, int], count: int, params: dict[str, Any]
-    ) -> ReadResult:
-        """The page of ``PAGE_SQL.rows``' rows, with the bodies it lacked read (rarely)."""
-        page = page_of_rows(rows, after, count, self.settings.replay_batch_bytes)
-        if isinstance(page, Partial):
-            full = await self._exec.rows(PAGE_SQL.bodies, {**params, **page.params}, binary=True)
-            return complete(page, full, after)
-        return page
-
     async def read(self, session_id: str, after: tuple[int, int], count: int) -> ReadResult:
         params = self._page_params(session_id, after, count)
         rows = await self._exec.rows(PAGE_SQL.rows, params, binary=True)
-        return await self._page(rows, after, count, params)
+        return await self._exec.page(PAGE_SQL, rows, after, count, params)
 
     async def open(
         self, session_id: str, after: tuple[int, int], count: int
@@ -460,7 +441,7 @@ class PostgresBackend(
         info = self._info(session_id, info_rows[0][1:])
         if info is not None and info.state.finished:
             self._compactor.soon(session_id)
-        return info, await self._page(page_rows, after, count, params)
+        return info, await self._exec.page(PAGE_SQL, page_rows, after, count, params)
 
     async def session_ids(self, limit: int) -> tuple[list[str], bool]:
         """Up to ``limit`` unexpired session ids, and whether there are more (``streamhub top``)."""

@@ -23,6 +23,8 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from .._budget import retry_budget
 from .._config import Settings
 from .._errors import BackendUnavailable
+from .base import ReadResult
+from .postgres_rows import PageSql, Partial, complete, page_of_rows
 from .postgres_sql import SCHEMA_VERSION, prefix_name, schema_sql
 
 __all__ = ["PgExecutor", "SchemaMismatch"]
@@ -141,6 +143,22 @@ class PgExecutor:
     async def one(self, sql: str, params: Sequence[Any] = (), **kw: Any) -> Any:
         """The first value of the first row of one statement."""
         return (await self.rows(sql, params, **kw))[0][0]
+
+    async def page(
+        self,
+        sql: PageSql,
+        rows: list[Any],
+        after: tuple[int, int],
+        count: int,
+        params: Mapping[str, Any],
+    ) -> ReadResult:
+        """The page of ``sql.rows``' ``rows`` (read with ``params``), with the bodies it lacked
+        read by ``sql.bodies`` (only when rows above their share of the budget are in it)."""
+        page = page_of_rows(rows, after, count, self.settings.replay_batch_bytes)
+        if isinstance(page, Partial):
+            full = await self.rows(sql.bodies, {**params, **page.params}, binary=True)
+            return complete(page, full, after)
+        return page
 
     async def ensure_schema(self) -> None:
         """Create the schema if absent (one creator at a time: an advisory lock), else check

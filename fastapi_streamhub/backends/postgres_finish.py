@@ -14,7 +14,7 @@ from .._types import SessionInfo
 from ._replies import record_of
 from .base import FinishClaim, ReadResult
 from .postgres_exec import PgExecutor
-from .postgres_rows import Partial, complete, page_of_rows, page_params, paged
+from .postgres_rows import page_params, paged
 
 __all__ = ["PgFinishMethods"]
 
@@ -94,12 +94,7 @@ class PgFinishMethods:
         gen, state, reason, n, md, created, updated, cancel, lease_ms, now_ms = records[0]
         reply = [gen, state, reason, n, md, created, updated, True if cancel else None]
         info = record_of(session_id, [*reply, lease_ms, now_ms], self.settings.lease_ms)
-        page = page_of_rows(rows, (generation, after), count, self.settings.replay_batch_bytes)
-        if isinstance(page, Partial):
-            params.update(page.params)
-            full = await self._exec.rows(_GEN_PAGE_SQL.bodies, params, binary=True)
-            return info, complete(page, full, (generation, after))
-        return info, page
+        return info, await self._exec.page(_GEN_PAGE_SQL, rows, (generation, after), count, params)
 
     async def unsettled(self, count: int, idle: float) -> list[tuple[str, int]]:
         """See :meth:`Backend.unsettled`."""
