@@ -129,6 +129,38 @@ async def test_an_application_pool_is_used_and_left_open(postgres_url: str) -> N
         await pool.close()
 
 
+async def test_the_hubs_own_pool_plans_generically_and_an_application_pool_keeps_its_own(
+    postgres_url: str,
+) -> None:
+    # Every connection of the hub's own pool, not only the first: hold several at once.
+    async with StreamHub.from_url(postgres_url) as h:
+        backend = h.backend
+        assert isinstance(backend, PostgresBackend)
+        modes: list[str] = []
+        async with anyio.create_task_group() as tg:
+            both = anyio.Event()
+
+            async def show(conn: psycopg.AsyncConnection[Any]) -> None:
+                cur = await conn.execute("SHOW plan_cache_mode")
+                row = await cur.fetchone()
+                assert row is not None
+                modes.append(row[0])
+                if len(modes) == 3:
+                    both.set()
+                await both.wait()
+
+            for _ in range(3):
+                tg.start_soon(backend._exec.run, show)
+        assert modes == ["force_generic_plan"] * 3
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(postgres_url, min_size=1, open=False)
+    try:
+        async with StreamHub(pool), pool.connection() as conn:
+            cur = await conn.execute("SHOW plan_cache_mode")
+            assert (await cur.fetchone()) == ("auto",)
+    finally:
+        await pool.close()
+
+
 async def test_an_unreachable_server_is_backend_unavailable(
     postgres_server: PostgresServer,
 ) -> None:

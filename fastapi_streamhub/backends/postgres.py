@@ -50,7 +50,7 @@ from .base import (
 from .postgres_claim import PgClaimMethods
 from .postgres_compact import PgCompactMethods, PgCompactor
 from .postgres_ds import PgDurable
-from .postgres_exec import PgExecutor, SchemaMismatch
+from .postgres_exec import PgExecutor, SchemaMismatch, generic_plans
 from .postgres_fanin import PgFaninMethods
 from .postgres_finish import PgFinishMethods
 from .postgres_listen import Listener as NotifyListener
@@ -160,14 +160,15 @@ class PostgresBackend(
                 min_size=1,
                 max_size=self._pool_size,
                 # The library's statements are few and run all the time: each is prepared on
-                # its second run on a connection (psycopg's default: the sixth), so a pool's
-                # connections get past parsing and planning sooner (PostgreSQL's generic plans
-                # then walk the log's primary key even where the table was never analyzed).
+                # its second run on a connection (psycopg's default: the sixth) and planned
+                # once, generically (``generic_plans``: the log's primary key walked from a
+                # cursor, even where the table was never analyzed).
                 kwargs={
                     "autocommit": True,
                     "application_name": "streamhub",
                     "prepare_threshold": 1,
                 },
+                configure=generic_plans,
                 open=False,
             )
             await pool.open(wait=True, timeout=settings.outage_timeout)

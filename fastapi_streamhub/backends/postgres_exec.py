@@ -27,7 +27,7 @@ from .base import ReadResult
 from .postgres_rows import PageSql, Partial, complete, page_of_rows
 from .postgres_sql import SCHEMA_VERSION, prefix_name, schema_sql
 
-__all__ = ["PgExecutor", "SchemaMismatch"]
+__all__ = ["PgExecutor", "SchemaMismatch", "generic_plans"]
 
 log = logging.getLogger("fastapi_streamhub.postgres")
 
@@ -53,6 +53,21 @@ def _retryable(exc: psycopg.Error) -> bool:
     if code is None:
         return isinstance(exc, psycopg.OperationalError)
     return code.startswith(("08", "57P")) or code in ("40001", "40P01")
+
+
+async def generic_plans(conn: Conn) -> None:
+    """Configure one of the hub's own pooled connections: its prepared statements use their
+    generic plan from the first execution (PostgreSQL 12 on).
+
+    Every statement of the library looks rows up by key, where the generic plan is the plan:
+    the log's primary key walked from a cursor. By default PostgreSQL plans a prepared
+    statement's first five executions on each connection afresh with their parameters, and on
+    a log without statistics yet (a new table, before autovacuum's first ANALYZE) those
+    custom plans read every row after the cursor and sort them (a page of 1,000 rows of a
+    5,000-row tail: 2.3-4.8 ms against 0.9-1.1 ms); a pool spreads the reads over its
+    connections, so each of them pays that warm-up, and the planning itself."""
+    if conn.info.server_version >= 120000:
+        await conn.execute("SET plan_cache_mode = force_generic_plan", prepare=False)
 
 
 def _code(exc: psycopg.Error) -> str:
