@@ -33,7 +33,7 @@ from test_http import assert_complete, check_log, expected, start_reader
 from test_http_fanin import two_sub_producers_interleave
 
 from fastapi_streamhub import BackendUnavailable, Chunk, End, Metadata, State, StreamHub
-from fastapi_streamhub.backends.base import Lost, ReadResult
+from fastapi_streamhub.backends.base import Append, Lost, ReadResult
 from fastapi_streamhub.backends.postgres import PostgresBackend, SchemaMismatch
 from fastapi_streamhub.backends.postgres_sql import SCHEMA_VERSION
 
@@ -286,6 +286,74 @@ async def test_a_server_restart_mid_stream_completes_exactly() -> None:
 
 
 # --------------------------------------------------------------------------- ordering
+
+
+async def test_one_round_trip_gives_every_answer_of_an_append(
+    postgres_url: str, postgres_server: PostgresServer
+) -> None:
+    # <p>_append stores the batches that continue their generation in one UPDATE and one
+    # INSERT and settles the rest one by one: every answer in one call, each where it belongs.
+    async with StreamHub.from_url(postgres_url, maxlen=2) as h:
+        backend = h.backend
+        assert isinstance(backend, PostgresBackend)
+        names = ("a", "b", "retry", "stale", "closed", "hole", "twice")
+        sid = {name: new_sid(name) for name in names}
+        gen = {}
+        for name in names:
+            claimed = await backend.claim(sid[name], token="t", restart=False, metadata=None)
+            gen[name] = claimed.generation
+
+        def batch(name: str, first: int, *texts: str, generation: int = 0) -> Append:
+            payloads = [b"t" + t.encode() for t in texts]
+            return Append(sid[name], generation or gen[name], first, payloads)
+
+        assert await backend.append([batch("retry", 1, "r")]) == [None]
+        assert await backend.close(sid["closed"], gen["closed"], State.DONE, None, last=0) == (
+            State.DONE
+        )
+        answers = await backend.append(
+            [
+                batch("a", 1, "a1", "a2"),
+                batch("retry", 1, "r"),  # a lost reply's retry: already stored
+                batch("stale", 1, "s", generation=gen["stale"] - 1),
+                batch("closed", 1, "c"),
+                batch("hole", 3, "h3"),  # chunks 1-2 lost by the store: stored after the hole
+                batch("b", 1, "b1"),
+            ]
+        )
+        assert answers == [None, None, Lost("stale"), Lost("closed", State.DONE), None, None]
+        # A session named twice: the whole round trip one by one, in order.
+        answers = await backend.append(
+            [batch("twice", 1, "t1"), batch("a", 3, "a3"), batch("twice", 2, "t2")]
+        )
+        assert answers == [None, None, None]
+        # maxlen (2 chunks) trims whole rows of the batches stored together.
+        assert await backend.append([batch("a", 4, "a4"), batch("b", 2, "b2")]) == [None, None]
+        rows = postgres_server.execute(
+            "SELECT session_id, last_offset, kind FROM streamhub_log"
+            " WHERE session_id = ANY(%s) ORDER BY session_id, last_offset",
+            ([sid[n] for n in names],),
+        )
+        got = {(name, offset, kind) for name in names for s, offset, kind in rows if s == sid[name]}
+        assert got == {
+            ("a", 3, "c"),  # the row of a1-a2 (offset 2) trimmed when a4 came
+            ("a", 4, "c"),
+            ("b", 1, "c"),
+            ("b", 2, "c"),
+            ("retry", 1, "c"),
+            ("closed", 1, "e"),
+            ("hole", 3, "c"),
+            ("twice", 1, "c"),
+            ("twice", 2, "c"),
+        }
+        sessions = {
+            s: n
+            for s, n in postgres_server.execute(
+                "SELECT session_id, n FROM streamhub_session WHERE session_id = ANY(%s)",
+                ([sid[n] for n in names],),
+            )
+        }
+        assert [sessions[sid[n]] for n in names] == [4, 2, 1, 0, 0, 3, 2]
 
 
 @pytest.mark.timeout(60)
