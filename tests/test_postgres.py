@@ -288,20 +288,30 @@ async def test_a_server_restart_mid_stream_completes_exactly() -> None:
 # --------------------------------------------------------------------------- ordering
 
 
+async def claim_each(
+    hub: StreamHub, *names: str
+) -> tuple[PostgresBackend, dict[str, str], dict[str, int]]:
+    """A new session per name, claimed on the hub's backend (not produced by the hub): the
+    backend, and the ids and the generations by name."""
+    backend = hub.backend
+    assert isinstance(backend, PostgresBackend)
+    sid = {name: new_sid(name) for name in names}
+    gen = {}
+    for name in names:
+        claimed = await backend.claim(sid[name], token="t", restart=False, metadata=None)
+        gen[name] = claimed.generation
+    return backend, sid, gen
+
+
 async def test_one_round_trip_gives_every_answer_of_an_append(
     postgres_url: str, postgres_server: PostgresServer
 ) -> None:
     # <p>_append stores the batches that continue their generation in one UPDATE and one
     # INSERT and settles the rest one by one: every answer in one call, each where it belongs.
     async with StreamHub.from_url(postgres_url, maxlen=2) as h:
-        backend = h.backend
-        assert isinstance(backend, PostgresBackend)
-        names = ("a", "b", "retry", "stale", "closed", "hole", "twice")
-        sid = {name: new_sid(name) for name in names}
-        gen = {}
-        for name in names:
-            claimed = await backend.claim(sid[name], token="t", restart=False, metadata=None)
-            gen[name] = claimed.generation
+        backend, sid, gen = await claim_each(
+            h, "a", "b", "retry", "stale", "closed", "hole", "twice"
+        )
 
         def batch(name: str, first: int, *texts: str, generation: int = 0) -> Append:
             payloads = [b"t" + t.encode() for t in texts]
@@ -358,6 +368,67 @@ async def test_one_round_trip_gives_every_answer_of_an_append(
             "hole": 3,
             "twice": 2,
         }
+
+
+async def test_one_round_trip_gives_every_answer_of_a_renewal_and_of_a_lease_check(
+    postgres_url: str, postgres_server: PostgresServer
+) -> None:
+    # <p>_renew extends the running leases in one UPDATE and <p>_expire reads them without a
+    # lock; the others are settled one by one: every answer in one call, each where it belongs.
+    async with StreamHub.from_url(postgres_url, lease_ttl=30) as h:
+        backend, sid, gen = await claim_each(h, "a", "cancel", "stale", "closed", "lapsed", "b")
+        assert await backend.close(sid["closed"], gen["closed"], State.DONE, None, last=0) == (
+            State.DONE
+        )
+        assert await backend.cancel(sid["cancel"]) is not None
+        name_of = {s: name for name, s in sid.items()}
+
+        def leases(*which: str) -> list[tuple[str, int]]:
+            return [(sid[name], gen[name] - (name == "stale")) for name in which]
+
+        def lease_until() -> dict[str, Any]:
+            rows = postgres_server.execute(
+                "SELECT session_id, lease_until FROM streamhub_session WHERE session_id = ANY(%s)",
+                (list(name_of),),
+            )
+            return {name_of[str(s)]: until for s, until in rows}
+
+        def lapse(name: str) -> None:
+            postgres_server.execute(
+                "UPDATE streamhub_session SET lease_until = clock_timestamp() - interval '1 ms' "
+                "WHERE session_id = %s",
+                (sid[name],),
+            )
+
+        lapse("lapsed")
+        before = lease_until()
+        answers = await backend.renew(
+            [*leases("a", "cancel", "stale", "closed", "lapsed", "b"), ("never-claimed", 1)]
+        )
+        assert answers == [
+            False,
+            True,  # renewed, and a cancel is pending
+            Lost("stale"),
+            Lost("closed", State.DONE),
+            Lost("closed", State.FAILED, "lease_expired"),
+            False,
+            Lost("gone"),
+        ]
+        after = lease_until()
+        assert all(after[name] > before[name] for name in ("a", "cancel", "b"))
+        assert (after["closed"], after["lapsed"]) == (None, None)
+        info = await h.status(sid["lapsed"])
+        assert info is not None and info.state is State.FAILED
+
+        lapse("b")
+        left = await backend.expire(
+            [*leases("a", "b", "stale", "closed", "lapsed", "cancel"), ("never-claimed", 1)]
+        )
+        # a and cancel still run (their time left); b lapsed (failed by this check), the rest over.
+        assert [x is None for x in left] == [False, True, True, True, True, False, True]
+        assert all(x is not None and 20 < x <= 30 for x in (left[0], left[5]))
+        info = await h.status(sid["b"])
+        assert info is not None and info.state is State.FAILED  # the check failed it
 
 
 @pytest.mark.timeout(60)

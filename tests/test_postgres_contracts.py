@@ -141,7 +141,7 @@ async def test_a_session_and_a_stream_never_share_an_id(backend: PostgresBackend
 async def test_the_schema_version_and_the_grants_cover_the_new_tables(
     backend: PostgresBackend, postgres_server: PostgresServer
 ) -> None:
-    assert SCHEMA_VERSION == 5
+    assert SCHEMA_VERSION == 6
     assert postgres_server.execute("SELECT version FROM streamhub_schema") == [(SCHEMA_VERSION,)]
     grants = grants_sql("streamhub", "app")
     for table in (
