@@ -471,7 +471,8 @@ async def test_concurrent_fan_in_writers_and_readers_see_one_gap_free_order(
 
 
 class _OverlapProbe(PostgresBackend):
-    """Counts the writer's appends in flight; the first one waits until a second one starts."""
+    """Counts the writer's appends in flight; the first ``write_slots`` of them wait until
+    that many are in flight at once."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -484,10 +485,10 @@ class _OverlapProbe(PostgresBackend):
         self.calls += 1
         self.flying += 1
         self.most = max(self.most, self.flying)
-        if self.flying >= 2:
+        if self.flying >= self.write_slots:
             self.overlapped.set()
         try:
-            if self.calls == 1:
+            if self.calls <= self.write_slots:
                 with anyio.fail_after(10):
                     await self.overlapped.wait()
             return await super().append(batches)
@@ -496,12 +497,12 @@ class _OverlapProbe(PostgresBackend):
 
 
 @pytest.mark.timeout(60)
-async def test_two_writer_round_trips_overlap_and_each_stream_stays_exact(
+async def test_the_writers_round_trips_overlap_and_each_stream_stays_exact(
     postgres_url: str,
 ) -> None:
-    """The writer runs two appends at once on PostgreSQL (the first is held until the second
-    has started), never three; every stream, live and replayed, is still 1..N once each, in
-    its producer's order."""
+    """The writer runs ``write_slots`` (3) appends at once on PostgreSQL (the first ones are
+    held until that many have started), never more; every stream, live and replayed, is still
+    1..N once each, in its producer's order."""
     backend = _OverlapProbe(conninfo=postgres_url)
     streams, per_stream = 12, 120
     async with StreamHub(backend, lease_ttl=10) as h:
@@ -519,7 +520,8 @@ async def test_two_writer_round_trips_overlap_and_each_stream_stays_exact(
                     writers.start_soon(produce, k)
             results = [await r.result(within=40) for r in readers]
         replays = [await collect(h.subscribe(f"two{k}")) for k in range(streams)]
-    assert backend.overlapped.is_set() and backend.most == 2, backend.most
+    assert backend.write_slots == 3
+    assert backend.overlapped.is_set() and backend.most == 3, backend.most
     for k in range(streams):
         for items in (results[k], replays[k]):
             chunks = chunks_of(items)

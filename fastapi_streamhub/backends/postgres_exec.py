@@ -31,10 +31,6 @@ __all__ = ["PgExecutor", "SchemaMismatch", "generic_plans"]
 
 log = logging.getLogger("fastapi_streamhub.postgres")
 
-# Pool connections kept free of queued calls: the writer (two calls in flight, the backend's
-# ``write_slots``) and the lease keeper (one), all ``limited=False``, always find one, however
-# many reads are waiting.
-_RESERVED = 3
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -89,18 +85,20 @@ class PgExecutor:
         self.settings = settings
         self.p = prefix_name(settings.key_prefix)
 
-    def bound(self) -> None:
+    def bound(self, reserved: int) -> None:
         """Size the queue of ``limited`` calls to the pool: all its connections but
-        ``_RESERVED`` (a small pool of 4 or fewer: one)."""
+        ``reserved`` (one at least). The reserved ones, kept free of queued calls, are for the
+        writer's calls in flight and the lease keeper's, all ``limited=False``: they always
+        find a connection, however many reads are waiting."""
         assert self.pool is not None
-        self._slots = anyio.Semaphore(max(1, self.pool.max_size - _RESERVED))
+        self._slots = anyio.Semaphore(max(1, self.pool.max_size - reserved))
 
     async def run(self, fn: Callable[[Conn], Awaitable[Any]], *, limited: bool = True) -> Any:
         """``await fn(conn)`` on a pooled connection, retried through outages (see above).
 
-        ``limited`` calls queue for one of the pool's connections but ``_RESERVED``; the hub's
-        writer and lease keeper skip the queue, so they never wait behind
-        reads for a connection.
+        ``limited`` calls queue for one of the pool's connections but the reserved ones (see
+        :meth:`bound`); the hub's writer and lease keeper skip the queue, so they never wait
+        behind reads for a connection.
         """
         budget = retry_budget(self.settings.outage_timeout)
         deadline = time.monotonic() + budget
